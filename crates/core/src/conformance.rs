@@ -1,0 +1,443 @@
+//! The conformance suite: the [`RelayLink`] contract, checked the same way
+//! against every backend.
+//!
+//! A backend implements [`PairFactory`] (make a connected offerer/answerer
+//! pair on loopback) and expands [`conformance_tests!`](crate::conformance_tests)
+//! once per mode in its tests:
+//!
+//! ```ignore
+//! relay_core::conformance_tests!(unreliable, MyFactory::default(), relay_core::Mode::Unreliable);
+//! ```
+//!
+//! Each check panics with a message saying what broke. Every wait is bounded.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use crate::{CloseReason, LinkError, Mode, Packet, RelayLink, build_rtp};
+
+/// A link on its way to being ready.
+pub type LinkFuture = Pin<Box<dyn Future<Output = Result<Box<dyn RelayLink>, String>> + Send>>;
+
+/// Both ends of one link being established. Each future resolves the
+/// moment its side is ready, independently of the other.
+pub struct Connecting {
+    /// The side that sent the offer.
+    pub offerer: LinkFuture,
+    /// The side that answered.
+    pub answerer: LinkFuture,
+}
+
+/// Makes connected pairs of links on loopback for the suite.
+#[async_trait]
+pub trait PairFactory: Send + Sync {
+    /// Starts establishing one link in `mode`: exchange the offer and answer
+    /// in-process, return both sides' readiness futures.
+    async fn connect(&self, mode: Mode) -> Connecting;
+}
+
+/// Bound on every single wait in the suite.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(STEP_TIMEOUT, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: no result within {STEP_TIMEOUT:?}"),
+    }
+}
+
+async fn ready(what: &str, fut: LinkFuture) -> Arc<dyn RelayLink> {
+    match within(what, fut).await {
+        Ok(l) => Arc::from(l),
+        Err(e) => panic!("{what}: failed to establish: {e}"),
+    }
+}
+
+/// Establishes one link: `(offerer, answerer)`.
+pub async fn pair(factory: &dyn PairFactory, mode: Mode) -> (Arc<dyn RelayLink>, Arc<dyn RelayLink>) {
+    let c = factory.connect(mode).await;
+    let (a, b) = tokio::join!(ready("offerer", c.offerer), ready("answerer", c.answerer));
+    assert_eq!(a.mode(), mode, "offerer mode");
+    assert_eq!(b.mode(), mode, "answerer mode");
+    (a, b)
+}
+
+/// An RTP packet whose payload says which packet it is.
+pub fn numbered(ssrc: u32, seq: u32, size: usize) -> Packet {
+    let size = size.max(16);
+    let mut payload = vec![0u8; size - 12];
+    payload[..4].copy_from_slice(&seq.to_be_bytes());
+    for (i, b) in payload.iter_mut().enumerate().skip(4) {
+        *b = (i as u32).wrapping_mul(31).wrapping_add(seq) as u8;
+    }
+    Packet::parse(build_rtp(96, seq as u16, seq.wrapping_mul(90), ssrc, &payload)).expect("valid RTP")
+}
+
+fn number_of(p: &Packet) -> u32 {
+    let b = p.bytes();
+    u32::from_be_bytes([b[12], b[13], b[14], b[15]])
+}
+
+async fn recv_one(what: &str, link: &dyn RelayLink) -> Packet {
+    match within(what, link.recv()).await {
+        Ok(p) => p,
+        Err(e) => panic!("{what}: {e}"),
+    }
+}
+
+/// Ready means ready: each side sends the instant its own future resolves,
+/// and the other side receives it. Repeated `rounds` times.
+pub async fn first_packet_not_lost(factory: &dyn PairFactory, mode: Mode, rounds: usize) {
+    for round in 0..rounds {
+        let c = factory.connect(mode).await;
+        let send_at_once = |fut: LinkFuture, who: &'static str, ssrc: u32| {
+            tokio::spawn(async move {
+                let link = ready(who, fut).await;
+                if let Err(e) = link.send(numbered(ssrc, 0, 200)).await {
+                    panic!("{who}: first send failed: {e}");
+                }
+                link
+            })
+        };
+        let a = send_at_once(c.offerer, "offerer", 0xA);
+        let b = send_at_once(c.answerer, "answerer", 0xB);
+        let (a, b) = (a.await.expect("offerer task"), b.await.expect("answerer task"));
+        let at_a = recv_one(
+            &format!("round {round}: offerer receiving the answerer's first packet"),
+            &*a,
+        )
+        .await;
+        let at_b = recv_one(
+            &format!("round {round}: answerer receiving the offerer's first packet"),
+            &*b,
+        )
+        .await;
+        assert_eq!(at_a.ssrc(), 0xB, "round {round}");
+        assert_eq!(at_b.ssrc(), 0xA, "round {round}");
+        a.close();
+        b.close();
+    }
+}
+
+/// Packets of [`MIN_MAX_PACKET_SIZE`](crate::MIN_MAX_PACKET_SIZE) bytes pass
+/// both ways, byte for byte.
+pub async fn full_size_packets_pass_both_ways(factory: &dyn PairFactory, mode: Mode) {
+    let (a, b) = pair(factory, mode).await;
+    assert!(a.max_packet_size() >= crate::MIN_MAX_PACKET_SIZE);
+    assert!(b.max_packet_size() >= crate::MIN_MAX_PACKET_SIZE);
+    for (from, to, ssrc) in [(&a, &b, 1u32), (&b, &a, 2u32)] {
+        // Paced lightly so unreliable modes on loopback have no excuse.
+        let sent: Vec<Packet> = (0..50)
+            .map(|i| numbered(ssrc, i, crate::MIN_MAX_PACKET_SIZE))
+            .collect();
+        for p in &sent {
+            from.send(p.clone()).await.expect("send 1400 bytes");
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        let mut got = 0;
+        while got < sent.len() {
+            let want_at_least = if mode.is_reliable() { sent.len() } else { 45 };
+            match tokio::time::timeout(Duration::from_secs(2), to.recv()).await {
+                Ok(Ok(p)) => {
+                    let n = number_of(&p) as usize;
+                    assert_eq!(p.len(), crate::MIN_MAX_PACKET_SIZE);
+                    assert_eq!(p.bytes(), sent[n].bytes(), "packet {n} changed in transit");
+                    got += 1;
+                }
+                Ok(Err(e)) => panic!("receiving 1400-byte packets: {e}"),
+                Err(_) if got >= want_at_least => break,
+                Err(_) => panic!("only {got} of {} 1400-byte packets arrived", sent.len()),
+            }
+        }
+    }
+}
+
+/// A packet over the link's maximum is refused with `TooLarge`, counted,
+/// and the link keeps working.
+pub async fn oversized_is_refused_and_nothing_stalls(factory: &dyn PairFactory, mode: Mode) {
+    let (a, b) = pair(factory, mode).await;
+    let max = a.max_packet_size();
+    for size in [max + 1, 65_000] {
+        let big = numbered(7, 1, size);
+        match within("oversized send", a.send(big)).await {
+            Err(LinkError::TooLarge { size: s, max: m }) => assert_eq!((s, m), (size, max)),
+            other => panic!("{size}-byte packet: expected TooLarge, got {other:?}"),
+        }
+    }
+    assert_eq!(a.stats().drops.too_large, 2);
+    for i in 0..5 {
+        a.send(numbered(7, i, 300)).await.expect("send after oversize");
+    }
+    let p = recv_one("a packet after the refused ones", &*b).await;
+    assert_eq!(p.ssrc(), 7);
+}
+
+/// 10,000 packets paced at 20,000/s arrive (reliable: all, in order;
+/// unreliable: at least 99%), and both sides' stats agree with what
+/// happened.
+pub async fn paced_packets_arrive_and_stats_match(factory: &dyn PairFactory, mode: Mode) {
+    const N: u32 = 10_000;
+    const SIZE: usize = 1_000;
+    let (a, b) = pair(factory, mode).await;
+    // Reverse direction at the same time: both directions are independent.
+    let reverse = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            for i in 0..100 {
+                b.send(numbered(0xBB, i, 200)).await.expect("reverse send");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let sender = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            for burst in 0..(N / 20) {
+                tokio::time::sleep_until(start + Duration::from_millis(burst as u64)).await;
+                for j in 0..20 {
+                    a.send(numbered(0xAA, burst * 20 + j, SIZE))
+                        .await
+                        .expect("paced send");
+                }
+            }
+        })
+    };
+    let mut got = 0u32;
+    let mut next = 0u32;
+    let mut from_b = 0;
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        if got == N {
+            break;
+        }
+        let quiet = if mode.is_reliable() {
+            STEP_TIMEOUT
+        } else {
+            Duration::from_millis(500)
+        };
+        match tokio::time::timeout(quiet, b.recv()).await {
+            Ok(Ok(p)) => {
+                let n = number_of(&p);
+                if mode.is_reliable() {
+                    assert_eq!(n, next, "reliable mode delivered out of order");
+                }
+                next = n + 1;
+                got += 1;
+            }
+            Ok(Err(e)) => panic!("receiving paced packets after {got}: {e}"),
+            Err(_) => break,
+        }
+        assert!(
+            Instant::now() < deadline,
+            "paced run took longer than {STEP_TIMEOUT:?}"
+        );
+    }
+    sender.await.expect("sender");
+    reverse.await.expect("reverse");
+    while let Ok(Ok(p)) = tokio::time::timeout(Duration::from_millis(300), a.recv()).await {
+        assert_eq!(p.ssrc(), 0xBB);
+        from_b += 1;
+    }
+    if mode.is_reliable() {
+        assert_eq!(got, N, "reliable mode lost packets");
+        assert_eq!(from_b, 100, "reliable reverse direction lost packets");
+    } else {
+        assert!(
+            got >= N * 99 / 100,
+            "unreliable mode delivered {got} of {N} (< 99%) on clean loopback"
+        );
+        assert!(from_b >= 99, "reverse direction delivered {from_b} of 100");
+    }
+
+    let sa = a.stats();
+    let sb = b.stats();
+    assert_eq!(sa.packets_sent, N as u64, "offerer packets_sent");
+    assert_eq!(sa.bytes_sent, N as u64 * SIZE as u64, "offerer bytes_sent");
+    assert_eq!(sa.sent_ssrcs.len(), 1);
+    assert_eq!(
+        (sa.sent_ssrcs[0].ssrc, sa.sent_ssrcs[0].packets),
+        (0xAA, N as u64)
+    );
+    assert_eq!(sb.packets_sent, 100);
+    assert_eq!(
+        sb.packets_received, got as u64,
+        "answerer packets_received vs packets read"
+    );
+    assert_eq!(sb.bytes_received, got as u64 * SIZE as u64);
+    let r = sb
+        .received_ssrcs
+        .iter()
+        .find(|s| s.ssrc == 0xAA)
+        .expect("per-SSRC stats for 0xAA");
+    assert_eq!(r.packets, got as u64);
+    assert_eq!(
+        r.lost,
+        (N - got) as i64 - (N as i64 - r.expected as i64),
+        "RFC 3550 cumulative loss"
+    );
+    if mode.is_reliable() {
+        assert_eq!((r.expected, r.lost), (N as u64, 0));
+    }
+    assert!(r.jitter.is_finite() && r.jitter >= 0.0);
+    assert_eq!(sa.packets_received, from_b as u64);
+    assert!(
+        sa.setup_time.is_some() && sb.setup_time.is_some(),
+        "setup time recorded"
+    );
+}
+
+/// Unreliable: a flood into a receiver that does not read never blocks the
+/// sender, and every packet the transport delivered is either still queued
+/// (bounded) or counted as a receive-queue drop. Reliable: the sender is
+/// held back instead, then everything arrives in order.
+pub async fn flood_is_bounded(factory: &dyn PairFactory, mode: Mode) {
+    let (a, b) = pair(factory, mode).await;
+    if mode.is_reliable() {
+        const N: u32 = 20_000;
+        let sender = {
+            let a = a.clone();
+            tokio::spawn(async move {
+                for i in 0..N {
+                    a.send(numbered(1, i, 1_200)).await.expect("reliable send");
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !sender.is_finished(),
+            "reliable sender pushed {N} x 1200 bytes into a receiver that does not read: no back-pressure"
+        );
+        for i in 0..N {
+            let p = recv_one("reliable flood", &*b).await;
+            assert_eq!(number_of(&p), i, "reliable flood out of order");
+        }
+        within("reliable sender finishing", sender)
+            .await
+            .expect("sender task");
+        return;
+    }
+
+    const N: u32 = 100_000;
+    let started = Instant::now();
+    within("unreliable flood send loop (must never block)", async {
+        for i in 0..N {
+            a.send(numbered(1, i, 1_200)).await.expect("unreliable send");
+        }
+    })
+    .await;
+    let send_time = started.elapsed();
+    // Let the transport settle: stop when the receiver's count stops moving.
+    let mut last = u64::MAX;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = b.stats().packets_received;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let mut queued = 0u64;
+    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(50), b.recv()).await {
+        queued += 1;
+    }
+    let sb = b.stats();
+    let sa = a.stats();
+    assert_eq!(
+        sa.packets_sent + sa.drops.send_queue_full,
+        N as u64,
+        "sender accounting: {sa:?}"
+    );
+    assert_eq!(
+        sb.packets_received,
+        queued + sb.drops.receive_queue_full,
+        "receiver: every delivered packet is either read ({queued}) or a counted drop ({})",
+        sb.drops.receive_queue_full
+    );
+    assert!(
+        queued < N as u64 / 4,
+        "receive queue held {queued} packets: not bounded"
+    );
+    assert!(
+        sb.drops.receive_queue_full > 0 || sb.packets_received < N as u64 / 2,
+        "nothing dropped although the app never read"
+    );
+    tracing::info!(?send_time, queued, delivered = sb.packets_received, "flood");
+}
+
+/// Closing one end closes the other with a reason, and both refuse to send.
+pub async fn close_reaches_the_peer(factory: &dyn PairFactory, mode: Mode) {
+    let (a, b) = pair(factory, mode).await;
+    a.send(numbered(3, 0, 100)).await.expect("send before close");
+    recv_one("packet before close", &*b).await;
+    a.close();
+    assert_eq!(a.close_reason(), Some(CloseReason::Local));
+    let reason = within("peer noticing the close", b.closed()).await;
+    assert_eq!(reason, CloseReason::PeerClosed, "answerer's close reason");
+    assert!(matches!(
+        a.send(numbered(3, 1, 100)).await,
+        Err(LinkError::Closed(_))
+    ));
+    assert!(matches!(
+        b.send(numbered(3, 1, 100)).await,
+        Err(LinkError::Closed(_))
+    ));
+    assert!(matches!(
+        within("recv after close", b.recv()).await,
+        Err(LinkError::Closed(_))
+    ));
+    // Idempotent.
+    a.close();
+    b.close();
+    assert_eq!(a.close_reason(), Some(CloseReason::Local));
+}
+
+/// Expands to one `#[tokio::test]` per conformance check for one backend
+/// and mode, in a module named `$name`.
+///
+/// `$factory` is an expression producing a [`PairFactory`]; it is evaluated
+/// once per test.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($name:ident, $factory:expr, $mode:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            use $crate::conformance as c;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn first_packet_not_lost() {
+                c::first_packet_not_lost(&$factory, $mode, 20).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn full_size_packets_pass_both_ways() {
+                c::full_size_packets_pass_both_ways(&$factory, $mode).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn oversized_is_refused_and_nothing_stalls() {
+                c::oversized_is_refused_and_nothing_stalls(&$factory, $mode).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn paced_packets_arrive_and_stats_match() {
+                c::paced_packets_arrive_and_stats_match(&$factory, $mode).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn flood_is_bounded() {
+                c::flood_is_bounded(&$factory, $mode).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn close_reaches_the_peer() {
+                c::close_reaches_the_peer(&$factory, $mode).await;
+            }
+        }
+    };
+}

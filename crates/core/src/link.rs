@@ -1,0 +1,189 @@
+//! The relay interface: [`RelayLink`], its errors, and the close signal.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use crate::{LinkStats, Mode, Packet, Transport};
+
+/// The size every link must carry in every mode (DESIGN.md): an RTP packet
+/// that fits a 1,500-byte Ethernet MTU with room for any tunnel.
+pub const MIN_MAX_PACKET_SIZE: usize = 1400;
+
+/// Default time without hearing from the peer before a link is declared dead.
+pub const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a link closed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "reason", content = "detail", rename_all = "snake_case")]
+pub enum CloseReason {
+    /// This side called [`RelayLink::close`].
+    Local,
+    /// The peer closed the link (and said so).
+    PeerClosed,
+    /// Nothing was heard from the peer for this long.
+    LivenessTimeout(#[serde(with = "millis")] Duration),
+    /// The transport failed; the text says how.
+    Transport(String),
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Local => f.write_str("closed locally"),
+            CloseReason::PeerClosed => f.write_str("closed by the peer"),
+            CloseReason::LivenessTimeout(d) => {
+                write!(f, "peer silent for {} ms (liveness timeout)", d.as_millis())
+            }
+            CloseReason::Transport(e) => write!(f, "transport failed: {e}"),
+        }
+    }
+}
+
+/// What can go wrong sending or receiving on a link.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// The packet is larger than this link carries. Nothing was sent; the
+    /// link is unaffected.
+    #[error("packet of {size} bytes exceeds this link's maximum of {max} bytes")]
+    TooLarge {
+        /// Bytes offered.
+        size: usize,
+        /// [`RelayLink::max_packet_size`].
+        max: usize,
+    },
+    /// The link is closed; the reason says why.
+    #[error("link closed: {0}")]
+    Closed(CloseReason),
+}
+
+/// One established, bidirectional relay connection between two servers.
+///
+/// Every backend honours the same contract, checked by the conformance
+/// suite (`relay_core::conformance`, feature `conformance`):
+///
+/// - **Ready means ready**: a value of this type exists only once packets
+///   can flow both ways; a packet the peer sends the instant its side is
+///   ready is delivered.
+/// - **One message = one RTP or RTCP packet.** Packets up to
+///   [`MIN_MAX_PACKET_SIZE`] pass in every mode; larger than
+///   [`max_packet_size`](RelayLink::max_packet_size) is
+///   [`LinkError::TooLarge`], never a stall.
+/// - **Unreliable modes never block the sender**: a full queue drops (the
+///   oldest packet where the backend controls the queue) and counts it.
+///   Reliable modes apply back-pressure: `send` waits.
+/// - **Liveness**: a silent peer closes the link with
+///   [`CloseReason::LivenessTimeout`].
+///
+/// All methods take `&self`, so one task can send while another receives
+/// (share it in an `Arc`).
+#[async_trait]
+pub trait RelayLink: Send + Sync + fmt::Debug {
+    /// The transport carrying this link.
+    fn transport(&self) -> Transport;
+
+    /// The delivery mode.
+    fn mode(&self) -> Mode;
+
+    /// Largest packet [`send`](RelayLink::send) accepts (at least
+    /// [`MIN_MAX_PACKET_SIZE`]).
+    fn max_packet_size(&self) -> usize;
+
+    /// Sends one packet. Unreliable modes return at once; reliable modes wait
+    /// for room.
+    async fn send(&self, packet: Packet) -> Result<(), LinkError>;
+
+    /// Receives the next packet. After the link closes, packets already
+    /// received are still returned, then `Err(LinkError::Closed)`.
+    async fn recv(&self) -> Result<Packet, LinkError>;
+
+    /// Counters so far.
+    fn stats(&self) -> LinkStats;
+
+    /// Closes the link and tells the peer (best effort). Idempotent.
+    fn close(&self);
+
+    /// Waits until the link is closed, by either side or by a failure.
+    async fn closed(&self) -> CloseReason;
+
+    /// The close reason, if closed.
+    fn close_reason(&self) -> Option<CloseReason>;
+}
+
+/// A one-shot, many-reader close signal: the first reason wins.
+#[derive(Debug, Clone)]
+pub struct CloseSignal {
+    tx: watch::Sender<Option<CloseReason>>,
+}
+
+impl Default for CloseSignal {
+    fn default() -> Self {
+        CloseSignal::new()
+    }
+}
+
+impl CloseSignal {
+    /// An open signal.
+    pub fn new() -> CloseSignal {
+        CloseSignal {
+            tx: watch::Sender::new(None),
+        }
+    }
+
+    /// Closes with `reason`; returns whether this call closed it (false if it
+    /// was already closed).
+    pub fn close(&self, reason: CloseReason) -> bool {
+        self.tx.send_if_modified(|r| {
+            if r.is_some() {
+                return false;
+            }
+            *r = Some(reason);
+            true
+        })
+    }
+
+    /// The reason, if closed.
+    pub fn reason(&self) -> Option<CloseReason> {
+        self.tx.borrow().clone()
+    }
+
+    /// Whether closed.
+    pub fn is_closed(&self) -> bool {
+        self.tx.borrow().is_some()
+    }
+
+    /// Waits for the close.
+    pub async fn wait(&self) -> CloseReason {
+        let mut rx = self.tx.subscribe();
+        match rx.wait_for(|r| r.is_some()).await {
+            Ok(r) => r.clone().unwrap_or(CloseReason::Local),
+            // The sender lives in `self`, so it cannot be dropped while we wait.
+            Err(_) => CloseReason::Local,
+        }
+    }
+}
+
+/// Checks `size` against `max`, the same way in every backend.
+pub fn check_size(size: usize, max: usize) -> Result<(), LinkError> {
+    if size > max {
+        Err(LinkError::TooLarge { size, max })
+    } else {
+        Ok(())
+    }
+}

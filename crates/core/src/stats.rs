@@ -1,0 +1,587 @@
+//! Link statistics: counters, drops by cause, and per-SSRC loss and
+//! interarrival jitter computed as RFC 3550 appendix A does.
+//!
+//! [`SsrcReceiver`] is pure (the caller passes the arrival time), so its
+//! arithmetic is tested without sockets or sleeps. [`StatsRecorder`] is the
+//! thread-safe accumulator every backend feeds; [`LinkStats`] is the
+//! serialisable snapshot it produces.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::{Mode, Packet, PacketKind, Transport};
+
+/// RFC 3550 appendix A.1: a jump of more than this many sequence numbers is
+/// a restart, not loss.
+const MAX_DROPOUT: u16 = 3000;
+/// RFC 3550 appendix A.1: packets this far behind are late duplicates.
+const MAX_MISORDER: u16 = 100;
+const RTP_SEQ_MOD: u32 = 1 << 16;
+
+/// Why a packet was dropped by the relay itself (not by the network).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropCause {
+    /// Unreliable send queue was full: the oldest queued packet was dropped.
+    SendQueueFull,
+    /// The application did not read fast enough: the oldest received packet
+    /// was dropped.
+    ReceiveQueueFull,
+    /// The application tried to send a packet larger than the link allows.
+    TooLarge,
+    /// A datagram arrived from an address other than the signaled peer.
+    UnknownSource,
+    /// Bytes arrived that are not RTP or RTCP (truncated, garbage, bad framing).
+    Malformed,
+}
+
+impl DropCause {
+    const COUNT: usize = 5;
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Drops by cause; see [`DropCause`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Drops {
+    /// See [`DropCause::SendQueueFull`].
+    pub send_queue_full: u64,
+    /// See [`DropCause::ReceiveQueueFull`].
+    pub receive_queue_full: u64,
+    /// See [`DropCause::TooLarge`].
+    pub too_large: u64,
+    /// See [`DropCause::UnknownSource`].
+    pub unknown_source: u64,
+    /// See [`DropCause::Malformed`].
+    pub malformed: u64,
+}
+
+impl Drops {
+    /// Sum over every cause.
+    pub fn total(&self) -> u64 {
+        self.send_queue_full + self.receive_queue_full + self.too_large + self.unknown_source + self.malformed
+    }
+}
+
+/// What was sent on one SSRC.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SsrcSent {
+    /// The stream.
+    pub ssrc: u32,
+    /// RTP packets handed to the transport.
+    pub packets: u64,
+    /// Their bytes (whole RTP packets).
+    pub bytes: u64,
+}
+
+/// What was received on one SSRC: RFC 3550 reception statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SsrcReceived {
+    /// The stream.
+    pub ssrc: u32,
+    /// RTP packets received (duplicates included).
+    pub packets: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Packets expected from the sequence number range (appendix A.3).
+    pub expected: u64,
+    /// Cumulative number of packets lost (appendix A.3); negative when
+    /// duplicates outnumber losses, as the RFC allows.
+    pub lost: i64,
+    /// Interarrival jitter in RTP timestamp units (appendix A.8).
+    pub jitter: f64,
+    /// The clock rate used to convert arrival times (see
+    /// [`default_clock_rate`]).
+    pub clock_rate: u32,
+    /// Jitter in milliseconds at that clock rate.
+    pub jitter_ms: f64,
+}
+
+/// The clock rate assumed for a payload type: the RFC 3551 static types,
+/// and 90 kHz (video) for dynamic ones. A relay does not see the SDP, so
+/// audio on a dynamic payload type (Opus at 48 kHz) reports jitter in the
+/// wrong unit unless configured with [`StatsRecorder::with_clock_rate`].
+pub fn default_clock_rate(payload_type: u8) -> u32 {
+    match payload_type {
+        0..=9 | 12 | 13 | 15 | 18 => 8_000,
+        10 | 11 => 44_100,
+        16 => 11_025,
+        17 => 22_050,
+        _ => 90_000,
+    }
+}
+
+/// Reception state of one SSRC: RFC 3550 appendix A.1 (sequence number
+/// validity), A.3 (loss) and A.8 (jitter).
+///
+/// One deliberate difference from A.1: there is no probation period. A relay
+/// only accepts packets from a signaled, authenticated peer, so the first
+/// packet starts the count; the RFC's `MIN_SEQUENTIAL` guards against
+/// strangers on a multicast group.
+#[derive(Debug, Clone)]
+pub struct SsrcReceiver {
+    clock_rate: u32,
+    max_seq: u16,
+    cycles: u32,
+    base_seq: u32,
+    bad_seq: u32,
+    received: u64,
+    packets: u64,
+    bytes: u64,
+    epoch: Instant,
+    transit: Option<i64>,
+    jitter: f64,
+}
+
+impl SsrcReceiver {
+    /// Starts accounting with the first packet's sequence number.
+    pub fn new(first_seq: u16, clock_rate: u32, epoch: Instant) -> SsrcReceiver {
+        SsrcReceiver {
+            clock_rate,
+            max_seq: first_seq,
+            cycles: 0,
+            base_seq: first_seq as u32,
+            bad_seq: RTP_SEQ_MOD + 1,
+            received: 0,
+            packets: 0,
+            bytes: 0,
+            epoch,
+            transit: None,
+            jitter: 0.0,
+        }
+    }
+
+    /// Accounts one RTP packet that arrived at `arrival`.
+    pub fn on_packet(&mut self, seq: u16, rtp_timestamp: u32, len: usize, arrival: Instant) {
+        self.packets += 1;
+        self.bytes += len as u64;
+        if self.update_seq(seq) {
+            self.update_jitter(rtp_timestamp, arrival);
+        }
+    }
+
+    /// Appendix A.1 `update_seq`, without probation. Returns whether the
+    /// packet counts as valid.
+    fn update_seq(&mut self, seq: u16) -> bool {
+        let udelta = seq.wrapping_sub(self.max_seq);
+        if self.received == 0 && self.packets == 1 {
+            // First packet (set up by `new`).
+            self.received = 1;
+            return true;
+        }
+        if udelta < MAX_DROPOUT {
+            // In order, with a permissible gap.
+            if seq < self.max_seq {
+                self.cycles += RTP_SEQ_MOD;
+            }
+            self.max_seq = seq;
+        } else if udelta as u32 <= RTP_SEQ_MOD - MAX_MISORDER as u32 {
+            // A very large jump: a restarted sender, or garbage. Two
+            // sequential packets after the jump resynchronise.
+            if seq as u32 == self.bad_seq {
+                self.restart(seq);
+            } else {
+                self.bad_seq = (seq as u32 + 1) & (RTP_SEQ_MOD - 1);
+                return false;
+            }
+        } else {
+            // Duplicate or reordered packet: counted, max unchanged.
+        }
+        self.received += 1;
+        true
+    }
+
+    fn restart(&mut self, seq: u16) {
+        self.max_seq = seq;
+        self.cycles = 0;
+        self.base_seq = seq as u32;
+        self.bad_seq = RTP_SEQ_MOD + 1;
+        self.received = 0;
+        self.transit = None;
+    }
+
+    /// Appendix A.8: J(i) = J(i-1) + (|D(i-1,i)| - J(i-1))/16.
+    fn update_jitter(&mut self, rtp_timestamp: u32, arrival: Instant) {
+        let arrival_units =
+            arrival.saturating_duration_since(self.epoch).as_secs_f64() * self.clock_rate as f64;
+        // Transit times are compared modulo 2^32 like the timestamps.
+        let transit = (arrival_units as i64).wrapping_sub(rtp_timestamp as i64);
+        if let Some(prev) = self.transit {
+            let d = (transit - prev) as i32 as f64;
+            self.jitter += (d.abs() - self.jitter) / 16.0;
+        }
+        self.transit = Some(transit);
+    }
+
+    /// Extended highest sequence number received (appendix A.3).
+    pub fn extended_max(&self) -> u32 {
+        self.cycles.wrapping_add(self.max_seq as u32)
+    }
+
+    /// Snapshot in report form.
+    pub fn snapshot(&self, ssrc: u32) -> SsrcReceived {
+        let expected = (self.extended_max() as u64 + 1).saturating_sub(self.base_seq as u64);
+        SsrcReceived {
+            ssrc,
+            packets: self.packets,
+            bytes: self.bytes,
+            expected,
+            lost: expected as i64 - self.received as i64,
+            jitter: self.jitter,
+            clock_rate: self.clock_rate,
+            jitter_ms: self.jitter * 1000.0 / self.clock_rate as f64,
+        }
+    }
+}
+
+/// A point-in-time view of one link, as `GET /v1/sessions/{id}/stats`
+/// returns it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LinkStats {
+    /// The transport carrying the link.
+    pub transport: Transport,
+    /// Its delivery mode.
+    pub mode: Mode,
+    /// Packets accepted by `send` (RTP and RTCP).
+    pub packets_sent: u64,
+    /// Their bytes.
+    pub bytes_sent: u64,
+    /// Packets delivered by the transport (before the receive queue).
+    pub packets_received: u64,
+    /// Their bytes.
+    pub bytes_received: u64,
+    /// RTCP packets among `packets_sent`.
+    pub rtcp_sent: u64,
+    /// RTCP packets among `packets_received`.
+    pub rtcp_received: u64,
+    /// Packets the relay dropped, by cause.
+    pub drops: Drops,
+    /// Round-trip time, where the transport measures one.
+    #[serde(with = "opt_millis")]
+    pub rtt: Option<Duration>,
+    /// Time from starting to establish the link to it being ready.
+    #[serde(with = "opt_millis")]
+    pub setup_time: Option<Duration>,
+    /// Time since the link was created.
+    #[serde(with = "opt_millis")]
+    pub uptime: Option<Duration>,
+    /// Per-SSRC send counters, sorted by SSRC.
+    pub sent_ssrcs: Vec<SsrcSent>,
+    /// Per-SSRC reception statistics, sorted by SSRC.
+    pub received_ssrcs: Vec<SsrcReceived>,
+}
+
+mod opt_millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&(d.as_secs_f64() * 1000.0)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let ms = Option::<f64>::deserialize(d)?;
+        Ok(ms
+            .filter(|m| m.is_finite() && *m >= 0.0)
+            .map(|m| Duration::from_secs_f64(m / 1000.0)))
+    }
+}
+
+/// Thread-safe accumulator behind [`LinkStats`]. Backends call `on_sent` /
+/// `on_received` / `on_drop` from their I/O paths; counters are atomics and
+/// the per-SSRC tables take one uncontended lock per packet.
+#[derive(Debug)]
+pub struct StatsRecorder {
+    transport: Transport,
+    mode: Mode,
+    created: Instant,
+    packets_sent: AtomicU64,
+    bytes_sent: AtomicU64,
+    packets_received: AtomicU64,
+    bytes_received: AtomicU64,
+    rtcp_sent: AtomicU64,
+    rtcp_received: AtomicU64,
+    drops: [AtomicU64; DropCause::COUNT],
+    /// Microseconds; `u64::MAX` when unknown.
+    rtt_us: AtomicU64,
+    setup_us: AtomicU64,
+    sent: Mutex<HashMap<u32, SsrcSent>>,
+    received: Mutex<HashMap<u32, SsrcReceiver>>,
+    clock_rates: HashMap<u8, u32>,
+}
+
+impl StatsRecorder {
+    /// A recorder for a link created now.
+    pub fn new(transport: Transport, mode: Mode) -> StatsRecorder {
+        StatsRecorder {
+            transport,
+            mode,
+            created: Instant::now(),
+            packets_sent: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+            packets_received: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
+            rtcp_sent: AtomicU64::new(0),
+            rtcp_received: AtomicU64::new(0),
+            drops: Default::default(),
+            rtt_us: AtomicU64::new(u64::MAX),
+            setup_us: AtomicU64::new(u64::MAX),
+            sent: Mutex::new(HashMap::new()),
+            received: Mutex::new(HashMap::new()),
+            clock_rates: HashMap::new(),
+        }
+    }
+
+    /// Uses `hz` as the clock rate of `payload_type` for jitter.
+    pub fn with_clock_rate(mut self, payload_type: u8, hz: u32) -> StatsRecorder {
+        if hz > 0 {
+            self.clock_rates.insert(payload_type & 0x7f, hz);
+        }
+        self
+    }
+
+    /// Accounts a packet handed to the transport.
+    pub fn on_sent(&self, packet: &Packet) {
+        let len = packet.len() as u64;
+        self.packets_sent.fetch_add(1, Ordering::Relaxed);
+        self.bytes_sent.fetch_add(len, Ordering::Relaxed);
+        match packet.kind() {
+            PacketKind::Rtcp => {
+                self.rtcp_sent.fetch_add(1, Ordering::Relaxed);
+            }
+            PacketKind::Rtp => {
+                let ssrc = packet.ssrc();
+                let mut sent = lock(&self.sent);
+                let e = sent.entry(ssrc).or_insert(SsrcSent {
+                    ssrc,
+                    ..Default::default()
+                });
+                e.packets += 1;
+                e.bytes += len;
+            }
+        }
+    }
+
+    /// Accounts a packet the transport delivered at `arrival`.
+    pub fn on_received(&self, packet: &Packet, arrival: Instant) {
+        let len = packet.len();
+        self.packets_received.fetch_add(1, Ordering::Relaxed);
+        self.bytes_received.fetch_add(len as u64, Ordering::Relaxed);
+        match (
+            packet.sequence_number(),
+            packet.timestamp(),
+            packet.payload_type(),
+        ) {
+            (Some(seq), Some(ts), Some(pt)) => {
+                let clock = self
+                    .clock_rates
+                    .get(&pt)
+                    .copied()
+                    .unwrap_or_else(|| default_clock_rate(pt));
+                let mut received = lock(&self.received);
+                received
+                    .entry(packet.ssrc())
+                    .or_insert_with(|| SsrcReceiver::new(seq, clock, self.created))
+                    .on_packet(seq, ts, len, arrival);
+            }
+            _ => {
+                self.rtcp_received.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Counts one packet dropped for `cause`.
+    pub fn on_drop(&self, cause: DropCause) {
+        self.drops[cause.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts `n` packets dropped for `cause`.
+    pub fn on_drops(&self, cause: DropCause, n: u64) {
+        self.drops[cause.index()].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records the latest round-trip time.
+    pub fn set_rtt(&self, rtt: Duration) {
+        self.rtt_us.store(
+            rtt.as_micros().min(u64::MAX as u128 - 1) as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Records how long establishing the link took.
+    pub fn set_setup_time(&self, setup: Duration) {
+        self.setup_us.store(
+            setup.as_micros().min(u64::MAX as u128 - 1) as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Count of drops for one cause.
+    pub fn drops(&self, cause: DropCause) -> u64 {
+        self.drops[cause.index()].load(Ordering::Relaxed)
+    }
+
+    /// A consistent-enough snapshot (each counter is read once).
+    pub fn snapshot(&self) -> LinkStats {
+        let us = |a: &AtomicU64| match a.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            v => Some(Duration::from_micros(v)),
+        };
+        let mut sent_ssrcs: Vec<SsrcSent> = lock(&self.sent).values().copied().collect();
+        sent_ssrcs.sort_by_key(|s| s.ssrc);
+        let mut received_ssrcs: Vec<SsrcReceived> = lock(&self.received)
+            .iter()
+            .map(|(ssrc, r)| r.snapshot(*ssrc))
+            .collect();
+        received_ssrcs.sort_by_key(|s| s.ssrc);
+        let d = |c: DropCause| self.drops(c);
+        LinkStats {
+            transport: self.transport,
+            mode: self.mode,
+            packets_sent: self.packets_sent.load(Ordering::Relaxed),
+            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            packets_received: self.packets_received.load(Ordering::Relaxed),
+            bytes_received: self.bytes_received.load(Ordering::Relaxed),
+            rtcp_sent: self.rtcp_sent.load(Ordering::Relaxed),
+            rtcp_received: self.rtcp_received.load(Ordering::Relaxed),
+            drops: Drops {
+                send_queue_full: d(DropCause::SendQueueFull),
+                receive_queue_full: d(DropCause::ReceiveQueueFull),
+                too_large: d(DropCause::TooLarge),
+                unknown_source: d(DropCause::UnknownSource),
+                malformed: d(DropCause::Malformed),
+            },
+            rtt: us(&self.rtt_us),
+            setup_time: us(&self.setup_us),
+            uptime: Some(self.created.elapsed()),
+            sent_ssrcs,
+            received_ssrcs,
+        }
+    }
+}
+
+/// Stats locks guard plain counters: a panic elsewhere cannot leave them
+/// inconsistent, so a poisoned lock is still usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build_rtp;
+
+    fn rx(seqs: &[u16]) -> SsrcReceived {
+        let t0 = Instant::now();
+        let mut r = SsrcReceiver::new(seqs[0], 90_000, t0);
+        for &s in seqs {
+            r.on_packet(s, 0, 100, t0);
+        }
+        r.snapshot(1)
+    }
+
+    #[test]
+    fn no_loss_in_order() {
+        let s = rx(&[10, 11, 12, 13]);
+        assert_eq!((s.expected, s.lost, s.packets), (4, 0, 4));
+    }
+
+    #[test]
+    fn gaps_count_as_loss_and_reordering_does_not() {
+        let s = rx(&[10, 11, 13, 12, 16]);
+        assert_eq!(s.expected, 7);
+        assert_eq!(s.lost, 2); // 14 and 15
+    }
+
+    #[test]
+    fn sequence_wraparound_extends_the_range() {
+        let s = rx(&[65534, 65535, 0, 1]);
+        assert_eq!((s.expected, s.lost), (4, 0));
+    }
+
+    #[test]
+    fn duplicates_make_loss_negative_as_rfc3550_allows() {
+        let s = rx(&[1, 2, 2, 3]);
+        assert_eq!((s.expected, s.lost, s.packets), (3, -1, 4));
+    }
+
+    #[test]
+    fn large_jump_resynchronises_after_two_sequential_packets() {
+        // 10, 11 then a restart at 30000: the first jumped packet is not
+        // counted, the second confirms the restart and becomes the new base.
+        let s = rx(&[10, 11, 30000, 30001, 30002]);
+        assert_eq!((s.expected, s.lost, s.packets), (2, 0, 5));
+    }
+
+    #[test]
+    fn jitter_follows_appendix_a8() {
+        let t0 = Instant::now();
+        let mut r = SsrcReceiver::new(0, 8_000, t0);
+        // 20 ms packets (160 units); the second arrives 5 ms late (40 units),
+        // the third on time again.
+        r.on_packet(0, 0, 10, t0);
+        r.on_packet(1, 160, 10, t0 + Duration::from_millis(25));
+        let j1 = r.snapshot(0).jitter;
+        assert!((j1 - 40.0 / 16.0).abs() < 0.01, "{j1}");
+        r.on_packet(2, 320, 10, t0 + Duration::from_millis(40));
+        let j2 = r.snapshot(0).jitter;
+        let want = j1 + (40.0 - j1) / 16.0;
+        assert!((j2 - want).abs() < 0.01, "{j2} vs {want}");
+        assert!((r.snapshot(0).jitter_ms - j2 / 8.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn constant_transit_has_zero_jitter() {
+        let t0 = Instant::now();
+        let mut r = SsrcReceiver::new(0, 90_000, t0);
+        for i in 0..100u32 {
+            r.on_packet(
+                i as u16,
+                i * 3000,
+                10,
+                t0 + Duration::from_micros(i as u64 * 33_333),
+            );
+        }
+        assert!(r.snapshot(0).jitter < 1.0);
+    }
+
+    #[test]
+    fn recorder_counts_rtp_rtcp_and_drops() {
+        let rec = StatsRecorder::new(Transport::RtpUdp, Mode::Unreliable);
+        let p = Packet::parse(build_rtp(96, 1, 0, 7, &[0; 88])).unwrap();
+        let sr = Packet::parse(bytes::Bytes::from_static(&[0x80, 200, 0, 1, 0, 0, 0, 7])).unwrap();
+        rec.on_sent(&p);
+        rec.on_sent(&sr);
+        rec.on_received(&p, Instant::now());
+        rec.on_received(&sr, Instant::now());
+        rec.on_drop(DropCause::Malformed);
+        rec.set_rtt(Duration::from_micros(1500));
+        let s = rec.snapshot();
+        assert_eq!((s.packets_sent, s.bytes_sent, s.rtcp_sent), (2, 108, 1));
+        assert_eq!((s.packets_received, s.rtcp_received), (2, 1));
+        assert_eq!(
+            s.sent_ssrcs,
+            vec![SsrcSent {
+                ssrc: 7,
+                packets: 1,
+                bytes: 100
+            }]
+        );
+        assert_eq!(s.received_ssrcs.len(), 1);
+        assert_eq!(s.drops.malformed, 1);
+        assert_eq!(s.drops.total(), 1);
+        assert_eq!(s.rtt, Some(Duration::from_micros(1500)));
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["rtt"], 1.5);
+        assert_eq!(json["transport"], "rtp-udp");
+        let back: LinkStats = serde_json::from_value(json).unwrap();
+        assert_eq!(back.packets_sent, 2);
+    }
+}
