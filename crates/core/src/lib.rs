@@ -40,6 +40,7 @@ mod mode;
 mod packet;
 mod queue;
 mod stats;
+pub mod udp;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

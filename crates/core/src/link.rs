@@ -163,6 +163,11 @@ impl CloseSignal {
         self.tx.borrow().clone()
     }
 
+    /// A receiver that sees the change to closed (for `select!` loops).
+    pub fn subscribe(&self) -> watch::Receiver<Option<CloseReason>> {
+        self.tx.subscribe()
+    }
+
     /// Whether closed.
     pub fn is_closed(&self) -> bool {
         self.tx.borrow().is_some()

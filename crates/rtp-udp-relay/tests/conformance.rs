@@ -1,0 +1,40 @@
+//! The relay-core contract, checked against rtp-udp.
+
+use async_trait::async_trait;
+use relay_core::Mode;
+use relay_core::conformance::{Connecting, PairFactory};
+use rtp_udp_relay::{RtpUdpAnswerer, RtpUdpConfig, RtpUdpOfferer};
+
+struct Loopback;
+
+#[async_trait]
+impl PairFactory for Loopback {
+    async fn connect(&self, mode: Mode) -> Connecting {
+        assert_eq!(mode, Mode::Unreliable);
+        let offerer = RtpUdpOfferer::bind(RtpUdpConfig::default())
+            .await
+            .expect("bind offerer");
+        let answerer = RtpUdpAnswerer::bind(RtpUdpConfig::default(), &offerer.offer())
+            .await
+            .expect("bind answerer");
+        let answer = answerer.answer();
+        Connecting {
+            offerer: Box::pin(async move {
+                offerer
+                    .connect(&answer)
+                    .await
+                    .map(|l| Box::new(l) as _)
+                    .map_err(|e| e.to_string())
+            }),
+            answerer: Box::pin(async move {
+                answerer
+                    .accept()
+                    .await
+                    .map(|l| Box::new(l) as _)
+                    .map_err(|e| e.to_string())
+            }),
+        }
+    }
+}
+
+relay_core::conformance_tests!(unreliable, Loopback, Mode::Unreliable);
