@@ -42,7 +42,7 @@ mod link;
 pub mod liveness;
 pub mod stun;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use relay_core::CloseReason;
@@ -65,7 +65,7 @@ pub const DEFAULT_MAX_PACKET_SIZE: usize = 1472;
 #[derive(Debug, Clone)]
 pub struct RtpUdpConfig {
     pub(crate) bind: SocketAddr,
-    pub(crate) advertise: Option<SocketAddr>,
+    pub(crate) advertise_ip: Option<IpAddr>,
     pub(crate) liveness_timeout: Duration,
     pub(crate) keepalive_interval: Option<Duration>,
     pub(crate) socket_buffer: usize,
@@ -78,7 +78,7 @@ impl Default for RtpUdpConfig {
     fn default() -> Self {
         RtpUdpConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-            advertise: None,
+            advertise_ip: None,
             liveness_timeout: relay_core::DEFAULT_LIVENESS_TIMEOUT,
             keepalive_interval: None,
             socket_buffer: relay_core::udp::DEFAULT_SOCKET_BUFFER,
@@ -98,10 +98,10 @@ impl RtpUdpConfig {
         self
     }
 
-    /// Address to put in the offer/answer instead of the bound one (needed
-    /// when binding `0.0.0.0`).
-    pub fn advertise(mut self, addr: Option<SocketAddr>) -> Self {
-        self.advertise = addr;
+    /// IP to put in the offer/answer instead of the bound one (needed when
+    /// binding `0.0.0.0`); the port is always the bound port.
+    pub fn advertise_ip(mut self, ip: Option<IpAddr>) -> Self {
+        self.advertise_ip = ip;
         self
     }
 

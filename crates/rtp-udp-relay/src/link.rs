@@ -38,11 +38,11 @@ fn bind(config: &RtpUdpConfig) -> Result<(UdpSocket, SocketAddr), RtpUdpError> {
     let std_socket = relay_core::udp::bind_udp(config.bind, config.socket_buffer).map_err(bind_err)?;
     let socket = UdpSocket::from_std(std_socket).map_err(bind_err)?;
     let local = socket.local_addr().map_err(bind_err)?;
-    let advertised = config.advertise.unwrap_or(local);
+    let advertised = SocketAddr::new(config.advertise_ip.unwrap_or(local.ip()), local.port());
     if advertised.ip().is_unspecified() {
         return Err(RtpUdpError::BadAddress {
             addr: advertised,
-            why: "bound to an unspecified address; set an advertised address the peer can reach",
+            why: "bound to an unspecified address; set an advertised IP the peer can reach",
         });
     }
     Ok((socket, advertised))

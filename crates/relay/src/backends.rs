@@ -1,0 +1,164 @@
+//! The only place that knows every backend: how each one's offer and answer
+//! map onto signaling.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use relay_core::{Mode, OfferRequest, RelayLink, Transport};
+use relay_signaling::{Accepted, AnswerError, Answerer, SignalingClient};
+
+use crate::session::LinkSession;
+use crate::{LinkOptions, LinkSink, Offered, RelayError};
+
+/// Backends in this build, in [`Transport::ALL`] order.
+pub fn compiled_transports() -> Vec<Transport> {
+    Transport::ALL
+        .into_iter()
+        .filter(|t| match t {
+            Transport::RtpUdp => cfg!(feature = "rtp-udp"),
+            // Not built yet: QUIC and data channel backends land with their
+            // own features.
+            Transport::Quic | Transport::Dc => false,
+        })
+        .collect()
+}
+
+fn setup_err(transport: Transport) -> impl Fn(String) -> RelayError {
+    move |message| RelayError::Setup { transport, message }
+}
+
+fn parse_answer<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, RelayError> {
+    serde_json::from_value(v).map_err(|e| RelayError::BadAnswer(e.to_string()))
+}
+
+fn parse_offer<T: serde::de::DeserializeOwned>(
+    transport: Transport,
+    v: serde_json::Value,
+) -> Result<T, AnswerError> {
+    serde_json::from_value(v).map_err(|e| AnswerError::BadOffer(format!("not a {transport} offer: {e}")))
+}
+
+fn media_addr(options: &LinkOptions) -> SocketAddr {
+    SocketAddr::new(options.bind_ip, 0)
+}
+
+async fn post(
+    client: &SignalingClient,
+    transport: Transport,
+    mode: Mode,
+    offer: impl serde::Serialize,
+) -> Result<relay_core::OfferResponse, RelayError> {
+    let offer = serde_json::to_value(offer).map_err(|e| RelayError::BadAnswer(e.to_string()))?;
+    Ok(client
+        .offer(&OfferRequest {
+            transport,
+            mode: Some(mode),
+            offer,
+        })
+        .await?)
+}
+
+pub(crate) async fn offer(
+    client: &SignalingClient,
+    transport: Transport,
+    mode: Mode,
+    options: &LinkOptions,
+) -> Result<Offered, RelayError> {
+    let _ = (client, mode, options);
+    match transport {
+        #[cfg(feature = "rtp-udp")]
+        Transport::RtpUdp => {
+            use rtp_udp_relay::RtpUdpOfferer;
+            let err = setup_err(transport);
+            let offerer = RtpUdpOfferer::bind(rtp_udp_config(options))
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            let resp = post(client, transport, mode, offerer.offer()).await?;
+            let answer = parse_answer(resp.answer)?;
+            let link = offerer.connect(&answer).await.map_err(|e| err(e.to_string()))?;
+            Ok(Offered {
+                session_id: resp.id,
+                link: Arc::new(link),
+            })
+        }
+        other => Err(RelayError::NotCompiled {
+            transport: other,
+            available: crate::join(compiled_transports().iter()),
+        }),
+    }
+}
+
+#[cfg(feature = "rtp-udp")]
+fn rtp_udp_config(options: &LinkOptions) -> rtp_udp_relay::RtpUdpConfig {
+    rtp_udp_relay::RtpUdpConfig::default()
+        .bind(media_addr(options))
+        .advertise_ip(options.advertise_ip)
+        .liveness_timeout(options.liveness_timeout)
+}
+
+/// Answers one transport's offers, handing established links to the sink.
+struct FacadeAnswerer {
+    transport: Transport,
+    options: LinkOptions,
+    sink: LinkSink,
+}
+
+pub(crate) fn answerers(options: &LinkOptions, sink: LinkSink) -> Vec<Arc<dyn Answerer>> {
+    compiled_transports()
+        .into_iter()
+        .map(|transport| {
+            Arc::new(FacadeAnswerer {
+                transport,
+                options: options.clone(),
+                sink: sink.clone(),
+            }) as Arc<dyn Answerer>
+        })
+        .collect()
+}
+
+type Pending =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Box<dyn RelayLink>, String>> + Send>>;
+
+#[async_trait]
+impl Answerer for FacadeAnswerer {
+    fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    async fn answer(&self, mode: Mode, offer: serde_json::Value) -> Result<Accepted, AnswerError> {
+        let (answer, pending): (serde_json::Value, Pending) = match self.transport {
+            #[cfg(feature = "rtp-udp")]
+            Transport::RtpUdp => {
+                let offer: relay_core::RtpUdpDescription = parse_offer(self.transport, offer)?;
+                let answerer = rtp_udp_relay::RtpUdpAnswerer::bind(rtp_udp_config(&self.options), &offer)
+                    .await
+                    .map_err(|e| match e {
+                        rtp_udp_relay::RtpUdpError::BadAddress { .. } => AnswerError::BadOffer(e.to_string()),
+                        other => AnswerError::Unavailable(other.to_string()),
+                    })?;
+                let answer = to_json(answerer.answer())?;
+                let pending = async move {
+                    answerer
+                        .accept()
+                        .await
+                        .map(|l| Box::new(l) as Box<dyn RelayLink>)
+                        .map_err(|e| e.to_string())
+                };
+                (answer, Box::pin(pending))
+            }
+            other => {
+                let _ = (mode, offer);
+                return Err(AnswerError::BadOffer(format!(
+                    "transport {other} is not compiled in"
+                )));
+            }
+        };
+        let session = LinkSession::start(self.transport, pending, self.sink.clone());
+        Ok(Accepted { answer, session })
+    }
+}
+
+fn to_json(v: impl serde::Serialize) -> Result<serde_json::Value, AnswerError> {
+    serde_json::to_value(v).map_err(|e| AnswerError::Internal(e.to_string()))
+}

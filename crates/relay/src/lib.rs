@@ -1,0 +1,161 @@
+//! # relay: one front door to every sfu-relay transport
+//!
+//! The facade is the only crate that knows all backends. It picks one by
+//! cargo feature (`rtp-udp`, `quic`, `dc`) at build time and by
+//! [`Transport`] at run time, and connects it to relay-signaling:
+//!
+//! - [`offer`]: the offering server's side. Makes the backend's offer,
+//!   posts it to the far server's signaling, applies the answer, and returns
+//!   the established link.
+//! - [`answerers`]: the answering server's side. One
+//!   [`relay_signaling::Answerer`] per compiled-in backend, each handing every
+//!   link it establishes to a [`LinkSink`].
+//! - [`pipe`]: moves packets between a link and local UDP (where ffmpeg,
+//!   GStreamer or an SFU sends and receives RTP).
+//! - [`compare`]: the same workload over every backend and raw UDP.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use relay::{LinkOptions, offer};
+//! use relay_core::{Mode, Transport};
+//! use relay_signaling::SignalingClient;
+//!
+//! let client = SignalingClient::new("http://127.0.0.1:8080")?;
+//! let offered = offer(&client, Transport::RtpUdp, Mode::Unreliable, &LinkOptions::default()).await?;
+//! println!("session {} up in {:?}", offered.session_id, offered.link.stats().setup_time);
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+mod backends;
+pub mod compare;
+pub mod pipe;
+mod session;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use relay_core::{Mode, RelayLink, Transport};
+use relay_signaling::{Answerer, ClientError};
+
+pub use backends::compiled_transports;
+
+/// Settings shared by every backend's side of a link.
+#[derive(Debug, Clone)]
+pub struct LinkOptions {
+    /// Local IP for media sockets (default 127.0.0.1).
+    pub bind_ip: IpAddr,
+    /// IP to advertise in offers/answers when `bind_ip` is unspecified.
+    pub advertise_ip: Option<IpAddr>,
+    /// Silence after which the peer is dead (default 5 s).
+    pub liveness_timeout: Duration,
+}
+
+impl Default for LinkOptions {
+    fn default() -> Self {
+        LinkOptions {
+            bind_ip: IpAddr::from([127, 0, 0, 1]),
+            advertise_ip: None,
+            liveness_timeout: relay_core::DEFAULT_LIVENESS_TIMEOUT,
+        }
+    }
+}
+
+/// Receives every link an answerer establishes.
+pub type LinkSink = Arc<dyn Fn(Established) + Send + Sync>;
+
+/// A link established on the answering side, with its session id.
+#[derive(Debug, Clone)]
+pub struct Established {
+    /// The transport it came in on.
+    pub transport: Transport,
+    /// The link.
+    pub link: Arc<dyn RelayLink>,
+}
+
+/// The offering side's result.
+#[derive(Debug)]
+pub struct Offered {
+    /// Session id on the answering server (for `DELETE`).
+    pub session_id: String,
+    /// The established link.
+    pub link: Arc<dyn RelayLink>,
+}
+
+/// What can go wrong establishing a link through signaling.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The transport was not compiled into this build.
+    #[error("transport {transport} is not compiled into this relay; available: {available}")]
+    NotCompiled {
+        /// Asked for.
+        transport: Transport,
+        /// What is there.
+        available: String,
+    },
+    /// The mode does not exist for the transport.
+    #[error("transport {transport} has no mode {mode}; its modes: {modes}")]
+    BadMode {
+        /// Transport.
+        transport: Transport,
+        /// Asked for.
+        mode: Mode,
+        /// What it offers.
+        modes: String,
+    },
+    /// Signaling failed.
+    #[error(transparent)]
+    Signaling(#[from] ClientError),
+    /// The answer could not be parsed as the transport's description.
+    #[error("the answering server sent an answer this relay cannot read: {0}")]
+    BadAnswer(String),
+    /// The backend failed to set up the link.
+    #[error("{transport} link setup failed: {message}")]
+    Setup {
+        /// Transport.
+        transport: Transport,
+        /// The backend's error.
+        message: String,
+    },
+}
+
+/// Establishes a link as the offerer: offer → signaling → answer → ready.
+pub async fn offer(
+    client: &relay_signaling::SignalingClient,
+    transport: Transport,
+    mode: Mode,
+    options: &LinkOptions,
+) -> Result<Offered, RelayError> {
+    check(transport, mode)?;
+    backends::offer(client, transport, mode, options).await
+}
+
+/// One [`Answerer`] per compiled-in backend; each established link goes to
+/// `sink`.
+pub fn answerers(options: &LinkOptions, sink: LinkSink) -> Vec<Arc<dyn Answerer>> {
+    backends::answerers(options, sink)
+}
+
+/// Checks that `transport` is compiled in and `mode` belongs to it.
+pub fn check(transport: Transport, mode: Mode) -> Result<(), RelayError> {
+    let compiled = compiled_transports();
+    if !compiled.contains(&transport) {
+        return Err(RelayError::NotCompiled {
+            transport,
+            available: join(compiled.iter()),
+        });
+    }
+    if !transport.modes().contains(&mode) {
+        return Err(RelayError::BadMode {
+            transport,
+            mode,
+            modes: join(transport.modes().iter()),
+        });
+    }
+    Ok(())
+}
+
+fn join<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {
+    items.map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+}
