@@ -1,1 +1,110 @@
+//! # relay-signaling: the offer/answer exchange between relays
+//!
+//! Before two media servers can relay RTP to each other they agree on a
+//! transport in one HTTP exchange (DESIGN.md, "Signaling"). There is no
+//! trickle: the offerer gathers everything first, and the answer comes back in
+//! the response.
+//!
+//! ```text
+//! offerer                                   answerer (SignalingServer)
+//!   POST /v1/sessions                  ──▶  Answerer for that transport
+//!   {"transport":"quic","mode":"datagram","offer":{...}}
+//!                                      ◀──  201 Created, Location: /v1/sessions/{id}
+//!                                           {"id":"...","answer":{...}}
+//!   GET /v1/sessions/{id}/stats, GET /v1/sessions, DELETE /v1/sessions/{id}, GET /healthz
+//! ```
+//!
+//! A plain WebRTC peer (pion, aiortc, a browser) may post a bare W3C offer
+//! `{"type":"offer","sdp":"..."}`: it is a `dc` offer, answered with the bare
+//! `{"type":"answer","sdp":"..."}`.
+//!
+//! This crate knows nothing about the transports themselves: each backend
+//! provides an [`Answerer`] that turns an offer into an answer and a
+//! [`Session`]; the [`SignalingServer`] validates requests (bearer token,
+//! body size, transport and mode), tracks sessions until they end, and turns
+//! every refusal into a JSON error. The [`SignalingClient`] is the offerer's
+//! side, with errors that tell an operator what to do.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use relay_core::{CloseReason, CloseSignal, LinkStats, Mode, OfferRequest, Transport};
+//! use relay_signaling::{Accepted, AnswerError, Answerer, ServerConfig, Session, SignalingClient, SignalingServer};
+//!
+//! struct Pending(CloseSignal);
+//!
+//! #[async_trait::async_trait]
+//! impl Session for Pending {
+//!     fn stats(&self) -> Option<LinkStats> { None }
+//!     fn close(&self) { self.0.close(CloseReason::Local); }
+//!     async fn closed(&self) -> CloseReason { self.0.wait().await }
+//! }
+//!
+//! struct RtpUdp;
+//!
+//! #[async_trait::async_trait]
+//! impl Answerer for RtpUdp {
+//!     fn transport(&self) -> Transport { Transport::RtpUdp }
+//!     async fn answer(&self, _mode: Mode, _offer: serde_json::Value) -> Result<Accepted, AnswerError> {
+//!         Ok(Accepted {
+//!             answer: serde_json::json!({"addr": "127.0.0.1:5004"}),
+//!             session: Arc::new(Pending(CloseSignal::new())),
+//!         })
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = ServerConfig::default().token(Some("s3cret".into()));
+//! let server = SignalingServer::bind("127.0.0.1:0".parse()?, config, vec![Arc::new(RtpUdp)]).await?;
+//!
+//! let client = SignalingClient::new(&format!("http://{}", server.local_addr()))?
+//!     .with_token(Some("s3cret".into()));
+//! let offer = OfferRequest {
+//!     transport: Transport::RtpUdp,
+//!     mode: None,
+//!     offer: serde_json::json!({"addr": "127.0.0.1:6004"}),
+//! };
+//! let response = client.offer(&offer).await?;
+//! assert_eq!(response.answer["addr"], "127.0.0.1:5004");
+//! assert_eq!(server.session_ids(), vec![response.id.clone()]);
+//!
+//! client.delete(&response.id).await?;
+//! assert!(server.session_ids().is_empty());
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
 
+mod auth;
+mod client;
+mod offer;
+mod registry;
+mod reply;
+mod route;
+mod server;
+mod session;
+
+pub use client::{ClientError, DEFAULT_CLIENT_TIMEOUT, SignalingClient};
+pub use server::{
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_SESSIONS, DEFAULT_REQUEST_READ_TIMEOUT, ServerConfig, ServerError,
+    SignalingServer,
+};
+pub use session::{Accepted, AnswerError, Answerer, Session, SessionInfo, SessionState};
+
+/// The OS error in the words an operator expects ("connection refused",
+/// "address in use"), falling back to the OS's own text.
+fn describe_io(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    let text = match e.kind() {
+        ErrorKind::ConnectionRefused => "connection refused",
+        ErrorKind::AddrInUse => "address in use",
+        ErrorKind::AddrNotAvailable => "address not available on this machine",
+        ErrorKind::PermissionDenied => "permission denied",
+        ErrorKind::ConnectionReset => "connection reset",
+        ErrorKind::TimedOut => "timed out",
+        ErrorKind::HostUnreachable => "host unreachable",
+        ErrorKind::NetworkUnreachable => "network unreachable",
+        _ => return e.to_string(),
+    };
+    text.to_owned()
+}

@@ -1,0 +1,560 @@
+//! The HTTP client: sends offers to a peer's signaling server and manages
+//! the sessions there.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue, LOCATION, USER_AGENT};
+use http::{HeaderMap, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
+use relay_core::{OfferRequest, OfferResponse, SdpType, W3cDescription};
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use crate::SessionInfo;
+
+/// Default bound on one exchange, connect to last byte: an answerer that
+/// gathers ICE candidates takes well under a second; ten leaves room for a
+/// slow path without hanging a relay setup forever.
+pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Cap on a response body: a listing of the default 1,024 sessions with
+/// per-SSRC stats stays well under this.
+const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Longest server error text quoted in a [`ClientError`].
+const MAX_QUOTED_CHARS: usize = 300;
+
+/// What went wrong talking to a signaling server. The `Display` text is
+/// meant for an operator: it says which server, what happened, and what to
+/// do when there is something to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The base address given to [`SignalingClient::new`] is not usable.
+    #[error("invalid signaling server address {base:?}: {reason}")]
+    InvalidBase {
+        /// What was given.
+        base: String,
+        /// Why it is not usable.
+        reason: String,
+    },
+    /// A session id that cannot be a path segment.
+    #[error("invalid session id {0:?}: ids are letters, digits, '-' and '_'")]
+    InvalidSessionId(String),
+    /// No TCP connection could be made.
+    #[error("cannot reach signaling server at {server}: {}", crate::describe_io(source))]
+    Connect {
+        /// The server's base address.
+        server: String,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Connect plus exchange took longer than the client's timeout.
+    #[error("signaling server at {server} did not answer {what}: timed out after {}", human(*after))]
+    Timeout {
+        /// The server's base address.
+        server: String,
+        /// Which request.
+        what: String,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The HTTP exchange failed after connecting (connection closed or reset,
+    /// not HTTP).
+    #[error("signaling exchange with {server} failed during {what}: {source}")]
+    Http {
+        /// The server's base address.
+        server: String,
+        /// Which request.
+        what: String,
+        /// What hyper said.
+        #[source]
+        source: hyper::Error,
+    },
+    /// `401`: no token, or the wrong one.
+    #[error(
+        "signaling server at {server} refused {what}: 401 unauthorized; {}",
+        if *token_sent { "the --token given was not accepted, check it" } else { "pass --token" }
+    )]
+    Unauthorized {
+        /// The server's base address.
+        server: String,
+        /// Which request.
+        what: String,
+        /// Whether this client sent a token.
+        token_sent: bool,
+    },
+    /// Any other non-success status, with the server's error message.
+    #[error("signaling server at {server} answered {}: {message}", status.as_u16())]
+    Status {
+        /// The server's base address.
+        server: String,
+        /// The status.
+        status: StatusCode,
+        /// The server's `{"error": ...}` text, or the start of its body.
+        message: String,
+    },
+    /// A success status with a body or headers this client cannot use.
+    #[error("signaling server at {server} sent a reply to {what} this client cannot read: {reason}")]
+    BadResponse {
+        /// The server's base address.
+        server: String,
+        /// Which request.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl ClientError {
+    /// The HTTP status the server answered with, if it answered with an error.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ClientError::Unauthorized { .. } => Some(StatusCode::UNAUTHORIZED),
+            ClientError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// `10s`, or `250ms` when not whole seconds.
+fn human(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// A client for one signaling server. One TCP connection per request.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), relay_signaling::ClientError> {
+/// use relay_core::{OfferRequest, Transport};
+/// use relay_signaling::SignalingClient;
+///
+/// let client = SignalingClient::new("http://10.0.0.2:8080")?.with_token(Some("s3cret".into()));
+/// let answer = client
+///     .offer(&OfferRequest {
+///         transport: Transport::RtpUdp,
+///         mode: None,
+///         offer: serde_json::json!({"addr": "10.0.0.1:5004"}),
+///     })
+///     .await?;
+/// // ... relay ...
+/// client.delete(&answer.id).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SignalingClient {
+    /// As given, for messages.
+    base: String,
+    /// `host:port` for the `Host` header.
+    authority: String,
+    /// Host to connect to (IPv6 without brackets).
+    host: String,
+    port: u16,
+    /// Path prefix without a trailing slash (`""` or `"/relay"`).
+    prefix: String,
+    token: Option<String>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for SignalingClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignalingClient")
+            .field("base", &self.base)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// A successful reply.
+struct Reply {
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl SignalingClient {
+    /// A client for the server at `base`, `http://host:port` with an
+    /// optional path prefix (`http://10.0.0.2:8080/relay`). Anything else
+    /// (https, no scheme, a query) is an error saying what is expected.
+    pub fn new(base: &str) -> Result<SignalingClient, ClientError> {
+        let invalid = |reason: &str| ClientError::InvalidBase {
+            base: base.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let uri: Uri = base
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| invalid(&format!("{e}; expected http://host:port")))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(invalid(
+                    "https is not supported; use http://host:port (terminate TLS in a proxy in front)",
+                ));
+            }
+            Some(other) => {
+                return Err(invalid(&format!(
+                    "scheme {other} is not supported; use http://host:port"
+                )));
+            }
+            None => return Err(invalid("missing http:// ; expected http://host:port")),
+        }
+        let Some(authority) = uri.authority() else {
+            return Err(invalid("missing host; expected http://host:port"));
+        };
+        if authority.as_str().contains('@') {
+            return Err(invalid("user info is not supported; pass the token with --token"));
+        }
+        if uri.query().is_some() {
+            return Err(invalid(
+                "a query string is not supported; expected http://host:port[/prefix]",
+            ));
+        }
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(invalid("missing host; expected http://host:port"));
+        }
+        Ok(SignalingClient {
+            base: base.trim_end_matches('/').to_owned(),
+            authority: authority.as_str().to_owned(),
+            host: host.to_owned(),
+            port: authority.port_u16().unwrap_or(80),
+            prefix: uri.path().trim_end_matches('/').to_owned(),
+            token: None,
+            timeout: DEFAULT_CLIENT_TIMEOUT,
+        })
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request (`None`:
+    /// no header).
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+
+    /// Bound on each exchange, from connect to the last byte of the reply
+    /// (default [`DEFAULT_CLIENT_TIMEOUT`]).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// `POST /v1/sessions` with `req`; the answer and the new session's id.
+    pub async fn offer(&self, req: &OfferRequest) -> Result<OfferResponse, ClientError> {
+        let what = "the offer";
+        let body =
+            serde_json::to_vec(req).map_err(|e| self.bad(what, format!("cannot encode the offer: {e}")))?;
+        let reply = self
+            .exchange(Method::POST, "/v1/sessions", Some(body), what)
+            .await?;
+        self.decode(what, &reply.body)
+    }
+
+    /// `POST /v1/sessions` with a bare W3C offer (no `transport` key), the way
+    /// pion, aiortc and browsers do; the session id (from `Location`) and the
+    /// W3C answer.
+    pub async fn offer_w3c(&self, offer: &W3cDescription) -> Result<(String, W3cDescription), ClientError> {
+        let what = "the offer";
+        let body =
+            serde_json::to_vec(offer).map_err(|e| self.bad(what, format!("cannot encode the offer: {e}")))?;
+        let reply = self
+            .exchange(Method::POST, "/v1/sessions", Some(body), what)
+            .await?;
+        let location = reply
+            .headers
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| self.bad(what, "no Location header".into()))?;
+        let id = location
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| self.bad(what, format!("no session id in Location {location:?}")))?
+            .to_owned();
+        let answer: W3cDescription = self.decode(what, &reply.body)?;
+        if answer.kind != SdpType::Answer {
+            return Err(self.bad(what, "expected a W3C answer, got an offer".into()));
+        }
+        Ok((id, answer))
+    }
+
+    /// `DELETE /v1/sessions/{id}`: tears the session down on the server.
+    pub async fn delete(&self, id: &str) -> Result<(), ClientError> {
+        check_id(id)?;
+        let what = format!("the delete of session {id}");
+        self.exchange(Method::DELETE, &format!("/v1/sessions/{id}"), None, &what)
+            .await?;
+        Ok(())
+    }
+
+    /// `GET /v1/sessions/{id}/stats`: one session's state and counters.
+    pub async fn stats(&self, id: &str) -> Result<SessionInfo, ClientError> {
+        check_id(id)?;
+        let what = format!("the stats request for session {id}");
+        let reply = self
+            .exchange(Method::GET, &format!("/v1/sessions/{id}/stats"), None, &what)
+            .await?;
+        self.decode(&what, &reply.body)
+    }
+
+    /// `GET /v1/sessions`: every live session.
+    pub async fn list(&self) -> Result<Vec<SessionInfo>, ClientError> {
+        let what = "the session listing";
+        let reply = self.exchange(Method::GET, "/v1/sessions", None, what).await?;
+        self.decode(what, &reply.body)
+    }
+
+    /// `GET /healthz`: `Ok` when the server answers `200`.
+    pub async fn health(&self) -> Result<(), ClientError> {
+        self.exchange(Method::GET, "/healthz", None, "the health check")
+            .await?;
+        Ok(())
+    }
+
+    fn bad(&self, what: &str, reason: String) -> ClientError {
+        ClientError::BadResponse {
+            server: self.base.clone(),
+            what: what.to_owned(),
+            reason,
+        }
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(&self, what: &str, body: &[u8]) -> Result<T, ClientError> {
+        serde_json::from_slice(body).map_err(|e| self.bad(what, format!("unexpected JSON: {e}")))
+    }
+
+    /// One request on a fresh connection, bounded by the timeout; a non-2xx
+    /// status becomes an error.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        what: &str,
+    ) -> Result<Reply, ClientError> {
+        let (status, reply) = tokio::time::timeout(self.timeout, self.send(method, path, body, what))
+            .await
+            .map_err(|_| ClientError::Timeout {
+                server: self.base.clone(),
+                what: what.to_owned(),
+                after: self.timeout,
+            })??;
+        if status.is_success() {
+            return Ok(reply);
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(ClientError::Unauthorized {
+                server: self.base.clone(),
+                what: what.to_owned(),
+                token_sent: self.token.is_some(),
+            });
+        }
+        Err(ClientError::Status {
+            server: self.base.clone(),
+            status,
+            message: error_message(status, &reply.body),
+        })
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        what: &str,
+    ) -> Result<(StatusCode, Reply), ClientError> {
+        let http_err = |source| ClientError::Http {
+            server: self.base.clone(),
+            what: what.to_owned(),
+            source,
+        };
+        let stream = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|source| ClientError::Connect {
+                server: self.base.clone(),
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(http_err)?;
+        // Drives the connection; ends when `sender` is dropped after the reply.
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(error = %e, "signaling client connection ended with an error");
+            }
+        });
+
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.prefix))
+            .header(HOST, &self.authority)
+            .header(USER_AGENT, concat!("relay-signaling/", env!("CARGO_PKG_VERSION")))
+            .header(ACCEPT, "application/json");
+        if body.is_some() {
+            request = request.header(CONTENT_TYPE, "application/json");
+        }
+        if let Some(token) = &self.token {
+            let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                self.bad(
+                    what,
+                    "the token contains characters not allowed in a header".into(),
+                )
+            })?;
+            request = request.header(AUTHORIZATION, value);
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| self.bad(what, format!("cannot build the request: {e}")))?;
+
+        let response = sender.send_request(request).await.map_err(http_err)?;
+        let (parts, body) = response.into_parts();
+        let body = Limited::new(body, MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| match e.downcast::<hyper::Error>() {
+                Ok(e) => http_err(*e),
+                Err(e) => self.bad(what, format!("reply body: {e}")),
+            })?;
+        Ok((
+            parts.status,
+            Reply {
+                headers: parts.headers,
+                body: body.to_bytes(),
+            },
+        ))
+    }
+}
+
+/// The server's `{"error": ...}` text, else the start of the body, else the
+/// status's reason phrase.
+fn error_message(status: StatusCode, body: &[u8]) -> String {
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice(body)
+        && let Some(serde_json::Value::String(message)) = fields.get("error")
+    {
+        return message.chars().take(MAX_QUOTED_CHARS).collect();
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return status
+            .canonical_reason()
+            .unwrap_or("no reason given")
+            .to_lowercase();
+    }
+    text.chars().take(MAX_QUOTED_CHARS).collect()
+}
+
+fn check_id(id: &str) -> Result<(), ClientError> {
+    let ok = !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ClientError::InvalidSessionId(id.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_addresses() {
+        let c = SignalingClient::new("http://127.0.0.1:8080").unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.port, c.prefix.as_str()),
+            ("127.0.0.1", 8080, "")
+        );
+        assert_eq!(c.authority, "127.0.0.1:8080");
+        let c = SignalingClient::new("http://[::1]:9000/relay/").unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.port, c.prefix.as_str()),
+            ("::1", 9000, "/relay")
+        );
+        assert_eq!(c.base, "http://[::1]:9000/relay");
+        let c = SignalingClient::new("http://relay.example").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("relay.example", 80));
+    }
+
+    #[test]
+    fn unusable_base_addresses_say_what_is_expected() {
+        for (base, want) in [
+            ("127.0.0.1:8080", "expected http://host:port"),
+            ("https://127.0.0.1:8080", "https is not supported"),
+            ("ftp://127.0.0.1", "scheme ftp is not supported"),
+            ("http://u:p@127.0.0.1:8080", "--token"),
+            ("http://127.0.0.1:8080/?x=1", "query string"),
+            ("", "expected http://host:port"),
+            ("not a url", "expected http://host:port"),
+        ] {
+            let e = SignalingClient::new(base).unwrap_err().to_string();
+            assert!(e.contains(want), "{base:?}: {e}");
+            assert!(e.contains("invalid signaling server address"), "{e}");
+        }
+    }
+
+    #[test]
+    fn session_ids_must_be_path_safe() {
+        assert!(check_id("0af3-x_Y").is_ok());
+        for id in ["", "a/b", "a b", "..%2f", "é"] {
+            assert!(check_id(id).is_err(), "{id:?}");
+        }
+    }
+
+    #[test]
+    fn server_error_text_is_quoted() {
+        assert_eq!(
+            error_message(StatusCode::BAD_REQUEST, br#"{"error":"bad offer: x"}"#),
+            "bad offer: x"
+        );
+        assert_eq!(
+            error_message(StatusCode::BAD_GATEWAY, b"  upstream down\n"),
+            "upstream down"
+        );
+        assert_eq!(error_message(StatusCode::BAD_GATEWAY, b""), "bad gateway");
+        assert_eq!(
+            error_message(StatusCode::BAD_GATEWAY, &[b'x'; 1000]).len(),
+            MAX_QUOTED_CHARS
+        );
+    }
+
+    #[test]
+    fn messages_tell_the_operator_what_to_do() {
+        let e = ClientError::Unauthorized {
+            server: "http://127.0.0.1:8080".into(),
+            what: "the offer".into(),
+            token_sent: false,
+        };
+        assert_eq!(
+            e.to_string(),
+            "signaling server at http://127.0.0.1:8080 refused the offer: 401 unauthorized; pass --token"
+        );
+        let e = ClientError::Timeout {
+            server: "http://127.0.0.1:8080".into(),
+            what: "the offer".into(),
+            after: Duration::from_secs(10),
+        };
+        assert!(e.to_string().ends_with("timed out after 10s"), "{e}");
+        assert_eq!(human(Duration::from_millis(250)), "250ms");
+        let e = ClientError::Status {
+            server: "http://127.0.0.1:8080".into(),
+            status: StatusCode::BAD_REQUEST,
+            message: "unknown transport \"x\"".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "signaling server at http://127.0.0.1:8080 answered 400: unknown transport \"x\""
+        );
+        assert_eq!(e.status(), Some(StatusCode::BAD_REQUEST));
+    }
+}
