@@ -1,6 +1,7 @@
 //! The `relay` command: relay RTP between two media servers, or compare the
 //! transports on this machine. See `relay --help`.
 
+use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -116,11 +117,17 @@ impl LinkArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Compare { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RELAY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -299,12 +306,14 @@ async fn offer(
             ExitCode::FAILURE
         }
         _ = shutdown_signal() => {
-            link.close();
+            // DELETE first, so the answering server ends the session as
+            // asked rather than seeing the link's goodbye first.
             match tokio::time::timeout(Duration::from_secs(3), client.delete(&id)).await {
                 Ok(Ok(())) => tracing::info!(session = %id, "session deleted"),
                 Ok(Err(e)) => tracing::warn!(session = %id, error = %e, "could not delete the session"),
                 Err(_) => tracing::warn!(session = %id, "signaling did not answer the DELETE in 3 s"),
             }
+            link.close();
             log_end(&*link, &counters, &relay_core::CloseReason::Local);
             ExitCode::SUCCESS
         }

@@ -1,0 +1,231 @@
+//! The `relay` command's failure paths: every one is a single clear line
+//! on stderr and a non-zero exit, never a hang or a panic.
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RELAY: &str = env!("CARGO_BIN_EXE_relay");
+
+/// Kills the child on every path.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `relay args` to completion (bounded) and returns (exit ok, stdout, stderr).
+fn run(args: &[&str]) -> (bool, String, String) {
+    let mut child = Guard(
+        Command::new(RELAY)
+            .args(args)
+            .env_remove("RELAY_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn relay"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.0.try_wait().expect("wait") {
+            let mut out = String::new();
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .0
+                .stdout
+                .take()
+                .expect("stdout")
+                .read_to_string(&mut out)
+                .ok();
+            child
+                .0
+                .stderr
+                .take()
+                .expect("stderr")
+                .read_to_string(&mut err)
+                .ok();
+            return (status.success(), out, err);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "relay {args:?} did not exit within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn last_line(s: &str) -> &str {
+    s.lines().last().unwrap_or("")
+}
+
+/// Starts `relay answer` and returns it with its signaling URL.
+fn answer(extra: &[&str]) -> (Guard, String) {
+    let out = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let mut args = vec!["answer", "--signal-listen", "127.0.0.1:0", "--out", &out];
+    args.extend_from_slice(extra);
+    let mut child = Guard(
+        Command::new(RELAY)
+            .args(&args)
+            .env_remove("RELAY_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn relay answer"),
+    );
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    let url = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("signal="))
+        .unwrap_or_else(|| panic!("unexpected first line from relay answer: {line:?}"))
+        .to_string();
+    (child, url)
+}
+
+#[test]
+fn transports_lists_compiled_backends_with_modes() {
+    let (ok, out, _) = run(&["transports"]);
+    assert!(ok);
+    assert!(out.lines().any(|l| l == "rtp-udp unreliable"), "{out}");
+}
+
+#[test]
+fn unknown_transport_names_the_known_ones() {
+    let (ok, _, err) = run(&[
+        "offer",
+        "--signal",
+        "http://127.0.0.1:9",
+        "--transport",
+        "sctp",
+        "--in",
+        "127.0.0.1:0",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("unknown transport \"sctp\""), "{err}");
+    assert!(err.contains("rtp-udp"), "{err}");
+}
+
+#[test]
+fn wrong_mode_for_the_transport_is_refused() {
+    let (ok, _, err) = run(&[
+        "offer",
+        "--signal",
+        "http://127.0.0.1:9",
+        "--transport",
+        "rtp-udp",
+        "--mode",
+        "stream",
+        "--in",
+        "127.0.0.1:0",
+    ]);
+    assert!(!ok);
+    assert_eq!(
+        last_line(&err),
+        "relay: transport rtp-udp has no mode stream; its modes: unreliable"
+    );
+}
+
+#[test]
+fn unreachable_signaling_is_one_clear_line() {
+    // A port nobody listens on: bind, read it, close.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let (ok, _, err) = run(&[
+        "offer",
+        "--signal",
+        &url,
+        "--transport",
+        "rtp-udp",
+        "--in",
+        "127.0.0.1:0",
+    ]);
+    assert!(!ok);
+    let line = last_line(&err);
+    assert!(line.starts_with("relay: "), "{err}");
+    assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
+    assert!(line.contains("refused") || line.contains("reach"), "{line}");
+}
+
+#[test]
+fn wrong_token_tells_the_operator_to_pass_one() {
+    let (_answer, url) = answer(&["--token", "s3cret"]);
+    let (ok, _, err) = run(&[
+        "offer",
+        "--signal",
+        &url,
+        "--transport",
+        "rtp-udp",
+        "--in",
+        "127.0.0.1:0",
+    ]);
+    assert!(!ok);
+    let line = last_line(&err);
+    assert!(line.contains("401") && line.contains("--token"), "{line}");
+    let (ok, _, err) = run(&[
+        "offer",
+        "--signal",
+        &url,
+        "--transport",
+        "rtp-udp",
+        "--in",
+        "127.0.0.1:0",
+        "--token",
+        "wrong",
+    ]);
+    assert!(!ok);
+    assert!(last_line(&err).contains("401"), "{err}");
+}
+
+#[test]
+fn input_address_in_use_is_reported() {
+    let (_answer, url) = answer(&[]);
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (ok, _, err) = run(&["offer", "--signal", &url, "--transport", "rtp-udp", "--in", &addr]);
+    assert!(!ok);
+    let line = last_line(&err);
+    assert!(
+        line.contains(&format!("cannot listen for RTP on --in {addr}")),
+        "{line}"
+    );
+}
+
+#[test]
+fn signaling_address_in_use_is_reported() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (ok, _, err) = run(&["answer", "--signal-listen", &addr, "--out", "127.0.0.1:5006"]);
+    assert!(!ok);
+    let line = last_line(&err);
+    assert!(line.starts_with("relay: ") && line.contains(&addr), "{line}");
+}
+
+#[test]
+fn bad_liveness_timeout_is_refused() {
+    let (ok, _, err) = run(&[
+        "answer",
+        "--signal-listen",
+        "127.0.0.1:0",
+        "--out",
+        "127.0.0.1:5006",
+        "--liveness-timeout",
+        "0",
+    ]);
+    assert!(!ok);
+    assert!(last_line(&err).contains("--liveness-timeout"), "{err}");
+}
