@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what the tests need
+# (ffmpeg and GStreamer from Debian; Python WebRTC/QUIC peers in a venv
+# under target/), then runs every test in the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+if [ -f scripts/install-python-peers.sh ]; then
+  bash scripts/install-python-peers.sh
+fi
+
+cargo test --workspace --locked "$@"
