@@ -1,0 +1,528 @@
+//! [`QuicLink`]: one established RoQ connection driven as a
+//! [`RelayLink`].
+//!
+//! The I/O is a handful of small tasks around the quinn connection:
+//!
+//! - `send` frames a datagram inline (datagram mode) or queues the packet
+//!   for the stream writer (stream mode);
+//! - a datagram reader and a stream acceptor (one reader task per peer
+//!   stream) decode RoQ and feed the inbox, a [`PacketQueue`];
+//! - a watcher turns the connection's end into a [`CloseReason`].
+//!
+//! Both receive paths run in both modes: RoQ lets a peer mix DATAGRAMs and
+//! streams on one connection (section 3.2), and a relay takes what comes.
+//! The mode decides what this side sends and the inbox policy.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{BufMut, Bytes, BytesMut};
+use quinn::{ConnectionError, ReadError, RecvStream, SendDatagramError, SendStream, VarInt, WriteError};
+use relay_core::{
+    CloseReason, CloseSignal, DropCause, LinkError, LinkStats, Mode, Overflow, Packet, PacketQueue, Pushed,
+    RelayLink, StatsRecorder, Transport, check_size,
+};
+
+use crate::config::{MAX_STREAM_PACKET, MAX_STREAM_PACKET_RECEIVED};
+use crate::roq::{self, ErrorCode, StreamDecoder, StreamEvent};
+use crate::{QuicConfig, QuicError};
+
+/// Packets the stream writer takes per write: enough to amortise the
+/// connection lock and the wake-up, small enough to keep latency flat.
+const WRITE_BATCH: usize = 64;
+
+/// Stream-mode send queue in packets. QUIC flow control is the real
+/// back-pressure; this only decouples `send` from the writer task.
+const SEND_QUEUE: usize = 512;
+
+/// Datagrams are framed into slices of a shared buffer of this size, so
+/// framing allocates once per ~50 packets instead of once per packet.
+const ARENA_BYTES: usize = 64 * 1024;
+
+/// One established RoQ connection: a [`RelayLink`] in
+/// [`Mode::Datagram`] or [`Mode::Stream`].
+///
+/// Dropping the link closes it (CONNECTION_CLOSE with ROQ_NO_ERROR).
+pub struct QuicLink {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    conn: quinn::Connection,
+    mode: Mode,
+    flow_id: u64,
+    flow_id_len: usize,
+    liveness_timeout: Duration,
+    stats: StatsRecorder,
+    signal: CloseSignal,
+    inbox: PacketQueue,
+    /// Stream mode: packets waiting for the writer task.
+    outbox: PacketQueue,
+    arena: Mutex<BytesMut>,
+    /// Last known largest datagram packet, so `send` checks sizes without
+    /// taking quinn's connection lock.
+    max_datagram_packet: AtomicUsize,
+    malformed_logged: AtomicBool,
+    /// Keeps the endpoint (socket and driver) alive as long as the link.
+    _endpoint: quinn::Endpoint,
+}
+
+impl QuicLink {
+    /// Wraps an established connection (handshake confirmed on both sides)
+    /// and starts its tasks.
+    pub(crate) async fn start(
+        endpoint: quinn::Endpoint,
+        conn: quinn::Connection,
+        mode: Mode,
+        config: &QuicConfig,
+        setup_time: Duration,
+    ) -> Result<QuicLink, QuicError> {
+        let peer = conn.remote_address();
+        if mode == Mode::Datagram && conn.max_datagram_size().is_none() {
+            let what = "it did not negotiate QUIC DATAGRAM frames (RFC 9221), which datagram mode needs";
+            close_with(&conn, ErrorCode::ExpectationUnmet, what);
+            return Err(QuicError::ExpectationUnmet {
+                peer,
+                what: what.to_string(),
+            });
+        }
+        let send_stream = if mode == Mode::Stream {
+            Some(
+                conn.open_uni()
+                    .await
+                    .map_err(|source| QuicError::Handshake { peer, source })?,
+            )
+        } else {
+            None
+        };
+        let stats = StatsRecorder::new(Transport::Quic, mode);
+        stats.set_setup_time(setup_time);
+        stats.set_rtt(conn.rtt());
+        let inbox_policy = if mode.is_reliable() {
+            Overflow::Wait
+        } else {
+            Overflow::DropOldest
+        };
+        let shared = Arc::new(Shared {
+            flow_id: config.flow_id,
+            flow_id_len: roq::varint_len(config.flow_id).unwrap_or(8),
+            liveness_timeout: config.liveness_timeout,
+            stats,
+            signal: CloseSignal::new(),
+            inbox: PacketQueue::new(config.receive_queue, inbox_policy),
+            outbox: PacketQueue::new(SEND_QUEUE, Overflow::Wait),
+            arena: Mutex::new(BytesMut::new()),
+            max_datagram_packet: AtomicUsize::new(0),
+            malformed_logged: AtomicBool::new(false),
+            mode,
+            conn,
+            _endpoint: endpoint,
+        });
+        shared.refresh_max_datagram_packet();
+        tokio::spawn(watch(shared.clone()));
+        tokio::spawn(read_datagrams(shared.clone()));
+        tokio::spawn(accept_streams(shared.clone()));
+        if let Some(send) = send_stream {
+            tokio::spawn(write_stream(shared.clone(), send));
+        }
+        tracing::debug!(%peer, %mode, ?setup_time, "RoQ link ready");
+        Ok(QuicLink { shared })
+    }
+
+    /// The peer's UDP address.
+    pub fn remote_addr(&self) -> std::net::SocketAddr {
+        self.shared.conn.remote_address()
+    }
+
+    /// QUIC-level counters (UDP datagrams, lost packets, congestion
+    /// events, path MTU): what [`LinkStats`] cannot say about why packets
+    /// went missing.
+    pub fn connection_stats(&self) -> quinn::ConnectionStats {
+        self.shared.conn.stats()
+    }
+}
+
+impl Drop for QuicLink {
+    fn drop(&mut self) {
+        self.shared.close_local();
+    }
+}
+
+impl fmt::Debug for QuicLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QuicLink")
+            .field("peer", &self.shared.conn.remote_address())
+            .field("mode", &self.shared.mode)
+            .field("flow_id", &self.shared.flow_id)
+            .field("closed", &self.shared.signal.reason())
+            .finish()
+    }
+}
+
+fn close_with(conn: &quinn::Connection, code: ErrorCode, why: &str) {
+    conn.close(VarInt::from_u32(code as u32), why.as_bytes());
+}
+
+/// How the end of a connection reads as a [`CloseReason`].
+fn close_reason(err: &ConnectionError, liveness_timeout: Duration) -> CloseReason {
+    match err {
+        ConnectionError::LocallyClosed => CloseReason::Local,
+        // The idle timeout is the liveness timeout (config.rs).
+        ConnectionError::TimedOut => CloseReason::LivenessTimeout(liveness_timeout),
+        ConnectionError::ApplicationClosed(c) if c.error_code.into_inner() == ErrorCode::NoError.value() => {
+            CloseReason::PeerClosed
+        }
+        ConnectionError::ApplicationClosed(c) => {
+            let code = c.error_code.into_inner();
+            let name = ErrorCode::from_value(code)
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| format!("application error 0x{code:x}"));
+            let why = String::from_utf8_lossy(&c.reason);
+            CloseReason::Transport(format!("peer closed the connection with {name}: {why}"))
+        }
+        ConnectionError::ConnectionClosed(c) if u64::from(c.error_code) == 0 => CloseReason::PeerClosed,
+        other => CloseReason::Transport(other.to_string()),
+    }
+}
+
+impl Shared {
+    /// Closes everything with `reason` unless already closed; returns
+    /// whether this call closed it.
+    fn shut(&self, reason: CloseReason) -> bool {
+        let first = self.signal.close(reason);
+        // The first reason wins everywhere, whoever got here first.
+        let reason = self.signal.reason().unwrap_or(CloseReason::Local);
+        self.inbox.close(reason.clone());
+        self.outbox.close(reason);
+        first
+    }
+
+    fn close_local(&self) {
+        if self.shut(CloseReason::Local) {
+            // RoQ section 6: CONNECTION_CLOSE with a section 7 code.
+            close_with(&self.conn, ErrorCode::NoError, "");
+        }
+    }
+
+    fn closed_error(&self) -> LinkError {
+        LinkError::Closed(self.signal.reason().unwrap_or(CloseReason::Local))
+    }
+
+    fn refresh_max_datagram_packet(&self) -> usize {
+        let max = self
+            .conn
+            .max_datagram_size()
+            .map_or(0, |m| m.saturating_sub(self.flow_id_len));
+        self.max_datagram_packet.store(max, Ordering::Relaxed);
+        max
+    }
+
+    fn max_packet_size(&self) -> usize {
+        match self.mode {
+            Mode::Stream => MAX_STREAM_PACKET,
+            _ => self.refresh_max_datagram_packet(),
+        }
+    }
+
+    fn too_large(&self, size: usize, max: usize) -> LinkError {
+        self.stats.on_drop(DropCause::TooLarge);
+        LinkError::TooLarge { size, max }
+    }
+
+    /// Datagram mode: frame and hand to quinn; never waits (RFC 9221
+    /// DATAGRAMs are not flow controlled, and quinn's send buffer drops the
+    /// oldest datagram when full).
+    fn send_datagram(&self, packet: Packet) -> Result<(), LinkError> {
+        let len = packet.len();
+        if len > self.max_datagram_packet.load(Ordering::Relaxed) {
+            // Maybe the path MTU grew since; ask quinn before refusing.
+            let max = self.refresh_max_datagram_packet();
+            check_size(len, max).map_err(|_| self.too_large(len, max))?;
+        }
+        let datagram = {
+            let mut arena = self.arena.lock().unwrap_or_else(|e| e.into_inner());
+            if arena.capacity() < self.flow_id_len + len {
+                *arena = BytesMut::with_capacity(ARENA_BYTES.max(self.flow_id_len + len));
+            }
+            // Cannot fail: the flow id was validated in QuicConfig.
+            let _ = roq::put_varint(self.flow_id, &mut *arena);
+            arena.put_slice(packet.bytes());
+            arena.split().freeze()
+        };
+        // quinn drops the oldest queued datagrams silently to make room;
+        // its free space tells us beforehand that this send will do so. We
+        // count that as one send-queue drop instead of one packet sent, so
+        // sent + dropped still equals what the application offered.
+        // (Approximate under concurrent senders or mixed sizes.)
+        let displaces = self.conn.datagram_send_buffer_space() < datagram.len();
+        match self.conn.send_datagram(datagram) {
+            Ok(()) if displaces => {
+                self.stats.on_drop(DropCause::SendQueueFull);
+                Ok(())
+            }
+            Ok(()) => {
+                self.stats.on_sent(&packet);
+                Ok(())
+            }
+            Err(SendDatagramError::TooLarge) => {
+                let max = self.refresh_max_datagram_packet();
+                Err(self.too_large(len, max))
+            }
+            Err(SendDatagramError::ConnectionLost(e)) => {
+                self.shut(close_reason(&e, self.liveness_timeout));
+                Err(self.closed_error())
+            }
+            Err(e) => {
+                // Checked at setup (ExpectationUnmet); kept for completeness.
+                self.shut(CloseReason::Transport(format!("cannot send QUIC DATAGRAM: {e}")));
+                Err(self.closed_error())
+            }
+        }
+    }
+
+    /// Stream mode: queue for the writer; waits while the queue is full,
+    /// which it is while QUIC flow control holds the writer back.
+    async fn send_stream(&self, packet: Packet) -> Result<(), LinkError> {
+        let len = packet.len();
+        check_size(len, MAX_STREAM_PACKET).map_err(|_| self.too_large(len, MAX_STREAM_PACKET))?;
+        // A clone of `Packet` is a reference count, not a copy.
+        match self.outbox.push_wait(packet.clone()).await {
+            Ok(_) => {
+                self.stats.on_sent(&packet);
+                Ok(())
+            }
+            Err(_) => Err(self.closed_error()),
+        }
+    }
+
+    fn note_malformed(&self, what: fmt::Arguments<'_>) {
+        self.stats.on_drop(DropCause::Malformed);
+        // Once per link: a peer sending garbage must not flood the log.
+        if !self.malformed_logged.swap(true, Ordering::Relaxed) {
+            tracing::warn!(peer = %self.conn.remote_address(), "dropping malformed RoQ input: {what}");
+        }
+    }
+
+    /// Accounts and queues a packet from a datagram: never waits.
+    fn deliver_now(&self, packet: Packet) -> bool {
+        self.stats.on_received(&packet, Instant::now());
+        match self.inbox.push(packet) {
+            Pushed::Queued => true,
+            Pushed::DroppedOldest | Pushed::Full(_) => {
+                self.stats.on_drop(DropCause::ReceiveQueueFull);
+                true
+            }
+            Pushed::Closed(_) => false,
+        }
+    }
+
+    /// Accounts and queues a packet from a stream: waits for room in stream
+    /// mode, so the stream is not read faster than the application reads
+    /// and QUIC flow control pushes back on the sender.
+    async fn deliver_wait(&self, packet: Packet) -> bool {
+        self.stats.on_received(&packet, Instant::now());
+        match self.inbox.push_wait(packet).await {
+            Ok(Pushed::DroppedOldest) => {
+                self.stats.on_drop(DropCause::ReceiveQueueFull);
+                true
+            }
+            Ok(_) => true,
+            Err(_) => false,
+        }
+    }
+}
+
+async fn watch(shared: Arc<Shared>) {
+    let err = shared.conn.closed().await;
+    let reason = close_reason(&err, shared.liveness_timeout);
+    if shared.shut(reason.clone()) {
+        tracing::debug!(peer = %shared.conn.remote_address(), %reason, "RoQ link closed");
+    }
+}
+
+async fn read_datagrams(shared: Arc<Shared>) {
+    // Ends with an error when the connection closes; the watcher says why.
+    while let Ok(datagram) = shared.conn.read_datagram().await {
+        match roq::decode_datagram(datagram) {
+            Ok((flow, payload)) if flow == shared.flow_id => match Packet::parse(payload) {
+                Ok(packet) => {
+                    if !shared.deliver_now(packet) {
+                        return;
+                    }
+                }
+                Err(e) => shared.note_malformed(format_args!("datagram: {e}")),
+            },
+            // RoQ section 5.1: the flow id stands for the address and port of
+            // plain RTP, and unsignaled flows are dropped (we buffer none).
+            Ok(_) => shared.stats.on_drop(DropCause::UnknownSource),
+            Err(e) => shared.note_malformed(format_args!("{e}")),
+        }
+    }
+}
+
+async fn accept_streams(shared: Arc<Shared>) {
+    // RoQ section 5.2: a peer may open any number of streams (one per
+    // frame, say); each gets its own reader.
+    while let Ok(stream) = shared.conn.accept_uni().await {
+        tokio::spawn(read_stream(shared.clone(), stream));
+    }
+}
+
+async fn read_stream(shared: Arc<Shared>, mut stream: RecvStream) {
+    let mut decoder = StreamDecoder::new(MAX_STREAM_PACKET_RECEIVED);
+    loop {
+        let mut chunk: Bytes = match stream.read_chunk(usize::MAX, true).await {
+            Ok(Some(chunk)) => chunk.bytes,
+            Ok(None) => {
+                if let Err(e) = decoder.finish() {
+                    shared.note_malformed(format_args!("stream ended early: {e}"));
+                }
+                return;
+            }
+            // RoQ section 5.2.2: RESET_STREAM (ROQ_FRAME_CANCELLED) discards
+            // the packet in flight; later media comes on another stream.
+            Err(ReadError::Reset(code)) => {
+                tracing::debug!(%code, "peer reset a RoQ stream");
+                return;
+            }
+            // Connection gone (the watcher reports it) or stream misuse.
+            Err(_) => return,
+        };
+        loop {
+            match decoder.decode(&mut chunk) {
+                Ok(None) => break,
+                Ok(Some(StreamEvent::FlowId(flow))) if flow != shared.flow_id => {
+                    // RoQ section 5.1: we buffer no unsignaled flows, so the
+                    // stream is refused at once.
+                    let _ = stream.stop(VarInt::from_u32(ErrorCode::UnknownFlowId as u32));
+                    shared.stats.on_drop(DropCause::UnknownSource);
+                    tracing::warn!(
+                        flow,
+                        expected = shared.flow_id,
+                        "refused a RoQ stream with an unknown flow id"
+                    );
+                    return;
+                }
+                Ok(Some(StreamEvent::FlowId(_))) => {}
+                Ok(Some(StreamEvent::Packet(bytes))) => match Packet::parse(bytes) {
+                    Ok(packet) => {
+                        if !shared.deliver_wait(packet).await {
+                            return;
+                        }
+                    }
+                    Err(e) => shared.note_malformed(format_args!("stream packet: {e}")),
+                },
+                Err(e) => {
+                    // The framing is lost for the rest of this stream: stop
+                    // it (RoQ section 7, ROQ_PACKET_ERROR). The connection and
+                    // the peer's other streams carry on.
+                    let _ = stream.stop(VarInt::from_u32(e.code() as u32));
+                    shared.note_malformed(format_args!("{e}"));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Stream mode's sender: one long-lived unidirectional stream, so packets
+/// stay in order (RoQ section 5.2.1 framing).
+async fn write_stream(shared: Arc<Shared>, mut stream: SendStream) {
+    let mut batch: Vec<Packet> = Vec::with_capacity(WRITE_BATCH);
+    let mut chunks: Vec<Bytes> = Vec::with_capacity(2 * WRITE_BATCH + 1);
+    let mut headers = BytesMut::new();
+    let mut stream_opened = false;
+    while let Ok(first) = shared.outbox.pop().await {
+        batch.push(first);
+        shared.outbox.pop_batch(&mut batch, WRITE_BATCH - 1);
+        if headers.capacity() < 8 * (WRITE_BATCH + 1) {
+            headers = BytesMut::with_capacity(ARENA_BYTES / 16);
+        }
+        if !stream_opened {
+            let _ = roq::encode_stream_header(shared.flow_id, &mut headers);
+            chunks.push(headers.split().freeze());
+            stream_opened = true;
+        }
+        for packet in batch.drain(..) {
+            let _ = roq::encode_packet_length(packet.len(), &mut headers);
+            chunks.push(headers.split().freeze());
+            chunks.push(packet.into_bytes());
+        }
+        match stream.write_all_chunks(&mut chunks).await {
+            Ok(()) => {}
+            // RoQ section 5.2.2: STOP_SENDING means "send newer media on a new
+            // stream"; what was queued for the stopped one is dropped.
+            Err(WriteError::Stopped(code)) => {
+                tracing::debug!(%code, "peer stopped our RoQ stream; opening another");
+                match shared.conn.open_uni().await {
+                    Ok(s) => {
+                        stream = s;
+                        stream_opened = false;
+                    }
+                    Err(_) => return,
+                }
+            }
+            // The connection is gone; the watcher reports why.
+            Err(_) => return,
+        }
+        chunks.clear();
+    }
+    let _ = stream.finish();
+}
+
+#[async_trait]
+impl RelayLink for QuicLink {
+    fn transport(&self) -> Transport {
+        Transport::Quic
+    }
+
+    fn mode(&self) -> Mode {
+        self.shared.mode
+    }
+
+    fn max_packet_size(&self) -> usize {
+        self.shared.max_packet_size()
+    }
+
+    async fn send(&self, packet: Packet) -> Result<(), LinkError> {
+        let s = &*self.shared;
+        if s.signal.is_closed() {
+            return Err(s.closed_error());
+        }
+        match s.mode {
+            Mode::Stream => s.send_stream(packet).await,
+            _ => {
+                // Never waits for the network, but gives the scheduler a turn
+                // every so often (tokio's cooperative budget): a sender
+                // looping on `send` must not starve the connection driver
+                // that empties quinn's datagram buffer on the same worker.
+                tokio::task::consume_budget().await;
+                s.send_datagram(packet)
+            }
+        }
+    }
+
+    async fn recv(&self) -> Result<Packet, LinkError> {
+        self.shared.inbox.pop().await.map_err(LinkError::Closed)
+    }
+
+    fn stats(&self) -> LinkStats {
+        self.shared.stats.set_rtt(self.shared.conn.rtt());
+        self.shared.stats.snapshot()
+    }
+
+    fn close(&self) {
+        self.shared.close_local();
+    }
+
+    async fn closed(&self) -> CloseReason {
+        self.shared.signal.wait().await
+    }
+
+    fn close_reason(&self) -> Option<CloseReason> {
+        self.shared.signal.reason()
+    }
+}
