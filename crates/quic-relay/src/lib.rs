@@ -48,6 +48,9 @@ mod link;
 pub mod roq;
 mod setup;
 
+#[cfg(test)]
+mod raw_peer_tests;
+
 pub use config::{MAX_STREAM_PACKET, QuicConfig};
 pub use error::QuicError;
 pub use identity::Fingerprint;

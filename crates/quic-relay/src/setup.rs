@@ -128,7 +128,7 @@ impl QuicOfferer {
 /// server's own readiness. The server's HANDSHAKE_DONE frame (RFC 9001
 /// section 4.1.2) is the proof that it accepted us; quinn raises no event
 /// for it, but counts it in the connection stats.
-async fn handshake_confirmed(conn: &quinn::Connection) -> Result<(), ConnectionError> {
+pub(crate) async fn handshake_confirmed(conn: &quinn::Connection) -> Result<(), ConnectionError> {
     let mut polls = 0u32;
     loop {
         if conn.stats().frame_rx.handshake_done > 0 {
