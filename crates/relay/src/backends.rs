@@ -17,9 +17,9 @@ pub fn compiled_transports() -> Vec<Transport> {
         .into_iter()
         .filter(|t| match t {
             Transport::RtpUdp => cfg!(feature = "rtp-udp"),
-            // Not built yet: QUIC and data channel backends land with their
-            // own features.
-            Transport::Quic | Transport::Dc => false,
+            Transport::Quic => cfg!(feature = "quic"),
+            // Not built yet: the data channel backend lands with its feature.
+            Transport::Dc => false,
         })
         .collect()
 }
@@ -82,6 +82,21 @@ pub(crate) async fn offer(
                 link: Arc::new(link),
             })
         }
+        #[cfg(feature = "quic")]
+        Transport::Quic => {
+            let err = setup_err(transport);
+            let offerer = quic_relay::QuicOfferer::bind(quic_config(options), mode)
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            let resp = post(client, transport, mode, offerer.offer()).await?;
+            let answer = parse_answer(resp.answer)?;
+            let link = offerer.connect(answer).await.map_err(|e| err(e.to_string()))?;
+            Ok(Offered {
+                session_id: resp.id,
+                link: Arc::new(link),
+            })
+        }
+        #[allow(unreachable_patterns)]
         other => Err(RelayError::NotCompiled {
             transport: other,
             available: crate::join(compiled_transports().iter()),
@@ -94,6 +109,13 @@ fn rtp_udp_config(options: &LinkOptions) -> rtp_udp_relay::RtpUdpConfig {
     rtp_udp_relay::RtpUdpConfig::default()
         .bind(media_addr(options))
         .advertise_ip(options.advertise_ip)
+        .liveness_timeout(options.liveness_timeout)
+}
+
+#[cfg(feature = "quic")]
+fn quic_config(options: &LinkOptions) -> quic_relay::QuicConfig {
+    quic_relay::QuicConfig::default()
+        .bind(media_addr(options))
         .liveness_timeout(options.liveness_timeout)
 }
 
@@ -147,6 +169,31 @@ impl Answerer for FacadeAnswerer {
                 };
                 (answer, Box::pin(pending))
             }
+            #[cfg(feature = "quic")]
+            Transport::Quic => {
+                let offer: relay_core::QuicOffer = parse_offer(self.transport, offer)?;
+                let answerer = quic_relay::QuicAnswerer::bind(quic_config(&self.options), mode, &offer)
+                    .await
+                    .map_err(|e| AnswerError::Unavailable(e.to_string()))?;
+                let mut answer = answerer.answer();
+                if let Some(ip) = self.options.advertise_ip {
+                    answer.addr.set_ip(ip);
+                } else if answer.addr.ip().is_unspecified() {
+                    return Err(AnswerError::Unavailable(
+                        "media socket bound to an unspecified address; start relay answer with --advertise"
+                            .into(),
+                    ));
+                }
+                let pending = async move {
+                    answerer
+                        .accept()
+                        .await
+                        .map(|l| Box::new(l) as Box<dyn RelayLink>)
+                        .map_err(|e| e.to_string())
+                };
+                (to_json(answer)?, Box::pin(pending))
+            }
+            #[allow(unreachable_patterns)]
             other => {
                 let _ = (mode, offer);
                 return Err(AnswerError::BadOffer(format!(

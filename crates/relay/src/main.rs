@@ -84,6 +84,8 @@ enum Command {
     },
     /// List compiled-in transports and their modes, one `TRANSPORT MODE` per line.
     Transports,
+    /// Impair UDP between two addresses: loss, burst loss, delay, jitter, rate cap (netem in userspace).
+    Netsim(relay_netsim::NetsimArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -148,6 +150,10 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<ExitCode, String> {
     match command {
+        Command::Netsim(args) => {
+            relay_netsim::run_cli(args).await.map_err(|e| e.to_string())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Transports => {
             for t in relay::compiled_transports() {
                 for m in t.modes() {
