@@ -90,11 +90,20 @@ impl QuicLink {
             });
         }
         let send_stream = if mode == Mode::Stream {
-            Some(
-                conn.open_uni()
-                    .await
-                    .map_err(|source| QuicError::Handshake { peer, source })?,
-            )
+            // Waits for stream credit, which a RoQ peer must grant (section
+            // 5.2.3); a peer that grants none would otherwise hang us here.
+            match tokio::time::timeout(config.liveness_timeout, conn.open_uni()).await {
+                Ok(Ok(stream)) => Some(stream),
+                Ok(Err(source)) => return Err(QuicError::Handshake { peer, source }),
+                Err(_) => {
+                    let what = "it grants no unidirectional stream, which stream mode needs";
+                    close_with(&conn, ErrorCode::ExpectationUnmet, what);
+                    return Err(QuicError::ExpectationUnmet {
+                        peer,
+                        what: what.to_string(),
+                    });
+                }
+            }
         } else {
             None
         };
