@@ -25,11 +25,12 @@
 //! offerer's, the answer the answerer's address, ALPN and fingerprint. Each
 //! side accepts exactly the signaled certificate (mutual TLS with pinning).
 //!
-//! ```no_run
+//! ```
 //! use quic_relay::{QuicAnswerer, QuicConfig, QuicOfferer};
 //! use relay_core::{Mode, Packet, RelayLink, build_rtp};
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let offerer = QuicOfferer::bind(QuicConfig::default(), Mode::Datagram).await?;
 //! let answerer = QuicAnswerer::bind(QuicConfig::default(), Mode::Datagram, &offerer.offer()).await?;
 //! let answer = answerer.answer(); // normally carried back by signaling
