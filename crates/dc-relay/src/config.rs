@@ -1,0 +1,159 @@
+//! [`DcConfig`]: everything one side of a data-channel link can be told.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Largest packet [`DcLink`](crate::DcLink) sends by default: the relay
+/// contract's minimum. With the 28 bytes of SCTP common and DATA chunk
+/// headers and about 37 of DTLS record, a packet this size still leaves in one
+/// IPv4 datagram on a 1,500-byte Ethernet path, so no RTP packet is ever
+/// split into two SCTP chunks (an unreliable channel would lose the whole
+/// message for either half) or IP-fragmented.
+pub const DEFAULT_MAX_PACKET_SIZE: usize = relay_core::MIN_MAX_PACKET_SIZE;
+
+/// Largest message an SCTP association here accepts or sends: the default
+/// `a=max-message-size` of RFC 8841 section 6.1.
+pub const MAX_MESSAGE_SIZE: usize = 65_536;
+
+/// Settings for one side of a data-channel link.
+///
+/// ```
+/// use std::time::Duration;
+/// use dc_relay::DcConfig;
+///
+/// let config = DcConfig::default()
+///     .bind_addrs(vec!["127.0.0.1:0".parse().unwrap()])
+///     .ice_servers(vec!["stun:127.0.0.1:3478".into()])
+///     .liveness_timeout(Duration::from_secs(2))
+///     .label("cascade");
+/// assert_eq!(config.keepalive_interval(), Duration::from_millis(400));
+/// ```
+#[derive(Debug, Clone)]
+pub struct DcConfig {
+    pub(crate) bind_addrs: Vec<SocketAddr>,
+    pub(crate) ice_servers: Vec<String>,
+    pub(crate) liveness_timeout: Duration,
+    pub(crate) send_buffer_limit: usize,
+    pub(crate) receive_queue: usize,
+    pub(crate) label: String,
+    pub(crate) max_packet_size: usize,
+    pub(crate) sctp_receive_window: u32,
+    pub(crate) socket_buffer: usize,
+    pub(crate) gather_timeout: Duration,
+}
+
+impl Default for DcConfig {
+    fn default() -> Self {
+        DcConfig {
+            bind_addrs: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            ice_servers: Vec::new(),
+            liveness_timeout: relay_core::DEFAULT_LIVENESS_TIMEOUT,
+            // CRATES.md: 256 KiB of outstanding SCTP data with a 128 KiB receive
+            // window took unordered channels from ~520 to 940-990 Mbit/s on
+            // loopback; more only adds queueing delay.
+            send_buffer_limit: 256 * 1024,
+            // About 0.25 s of 16 Mbit/s video, as in rtp-udp-relay.
+            receive_queue: 4096,
+            label: "relay".to_string(),
+            max_packet_size: DEFAULT_MAX_PACKET_SIZE,
+            sctp_receive_window: 128 * 1024,
+            socket_buffer: relay_core::udp::DEFAULT_SOCKET_BUFFER,
+            gather_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl DcConfig {
+    /// Local addresses to bind, one UDP socket and one ICE host candidate
+    /// each (default `127.0.0.1:0`). Use concrete interface addresses: an
+    /// unspecified address (`0.0.0.0`) is not a candidate a peer can reach.
+    pub fn bind_addrs(mut self, addrs: Vec<SocketAddr>) -> Self {
+        self.bind_addrs = addrs;
+        self
+    }
+
+    /// STUN servers (`stun:host:port`) to learn server-reflexive candidates
+    /// from. None by default: no external server is contacted unless
+    /// configured.
+    pub fn ice_servers(mut self, urls: Vec<String>) -> Self {
+        self.ice_servers = urls;
+        self
+    }
+
+    /// Silence after which the peer is declared dead (default 5 s). ICE
+    /// consent checks (RFC 7675) run at a fifth of it.
+    pub fn liveness_timeout(mut self, d: Duration) -> Self {
+        self.liveness_timeout = d;
+        self
+    }
+
+    /// Bytes handed to SCTP and not yet acknowledged (or abandoned) before
+    /// the relay stops feeding it (default 256 KiB). Beyond it, reliable
+    /// sends wait and unreliable sends drop the oldest queued packet.
+    pub fn send_buffer_limit(mut self, bytes: usize) -> Self {
+        self.send_buffer_limit = bytes.max(relay_core::MIN_MAX_PACKET_SIZE);
+        self
+    }
+
+    /// Received packets held for the application (default 4096). Unreliable
+    /// links then drop the oldest; reliable links stop reading, and SCTP's
+    /// receive window holds the sender back.
+    pub fn receive_queue(mut self, packets: usize) -> Self {
+        self.receive_queue = packets.max(1);
+        self
+    }
+
+    /// The data channel's label (default `"relay"`; the offerer's counts).
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.label = label.into();
+        self
+    }
+
+    /// Largest packet accepted by `send` (default and minimum 1,400, at most
+    /// 65,536, the SCTP max-message-size).
+    pub fn max_packet_size(mut self, bytes: usize) -> Self {
+        self.max_packet_size = bytes.clamp(relay_core::MIN_MAX_PACKET_SIZE, MAX_MESSAGE_SIZE);
+        self
+    }
+
+    /// SCTP receive window (a_rwnd) in bytes (default 128 KiB; at least one
+    /// max-size message).
+    pub fn sctp_receive_window(mut self, bytes: u32) -> Self {
+        self.sctp_receive_window = bytes.max(MAX_MESSAGE_SIZE as u32);
+        self
+    }
+
+    /// `SO_RCVBUF`/`SO_SNDBUF` of each socket (default 4 MiB).
+    pub fn socket_buffer(mut self, bytes: usize) -> Self {
+        self.socket_buffer = bytes;
+        self
+    }
+
+    /// How long to wait for each STUN server before going on without its
+    /// candidate (default 2 s).
+    pub fn gather_timeout(mut self, d: Duration) -> Self {
+        self.gather_timeout = d;
+        self
+    }
+
+    /// ICE consent check interval: a fifth of the liveness timeout, at least
+    /// 50 ms.
+    pub fn keepalive_interval(&self) -> Duration {
+        (self.liveness_timeout / 5).max(Duration::from_millis(50))
+    }
+
+    /// Silence after which ICE reports the pair disconnected: the liveness
+    /// timeout less one consent interval, because ICE only looks at each
+    /// consent tick; so a dead peer is noticed within the liveness timeout.
+    pub(crate) fn ice_disconnected_timeout(&self) -> Duration {
+        self.liveness_timeout
+            .saturating_sub(self.keepalive_interval())
+            .max(self.keepalive_interval())
+    }
+
+    /// Outbound packets queued between `send` and SCTP: about the send
+    /// buffer's worth of 1 KiB packets.
+    pub(crate) fn send_queue(&self) -> usize {
+        (self.send_buffer_limit / 1024).max(64)
+    }
+}

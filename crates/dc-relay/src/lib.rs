@@ -1,0 +1,59 @@
+//! # dc-relay: RTP over WebRTC data channels
+//!
+//! How pion-based SFUs and browsers relay: each RTP or RTCP packet is one
+//! binary message (PPID 53, RFC 8831 section 8) on a data channel. The
+//! layers, bottom up:
+//!
+//! - **ICE** (RFC 8445) finds a UDP path between the candidates each side
+//!   listed in its SDP (host addresses from [`DcConfig::bind_addrs`],
+//!   optionally server-reflexive ones from STUN) and keeps checking it:
+//!   consent freshness (RFC 7675) is also how a vanished peer is noticed
+//!   within [`DcConfig::liveness_timeout`].
+//! - **DTLS** (RFC 6347) encrypts everything; each side pins the other's
+//!   certificate fingerprint from the SDP.
+//! - **SCTP** (RFC 9260, over DTLS per RFC 8261) carries messages with
+//!   per-stream reliability and its own congestion and flow control.
+//! - **DCEP** (RFC 8832) opens the channel in-band: the offerer sends
+//!   `DATA_CHANNEL_OPEN` with the channel type, the answerer acknowledges.
+//!
+//! Two modes: [`Mode::Reliable`] is an ordered, reliable channel (every
+//! packet, in order; `send` waits when the send buffer is full, and a slow
+//! reader holds the sender back through SCTP's receive window).
+//! [`Mode::Unreliable`] is unordered with maxRetransmits=0 (partial
+//! reliability, RFC 3758): like UDP, a full queue drops the oldest packet,
+//! counted. The answerer relays whatever channel the offerer opens, in its
+//! mode, so plain WebRTC peers (pion, aiortc, browsers) can relay into us.
+//!
+//! Signaling is one exchange of W3C JSON descriptions with every candidate
+//! in them (no trickle). The protocol work is done by the sans-IO `rtc`
+//! crate (the core under `webrtc` 0.21); this crate drives it with its own
+//! socket loop, which is what brings setup from 600 ms to a few ms (see the
+//! `driver` module).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use dc_relay::{DcAnswerer, DcConfig, DcOfferer};
+//! use relay_core::{Mode, Packet, RelayLink, build_rtp};
+//!
+//! let offerer = DcOfferer::bind(DcConfig::default(), Mode::Unreliable).await?;
+//! let offer = offerer.offer(); // to the other server (relay-signaling does this)
+//! let answerer = DcAnswerer::bind(DcConfig::default(), &offer).await?;
+//! let answer = answerer.answer(); // ... and back
+//! let (a, b) = tokio::try_join!(offerer.connect(&answer), answerer.accept())?;
+//! a.send(Packet::parse(build_rtp(96, 1, 0, 0x1234, b"media"))?).await?;
+//! assert_eq!(b.recv().await?.ssrc(), 0x1234);
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+mod config;
+mod driver;
+mod error;
+mod gather;
+mod link;
+mod setup;
+
+pub use config::{DEFAULT_MAX_PACKET_SIZE, DcConfig, MAX_MESSAGE_SIZE};
+pub use error::DcError;
+pub use link::DcLink;
+pub use setup::{DcAnswerer, DcOfferer};
