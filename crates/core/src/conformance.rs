@@ -66,15 +66,35 @@ pub async fn pair(factory: &dyn PairFactory, mode: Mode) -> (Arc<dyn RelayLink>,
     (a, b)
 }
 
-/// An RTP packet whose payload says which packet it is.
+/// A fixed byte pattern that payloads are cut from: copying a slice keeps
+/// packet generation cheap even in debug builds, where a per-byte loop
+/// dominated the paced check's CPU time.
+fn pattern() -> &'static [u8] {
+    static PATTERN: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    PATTERN.get_or_init(|| (0..70_000u32).map(|i| i.wrapping_mul(31) as u8).collect())
+}
+
+/// An RTP packet whose payload says which packet it is: the number in the
+/// first four bytes, then a pattern that starts at an offset depending on
+/// the number, so a packet delivered in place of another is caught.
 pub fn numbered(ssrc: u32, seq: u32, size: usize) -> Packet {
     let size = size.max(16);
-    let mut payload = vec![0u8; size - 12];
-    payload[..4].copy_from_slice(&seq.to_be_bytes());
-    for (i, b) in payload.iter_mut().enumerate().skip(4) {
-        *b = (i as u32).wrapping_mul(31).wrapping_add(seq) as u8;
-    }
+    let mut payload = Vec::with_capacity(size - 12);
+    payload.extend_from_slice(&seq.to_be_bytes());
+    let start = (seq % 251) as usize;
+    payload.extend_from_slice(&pattern()[start..start + size - 16]);
     Packet::parse(build_rtp(96, seq as u16, seq.wrapping_mul(90), ssrc, &payload)).expect("valid RTP")
+}
+
+/// The checks share the machine's two cores: a flood in one test must not
+/// starve a paced run in another, so checks run one at a time within a test
+/// binary (tokio's mutex works across the tests' separate runtimes).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Holds the suite's lock for one check; public for the macro.
+#[doc(hidden)]
+pub async fn serialize() -> tokio::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().await
 }
 
 fn number_of(p: &Packet) -> u32 {
@@ -411,31 +431,37 @@ macro_rules! conformance_tests {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn first_packet_not_lost() {
+                let _one_at_a_time = c::serialize().await;
                 c::first_packet_not_lost(&$factory, $mode, 20).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn full_size_packets_pass_both_ways() {
+                let _one_at_a_time = c::serialize().await;
                 c::full_size_packets_pass_both_ways(&$factory, $mode).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn oversized_is_refused_and_nothing_stalls() {
+                let _one_at_a_time = c::serialize().await;
                 c::oversized_is_refused_and_nothing_stalls(&$factory, $mode).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn paced_packets_arrive_and_stats_match() {
+                let _one_at_a_time = c::serialize().await;
                 c::paced_packets_arrive_and_stats_match(&$factory, $mode).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn flood_is_bounded() {
+                let _one_at_a_time = c::serialize().await;
                 c::flood_is_bounded(&$factory, $mode).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn close_reaches_the_peer() {
+                let _one_at_a_time = c::serialize().await;
                 c::close_reaches_the_peer(&$factory, $mode).await;
             }
         }

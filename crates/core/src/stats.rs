@@ -30,7 +30,8 @@ pub enum DropCause {
     ReceiveQueueFull,
     /// The application tried to send a packet larger than the link allows.
     TooLarge,
-    /// A datagram arrived from an address other than the signaled peer.
+    /// A datagram arrived from an address other than the signaled peer, or
+    /// (RoQ) carried a flow id that was not signaled.
     UnknownSource,
     /// Bytes arrived that are not RTP or RTCP (truncated, garbage, bad framing).
     Malformed,
@@ -245,7 +246,9 @@ pub struct LinkStats {
     pub transport: Transport,
     /// Its delivery mode.
     pub mode: Mode,
-    /// Packets accepted by `send` (RTP and RTCP).
+    /// Packets handed to the transport (RTP and RTCP). For every packet
+    /// the application offers, exactly one of `packets_sent`,
+    /// `drops.send_queue_full` or `drops.too_large` counts it.
     pub packets_sent: u64,
     /// Their bytes.
     pub bytes_sent: u64,
