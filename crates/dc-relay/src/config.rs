@@ -157,3 +157,35 @@ impl DcConfig {
         (self.send_buffer_limit / 1024).max(64)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn liveness_maps_onto_ice_consent_timers() {
+        let c = DcConfig::default();
+        assert_eq!(c.keepalive_interval(), Duration::from_secs(1));
+        // Noticed at the first consent tick after the disconnected timeout:
+        // within the liveness timeout.
+        assert_eq!(c.ice_disconnected_timeout(), Duration::from_secs(4));
+        let short = DcConfig::default().liveness_timeout(Duration::from_millis(100));
+        assert_eq!(short.keepalive_interval(), Duration::from_millis(50));
+        assert_eq!(short.ice_disconnected_timeout(), Duration::from_millis(50));
+    }
+
+    #[test]
+    fn setters_clamp_to_what_the_stack_carries() {
+        let c = DcConfig::default()
+            .max_packet_size(10)
+            .sctp_receive_window(1)
+            .receive_queue(0);
+        assert_eq!(c.max_packet_size, relay_core::MIN_MAX_PACKET_SIZE);
+        assert_eq!(c.sctp_receive_window, MAX_MESSAGE_SIZE as u32);
+        assert_eq!(c.receive_queue, 1);
+        assert_eq!(
+            DcConfig::default().max_packet_size(1 << 20).max_packet_size,
+            MAX_MESSAGE_SIZE
+        );
+    }
+}

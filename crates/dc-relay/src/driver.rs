@@ -500,25 +500,14 @@ impl Driver {
                     dc.max_retransmits(),
                     dc.max_packet_life_time(),
                 );
-                // RFC 8832 section 5.1 channel types onto relay modes. rtc
-                // 0.21.1 reports neither limit for a channel the peer opened
-                // (`RTCDataChannelInternal::accept` sets both to None; the
-                // SCTP stream itself gets the right reliability), so an
-                // unordered channel without limits is taken for what relay
-                // peers open: maxRetransmits=0. An ordered partially reliable
-                // channel is indistinguishable from a reliable one here.
-                let mode = match (ordered, max_retransmits, max_packet_life_time) {
-                    (true, None, None) => Mode::Reliable,
-                    (false, Some(0) | None, None) => Mode::Unreliable,
-                    _ => {
-                        self.shared.fail(DcError::UnsupportedChannel {
-                            label,
-                            ordered,
-                            max_retransmits,
-                            max_packet_life_time,
-                        });
-                        return;
-                    }
+                let Some(mode) = mode_of(ordered, max_retransmits, max_packet_life_time) else {
+                    self.shared.fail(DcError::UnsupportedChannel {
+                        label,
+                        ordered,
+                        max_retransmits,
+                        max_packet_life_time,
+                    });
+                    return;
                 };
                 tracing::debug!(%label, %mode, "peer opened data channel");
                 let _ = self.shared.channel.set(Channel::new(
@@ -586,6 +575,26 @@ impl Driver {
     }
 }
 
+/// RFC 8832 section 5.1 channel types onto relay modes: ordered and
+/// reliable is `reliable`; unordered with maxRetransmits=0 is `unreliable`.
+///
+/// rtc 0.21.1 reports neither limit for a channel the peer opened
+/// (`RTCDataChannelInternal::accept` sets both to `None`; the SCTP stream
+/// itself gets the right reliability), so an unordered channel without
+/// limits is taken for what relay peers open, maxRetransmits=0, and an
+/// ordered partially reliable channel cannot be told from a reliable one.
+pub(crate) fn mode_of(
+    ordered: bool,
+    max_retransmits: Option<u16>,
+    max_packet_life_time: Option<u16>,
+) -> Option<Mode> {
+    match (ordered, max_retransmits, max_packet_life_time) {
+        (true, None, None) => Some(Mode::Reliable),
+        (false, Some(0) | None, None) => Some(Mode::Unreliable),
+        _ => None,
+    }
+}
+
 /// Resolves when any socket has a datagram to read.
 async fn readable(sockets: &[Socket]) {
     poll_fn(|cx| {
@@ -610,4 +619,20 @@ async fn writable(sockets: &[Socket]) {
         Poll::Pending
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_types_map_to_relay_modes() {
+        assert_eq!(mode_of(true, None, None), Some(Mode::Reliable));
+        assert_eq!(mode_of(false, Some(0), None), Some(Mode::Unreliable));
+        assert_eq!(mode_of(false, None, None), Some(Mode::Unreliable));
+        // Partially reliable variants have no relay mode.
+        assert_eq!(mode_of(false, Some(3), None), None);
+        assert_eq!(mode_of(false, None, Some(100)), None);
+        assert_eq!(mode_of(true, Some(0), None), None);
+    }
 }

@@ -1,0 +1,430 @@
+//! dc-relay behaviour beyond the shared conformance suite: liveness, setup
+//! errors, STUN gathering, RTT, and the long-running checks (a thousand
+//! first-packet rounds, setup-time percentiles, flood throughput, a soak),
+//! which are `#[ignore]`d: run them with
+//! `cargo test --release -p dc-relay --test behaviour -- --ignored --nocapture`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dc_relay::{DcAnswerer, DcConfig, DcError, DcLink, DcOfferer};
+use relay_core::conformance::numbered;
+use relay_core::{CloseReason, LinkError, Mode, RelayLink, SdpType, W3cDescription};
+use tokio::net::UdpSocket;
+
+const STEP: Duration = Duration::from_secs(10);
+
+async fn pair_with(config: DcConfig, mode: Mode) -> (DcLink, DcLink) {
+    let offerer = DcOfferer::bind(config.clone(), mode).await.expect("bind offerer");
+    let answerer = DcAnswerer::bind(config, &offerer.offer())
+        .await
+        .expect("bind answerer");
+    let answer = answerer.answer();
+    tokio::time::timeout(STEP, async {
+        tokio::try_join!(offerer.connect(&answer), answerer.accept())
+    })
+    .await
+    .expect("setup within 10 s")
+    .expect("setup")
+}
+
+async fn pair(mode: Mode) -> (DcLink, DcLink) {
+    pair_with(DcConfig::default(), mode).await
+}
+
+/// The answerer learns the mode from the channel the offerer opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answerer_takes_the_offerers_mode() {
+    for mode in [Mode::Reliable, Mode::Unreliable] {
+        let (a, b) = pair(mode).await;
+        assert_eq!((a.mode(), b.mode()), (mode, mode));
+        let s = b.stats();
+        assert!(s.setup_time.is_some_and(|t| t < STEP), "{s:?}");
+    }
+}
+
+#[tokio::test]
+async fn setup_errors_say_what_is_wrong() {
+    let e = DcOfferer::bind(DcConfig::default(), Mode::Datagram)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, DcError::UnsupportedMode(Mode::Datagram)), "{e}");
+
+    let e = DcOfferer::bind(
+        DcConfig::default().ice_servers(vec!["turn:127.0.0.1:3478".into()]),
+        Mode::Reliable,
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("only stun:"), "{e}");
+
+    let e = DcOfferer::bind(
+        DcConfig::default().bind_addrs(vec!["0.0.0.0:0".parse().unwrap()]),
+        Mode::Reliable,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, DcError::BadBindAddress { .. }), "{e}");
+
+    let offerer = DcOfferer::bind(DcConfig::default(), Mode::Reliable)
+        .await
+        .unwrap();
+    let offer = offerer.offer();
+    assert_eq!(offer.kind, SdpType::Offer);
+    assert!(
+        offer.sdp.contains("typ host"),
+        "non-trickle: candidates in the offer"
+    );
+    let e = DcAnswerer::bind(
+        DcConfig::default(),
+        &W3cDescription {
+            kind: SdpType::Answer,
+            sdp: offer.sdp.clone(),
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, DcError::BadDescription { side: "offer", .. }), "{e}");
+    let e = DcAnswerer::bind(
+        DcConfig::default(),
+        &W3cDescription {
+            kind: SdpType::Offer,
+            sdp: "v=0 garbage".into(),
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, DcError::BadDescription { .. }), "{e}");
+    let e = offerer.connect(&offer).await.unwrap_err();
+    assert!(matches!(e, DcError::BadDescription { side: "answer", .. }), "{e}");
+}
+
+/// An answer nobody acts on: `connect` gives up with a timeout that names
+/// the ICE state, it does not hang.
+#[tokio::test]
+async fn silent_answerer_times_out() {
+    let config = DcConfig::default().liveness_timeout(Duration::from_millis(500));
+    let offerer = DcOfferer::bind(config.clone(), Mode::Unreliable).await.unwrap();
+    let answerer = DcAnswerer::bind(config, &offerer.offer()).await.unwrap();
+    let answer = answerer.answer();
+    drop(answerer); // closes its driver: nothing answers the checks
+    let started = Instant::now();
+    let e = tokio::time::timeout(STEP, offerer.connect(&answer))
+        .await
+        .expect("connect must give up by itself")
+        .unwrap_err();
+    assert!(matches!(e, DcError::Timeout { .. } | DcError::Closed(_)), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(8));
+}
+
+/// A peer that vanishes without a word (its runtime is shut down: no SCTP
+/// ABORT, no close_notify, its sockets just go) is noticed through ICE
+/// consent within the liveness timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vanished_peer_is_detected_within_the_liveness_timeout() {
+    const LIVENESS: Duration = Duration::from_millis(1500);
+    let config = DcConfig::default().liveness_timeout(LIVENESS);
+    for mode in [Mode::Reliable, Mode::Unreliable] {
+        let offerer = DcOfferer::bind(config.clone(), mode).await.unwrap();
+        let offer = offerer.offer();
+        let (answer_tx, answer_rx) = tokio::sync::oneshot::channel();
+        let (link_tx, link_rx) = std::sync::mpsc::channel();
+        let cfg = config.clone();
+        // The answerer lives on its own runtime, so it can be killed alone.
+        let other = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            let link = rt.block_on(async move {
+                let answerer = DcAnswerer::bind(cfg, &offer).await.unwrap();
+                answer_tx.send(answerer.answer()).unwrap();
+                answerer.accept().await.unwrap()
+            });
+            link_tx.send(()).unwrap();
+            // Keep the link (no clean close) and kill its driver task.
+            rt.shutdown_background();
+            std::mem::forget(link);
+        });
+        let answer = answer_rx.await.unwrap();
+        let a = offerer.connect(&answer).await.unwrap();
+        link_rx.recv_timeout(STEP).unwrap();
+        other.join().unwrap();
+        let vanished = Instant::now();
+        let reason = tokio::time::timeout(STEP, a.closed()).await.expect("noticed");
+        let took = vanished.elapsed();
+        assert_eq!(reason, CloseReason::LivenessTimeout(LIVENESS), "{mode}");
+        assert!(
+            took <= LIVENESS + Duration::from_millis(300),
+            "{mode}: took {took:?}"
+        );
+        assert!(matches!(
+            a.send(numbered(1, 1, 100)).await,
+            Err(LinkError::Closed(CloseReason::LivenessTimeout(_)))
+        ));
+    }
+}
+
+/// A minimal STUN server on loopback: answers Binding requests with the
+/// source address (RFC 8489 XOR-MAPPED-ADDRESS), counts them.
+async fn stun_server() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use rtc::stun::message::{BINDING_SUCCESS, Message, Setter};
+    use rtc::stun::xoraddr::XorMappedAddress;
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 1500];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let mut req = Message::new();
+            if req.unmarshal_binary(&buf[..n]).is_err() {
+                continue;
+            }
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut resp = Message::new();
+            resp.typ = BINDING_SUCCESS;
+            resp.transaction_id = req.transaction_id;
+            resp.write_header();
+            XorMappedAddress {
+                ip: from.ip(),
+                port: from.port(),
+            }
+            .add_to(&mut resp)
+            .unwrap();
+            resp.encode();
+            let _ = socket.send_to(&resp.raw, from).await;
+        }
+    });
+    (addr, hits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stun_server_gives_a_server_reflexive_candidate() {
+    let (server, hits) = stun_server().await;
+    let config = DcConfig::default().ice_servers(vec![format!("stun:{server}")]);
+    let offerer = DcOfferer::bind(config.clone(), Mode::Reliable).await.unwrap();
+    assert!(
+        offerer.offer().sdp.contains("typ srflx"),
+        "{}",
+        offerer.offer().sdp
+    );
+    assert_eq!(hits.load(std::sync::atomic::Ordering::Relaxed), 1);
+    let answerer = DcAnswerer::bind(config, &offerer.offer()).await.unwrap();
+    let answer = answerer.answer();
+    let (a, b) = tokio::try_join!(offerer.connect(&answer), answerer.accept()).unwrap();
+    a.send(numbered(5, 0, 300)).await.unwrap();
+    assert_eq!(b.recv().await.unwrap().ssrc(), 5);
+}
+
+/// A STUN server that never answers costs its candidate, not the link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_stun_server_is_skipped() {
+    let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let config = DcConfig::default()
+        .ice_servers(vec![format!("stun:{}", silent.local_addr().unwrap())])
+        .gather_timeout(Duration::from_millis(300));
+    let started = Instant::now();
+    let offerer = DcOfferer::bind(config, Mode::Unreliable).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(!offerer.offer().sdp.contains("typ srflx"));
+}
+
+/// ICE consent checks measure the round trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtt_is_measured() {
+    let config = DcConfig::default().liveness_timeout(Duration::from_millis(500));
+    let (a, b) = pair_with(config, Mode::Reliable).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for link in [&a, &b] {
+        let rtt = link.stats().rtt.expect("rtt after a few consent checks");
+        assert!(rtt < Duration::from_millis(100), "{rtt:?} on loopback");
+    }
+}
+
+/// Either side's close (or drop) reaches the other as `PeerClosed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_close_in_both_directions() {
+    for mode in [Mode::Reliable, Mode::Unreliable] {
+        let (a, b) = pair(mode).await;
+        b.close();
+        assert_eq!(
+            tokio::time::timeout(STEP, a.closed()).await.unwrap(),
+            CloseReason::PeerClosed
+        );
+        drop(a);
+        // Dropping a link closes it too.
+        let (a, b) = pair(mode).await;
+        drop(a);
+        assert_eq!(
+            tokio::time::timeout(STEP, b.closed()).await.unwrap(),
+            CloseReason::PeerClosed
+        );
+    }
+}
+
+/// Ready means ready, a thousand times: each side sends the instant its own
+/// link is returned; the other side must get it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: run with --release -- --ignored"]
+async fn first_packet_not_lost_a_thousand_times() {
+    let started = Instant::now();
+    for mode in [Mode::Reliable, Mode::Unreliable] {
+        relay_core::conformance::first_packet_not_lost(&Loopback, mode, 500).await;
+    }
+    println!("1000 rounds (500 per mode) in {:?}", started.elapsed());
+}
+
+struct Loopback;
+
+#[async_trait::async_trait]
+impl relay_core::conformance::PairFactory for Loopback {
+    async fn connect(&self, mode: Mode) -> relay_core::conformance::Connecting {
+        let offerer = DcOfferer::bind(DcConfig::default(), mode).await.unwrap();
+        let answerer = DcAnswerer::bind(DcConfig::default(), &offerer.offer())
+            .await
+            .unwrap();
+        let answer = answerer.answer();
+        relay_core::conformance::Connecting {
+            offerer: Box::pin(async move {
+                offerer
+                    .connect(&answer)
+                    .await
+                    .map(|l| Box::new(l) as _)
+                    .map_err(|e| e.to_string())
+            }),
+            answerer: Box::pin(async move {
+                answerer
+                    .accept()
+                    .await
+                    .map(|l| Box::new(l) as _)
+                    .map_err(|e| e.to_string())
+            }),
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Setup time, offer created to both links ready, in-process signaling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: run with --release -- --ignored --nocapture"]
+async fn setup_time_percentiles() {
+    for mode in [Mode::Reliable, Mode::Unreliable] {
+        let mut times = Vec::with_capacity(100);
+        for _ in 0..100 {
+            let started = Instant::now();
+            let (a, b) = pair(mode).await;
+            times.push(started.elapsed());
+            drop((a, b));
+        }
+        times.sort();
+        println!(
+            "setup {mode}: p50 {:?} p99 {:?} max {:?} (100 runs)",
+            percentile(&times, 0.5),
+            percentile(&times, 0.99),
+            times[99]
+        );
+    }
+}
+
+/// Floods `n` packets of `size` bytes one way while the receiver reads;
+/// returns (delivered, elapsed).
+async fn flood(a: &Arc<DcLink>, b: &Arc<DcLink>, n: u32, size: usize) -> (u64, Duration) {
+    let packets: Vec<_> = (0..n).map(|i| numbered(1, i, size)).collect();
+    let started = Instant::now();
+    let sender = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            for p in packets {
+                a.send(p).await.expect("flood send");
+            }
+        })
+    };
+    let mut got = 0u64;
+    let mut last = Instant::now();
+    let reliable = a.mode().is_reliable();
+    while got < n as u64 {
+        let quiet = if reliable {
+            STEP
+        } else {
+            Duration::from_millis(300)
+        };
+        match tokio::time::timeout(quiet, b.recv()).await {
+            Ok(Ok(_)) => {
+                got += 1;
+                last = Instant::now();
+            }
+            Ok(Err(e)) => panic!("flood receive: {e}"),
+            Err(_) if reliable => panic!("reliable flood stalled after {got} of {n}"),
+            Err(_) => break,
+        }
+    }
+    tokio::time::timeout(STEP, sender)
+        .await
+        .expect("sender never stalls")
+        .unwrap();
+    (got, last - started)
+}
+
+/// Throughput of 1,200-byte packets on loopback (goals: unreliable 900,
+/// reliable 500 Mbit/s with everything delivered; meaningful in release).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: run with --release -- --ignored --nocapture"]
+async fn flood_throughput() {
+    const N: u32 = 100_000;
+    for mode in [Mode::Unreliable, Mode::Reliable] {
+        for run in 0..3 {
+            let (a, b) = pair(mode).await;
+            let (a, b) = (Arc::new(a), Arc::new(b));
+            let (got, took) = flood(&a, &b, N, 1200).await;
+            let mbit = got as f64 * 1200.0 * 8.0 / took.as_secs_f64() / 1e6;
+            let s = a.stats();
+            println!(
+                "flood {mode} run {run}: {got}/{N} delivered in {took:?}: {mbit:.0} Mbit/s \
+                 (send drops {}, receive drops {})",
+                s.drops.send_queue_full,
+                b.stats().drops.receive_queue_full
+            );
+            if mode.is_reliable() {
+                assert_eq!(got, N as u64);
+            }
+        }
+    }
+}
+
+/// No stall, ever: 200 back-to-back flood sessions (alternating modes) all
+/// complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "soak: run with --release -- --ignored --nocapture"]
+async fn soak_200_flood_sessions() {
+    const N: u32 = 10_000;
+    let started = Instant::now();
+    let mut worst = Duration::ZERO;
+    for session in 0..200 {
+        let mode = if session % 2 == 0 {
+            Mode::Reliable
+        } else {
+            Mode::Unreliable
+        };
+        let (a, b) = pair(mode).await;
+        let (a, b) = (Arc::new(a), Arc::new(b));
+        let (got, took) = flood(&a, &b, N, 1200).await;
+        worst = worst.max(took);
+        if mode.is_reliable() {
+            assert_eq!(got, N as u64, "session {session}");
+        } else {
+            assert!(got > 0, "session {session}: nothing delivered");
+        }
+        a.close();
+        b.close();
+    }
+    println!(
+        "soak: 200 flood sessions of {N} x 1200 B completed in {:?} (slowest flood {worst:?})",
+        started.elapsed()
+    );
+}
