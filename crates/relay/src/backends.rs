@@ -43,24 +43,39 @@ fn media_addr(options: &LinkOptions) -> SocketAddr {
     SocketAddr::new(options.bind_ip, 0)
 }
 
+/// Carries an offer to the answering side and its answer back. HTTP
+/// signaling is one; [`crate::loopback`] is another (in process, optionally
+/// rewriting addresses so a netsim proxy sits in the path).
+#[async_trait]
+pub(crate) trait Exchange: Sync {
+    async fn exchange(&self, request: OfferRequest) -> Result<relay_core::OfferResponse, RelayError>;
+}
+
+#[async_trait]
+impl Exchange for SignalingClient {
+    async fn exchange(&self, request: OfferRequest) -> Result<relay_core::OfferResponse, RelayError> {
+        Ok(self.offer(&request).await?)
+    }
+}
+
 async fn post(
-    client: &SignalingClient,
+    client: &dyn Exchange,
     transport: Transport,
     mode: Mode,
     offer: impl serde::Serialize,
 ) -> Result<relay_core::OfferResponse, RelayError> {
     let offer = serde_json::to_value(offer).map_err(|e| RelayError::BadAnswer(e.to_string()))?;
-    Ok(client
-        .offer(&OfferRequest {
+    client
+        .exchange(OfferRequest {
             transport,
             mode: Some(mode),
             offer,
         })
-        .await?)
+        .await
 }
 
 pub(crate) async fn offer(
-    client: &SignalingClient,
+    client: &dyn Exchange,
     transport: Transport,
     mode: Mode,
     options: &LinkOptions,

@@ -29,6 +29,7 @@
 
 mod backends;
 pub mod compare;
+pub mod loopback;
 pub mod pipe;
 mod session;
 

@@ -1,0 +1,507 @@
+//! One measured run: a workload over a fresh [`Path`], with everything the
+//! report shows about it.
+//!
+//! The sender and the receiver are separate tasks on the caller's
+//! multi-thread runtime; the netsim proxy, when there is one, runs on its
+//! own threads. The sender follows the workload's absolute schedule (it
+//! sleeps until each packet's due time, never for an interval, so lateness
+//! does not accumulate) and stamps the real send time into each packet; the
+//! receiver takes the arrival time as it gets the packet from the link, on
+//! the same clock, so one-way latency needs no clock sync and includes
+//! everything from the sender's `send` call to the receiver's `recv`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use relay_core::udp::KernelUdpCounters;
+use relay_core::{Drops, LinkStats, SsrcReceiver, default_clock_rate};
+use relay_netsim::DirectionStats;
+use tokio::sync::oneshot;
+
+use crate::latency::Latency;
+use crate::path::{Path, Sent};
+use crate::scenario::{Scenario, Subject};
+use crate::sys;
+use crate::workload::{Workload, read_stamp, stamp};
+
+/// How long a run may take to drain after the sender stops.
+#[derive(Debug, Clone, Copy)]
+pub struct Drain {
+    /// Unreliable paths: stop once nothing arrived for this long.
+    pub idle: Duration,
+    /// Reliable paths: stop after this long even if packets are missing
+    /// (they should never be; the report flags it).
+    pub reliable_limit: Duration,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Drain {
+            // Far above the scenarios' 25 ms worst-case delay plus queueing.
+            idle: Duration::from_millis(300),
+            reliable_limit: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Everything measured in one run.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    /// What carried the packets.
+    pub subject: Subject,
+    /// Scenario name.
+    pub scenario: &'static str,
+    /// Workload name.
+    pub workload: String,
+    /// Whether the workload was a flood.
+    pub flood: bool,
+    /// Path setup (see [`Path::setup`]).
+    pub setup: Duration,
+    /// The offering link's own setup time.
+    pub link_setup: Option<Duration>,
+    /// Packets the sender tried to send.
+    pub offered: u64,
+    /// Their bytes.
+    pub offered_bytes: u64,
+    /// Packets the link or socket took (the rest was refused at once).
+    pub accepted: u64,
+    /// Distinct packets that arrived.
+    pub delivered: u64,
+    /// Their bytes.
+    pub delivered_bytes: u64,
+    /// Packets that arrived more than once.
+    pub duplicates: u64,
+    /// First send to last send.
+    pub send_time: Duration,
+    /// First send to last arrival.
+    pub span: Duration,
+    /// One-way latency of every arrival.
+    pub latency: Latency,
+    /// How late the sender was against the schedule (paced workloads): a
+    /// reliable link that blocks the sender shows here.
+    pub sender_lag: Latency,
+    /// RFC 3550 interarrival jitter, ms, mean over the streams (links: the
+    /// receiving link's `LinkStats`; raw UDP: the same computation in the
+    /// harness). `None` for floods on raw UDP.
+    pub jitter_ms: Option<f64>,
+    /// Process CPU time (user + system) from the first send to the end of
+    /// the drain: both ends, the harness, and the proxy when there is one.
+    pub cpu: Duration,
+    /// Peak resident memory growth over setup and run, divided by the two
+    /// ends.
+    pub memory_per_link: u64,
+    /// Kernel UDP counters over the run (the whole machine).
+    pub kernel: KernelUdpCounters,
+    /// Proxy counters, sender → receiver and back.
+    pub netsim: Option<(DirectionStats, DirectionStats)>,
+    /// Drops the two link ends counted, summed.
+    pub link_drops: Option<Drops>,
+    /// Set when a link closed during the run, or packets a reliable path
+    /// owed never came.
+    pub problem: Option<String>,
+}
+
+impl RunResult {
+    /// Delivered / offered.
+    pub fn delivered_ratio(&self) -> f64 {
+        ratio(self.delivered, self.offered)
+    }
+
+    /// Delivered bits per second, first send to last arrival.
+    pub fn throughput_bps(&self) -> f64 {
+        per_second(self.delivered_bytes * 8, self.span)
+    }
+
+    /// Delivered packets per second, first send to last arrival.
+    pub fn delivered_pps(&self) -> f64 {
+        per_second(self.delivered, self.span)
+    }
+
+    /// Offered bits per second while the sender ran.
+    pub fn offered_bps(&self) -> f64 {
+        per_second(self.offered_bytes * 8, self.send_time)
+    }
+
+    /// CPU microseconds per delivered packet.
+    pub fn cpu_us_per_packet(&self) -> f64 {
+        if self.delivered == 0 {
+            return 0.0;
+        }
+        self.cpu.as_secs_f64() * 1e6 / self.delivered as f64
+    }
+
+    /// Packets the kernel dropped for full socket buffers during the run.
+    pub fn kernel_drops(&self) -> u64 {
+        self.kernel.rcvbuf_errors + self.kernel.sndbuf_errors
+    }
+
+    /// Packets the emulated network dropped sender → receiver.
+    pub fn netsim_drops(&self) -> u64 {
+        self.netsim.map_or(0, |(f, _)| f.dropped.total())
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+fn per_second(n: u64, d: Duration) -> f64 {
+    if d.is_zero() {
+        0.0
+    } else {
+        n as f64 / d.as_secs_f64()
+    }
+}
+
+/// What the receiver task hands back.
+struct Received {
+    delivered: u64,
+    delivered_bytes: u64,
+    duplicates: u64,
+    latency: Latency,
+    last: Option<Instant>,
+    jitter_ms: Option<f64>,
+}
+
+/// Distinct-packet accounting by run-wide index.
+struct Seen(Vec<u64>);
+
+impl Seen {
+    fn with_capacity(packets: usize) -> Seen {
+        Seen(Vec::with_capacity(packets / 64 + 1))
+    }
+
+    /// Marks `i`; returns whether it was new.
+    fn insert(&mut self, i: u32) -> bool {
+        let (word, bit) = (i as usize / 64, i % 64);
+        if word >= self.0.len() {
+            self.0.resize(word + 1, 0);
+        }
+        let new = self.0[word] & (1 << bit) == 0;
+        self.0[word] |= 1 << bit;
+        new
+    }
+}
+
+/// Opens a fresh path for `subject` under `scenario`, runs `workload` for
+/// `duration` over it, drains, and closes it.
+pub async fn measure(
+    subject: Subject,
+    scenario: &Scenario,
+    workload: &Workload,
+    duration: Duration,
+    drain: Drain,
+    seed: u64,
+) -> Result<RunResult, String> {
+    // Allocated before the memory baseline: the harness's own buffers are
+    // not the link's.
+    let latency = Latency::new();
+    let seen = Seen::with_capacity(4 << 20);
+    sys::reset_peak();
+    let baseline = sys::memory().rss;
+    let path = Path::open(subject, scenario, seed).await?;
+    let result = run(
+        &path, scenario, workload, duration, drain, latency, seen, baseline,
+    )
+    .await;
+    path.close().await;
+    Ok(result)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    path: &Path,
+    scenario: &Scenario,
+    workload: &Workload,
+    duration: Duration,
+    drain: Drain,
+    latency: Latency,
+    seen: Seen,
+    baseline: u64,
+) -> RunResult {
+    let subject = path.subject;
+    let reliable = subject.is_reliable();
+    let flood = workload.is_flood();
+    let epoch = Instant::now();
+    let kernel_before = KernelUdpCounters::read();
+    let cpu_before = sys::cpu_time();
+
+    // Receiver: counts distinct arrivals and records latency; stops when told.
+    let delivered_now = Arc::new(AtomicU64::new(0));
+    let last_arrival_ns = Arc::new(AtomicU64::new(0));
+    let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+    let receiver = {
+        let end = path.receiver.clone();
+        let (delivered_now, last_arrival_ns) = (delivered_now.clone(), last_arrival_ns.clone());
+        // Raw UDP has no LinkStats: do the RFC 3550 arithmetic here, for
+        // paced workloads (on a flood it means nothing and costs the
+        // baseline time the links spend elsewhere).
+        let raw_jitter = matches!(subject, Subject::RawUdp) && !flood;
+        tokio::spawn(async move {
+            let mut latency = latency;
+            let mut seen = seen;
+            let mut buf = vec![0u8; 65_536];
+            let (mut delivered, mut bytes, mut duplicates) = (0u64, 0u64, 0u64);
+            let mut last = None;
+            let mut jitter: std::collections::HashMap<u32, SsrcReceiver> = Default::default();
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = &mut stop_rx => break,
+                    open = end.recv(&mut buf, |b, at| {
+                        let Some((sent_ns, index)) = read_stamp(b) else { return };
+                        if !seen.insert(index) {
+                            duplicates += 1;
+                            return;
+                        }
+                        let at_ns = at.duration_since(epoch).as_nanos() as u64;
+                        latency.record_ns(at_ns.saturating_sub(sent_ns));
+                        delivered += 1;
+                        bytes += b.len() as u64;
+                        last = Some(at);
+                        if raw_jitter {
+                            // The fixed RTP header (RFC 3550 section 5.1); read_stamp
+                            // already checked the length.
+                            let seq = u16::from_be_bytes([b[2], b[3]]);
+                            let ts = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+                            let ssrc = u32::from_be_bytes([b[8], b[9], b[10], b[11]]);
+                            jitter
+                                .entry(ssrc)
+                                .or_insert_with(|| SsrcReceiver::new(seq, default_clock_rate(b[1] & 0x7f), epoch))
+                                .on_packet(seq, ts, b.len(), at);
+                        }
+                    }) => {
+                        delivered_now.store(delivered, Ordering::Relaxed);
+                        if let Some(l) = last {
+                            last_arrival_ns.store(l.duration_since(epoch).as_nanos() as u64, Ordering::Relaxed);
+                        }
+                        if !open { break; }
+                    }
+                }
+            }
+            let jitter_ms = (!jitter.is_empty()).then(|| {
+                jitter.iter().map(|(s, r)| r.snapshot(*s).jitter_ms).sum::<f64>() / jitter.len() as f64
+            });
+            Received {
+                delivered,
+                delivered_bytes: bytes,
+                duplicates,
+                latency,
+                last,
+                jitter_ms,
+            }
+        })
+    };
+
+    // Sender: the schedule, on its own task.
+    let closed = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let end = path.sender.clone();
+        let schedule = workload.schedule(duration);
+        let closed = closed.clone();
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            let mut lag = Latency::new();
+            let (mut offered, mut offered_bytes, mut accepted) = (0u64, 0u64, 0u64);
+            let mut first = None;
+            for (i, planned) in schedule.enumerate() {
+                if flood {
+                    if i % 256 == 0 && start.elapsed() >= duration {
+                        break;
+                    }
+                    if i % 64 == 63 {
+                        // Let the receiving tasks run on a busy runtime.
+                        tokio::task::yield_now().await;
+                    }
+                } else {
+                    let due = start + planned.due;
+                    if due > tokio::time::Instant::now() {
+                        tokio::time::sleep_until(due).await;
+                    }
+                    lag.record_ns(due.elapsed().as_nanos() as u64);
+                }
+                let now = Instant::now();
+                first.get_or_insert(now);
+                let packet = stamp(&planned, i as u32, now.duration_since(epoch).as_nanos() as u64);
+                offered += 1;
+                offered_bytes += planned.size as u64;
+                match end.send(packet).await {
+                    Sent::Accepted => accepted += 1,
+                    Sent::Dropped => {}
+                    Sent::Closed => {
+                        closed.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                }
+            }
+            (offered, offered_bytes, accepted, first, Instant::now(), lag)
+        })
+    };
+    let (offered, offered_bytes, accepted, first_send, last_send, sender_lag) = match sender.await {
+        Ok(r) => r,
+        Err(e) => (0, 0, 0, None, Instant::now(), {
+            tracing::warn!(error = %e, "sender task failed");
+            Latency::new()
+        }),
+    };
+
+    // Drain: everything accepted arrived, or the path went quiet (unreliable),
+    // or the reliable limit passed.
+    let done = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let got = delivered_now.load(Ordering::Relaxed);
+        if got >= accepted {
+            break;
+        }
+        let now = Instant::now();
+        if reliable {
+            if now - done > drain.reliable_limit {
+                break;
+            }
+        } else {
+            let last = epoch + Duration::from_nanos(last_arrival_ns.load(Ordering::Relaxed));
+            if now - last.max(done) > drain.idle {
+                break;
+            }
+        }
+    }
+    let _ = stop_tx.send(());
+    let received = receiver.await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "receiver task failed");
+        Received {
+            delivered: 0,
+            delivered_bytes: 0,
+            duplicates: 0,
+            latency: Latency::new(),
+            last: None,
+            jitter_ms: None,
+        }
+    });
+    let cpu = sys::cpu_time().saturating_sub(cpu_before);
+    let kernel = KernelUdpCounters::read().since(&kernel_before);
+    let peak = sys::memory().peak;
+
+    let sender_stats = path.sender.stats();
+    let receiver_stats = path.receiver.stats();
+    let link_drops = match (&sender_stats, &receiver_stats) {
+        (Some(a), Some(b)) => Some(add_drops(a, b)),
+        _ => None,
+    };
+    let jitter_ms = receiver_stats.as_ref().map_or(received.jitter_ms, |s| {
+        (!s.received_ssrcs.is_empty()).then(|| {
+            s.received_ssrcs.iter().map(|r| r.jitter_ms).sum::<f64>() / s.received_ssrcs.len() as f64
+        })
+    });
+    let mut problem = None;
+    if closed.load(Ordering::Relaxed) {
+        problem = Some("link closed during the run".to_string());
+    } else if reliable && received.delivered < accepted {
+        problem = Some(format!(
+            "reliable path delivered {} of {} accepted packets within {:?}",
+            received.delivered, accepted, drain.reliable_limit
+        ));
+    }
+    let first_send = first_send.unwrap_or(epoch);
+    RunResult {
+        subject,
+        scenario: scenario.name,
+        workload: workload.name(),
+        flood,
+        setup: path.setup,
+        link_setup: path.link_setup,
+        offered,
+        offered_bytes,
+        accepted,
+        delivered: received.delivered,
+        delivered_bytes: received.delivered_bytes,
+        duplicates: received.duplicates,
+        send_time: last_send.saturating_duration_since(first_send),
+        span: received
+            .last
+            .map_or(Duration::ZERO, |l| l.saturating_duration_since(first_send)),
+        latency: received.latency,
+        sender_lag,
+        jitter_ms,
+        cpu,
+        memory_per_link: peak.saturating_sub(baseline) / 2,
+        kernel,
+        netsim: path.netsim(),
+        link_drops,
+        problem,
+    }
+}
+
+fn add_drops(a: &LinkStats, b: &LinkStats) -> Drops {
+    let (a, b) = (a.drops, b.drops);
+    Drops {
+        send_queue_full: a.send_queue_full + b.send_queue_full,
+        receive_queue_full: a.receive_queue_full + b.receive_queue_full,
+        too_large: a.too_large + b.too_large,
+        unknown_source: a.unknown_source + b.unknown_source,
+        malformed: a.malformed + b.malformed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_counts_each_index_once() {
+        let mut s = Seen::with_capacity(10);
+        assert!(s.insert(5));
+        assert!(!s.insert(5));
+        assert!(s.insert(100_000));
+        assert!(s.insert(0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn raw_udp_run_delivers_and_measures() {
+        let clean = &crate::scenario::scenarios()[0];
+        let w = Workload::ConstantRate { size: 200, pps: 2000 };
+        let r = measure(
+            Subject::RawUdp,
+            clean,
+            &w,
+            Duration::from_millis(200),
+            Drain::default(),
+            1,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.offered, 400);
+        assert!(r.delivered_ratio() > 0.99, "{r:?}");
+        assert!(r.latency.count() == r.delivered);
+        assert!(r.latency.summary().p50 < 5.0);
+        assert!(r.jitter_ms.is_some());
+        assert!(r.problem.is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_link_runs_through_an_impaired_proxy() {
+        let lossy = &crate::scenario::scenarios()[1];
+        let w = Workload::Audio { streams: 2 };
+        for subject in Subject::all() {
+            let r = measure(
+                subject,
+                lossy,
+                &w,
+                Duration::from_millis(300),
+                Drain::default(),
+                3,
+            )
+            .await
+            .unwrap();
+            assert!(r.netsim.is_some(), "{subject:?}");
+            // 30 packets offered; the proxy saw them (plus control traffic).
+            assert_eq!(r.offered, 30, "{subject:?}");
+            assert!(r.netsim.unwrap().0.received >= 30, "{subject:?}: {:?}", r.netsim);
+            if subject.is_reliable() {
+                assert_eq!(r.delivered, 30, "{subject:?}");
+            }
+            assert!(r.jitter_ms.is_some(), "{subject:?}");
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! What the process and the machine say about themselves: CPU time
+//! (getrusage), resident memory (/proc/self/status), and the machine and
+//! toolchain a report was made on.
+
+use std::process::Command;
+use std::time::Duration;
+
+/// User plus system CPU time of the whole process so far
+/// (`getrusage(RUSAGE_SELF)`: every thread, the netsim proxy's included).
+pub fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct we pass; zeroed is a valid
+    // `rusage` (plain integers).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to a live, writable rusage.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Resident memory now and its peak, in bytes (`VmRSS`, `VmHWM`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// Resident set now.
+    pub rss: u64,
+    /// Peak resident set since start or the last [`reset_peak`].
+    pub peak: u64,
+}
+
+/// Reads `VmRSS` and `VmHWM` from /proc/self/status (zeros elsewhere).
+pub fn memory() -> Memory {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| parse_status(&s))
+        .unwrap_or_default()
+}
+
+fn parse_status(text: &str) -> Memory {
+    let kib = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |v| v * 1024)
+    };
+    Memory {
+        rss: kib("VmRSS:"),
+        peak: kib("VmHWM:"),
+    }
+}
+
+/// Returns freed heap memory to the kernel and resets the peak to the
+/// current resident set (writing 5 to /proc/self/clear_refs, Linux 4.0+),
+/// so the next [`memory`] peak is what was touched since. Without the
+/// trim, memory freed by an earlier run would be reused without showing
+/// in the resident set.
+pub fn reset_peak() {
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The machine and toolchain, for the report header.
+#[derive(Debug, Clone, Default)]
+pub struct Machine {
+    /// CPU model name.
+    pub cpu: String,
+    /// Online CPUs.
+    pub cores: usize,
+    /// Kernel release.
+    pub kernel: String,
+    /// `rustc --version`.
+    pub rustc: String,
+    /// Short git commit of the work tree, with `-dirty` if it has changes.
+    pub commit: String,
+    /// UTC date and time of the run.
+    pub date: String,
+}
+
+/// Reads everything [`Machine`] holds; unknown parts say "unknown".
+pub fn machine() -> Machine {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let run = |cmd: &str, args: &[&str]| {
+        Command::new(cmd)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let rustc = run("rustc", &["--version"]).unwrap_or_else(|| "unknown".into());
+    let commit = run("git", &["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    // Only tracked files count: untracked work of others is not this tree.
+    let dirty = run("git", &["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    let date = run("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_else(|| "unknown".into());
+    Machine {
+        cpu,
+        cores,
+        kernel,
+        rustc,
+        commit: if dirty { format!("{commit}-dirty") } else { commit },
+        date,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_self_status() {
+        let s = "Name:\tx\nVmHWM:\t   20480 kB\nVmRSS:\t   10240 kB\n";
+        assert_eq!(
+            parse_status(s),
+            Memory {
+                rss: 10 << 20,
+                peak: 20 << 20
+            }
+        );
+        assert_eq!(parse_status(""), Memory::default());
+    }
+
+    #[test]
+    fn cpu_time_advances_with_work() {
+        let before = cpu_time();
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        assert!(cpu_time() > before);
+    }
+}
