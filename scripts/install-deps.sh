@@ -4,9 +4,18 @@
 # nothing when everything is already there.
 set -euo pipefail
 
+# Every package is checked on its own, so a machine that has some of them gets the rest.
+# gstreamer1.0-plugins-base: videotestsrc, audiotestsrc, opusenc/opusdec
+# gstreamer1.0-plugins-good: rtpbin, rtpptdemux, rtpjitterbuffer, H.264/Opus (de)payloaders, udp, capssetter
+# gstreamer1.0-plugins-bad:  h264parse, checksumsink
+# gstreamer1.0-plugins-ugly: x264enc
+# gstreamer1.0-libav:        avdec_h264
+packages=(ffmpeg gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)
 need=()
-command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
-command -v gst-launch-1.0 >/dev/null 2>&1 || need+=(gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav)
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
+done
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: installing ${need[*]}"
