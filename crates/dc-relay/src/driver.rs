@@ -350,6 +350,14 @@ impl Driver {
     }
 
     /// Drains the connection until it has nothing more to say.
+    ///
+    /// Writes are flushed before the events, so replies leave in the order
+    /// the input asked for them (the STUN response that completes the
+    /// peer's nomination before the DTLS ClientHello that selection starts;
+    /// the other way round the peer drops the ClientHello and retransmits it
+    /// a second later). And after them: handling an event inside
+    /// `poll_event` can queue output that raises no event of its own (the
+    /// SCTP server's DCEP OPEN on COOKIE-ECHO).
     fn pump(&mut self, now: Instant) {
         loop {
             self.flush_writes();
@@ -365,9 +373,7 @@ impl Driver {
                 }
             }
             self.read_messages();
-            // Only events make new work for a later `poll_write`; writes and
-            // reads leave nothing behind. Every `poll_*` call sweeps all eight
-            // handlers of the pipeline, so this saves a sweep per turn.
+            self.flush_writes();
             if !saw_event || self.shared.close.is_closed() {
                 return;
             }
