@@ -18,8 +18,7 @@ pub fn compiled_transports() -> Vec<Transport> {
         .filter(|t| match t {
             Transport::RtpUdp => cfg!(feature = "rtp-udp"),
             Transport::Quic => cfg!(feature = "quic"),
-            // Not built yet: the data channel backend lands with its feature.
-            Transport::Dc => false,
+            Transport::Dc => cfg!(feature = "dc"),
         })
         .collect()
 }
@@ -111,6 +110,20 @@ pub(crate) async fn offer(
                 link: Arc::new(link),
             })
         }
+        #[cfg(feature = "dc")]
+        Transport::Dc => {
+            let err = setup_err(transport);
+            let offerer = dc_relay::DcOfferer::bind(dc_config(options), mode)
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            let resp = post(client, transport, mode, offerer.offer()).await?;
+            let answer: relay_core::W3cDescription = parse_answer(resp.answer)?;
+            let link = offerer.connect(&answer).await.map_err(|e| err(e.to_string()))?;
+            Ok(Offered {
+                session_id: resp.id,
+                link: Arc::new(link),
+            })
+        }
         #[allow(unreachable_patterns)]
         other => Err(RelayError::NotCompiled {
             transport: other,
@@ -131,6 +144,13 @@ fn rtp_udp_config(options: &LinkOptions) -> rtp_udp_relay::RtpUdpConfig {
 fn quic_config(options: &LinkOptions) -> quic_relay::QuicConfig {
     quic_relay::QuicConfig::default()
         .bind(media_addr(options))
+        .liveness_timeout(options.liveness_timeout)
+}
+
+#[cfg(feature = "dc")]
+fn dc_config(options: &LinkOptions) -> dc_relay::DcConfig {
+    dc_relay::DcConfig::default()
+        .bind_addrs(vec![media_addr(options)])
         .liveness_timeout(options.liveness_timeout)
 }
 
@@ -207,6 +227,34 @@ impl Answerer for FacadeAnswerer {
                         .map_err(|e| e.to_string())
                 };
                 (to_json(answer)?, Box::pin(pending))
+            }
+            #[cfg(feature = "dc")]
+            Transport::Dc => {
+                // The answerer relays whatever channel the offerer opens, in
+                // that channel's mode; `mode` is what the offerer announced.
+                let offer: relay_core::W3cDescription = parse_offer(self.transport, offer)?;
+                if offer.kind != relay_core::SdpType::Offer {
+                    return Err(AnswerError::BadOffer(format!(
+                        "expected a W3C description of type \"offer\", got {:?}",
+                        offer.kind
+                    )));
+                }
+                let answerer = dc_relay::DcAnswerer::bind(dc_config(&self.options), &offer)
+                    .await
+                    .map_err(|e| match e {
+                        dc_relay::DcError::BadDescription { .. } => AnswerError::BadOffer(e.to_string()),
+                        other => AnswerError::Unavailable(other.to_string()),
+                    })?;
+                let answer = to_json(answerer.answer())?;
+                let pending = async move {
+                    answerer
+                        .accept()
+                        .await
+                        .map(|l| Box::new(l) as Box<dyn RelayLink>)
+                        .map_err(|e| e.to_string())
+                };
+                let _ = mode;
+                (answer, Box::pin(pending))
             }
             #[allow(unreachable_patterns)]
             other => {

@@ -387,8 +387,9 @@ fn parse_candidate(line: &str) -> Option<Candidate> {
 /// ```
 /// use relay::loopback::route_candidates;
 /// let sdp = "v=0\r\nc=IN IP4 127.0.0.1\r\na=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host\r\n";
-/// let (routed, target) = route_candidates(sdp, "127.0.0.1:7000".parse().unwrap()).unwrap();
-/// assert_eq!(target, "127.0.0.1:50000".parse().unwrap());
+/// let via: std::net::SocketAddr = "127.0.0.1:7000".parse().unwrap();
+/// let (routed, target) = route_candidates(sdp, via).unwrap();
+/// assert_eq!(target, "127.0.0.1:50000".parse::<std::net::SocketAddr>().unwrap());
 /// assert!(routed.contains("127.0.0.1 7000 typ host"));
 /// ```
 pub fn route_candidates(sdp: &str, via: SocketAddr) -> Result<(String, SocketAddr), SdpRewriteError> {
