@@ -140,6 +140,11 @@ pub(crate) struct Driver {
     rx_pending: Option<Packet>,
     recv_buf: BytesMut,
     next_stats: Instant,
+    /// When the connection next wants `handle_timeout`.
+    deadline: Instant,
+    /// A reliable inbox refused a packet since the last full read sweep, so
+    /// SCTP may have parked a stream (see `read_messages`).
+    parked: bool,
 }
 
 enum Wake {
@@ -171,6 +176,8 @@ impl Driver {
             dc: None,
             rx_pending: None,
             recv_buf: BytesMut::new(),
+            deadline: Instant::now(),
+            parked: false,
         }
     }
 
@@ -183,7 +190,9 @@ impl Driver {
                 return;
             }
             let now = Instant::now();
-            if self.pc.poll_timeout().is_some_and(|t| t <= now)
+            // The deadline asked for at the end of the last turn (asking again
+            // costs a sweep of every handler).
+            if self.deadline <= now
                 && let Err(e) = self.pc.handle_timeout(now)
             {
                 tracing::debug!(error = %e, "timer handling failed");
@@ -201,12 +210,8 @@ impl Driver {
             // A deadline that is already due was handled at the top of this
             // turn; waking again within the same millisecond cannot advance
             // any protocol timer (they are millisecond-grained), only spin.
-            let deadline = self
-                .pc
-                .poll_timeout()
-                .unwrap_or(now + Duration::from_secs(3600))
-                .min(self.next_stats)
-                .max(now + MIN_TIMER_WAIT);
+            self.deadline = self.pc.poll_timeout().unwrap_or(now + Duration::from_secs(3600));
+            let deadline = self.deadline.min(self.next_stats).max(now + MIN_TIMER_WAIT);
             let channel = if self.dc.is_some() {
                 shared.channel.get()
             } else {
@@ -323,7 +328,7 @@ impl Driver {
                         // Until the answerer knows its channel, `pump` reads
                         // instead, after the events that name it.
                         if self.relayed().is_some() {
-                            self.read_messages();
+                            self.read_messages(false);
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -372,7 +377,8 @@ impl Driver {
                     tracing::debug!(error = %e, "timer handling failed");
                 }
             }
-            self.read_messages();
+            let sweep = std::mem::take(&mut self.parked) || saw_event;
+            self.read_messages(sweep);
             self.flush_writes();
             if !saw_event || self.shared.close.is_closed() {
                 return;
@@ -381,7 +387,8 @@ impl Driver {
     }
 
     /// Moves received messages to the inbox; returns whether any moved.
-    fn read_messages(&mut self) -> bool {
+    /// `sweep`: also give the pipeline one full pass (see below).
+    fn read_messages(&mut self, mut sweep: bool) -> bool {
         let mut moved = false;
         if let Some(p) = self.rx_pending.take() {
             if !self.deliver(p) {
@@ -391,10 +398,24 @@ impl Driver {
             moved = true;
         }
         for _ in 0..READ_BATCH {
-            // Reliable and full: stop reading. The messages stay in SCTP's
-            // reassembly queue, its advertised receive window shrinks, and
-            // the peer slows down (RFC 9260 section 6.2).
-            let Some(TaggedRTCMessage { now, message }) = self.pc.poll_read() else {
+            // `poll_data_read` pops what `handle_read` delivered; `poll_read`
+            // also sweeps all eight handlers of the pipeline, once per call,
+            // which resumes SCTP streams parked by a full backlog (more than
+            // 256 messages we did not take). We take them as they arrive, so
+            // that only happens after a full reliable inbox made us stop
+            // reading: then one sweep when the queue is empty. Stopping is the
+            // back-pressure: the messages stay in SCTP's reassembly queue, its
+            // advertised receive window shrinks, and the peer slows down
+            // (RFC 9260 section 6.2).
+            let next = match self.pc.poll_data_read() {
+                Some(m) => Some(m),
+                None if sweep => {
+                    sweep = false;
+                    self.pc.poll_read()
+                }
+                None => None,
+            };
+            let Some(TaggedRTCMessage { now, message }) = next else {
                 break;
             };
             moved = true;
@@ -443,6 +464,7 @@ impl Driver {
                 match ch.inbox.push(p) {
                     Pushed::Full(p) => {
                         self.rx_pending = Some(p);
+                        self.parked = true;
                         false
                     }
                     _ => {
