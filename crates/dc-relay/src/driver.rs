@@ -8,9 +8,12 @@
 //! `webrtc` crate's 600 ms. Three steps of the handshake queue their output
 //! as a side effect of handling an *event*, and the `webrtc` driver (its
 //! `driver.rs` loop: `poll_writes`, then `poll_events`, then sleep until the
-//! next deadline) only sends it at its next wake-up, a timer about 200 ms
-//! later (the ICE agent's 200 ms check tick, rtc-ice `DEFAULT_CHECK_INTERVAL`,
-//! or SCTP's 200 ms delayed-SACK timer, rtc-sctp `ACK_INTERVAL`):
+//! next deadline) only sends it at its next wake-up, about 200 ms later.
+//! Measured with `webrtc` 0.21.1 on loopback: ICE connects 1.5 ms after the
+//! answer, DTLS completes 150 ms later (7.5 ms with a 10 ms ICE check
+//! interval: step 1 waits for the ICE agent's 200 ms check tick, rtc-ice
+//! `DEFAULT_CHECK_INTERVAL`), and the channel opens 200-250 ms after that
+//! whatever the ICE interval (steps 2 and 3):
 //!
 //! 1. ICE selects the pair: the DTLS handler's `handle_event` starts the
 //!    client handshake, but the ClientHello stays in the DTLS endpoint until
