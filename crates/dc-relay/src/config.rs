@@ -1,6 +1,6 @@
 //! [`DcConfig`]: everything one side of a data-channel link can be told.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// Largest packet [`DcLink`](crate::DcLink) sends by default: the relay
@@ -31,6 +31,7 @@ pub const MAX_MESSAGE_SIZE: usize = 65_536;
 #[derive(Debug, Clone)]
 pub struct DcConfig {
     pub(crate) bind_addrs: Vec<SocketAddr>,
+    pub(crate) advertise_ip: Option<IpAddr>,
     pub(crate) ice_servers: Vec<String>,
     pub(crate) liveness_timeout: Duration,
     pub(crate) send_buffer_limit: usize,
@@ -46,6 +47,7 @@ impl Default for DcConfig {
     fn default() -> Self {
         DcConfig {
             bind_addrs: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            advertise_ip: None,
             ice_servers: Vec::new(),
             liveness_timeout: relay_core::DEFAULT_LIVENESS_TIMEOUT,
             // Measured on loopback, 1,200-byte packets, release build, 2 cores
@@ -68,10 +70,19 @@ impl Default for DcConfig {
 
 impl DcConfig {
     /// Local addresses to bind, one UDP socket and one ICE host candidate
-    /// each (default `127.0.0.1:0`). Use concrete interface addresses: an
-    /// unspecified address (`0.0.0.0`) is not a candidate a peer can reach.
+    /// each (default `127.0.0.1:0`). An unspecified address (`0.0.0.0`) is
+    /// no candidate a peer can reach: bind interface addresses, or set
+    /// [`advertise_ip`](DcConfig::advertise_ip).
     pub fn bind_addrs(mut self, addrs: Vec<SocketAddr>) -> Self {
         self.bind_addrs = addrs;
+        self
+    }
+
+    /// The IP to put in the host candidate instead of the bound one (the
+    /// port is always the bound port): needed when binding `0.0.0.0`, and
+    /// the way to announce a 1:1 NAT's public address.
+    pub fn advertise_ip(mut self, ip: Option<IpAddr>) -> Self {
+        self.advertise_ip = ip;
         self
     }
 

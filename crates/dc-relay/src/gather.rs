@@ -114,17 +114,14 @@ fn srflx_candidate(mapped: SocketAddr, base: SocketAddr) -> Result<RTCIceCandida
         .map_err(DcError::webrtc("encoding a server-reflexive candidate"))
 }
 
-/// Asks `server` which address it sees `socket` as; `None` if it does not
-/// answer within `timeout`.
+/// Asks `server` which address it sees `socket` (whose host candidate is
+/// `local`) as; `None` if it does not answer within `timeout`.
 pub(crate) async fn server_reflexive(
     socket: &UdpSocket,
+    local: SocketAddr,
     server: &StunServer,
     timeout: Duration,
 ) -> Result<Option<RTCIceCandidateInit>, DcError> {
-    let local = socket.local_addr().map_err(|e| DcError::Bind {
-        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        source: e,
-    })?;
     let Some(&to) = server.addrs.iter().find(|a| a.is_ipv4() == local.is_ipv4()) else {
         return Ok(None);
     };

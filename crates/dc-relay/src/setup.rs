@@ -39,17 +39,22 @@ async fn bind_sockets(config: &DcConfig) -> Result<Vec<Socket>, DcError> {
     }
     let mut sockets = Vec::with_capacity(config.bind_addrs.len());
     for &addr in &config.bind_addrs {
-        if addr.ip().is_unspecified() {
+        let advertised_ip = config.advertise_ip.unwrap_or(addr.ip());
+        if advertised_ip.is_unspecified() {
             return Err(DcError::BadBindAddress {
                 addr,
-                why: "unspecified address; bind each interface address the peer can reach",
+                why: "unspecified address; bind each interface address the peer can reach, or set an \
+                      advertised IP",
             });
         }
         let bind_err = |source| DcError::Bind { addr, source };
         let std_socket = relay_core::udp::bind_udp(addr, config.socket_buffer).map_err(bind_err)?;
         let udp = UdpSocket::from_std(std_socket).map_err(bind_err)?;
         let local = udp.local_addr().map_err(bind_err)?;
-        sockets.push(Socket::new(udp, local));
+        // The connection only ever sees the advertised address: it is the
+        // candidate, and the local address of everything this socket reads
+        // and writes, so ICE matches traffic to its candidate.
+        sockets.push(Socket::new(udp, SocketAddr::new(advertised_ip, local.port())));
     }
     Ok(sockets)
 }
@@ -64,7 +69,7 @@ async fn prepare(config: &DcConfig) -> Result<(RTCPeerConnection, Vec<Socket>), 
     }
     for s in &sockets {
         for server in &servers {
-            if let Some(c) = gather::server_reflexive(&s.udp, server, config.gather_timeout).await? {
+            if let Some(c) = gather::server_reflexive(&s.udp, s.local, server, config.gather_timeout).await? {
                 candidates.push(c);
             }
         }

@@ -167,6 +167,23 @@ async fn vanished_peer_is_detected_within_the_liveness_timeout() {
     }
 }
 
+/// Bound to every interface, announced as loopback: the link works, and
+/// without an advertised IP the unspecified address is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unspecified_bind_with_advertised_ip() {
+    let config = DcConfig::default()
+        .bind_addrs(vec!["0.0.0.0:0".parse().unwrap()])
+        .advertise_ip(Some([127, 0, 0, 1].into()));
+    let offerer = DcOfferer::bind(config.clone(), Mode::Reliable).await.unwrap();
+    assert!(offerer.offer().sdp.contains("127.0.0.1"));
+    let answerer = DcAnswerer::bind(config, &offerer.offer()).await.unwrap();
+    let answer = answerer.answer();
+    let (a, b) = tokio::try_join!(offerer.connect(&answer), answerer.accept()).unwrap();
+    assert_eq!(a.local_addrs()[0].ip(), std::net::IpAddr::from([127, 0, 0, 1]));
+    b.send(numbered(9, 0, 500)).await.unwrap();
+    assert_eq!(a.recv().await.unwrap().ssrc(), 9);
+}
+
 /// A minimal STUN server on loopback: answers Binding requests with the
 /// source address (RFC 8489 XOR-MAPPED-ADDRESS), counts them.
 async fn stun_server() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
