@@ -151,6 +151,7 @@ fn quic_config(options: &LinkOptions) -> quic_relay::QuicConfig {
 fn dc_config(options: &LinkOptions) -> dc_relay::DcConfig {
     dc_relay::DcConfig::default()
         .bind_addrs(vec![media_addr(options)])
+        .advertise_ip(options.advertise_ip)
         .liveness_timeout(options.liveness_timeout)
 }
 
@@ -195,14 +196,8 @@ impl Answerer for FacadeAnswerer {
                         other => AnswerError::Unavailable(other.to_string()),
                     })?;
                 let answer = to_json(answerer.answer())?;
-                let pending = async move {
-                    answerer
-                        .accept()
-                        .await
-                        .map(|l| Box::new(l) as Box<dyn RelayLink>)
-                        .map_err(|e| e.to_string())
-                };
-                (answer, Box::pin(pending))
+                let pending = boxed(answerer.accept());
+                (answer, pending)
             }
             #[cfg(feature = "quic")]
             Transport::Quic => {
@@ -219,14 +214,8 @@ impl Answerer for FacadeAnswerer {
                             .into(),
                     ));
                 }
-                let pending = async move {
-                    answerer
-                        .accept()
-                        .await
-                        .map(|l| Box::new(l) as Box<dyn RelayLink>)
-                        .map_err(|e| e.to_string())
-                };
-                (to_json(answer)?, Box::pin(pending))
+                let pending = boxed(answerer.accept());
+                (to_json(answer)?, pending)
             }
             #[cfg(feature = "dc")]
             Transport::Dc => {
@@ -246,15 +235,9 @@ impl Answerer for FacadeAnswerer {
                         other => AnswerError::Unavailable(other.to_string()),
                     })?;
                 let answer = to_json(answerer.answer())?;
-                let pending = async move {
-                    answerer
-                        .accept()
-                        .await
-                        .map(|l| Box::new(l) as Box<dyn RelayLink>)
-                        .map_err(|e| e.to_string())
-                };
+                let pending = boxed(answerer.accept());
                 let _ = mode;
-                (answer, Box::pin(pending))
+                (answer, pending)
             }
             #[allow(unreachable_patterns)]
             other => {
@@ -267,6 +250,20 @@ impl Answerer for FacadeAnswerer {
         let session = LinkSession::start(self.transport, pending, self.sink.clone());
         Ok(Accepted { answer, session })
     }
+}
+
+/// A backend's accept future, as the session tracker wants it.
+fn boxed<L, E>(accept: impl std::future::Future<Output = Result<L, E>> + Send + 'static) -> Pending
+where
+    L: RelayLink + 'static,
+    E: std::fmt::Display,
+{
+    Box::pin(async move {
+        accept
+            .await
+            .map(|l| Box::new(l) as Box<dyn RelayLink>)
+            .map_err(|e| e.to_string())
+    })
 }
 
 fn to_json(v: impl serde::Serialize) -> Result<serde_json::Value, AnswerError> {
