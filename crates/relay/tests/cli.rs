@@ -1,22 +1,13 @@
 //! The `relay` command's failure paths: every one is a single clear line
 //! on stderr and a non-zero exit, never a hang or a panic.
 
-use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const RELAY: &str = env!("CARGO_BIN_EXE_relay");
+mod common;
 
-/// Kills the child on every path.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{Guard, RELAY, field, first_line, spawn};
 
 /// Runs `relay args` to completion (bounded) and returns (exit ok, stdout, stderr).
 fn run(args: &[&str]) -> (bool, String, String) {
@@ -72,24 +63,8 @@ fn answer(extra: &[&str]) -> (Guard, String) {
         .to_string();
     let mut args = vec!["answer", "--signal-listen", "127.0.0.1:0", "--out", &out];
     args.extend_from_slice(extra);
-    let mut child = Guard(
-        Command::new(RELAY)
-            .args(&args)
-            .env_remove("RELAY_TOKEN")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn relay answer"),
-    );
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read");
-    let url = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("signal="))
-        .unwrap_or_else(|| panic!("unexpected first line from relay answer: {line:?}"))
-        .to_string();
+    let (child, mut stdout) = spawn(&args);
+    let url = field(&first_line(&mut stdout), "signal").to_string();
     (child, url)
 }
 

@@ -2,45 +2,14 @@
 //! ways, stats are reported over HTTP, Ctrl-C deletes the session, and a
 //! killed answerer is noticed by the offerer within its liveness timeout.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::UdpSocket;
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-const RELAY: &str = env!("CARGO_BIN_EXE_relay");
+mod common;
 
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(args: &[&str]) -> (Guard, BufReader<ChildStdout>) {
-    let mut child = Command::new(RELAY)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env_remove("RELAY_TOKEN")
-        .spawn()
-        .expect("spawn relay");
-    let out = BufReader::new(child.stdout.take().expect("stdout"));
-    (Guard(child), out)
-}
-
-fn first_line(out: &mut BufReader<ChildStdout>) -> String {
-    let mut line = String::new();
-    out.read_line(&mut line).expect("read stdout");
-    line
-}
-
-fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
-        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
-}
+use common::{field, first_line, spawn};
 
 fn rtp(seq: u16) -> Vec<u8> {
     let mut p = vec![0x80, 96];
@@ -63,17 +32,6 @@ fn http_get(url: &str, path: &str) -> String {
     let mut body = String::new();
     s.read_to_string(&mut body).unwrap();
     body
-}
-
-fn wait_exit(g: &mut Guard, within: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if let Some(s) = g.0.try_wait().unwrap() {
-            return Some(s);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
 }
 
 #[test]
@@ -135,7 +93,9 @@ fn packets_and_rtcp_cross_and_ctrl_c_deletes_the_session() {
             .unwrap()
             .success()
     );
-    let status = wait_exit(&mut offer, Duration::from_secs(10)).expect("offerer exits on SIGINT");
+    let status = offer
+        .wait_exit(Duration::from_secs(10))
+        .expect("offerer exits on SIGINT");
     assert!(status.success(), "{status:?}");
     let list = http_get(&url, "/v1/sessions");
     assert!(list.ends_with("[]"), "session left behind: {list}");
@@ -165,7 +125,9 @@ fn offerer_notices_a_killed_answerer_within_the_liveness_timeout() {
     ]);
     assert!(first_line(&mut oout).starts_with("ready "));
     answer.0.kill().unwrap(); // SIGKILL: no goodbye, no DELETE
-    let status = wait_exit(&mut offer, Duration::from_secs(10)).expect("offerer notices the dead peer");
+    let status = offer
+        .wait_exit(Duration::from_secs(10))
+        .expect("offerer notices the dead peer");
     assert!(!status.success());
     let mut err = String::new();
     offer.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
