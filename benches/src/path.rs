@@ -81,10 +81,14 @@ impl End {
                 Err(_) => false,
             },
             End::Udp { socket, .. } => {
-                if socket.readable().await.is_err() {
-                    return false;
+                // The first datagram through tokio's own wait, the rest of
+                // what is queued without waiting.
+                match socket.recv(buf).await {
+                    Ok(n) => each(&buf[..n], Instant::now()),
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return true,
+                    Err(_) => return false,
                 }
-                for _ in 0..RAW_RECV_BATCH {
+                for _ in 1..RAW_RECV_BATCH {
                     match socket.try_recv(buf) {
                         Ok(n) => each(&buf[..n], Instant::now()),
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -94,6 +98,14 @@ impl End {
                 }
                 true
             }
+        }
+    }
+
+    /// Why the link closed, if it did (`None` for raw UDP).
+    pub fn close_reason(&self) -> Option<String> {
+        match self {
+            End::Link(link) => link.close_reason().map(|r| r.to_string()),
+            End::Udp { .. } => None,
         }
     }
 
@@ -152,6 +164,14 @@ impl Path {
                 };
                 let (a, b) = (bind()?, bind()?);
                 let (a_addr, b_addr) = (local(&a)?, local(&b)?);
+                // tokio learns a new socket's readiness from its first
+                // event loop turn; until then `try_send_to` refuses with
+                // WouldBlock. Wait for it, so the first packets of a run
+                // are not dropped (the links' sockets are past this by the
+                // time they are ready).
+                for s in [&a, &b] {
+                    s.writable().await.map_err(|e| format!("raw UDP socket: {e}"))?;
+                }
                 // With a proxy, `a` is its client and `b` its target.
                 let (raw_proxy, a_peer, b_peer) = match &scenario.impairment {
                     Some(impairment) => {
@@ -274,7 +294,7 @@ impl Path {
                     if !self
                         .sender
                         .recv(&mut buf, |b, _| {
-                            found |= crate::workload::read_stamp(b).is_some_and(|(_, idx)| idx == i as u32)
+                            found |= crate::workload::read_stamp(b).is_some_and(|s| s.index == i as u32)
                         })
                         .await
                     {
@@ -365,15 +385,20 @@ impl Path {
                 break;
             }
         }
-        // Wait for the tail, or give up on it after `stall` without progress.
+        // Wait for the tail, or give up on it after `stall` without
+        // progress. (A wake-up may be a stale one from before the last
+        // send, so progress is judged by the clock, not by one wait.)
         let mut seen = received.load(Ordering::Relaxed);
+        let mut progressed = Instant::now();
         while seen + written_off < total {
-            let _ = tokio::time::timeout(stall, progress.notified()).await;
+            let _ = tokio::time::timeout(stall.min(Duration::from_millis(5)), progress.notified()).await;
             let now = received.load(Ordering::Relaxed);
-            if now == seen {
+            if now != seen {
+                seen = now;
+                progressed = Instant::now();
+            } else if progressed.elapsed() >= stall {
                 break;
             }
-            seen = now;
         }
         receiver.abort();
         let _ = receiver.await;
@@ -384,4 +409,26 @@ impl Path {
 
 fn local(s: &UdpSocket) -> Result<SocketAddr, String> {
     s.local_addr().map_err(|e| format!("raw UDP socket: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::scenarios;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn windowed_transfer_delivers_everything_on_a_clean_path() {
+        let clean = scenarios().remove(0);
+        for subject in Subject::all() {
+            let path = Path::open(subject, &clean, 1).await.unwrap();
+            for total in [1000, 5000] {
+                let (elapsed, delivered) = path.windowed(total, 1200, 512, Duration::from_millis(50)).await;
+                assert!(elapsed > Duration::ZERO, "{subject:?}");
+                assert_eq!(delivered, total, "{subject:?}");
+            }
+            let (_, done) = path.ping_pong(50, 200, Duration::from_millis(100)).await;
+            assert_eq!(done, 50, "{subject:?}");
+            path.close().await;
+        }
+    }
 }

@@ -78,6 +78,9 @@ pub struct RunResult {
     pub span: Duration,
     /// One-way latency of every arrival.
     pub latency: Latency,
+    /// The same for keyframe packets only (video): the bursts that a
+    /// congestion controller or pacer holds back first.
+    pub keyframe_latency: Latency,
     /// How late the sender was against the schedule (paced workloads): a
     /// reliable link that blocks the sender shows here.
     pub sender_lag: Latency,
@@ -160,6 +163,7 @@ struct Received {
     delivered_bytes: u64,
     duplicates: u64,
     latency: Latency,
+    keyframe_latency: Latency,
     last: Option<Instant>,
     jitter_ms: Option<f64>,
 }
@@ -240,6 +244,7 @@ async fn run(
         let raw_jitter = matches!(subject, Subject::RawUdp) && !flood;
         tokio::spawn(async move {
             let mut latency = latency;
+            let mut keyframe_latency = Latency::new();
             let mut seen = seen;
             let mut buf = vec![0u8; 65_536];
             let (mut delivered, mut bytes, mut duplicates) = (0u64, 0u64, 0u64);
@@ -250,13 +255,17 @@ async fn run(
                     biased;
                     _ = &mut stop_rx => break,
                     open = end.recv(&mut buf, |b, at| {
-                        let Some((sent_ns, index)) = read_stamp(b) else { return };
-                        if !seen.insert(index) {
+                        let Some(stamp) = read_stamp(b) else { return };
+                        if !seen.insert(stamp.index) {
                             duplicates += 1;
                             return;
                         }
                         let at_ns = at.duration_since(epoch).as_nanos() as u64;
-                        latency.record_ns(at_ns.saturating_sub(sent_ns));
+                        let ns = at_ns.saturating_sub(stamp.sent_ns);
+                        latency.record_ns(ns);
+                        if stamp.keyframe {
+                            keyframe_latency.record_ns(ns);
+                        }
                         delivered += 1;
                         bytes += b.len() as u64;
                         last = Some(at);
@@ -288,6 +297,7 @@ async fn run(
                 delivered_bytes: bytes,
                 duplicates,
                 latency,
+                keyframe_latency,
                 last,
                 jitter_ms,
             }
@@ -375,6 +385,7 @@ async fn run(
             delivered_bytes: 0,
             duplicates: 0,
             latency: Latency::new(),
+            keyframe_latency: Latency::new(),
             last: None,
             jitter_ms: None,
         }
@@ -394,15 +405,24 @@ async fn run(
             s.received_ssrcs.iter().map(|r| r.jitter_ms).sum::<f64>() / s.received_ssrcs.len() as f64
         })
     });
-    let mut problem = None;
-    if closed.load(Ordering::Relaxed) {
-        problem = Some("link closed during the run".to_string());
-    } else if reliable && received.delivered < accepted {
-        problem = Some(format!(
-            "reliable path delivered {} of {} accepted packets within {:?}",
-            received.delivered, accepted, drain.reliable_limit
+    let mut problems = Vec::new();
+    for (end, name) in [(&path.sender, "sending"), (&path.receiver, "receiving")] {
+        if let Some(reason) = end.close_reason() {
+            problems.push(format!("{name} end closed during the run: {reason}"));
+        }
+    }
+    if closed.load(Ordering::Relaxed) && problems.is_empty() {
+        problems.push("link closed during the run".to_string());
+    }
+    if reliable && received.delivered < accepted {
+        problems.push(format!(
+            "reliable path delivered {} of {} accepted packets within {} s",
+            received.delivered,
+            accepted,
+            drain.reliable_limit.as_secs()
         ));
     }
+    let problem = (!problems.is_empty()).then(|| problems.join("; "));
     let first_send = first_send.unwrap_or(epoch);
     RunResult {
         subject,
@@ -422,6 +442,7 @@ async fn run(
             .last
             .map_or(Duration::ZERO, |l| l.saturating_duration_since(first_send)),
         latency: received.latency,
+        keyframe_latency: received.keyframe_latency,
         sender_lag,
         jitter_ms,
         cpu,

@@ -95,7 +95,15 @@ pub fn cdf_plot(title: &str, x_label: &str, series: &[Series]) -> String {
 
     let mut out = String::new();
     header(&mut out, title);
-    for t in log_ticks(lo, hi) {
+    let mut ticks = log_ticks(lo, hi);
+    if hi / lo > 1e4 {
+        // Wide ranges: decades only, or the labels run into each other.
+        ticks.retain(|t| {
+            let m = t / 10f64.powf(t.log10().floor());
+            (m - 1.0).abs() < 1e-6
+        });
+    }
+    for t in ticks {
         let _ = writeln!(
             out,
             r##"<line x1="{0:.1}" y1="{TOP}" x2="{0:.1}" y2="{1}" stroke="#ddd"/><text x="{0:.1}" y="{2}" text-anchor="middle">{3}</text>"##,
@@ -105,7 +113,7 @@ pub fn cdf_plot(title: &str, x_label: &str, series: &[Series]) -> String {
             tick_label(t)
         );
     }
-    for f in [0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0] {
+    for f in [0.0, 0.25, 0.5, 0.75, 0.9, 1.0] {
         let _ = writeln!(
             out,
             r##"<line x1="{LEFT}" y1="{0:.1}" x2="{1}" y2="{0:.1}" stroke="#ddd"/><text x="{2}" y="{3:.1}" text-anchor="end">{f}</text>"##,
@@ -208,12 +216,15 @@ pub fn bar_chart(
                 short(v)
             );
         }
+        // Two lines ("quic" / "datagram") so long names fit a narrow group.
+        let (first, second) = name.split_once(' ').unwrap_or((name.as_str(), ""));
         let _ = writeln!(
             out,
-            r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
+            r#"<text x="{0:.1}" y="{1}" text-anchor="middle" font-size="11"><tspan x="{0:.1}">{2}</tspan><tspan x="{0:.1}" dy="13">{3}</tspan></text>"#,
             gx + group * 0.4,
-            TOP + ph + 16.0,
-            escape(name)
+            TOP + ph + 15.0,
+            escape(first),
+            escape(second)
         );
     }
     // Bars use colours from the second on; the legend follows.

@@ -33,8 +33,9 @@ pub const AUDIO_PACKET: usize = RTP_HEADER_LEN + 160;
 pub const AUDIO_PPS: u32 = 50;
 
 /// Bytes after the RTP header that carry the harness's own fields: send
-/// time (nanoseconds since the run's epoch) and a per-run sequence number.
-pub const STAMP_LEN: usize = 12;
+/// time (nanoseconds since the run's epoch), a per-run sequence number and
+/// a flags byte (bit 0: part of a keyframe).
+pub const STAMP_LEN: usize = 13;
 
 /// Smallest packet the harness can send: header plus stamp.
 pub const MIN_PACKET: usize = RTP_HEADER_LEN + STAMP_LEN;
@@ -247,8 +248,9 @@ impl Iterator for Schedule {
 }
 
 /// Builds the packet for `planned`, stamped with `sent_ns` (nanoseconds
-/// since the run's epoch) and the run-wide sequence number `index`, right
-/// after the 12-byte RTP header. The rest of the payload is zeros.
+/// since the run's epoch), the run-wide sequence number `index` and the
+/// keyframe flag, right after the 12-byte RTP header. The rest of the
+/// payload is zeros.
 pub fn stamp(planned: &Planned, index: u32, sent_ns: u64) -> Packet {
     let size = planned.size.max(MIN_PACKET);
     let mut buf = BytesMut::with_capacity(size);
@@ -259,18 +261,31 @@ pub fn stamp(planned: &Planned, index: u32, sent_ns: u64) -> Packet {
     buf.put_u32(planned.ssrc);
     buf.put_u64(sent_ns);
     buf.put_u32(index);
+    buf.put_u8(u8::from(planned.keyframe));
     buf.resize(size, 0);
     Packet::parse(buf.freeze()).expect("a version-2 RTP header was just written")
 }
 
-/// The harness fields of a received packet: (send time in ns since the
-/// epoch, run-wide index); `None` for a packet too short to carry them.
-pub fn read_stamp(packet: &[u8]) -> Option<(u64, u32)> {
+/// The harness's fields in a received packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// Send time, nanoseconds since the run's epoch.
+    pub sent_ns: u64,
+    /// Run-wide sequence number.
+    pub index: u32,
+    /// Whether the packet belongs to a keyframe.
+    pub keyframe: bool,
+}
+
+/// Reads the [`Stamp`] of a received packet; `None` for a packet too short
+/// to carry one.
+pub fn read_stamp(packet: &[u8]) -> Option<Stamp> {
     let s = packet.get(RTP_HEADER_LEN..RTP_HEADER_LEN + STAMP_LEN)?;
-    Some((
-        u64::from_be_bytes(s[..8].try_into().ok()?),
-        u32::from_be_bytes(s[8..].try_into().ok()?),
-    ))
+    Some(Stamp {
+        sent_ns: u64::from_be_bytes(s[..8].try_into().ok()?),
+        index: u32::from_be_bytes(s[8..12].try_into().ok()?),
+        keyframe: s[12] & 1 == 1,
+    })
 }
 
 /// Same as [`stamp`] but returning raw bytes (for the raw-UDP baseline).
@@ -380,7 +395,14 @@ mod tests {
         assert_eq!(p.len(), planned.size);
         assert_eq!(p.ssrc(), planned.ssrc);
         assert_eq!(p.sequence_number(), Some(planned.rtp_seq));
-        assert_eq!(read_stamp(p.bytes()), Some((123_456_789, 77)));
-        assert_eq!(read_stamp(&p.bytes()[..20]), None);
+        assert_eq!(
+            read_stamp(p.bytes()),
+            Some(Stamp {
+                sent_ns: 123_456_789,
+                index: 77,
+                keyframe: true
+            })
+        );
+        assert_eq!(read_stamp(&p.bytes()[..24]), None);
     }
 }
