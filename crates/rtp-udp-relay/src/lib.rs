@@ -40,6 +40,7 @@
 
 mod link;
 pub mod liveness;
+pub mod srtp;
 pub mod stun;
 
 use std::net::{IpAddr, SocketAddr};
