@@ -13,10 +13,14 @@ use tokio::task::JoinSet;
 use crate::identity::{Fingerprint, Identity, PinRecord, SERVER_NAME, client_tls, server_tls, tidy_reason};
 use crate::{QuicConfig, QuicError, QuicLink};
 
-/// Polls of the handshake state that yield instead of sleeping before
-/// falling back to 1 ms sleeps: on loopback HANDSHAKE_DONE follows within
-/// tens of microseconds, and a tokio sleep costs a whole millisecond.
-const CONFIRM_SPINS: u32 = 200;
+/// How long the handshake state is polled by yielding before falling back
+/// to 1 ms sleeps. On loopback and LANs HANDSHAKE_DONE follows the client's
+/// Finished within a few hundred microseconds (the server verifies our
+/// certificate first), and a tokio sleep costs a whole millisecond, which
+/// was most of the measured setup time. A count of polls was not enough:
+/// 200 yields pass in tens of microseconds on an idle runtime. Yielding lets
+/// quinn's driver task run, so the frame can arrive meanwhile.
+const CONFIRM_SPIN_TIME: Duration = Duration::from_millis(20);
 
 /// TLS alerts (RFC 8446 section 6.2) that mean "your certificate is not
 /// the one I want".
@@ -129,7 +133,7 @@ impl QuicOfferer {
 /// section 4.1.2) is the proof that it accepted us; quinn raises no event
 /// for it, but counts it in the connection stats.
 pub(crate) async fn handshake_confirmed(conn: &quinn::Connection) -> Result<(), ConnectionError> {
-    let mut polls = 0u32;
+    let spin_until = Instant::now() + CONFIRM_SPIN_TIME;
     loop {
         if conn.stats().frame_rx.handshake_done > 0 {
             return Ok(());
@@ -137,8 +141,7 @@ pub(crate) async fn handshake_confirmed(conn: &quinn::Connection) -> Result<(), 
         if let Some(e) = conn.close_reason() {
             return Err(e);
         }
-        polls += 1;
-        if polls < CONFIRM_SPINS {
+        if Instant::now() < spin_until {
             tokio::task::yield_now().await;
         } else {
             tokio::time::sleep(Duration::from_millis(1)).await;
