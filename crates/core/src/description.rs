@@ -49,6 +49,27 @@ pub struct RtpUdpDescription {
     /// SSRCs this side will send, if known.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ssrcs: Vec<u32>,
+    /// In `srtp` mode: the master key this side protects its media with
+    /// (the peer unprotects with it), as SDES and mediasoup's PipeTransport
+    /// `srtpParameters` carry it. The key travels in signaling, so
+    /// signaling must itself be confidential (HTTPS or a trusted network).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srtp: Option<SrtpParameters>,
+}
+
+/// SRTP master key and suite in an [`RtpUdpDescription`].
+///
+/// ```
+/// let p: relay_core::SrtpParameters =
+///     serde_json::from_str(r#"{"suite":"AEAD_AES_128_GCM","key":"AAEC"}"#).unwrap();
+/// assert_eq!(p.suite, "AEAD_AES_128_GCM");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SrtpParameters {
+    /// Crypto suite; `"AEAD_AES_128_GCM"` (RFC 7714) is the one supported.
+    pub suite: String,
+    /// Base64 of master key || master salt (16 + 12 bytes for AES-128-GCM).
+    pub key: String,
 }
 
 /// quic offer: the offerer's certificate fingerprint, which the answerer pins.

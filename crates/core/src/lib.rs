@@ -46,7 +46,8 @@ pub mod udp;
 pub mod conformance;
 
 pub use description::{
-    OfferRequest, OfferResponse, QuicAnswer, QuicOffer, RtpUdpDescription, SdpType, W3cDescription,
+    OfferRequest, OfferResponse, QuicAnswer, QuicOffer, RtpUdpDescription, SdpType, SrtpParameters,
+    W3cDescription,
 };
 pub use link::{
     CloseReason, CloseSignal, DEFAULT_LIVENESS_TIMEOUT, LinkError, MIN_MAX_PACKET_SIZE, RelayLink, check_size,

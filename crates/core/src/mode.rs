@@ -35,7 +35,7 @@ impl Transport {
         match self {
             Transport::Dc => &[Mode::Reliable, Mode::Unreliable],
             Transport::Quic => &[Mode::Datagram, Mode::Stream],
-            Transport::RtpUdp => &[Mode::Unreliable],
+            Transport::RtpUdp => &[Mode::Unreliable, Mode::Srtp],
         }
     }
 
@@ -70,7 +70,7 @@ impl FromStr for Transport {
 ///
 /// `Reliable` and `Stream` deliver every packet in order and apply
 /// back-pressure to the sender; `Unreliable` and `Datagram` never block the
-/// sender and drop (counted) instead.
+/// sender and drop (counted) instead. `Srtp` is unreliable too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
@@ -82,11 +82,20 @@ pub enum Mode {
     Datagram,
     /// QUIC unidirectional streams (RoQ): reliable, ordered per flow.
     Stream,
+    /// SRTP and SRTCP (RFC 7714 AEAD_AES_128_GCM) over UDP: unreliable like
+    /// plain RTP, with confidentiality, integrity and replay protection.
+    Srtp,
 }
 
 impl Mode {
     /// Every mode.
-    pub const ALL: [Mode; 4] = [Mode::Reliable, Mode::Unreliable, Mode::Datagram, Mode::Stream];
+    pub const ALL: [Mode; 5] = [
+        Mode::Reliable,
+        Mode::Unreliable,
+        Mode::Datagram,
+        Mode::Stream,
+        Mode::Srtp,
+    ];
 
     /// The name used on the command line and in signaling.
     pub fn name(self) -> &'static str {
@@ -95,6 +104,7 @@ impl Mode {
             Mode::Unreliable => "unreliable",
             Mode::Datagram => "datagram",
             Mode::Stream => "stream",
+            Mode::Srtp => "srtp",
         }
     }
 
@@ -112,7 +122,7 @@ impl fmt::Display for Mode {
 
 /// A name that is not a mode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown mode {0:?}; known: reliable, unreliable, datagram, stream")]
+#[error("unknown mode {0:?}; known: reliable, unreliable, datagram, stream, srtp")]
 pub struct UnknownMode(pub String);
 
 impl FromStr for Mode {

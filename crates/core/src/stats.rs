@@ -35,10 +35,13 @@ pub enum DropCause {
     UnknownSource,
     /// Bytes arrived that are not RTP or RTCP (truncated, garbage, bad framing).
     Malformed,
+    /// A packet failed SRTP/SRTCP authentication, or was a replay (or
+    /// older than the replay window), on a link that protects media.
+    Unauthenticated,
 }
 
 impl DropCause {
-    const COUNT: usize = 5;
+    const COUNT: usize = 6;
 
     fn index(self) -> usize {
         self as usize
@@ -262,6 +265,13 @@ pub struct LinkStats {
     pub rtcp_received: u64,
     /// Packets the relay dropped, by cause.
     pub drops: Drops,
+    /// Packets dropped because they failed SRTP/SRTCP authentication or
+    /// replay checks ([`DropCause::Unauthenticated`]; 0 on links that do
+    /// not protect media). Kept beside [`Drops`] rather than in it so that
+    /// code building `Drops` field by field keeps compiling; not included
+    /// in [`Drops::total`].
+    #[serde(default)]
+    pub unauthenticated: u64,
     /// Round-trip time, where the transport measures one.
     #[serde(with = "opt_millis")]
     pub rtt: Option<Duration>,
@@ -461,6 +471,7 @@ impl StatsRecorder {
                 unknown_source: d(DropCause::UnknownSource),
                 malformed: d(DropCause::Malformed),
             },
+            unauthenticated: d(DropCause::Unauthenticated),
             rtt: us(&self.rtt_us),
             setup_time: us(&self.setup_us),
             uptime: Some(self.created.elapsed()),
@@ -565,6 +576,7 @@ mod tests {
         rec.on_received(&p, Instant::now());
         rec.on_received(&sr, Instant::now());
         rec.on_drop(DropCause::Malformed);
+        rec.on_drops(DropCause::Unauthenticated, 3);
         rec.set_rtt(Duration::from_micros(1500));
         let s = rec.snapshot();
         assert_eq!((s.packets_sent, s.bytes_sent, s.rtcp_sent), (2, 108, 1));
@@ -580,9 +592,19 @@ mod tests {
         assert_eq!(s.received_ssrcs.len(), 1);
         assert_eq!(s.drops.malformed, 1);
         assert_eq!(s.drops.total(), 1);
+        assert_eq!(s.unauthenticated, 3);
         assert_eq!(s.rtt, Some(Duration::from_micros(1500)));
-        let json = serde_json::to_value(&s).unwrap();
+        let mut json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["rtt"], 1.5);
+        assert_eq!(json["unauthenticated"], 3);
+        // Stats from a peer that predates the field still parse.
+        json.as_object_mut().unwrap().remove("unauthenticated");
+        assert_eq!(
+            serde_json::from_value::<LinkStats>(json.clone())
+                .unwrap()
+                .unauthenticated,
+            0
+        );
         assert_eq!(json["transport"], "rtp-udp");
         let back: LinkStats = serde_json::from_value(json).unwrap();
         assert_eq!(back.packets_sent, 2);

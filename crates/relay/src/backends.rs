@@ -85,7 +85,7 @@ pub(crate) async fn offer(
         Transport::RtpUdp => {
             use rtp_udp_relay::RtpUdpOfferer;
             let err = setup_err(transport);
-            let offerer = RtpUdpOfferer::bind(rtp_udp_config(options))
+            let offerer = RtpUdpOfferer::bind(rtp_udp_config(options), mode)
                 .await
                 .map_err(|e| err(e.to_string()))?;
             let resp = post(client, transport, mode, offerer.offer()).await?;
@@ -189,10 +189,13 @@ impl Answerer for FacadeAnswerer {
             #[cfg(feature = "rtp-udp")]
             Transport::RtpUdp => {
                 let offer: relay_core::RtpUdpDescription = parse_offer(self.transport, offer)?;
-                let answerer = rtp_udp_relay::RtpUdpAnswerer::bind(rtp_udp_config(&self.options), &offer)
+                use rtp_udp_relay::{RtpUdpAnswerer, RtpUdpError};
+                let answerer = RtpUdpAnswerer::bind(rtp_udp_config(&self.options), mode, &offer)
                     .await
                     .map_err(|e| match e {
-                        rtp_udp_relay::RtpUdpError::BadAddress { .. } => AnswerError::BadOffer(e.to_string()),
+                        RtpUdpError::BadAddress { .. }
+                        | RtpUdpError::BadSrtp(_)
+                        | RtpUdpError::UnsupportedMode(_) => AnswerError::BadOffer(e.to_string()),
                         other => AnswerError::Unavailable(other.to_string()),
                     })?;
                 let answer = to_json(answerer.answer())?;

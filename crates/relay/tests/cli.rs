@@ -107,7 +107,7 @@ fn wrong_mode_for_the_transport_is_refused() {
     assert!(!ok);
     assert_eq!(
         last_line(&err),
-        "relay: transport rtp-udp has no mode stream; its modes: unreliable"
+        "relay: transport rtp-udp has no mode stream; its modes: unreliable, srtp"
     );
 }
 

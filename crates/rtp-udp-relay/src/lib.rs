@@ -1,11 +1,25 @@
-//! # rtp-udp-relay: plain RTP/RTCP over UDP
+//! # rtp-udp-relay: RTP/RTCP or SRTP/SRTCP over UDP
 //!
 //! The way Kurento's RtpEndpoint, mediasoup's PipeTransport and Janus's
 //! `rtp_forward` relay media: RTP and RTCP on one UDP socket per side
-//! (RTCP-mux, RFC 5761), no handshake, no encryption, no retransmission.
-//! It is the cheapest transport and the baseline the others are measured
-//! against. Use it only on networks you trust: anyone who can reach the port
-//! from the signaled address can inject packets.
+//! (RTCP-mux, RFC 5761), no handshake, no retransmission. Two modes:
+//!
+//! - [`Mode::Unreliable`](relay_core::Mode::Unreliable): plain RTP, no
+//!   encryption, no authentication. It is the cheapest transport and the
+//!   baseline the others are measured against. **Use it only on networks you
+//!   trust**: anyone who can send from the signaled address can inject
+//!   packets, and anyone on the path can read them.
+//! - [`Mode::Srtp`](relay_core::Mode::Srtp): SRTP and SRTCP with
+//!   AEAD_AES_128_GCM (RFC 7714, module [`srtp`]), as mediasoup's
+//!   PipeTransport offers. Each side generates a master key, signals it in
+//!   its description ([`relay_core::SrtpParameters`]) and protects what it
+//!   sends with it; the peer's key unprotects what arrives. Media and RTCP
+//!   get confidentiality, integrity and replay protection (128-packet window
+//!   per SSRC); packets that fail are counted in `LinkStats::unauthenticated`
+//!   and dropped. The keys travel in signaling, so signaling must be HTTPS
+//!   or on a trusted network. The STUN keepalives below stay
+//!   unauthenticated (an on-path attacker can fake liveness or starve it,
+//!   not media); the goodbye is signed, so it cannot be forged.
 //!
 //! What this crate adds to bare sockets:
 //!
@@ -24,12 +38,12 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use relay_core::{Packet, RelayLink, build_rtp};
+//! use relay_core::{Mode, Packet, RelayLink, build_rtp};
 //! use rtp_udp_relay::{RtpUdpAnswerer, RtpUdpConfig, RtpUdpOfferer};
 //!
-//! let offerer = RtpUdpOfferer::bind(RtpUdpConfig::default()).await?;
+//! let offerer = RtpUdpOfferer::bind(RtpUdpConfig::default(), Mode::Srtp).await?;
 //! let offer = offerer.offer(); // send to the other server (relay-signaling does this)
-//! let answerer = RtpUdpAnswerer::bind(RtpUdpConfig::default(), &offer).await?;
+//! let answerer = RtpUdpAnswerer::bind(RtpUdpConfig::default(), Mode::Srtp, &offer).await?;
 //! let answer = answerer.answer(); // ... and back
 //! let (a, b) = tokio::try_join!(offerer.connect(&answer), answerer.accept())?;
 //! a.send(Packet::parse(build_rtp(96, 1, 0, 0x1234, b"media"))?).await?;
@@ -136,7 +150,9 @@ impl RtpUdpConfig {
         self
     }
 
-    /// Largest packet sent or accepted (default 1472, at most 65,507).
+    /// Largest datagram sent or accepted (default 1472, at most 65,507). In
+    /// srtp mode the application's packets are 20 bytes smaller (the SRTP
+    /// tag and SRTCP index), but never limited below 1,400 bytes.
     pub fn max_packet_size(mut self, bytes: usize) -> Self {
         self.max_packet_size = bytes.clamp(relay_core::MIN_MAX_PACKET_SIZE, 65_507);
         self
@@ -179,4 +195,11 @@ pub enum RtpUdpError {
     /// The link closed while being established.
     #[error("link closed before it was ready: {0}")]
     Closed(CloseReason),
+    /// A mode other than `unreliable` (plain RTP) or `srtp`.
+    #[error("rtp-udp does not offer mode {0}; it offers unreliable and srtp")]
+    UnsupportedMode(relay_core::Mode),
+    /// The SRTP parameters in the peer's description are missing, or do not
+    /// match the mode, or name an unsupported suite or a bad key.
+    #[error("bad SRTP parameters: {0}")]
+    BadSrtp(String),
 }

@@ -4,20 +4,21 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use relay_core::{
-    CloseReason, CloseSignal, DropCause, LinkError, LinkStats, Mode, Overflow, Packet, PacketQueue, Pushed,
-    RelayLink, RtpUdpDescription, StatsRecorder, Transport, check_size,
+    CloseReason, CloseSignal, DropCause, LinkError, LinkStats, Mode, Overflow, Packet, PacketKind,
+    PacketQueue, Pushed, RelayLink, RtpUdpDescription, SrtpParameters, StatsRecorder, Transport, check_size,
 };
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 use crate::liveness::{Action, Liveness};
+use crate::srtp::{self, ControlAuth, MasterKey, SrtpContext};
 use crate::stun::{self, Control};
 use crate::{RtpUdpConfig, RtpUdpError};
 
@@ -29,6 +30,35 @@ const RECV_CHUNK: usize = 256 * 1024;
 /// Room left in a chunk before a read: the largest UDP payload, so nothing
 /// is ever truncated (an oversized datagram is then counted, not cut).
 const MAX_DATAGRAM: usize = 65_536;
+/// What SRTP protection adds at most: the GCM tag, plus SRTCP's E flag and
+/// index word. The application's packet limit shrinks by this much so the
+/// datagram on the wire stays within the configured size.
+const SRTP_OVERHEAD: usize = srtp::TAG_LEN + 4;
+
+/// This side's protection in one link's mode: `None` for plain RTP.
+fn local_key(mode: Mode) -> Result<Option<MasterKey>, RtpUdpError> {
+    match mode {
+        Mode::Unreliable => Ok(None),
+        Mode::Srtp => Ok(Some(MasterKey::generate())),
+        other => Err(RtpUdpError::UnsupportedMode(other)),
+    }
+}
+
+/// The peer's key from its description, checked against our mode.
+fn peer_key(mode: Mode, peer: &RtpUdpDescription) -> Result<Option<MasterKey>, RtpUdpError> {
+    match (mode, &peer.srtp) {
+        (Mode::Srtp, Some(p)) => MasterKey::from_signaled(&p.suite, &p.key)
+            .map(Some)
+            .map_err(|e| RtpUdpError::BadSrtp(e.to_string())),
+        (Mode::Srtp, None) => Err(RtpUdpError::BadSrtp(
+            "mode is srtp but the peer's description carries no srtp key".into(),
+        )),
+        (_, Some(_)) => Err(RtpUdpError::BadSrtp(format!(
+            "the peer's description carries an srtp key but the mode is {mode}; ask for mode srtp"
+        ))),
+        (_, None) => Ok(None),
+    }
+}
 
 fn bind(config: &RtpUdpConfig) -> Result<(UdpSocket, SocketAddr), RtpUdpError> {
     let bind_err = |source| RtpUdpError::Bind {
@@ -61,10 +91,14 @@ fn check_peer(peer: SocketAddr, local: SocketAddr) -> Result<(), RtpUdpError> {
     Err(RtpUdpError::BadAddress { addr: peer, why })
 }
 
-fn describe(config: &RtpUdpConfig, addr: SocketAddr) -> RtpUdpDescription {
+fn describe(config: &RtpUdpConfig, addr: SocketAddr, key: Option<&MasterKey>) -> RtpUdpDescription {
     RtpUdpDescription {
         addr,
         ssrcs: config.ssrcs.clone(),
+        srtp: key.map(|k| SrtpParameters {
+            suite: srtp::SUITE.to_string(),
+            key: k.to_base64(),
+        }),
     }
 }
 
@@ -74,31 +108,46 @@ pub struct RtpUdpOfferer {
     socket: UdpSocket,
     advertised: SocketAddr,
     config: RtpUdpConfig,
+    mode: Mode,
+    key: Option<MasterKey>,
     started: Instant,
 }
 
 impl RtpUdpOfferer {
-    /// Binds the socket the offer will advertise.
-    pub async fn bind(config: RtpUdpConfig) -> Result<RtpUdpOfferer, RtpUdpError> {
+    /// Binds the socket the offer will advertise. `mode` is
+    /// [`Mode::Unreliable`] (plain RTP) or [`Mode::Srtp`] (a fresh master
+    /// key goes into the offer).
+    pub async fn bind(config: RtpUdpConfig, mode: Mode) -> Result<RtpUdpOfferer, RtpUdpError> {
         let started = Instant::now();
+        let key = local_key(mode)?;
         let (socket, advertised) = bind(&config)?;
         Ok(RtpUdpOfferer {
             socket,
             advertised,
             config,
+            mode,
+            key,
             started,
         })
     }
 
     /// The offer to signal.
     pub fn offer(&self) -> RtpUdpDescription {
-        describe(&self.config, self.advertised)
+        describe(&self.config, self.advertised, self.key.as_ref())
     }
 
     /// Applies the answer and returns once a probe's reply came back.
     pub async fn connect(self, answer: &RtpUdpDescription) -> Result<RtpUdpLink, RtpUdpError> {
         check_peer(answer.addr, self.advertised)?;
-        let link = RtpUdpLink::start(self.socket, answer.addr, &self.config, self.started);
+        let keys = Keys::pair(self.key, peer_key(self.mode, answer)?);
+        let link = RtpUdpLink::start(
+            self.socket,
+            answer.addr,
+            &self.config,
+            self.mode,
+            keys,
+            self.started,
+        );
         link.ready().await?;
         Ok(link)
     }
@@ -110,28 +159,36 @@ pub struct RtpUdpAnswerer {
     link: RtpUdpLink,
     advertised: SocketAddr,
     config: RtpUdpConfig,
+    key: Option<MasterKey>,
 }
 
 impl RtpUdpAnswerer {
-    /// Binds, and starts probing the address in `offer`.
+    /// Binds, and starts probing the address in `offer`. In [`Mode::Srtp`]
+    /// the offer must carry the offerer's key ([`RtpUdpError::BadSrtp`]
+    /// otherwise) and the answer carries a fresh one of ours.
     pub async fn bind(
         config: RtpUdpConfig,
+        mode: Mode,
         offer: &RtpUdpDescription,
     ) -> Result<RtpUdpAnswerer, RtpUdpError> {
         let started = Instant::now();
+        let key = local_key(mode)?;
+        let remote = peer_key(mode, offer)?;
         let (socket, advertised) = bind(&config)?;
         check_peer(offer.addr, advertised)?;
-        let link = RtpUdpLink::start(socket, offer.addr, &config, started);
+        let keys = Keys::pair(key.clone(), remote);
+        let link = RtpUdpLink::start(socket, offer.addr, &config, mode, keys, started);
         Ok(RtpUdpAnswerer {
             link,
             advertised,
             config,
+            key,
         })
     }
 
     /// The answer to signal back.
     pub fn answer(&self) -> RtpUdpDescription {
-        describe(&self.config, self.advertised)
+        describe(&self.config, self.advertised, self.key.as_ref())
     }
 
     /// Returns once a probe's reply came back from the offerer.
@@ -141,16 +198,57 @@ impl RtpUdpAnswerer {
     }
 }
 
+/// SRTP state of a link in srtp mode: ours protects what we send, the
+/// peer's unprotects what arrives.
+struct Keys {
+    outbound: SrtpContext,
+    inbound: SrtpContext,
+    goodbye: GoodbyeAuth,
+}
+
+/// Signs our goodbye and checks the peer's.
+struct GoodbyeAuth {
+    ours: ControlAuth,
+    peer: ControlAuth,
+}
+
+impl Keys {
+    fn pair(local: Option<MasterKey>, peer: Option<MasterKey>) -> Option<Keys> {
+        match (local, peer) {
+            (Some(l), Some(p)) => Some(Keys {
+                outbound: SrtpContext::new(&l),
+                inbound: SrtpContext::new(&p),
+                goodbye: GoodbyeAuth {
+                    ours: ControlAuth::new(&l),
+                    peer: ControlAuth::new(&p),
+                },
+            }),
+            _ => None,
+        }
+    }
+}
+
 struct Shared {
     socket: UdpSocket,
     local: SocketAddr,
     peer: SocketAddr,
+    mode: Mode,
+    /// `Some` in srtp mode; `send` runs on any task, hence the lock (held
+    /// for one packet's encryption, never across an await).
+    outbound: Option<Mutex<SrtpContext>>,
+    /// `Some` in srtp mode: goodbyes are signed and checked.
+    goodbye: Option<GoodbyeAuth>,
     stats: StatsRecorder,
     inbox: PacketQueue,
     close: CloseSignal,
     ready: watch::Sender<bool>,
+    /// Largest datagram on the wire (the configured packet size).
+    max_datagram: usize,
+    /// Largest packet the application may send: `max_datagram` less the
+    /// SRTP overhead in srtp mode.
     max_packet_size: usize,
     warned_unknown_source: AtomicBool,
+    warned_unauthenticated: AtomicBool,
 }
 
 /// An established rtp-udp link; see the crate docs.
@@ -169,18 +267,41 @@ impl fmt::Debug for RtpUdpLink {
 }
 
 impl RtpUdpLink {
-    fn start(socket: UdpSocket, peer: SocketAddr, config: &RtpUdpConfig, started: Instant) -> RtpUdpLink {
+    fn start(
+        socket: UdpSocket,
+        peer: SocketAddr,
+        config: &RtpUdpConfig,
+        mode: Mode,
+        keys: Option<Keys>,
+        started: Instant,
+    ) -> RtpUdpLink {
         let local = socket.local_addr().unwrap_or(config.bind);
+        let (outbound, inbound, goodbye) = match keys {
+            Some(k) => (Some(Mutex::new(k.outbound)), Some(k.inbound), Some(k.goodbye)),
+            None => (None, None, None),
+        };
+        let overhead = if outbound.is_some() { SRTP_OVERHEAD } else { 0 };
+        // The configured size bounds the datagram on the wire, except that
+        // the application may always send 1,400 bytes (the relay contract).
+        let max_packet_size = config
+            .max_packet_size
+            .saturating_sub(overhead)
+            .max(relay_core::MIN_MAX_PACKET_SIZE);
         let shared = Arc::new(Shared {
             socket,
             local,
             peer,
-            stats: StatsRecorder::new(Transport::RtpUdp, Mode::Unreliable),
+            mode,
+            outbound,
+            goodbye,
+            stats: StatsRecorder::new(Transport::RtpUdp, mode),
             inbox: PacketQueue::new(config.receive_queue, Overflow::DropOldest),
             close: CloseSignal::new(),
             ready: watch::Sender::new(false),
-            max_packet_size: config.max_packet_size,
+            max_datagram: max_packet_size + overhead,
+            max_packet_size,
             warned_unknown_source: AtomicBool::new(false),
+            warned_unauthenticated: AtomicBool::new(false),
         });
         let liveness = Liveness::new(
             Instant::now(),
@@ -188,7 +309,7 @@ impl RtpUdpLink {
             config.keepalive_interval_or_default(),
             rand::random(),
         );
-        tokio::spawn(drive(shared.clone(), liveness, started));
+        tokio::spawn(drive(shared.clone(), liveness, inbound, started));
         RtpUdpLink { shared }
     }
 
@@ -241,7 +362,7 @@ impl Shared {
         }
     }
 
-    fn drain(&self, buf: &mut BytesMut, liveness: &mut Liveness) {
+    fn drain(&self, buf: &mut BytesMut, liveness: &mut Liveness, inbound: &mut Option<SrtpContext>) {
         for _ in 0..RECV_BATCH {
             if buf.capacity() - buf.len() < MAX_DATAGRAM {
                 buf.reserve(RECV_CHUNK);
@@ -249,7 +370,7 @@ impl Shared {
             match self.socket.try_recv_buf_from(buf) {
                 Ok((_, from)) => {
                     let data = buf.split().freeze();
-                    self.on_datagram(data, from, liveness);
+                    self.on_datagram(data, from, liveness, inbound);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -262,7 +383,13 @@ impl Shared {
         }
     }
 
-    fn on_datagram(&self, data: Bytes, from: SocketAddr, liveness: &mut Liveness) {
+    fn on_datagram(
+        &self,
+        data: Bytes,
+        from: SocketAddr,
+        liveness: &mut Liveness,
+        inbound: &mut Option<SrtpContext>,
+    ) {
         if from != self.peer {
             self.stats.on_drop(DropCause::UnknownSource);
             if !self.warned_unknown_source.swap(true, Ordering::Relaxed) {
@@ -284,8 +411,22 @@ impl Shared {
                         self.stats.set_rtt(rtt);
                     }
                 }
-                Ok(Control::Goodbye) => {
+                Ok(Control::Goodbye) if self.goodbye.is_none() => {
                     self.shutdown(CloseReason::PeerClosed);
+                }
+                Ok(Control::SignedGoodbye(txid, tag)) => match &self.goodbye {
+                    Some(auth) if !auth.peer.verify(&txid, &tag) => {
+                        self.stats.on_drop(DropCause::Unauthenticated);
+                    }
+                    // Plain RTP cannot check the tag and trusts the network.
+                    _ => {
+                        self.shutdown(CloseReason::PeerClosed);
+                    }
+                },
+                Ok(Control::Goodbye) => {
+                    // srtp mode: an unsigned goodbye may be forged.
+                    tracing::debug!(%from, "ignoring an unsigned goodbye on an srtp link");
+                    self.stats.on_drop(DropCause::Unauthenticated);
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "bad control message");
@@ -294,15 +435,41 @@ impl Shared {
             }
             return;
         }
-        if data.len() > self.max_packet_size {
+        if data.len() > self.max_datagram {
             tracing::debug!(
                 len = data.len(),
-                max = self.max_packet_size,
+                max = self.max_datagram,
                 "dropping oversized datagram"
             );
             self.stats.on_drop(DropCause::Malformed);
             return;
         }
+        let data = match inbound {
+            None => data,
+            Some(ctx) => {
+                // RFC 5761 section 4: the second byte tells RTCP (packet
+                // types 192..=223) from RTP; it is in the clear in both.
+                let unprotected = match relay_core::classify(&data) {
+                    Ok(PacketKind::Rtcp) => ctx.unprotect_rtcp(&data),
+                    Ok(PacketKind::Rtp) => ctx.unprotect_rtp(&data),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "dropping datagram that is not SRTP/SRTCP");
+                        self.stats.on_drop(DropCause::Malformed);
+                        return;
+                    }
+                };
+                match unprotected {
+                    Ok(plain) => plain,
+                    Err(e) => {
+                        if !self.warned_unauthenticated.swap(true, Ordering::Relaxed) {
+                            tracing::warn!(%from, error = %e, "dropping media that fails SRTP checks");
+                        }
+                        self.stats.on_drop(DropCause::Unauthenticated);
+                        return;
+                    }
+                }
+            }
+        };
         match Packet::parse(data) {
             Ok(packet) => {
                 self.stats.on_received(&packet, now);
@@ -318,7 +485,12 @@ impl Shared {
     }
 }
 
-async fn drive(shared: Arc<Shared>, mut liveness: Liveness, started: Instant) {
+async fn drive(
+    shared: Arc<Shared>,
+    mut liveness: Liveness,
+    mut inbound: Option<SrtpContext>,
+    started: Instant,
+) {
     let mut closed = shared.close.subscribe();
     let mut buf = BytesMut::new();
     let mut announced_ready = false;
@@ -334,7 +506,7 @@ async fn drive(shared: Arc<Shared>, mut liveness: Liveness, started: Instant) {
                     shared.shutdown(CloseReason::Transport(format!("UDP socket failed: {e}")));
                     break;
                 }
-                shared.drain(&mut buf, &mut liveness);
+                shared.drain(&mut buf, &mut liveness, &mut inbound);
             }
             _ = tokio::time::sleep_until(deadline.into()) => {}
         }
@@ -364,7 +536,7 @@ impl RelayLink for RtpUdpLink {
     }
 
     fn mode(&self) -> Mode {
-        Mode::Unreliable
+        self.shared.mode
     }
 
     fn max_packet_size(&self) -> usize {
@@ -380,10 +552,30 @@ impl RelayLink for RtpUdpLink {
             s.stats.on_drop(DropCause::TooLarge);
             return Err(e);
         }
+        let wire = match &s.outbound {
+            None => packet.bytes().clone(),
+            Some(ctx) => {
+                let mut ctx = ctx.lock().unwrap_or_else(|e| e.into_inner());
+                let protected = match packet.kind() {
+                    PacketKind::Rtp => ctx.protect_rtp(packet.bytes()),
+                    PacketKind::Rtcp => ctx.protect_rtcp(packet.bytes()),
+                };
+                match protected {
+                    Ok(wire) => wire,
+                    Err(e) => {
+                        // Only index exhaustion gets here (the packet parsed):
+                        // the link cannot send safely any more.
+                        let reason = CloseReason::Transport(format!("SRTP: {e}"));
+                        s.shutdown(reason.clone());
+                        return Err(LinkError::Closed(reason));
+                    }
+                }
+            }
+        };
         // The kernel send buffer is this transport's send queue: when it is
         // full the packet being sent is dropped (counted); the sender never
         // waits.
-        match s.socket.try_send_to(packet.bytes(), s.peer) {
+        match s.socket.try_send_to(&wire, s.peer) {
             Ok(_) => s.stats.on_sent(&packet),
             Err(e) => {
                 if e.kind() != io::ErrorKind::WouldBlock {
@@ -407,8 +599,15 @@ impl RelayLink for RtpUdpLink {
         if self.shared.shutdown(CloseReason::Local) {
             // Twice: one loss on the way should not cost the peer a whole
             // liveness timeout.
-            self.shared.send_control(&Control::Goodbye);
-            self.shared.send_control(&Control::Goodbye);
+            let goodbye = match &self.shared.goodbye {
+                Some(auth) => {
+                    let txid: stun::TransactionId = rand::random();
+                    Control::SignedGoodbye(txid, auth.ours.sign(&txid))
+                }
+                None => Control::Goodbye,
+            };
+            self.shared.send_control(&goodbye);
+            self.shared.send_control(&goodbye);
         }
     }
 

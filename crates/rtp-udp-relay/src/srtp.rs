@@ -156,6 +156,53 @@ impl MasterKey {
     }
 }
 
+/// Authenticates control messages that must not be forgeable in srtp
+/// mode (the goodbye): HMAC-SHA-256 under a key derived from the sender's
+/// master key with a label outside RFC 3711's range (0..=5), so it is
+/// independent of the SRTP session keys.
+pub struct ControlAuth {
+    key: ring::hmac::Key,
+}
+
+impl std::fmt::Debug for ControlAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ControlAuth(..)")
+    }
+}
+
+/// Private KDF label for [`ControlAuth`].
+const LABEL_CONTROL: u8 = 0xC0;
+const CONTROL_CONTEXT: &[u8] = b"sfu-relay goodbye";
+
+impl ControlAuth {
+    /// The authenticator for messages sent under `master`.
+    pub fn new(master: &MasterKey) -> ControlAuth {
+        let mut k = [0u8; 32];
+        derive(&master.key, &master.salt, LABEL_CONTROL, &mut k);
+        ControlAuth {
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &k),
+        }
+    }
+
+    /// The tag for a message with this STUN transaction id.
+    pub fn sign(&self, txid: &[u8; 12]) -> [u8; 32] {
+        let mut ctx = ring::hmac::Context::with_key(&self.key);
+        ctx.update(CONTROL_CONTEXT);
+        ctx.update(txid);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.sign().as_ref());
+        out
+    }
+
+    /// Whether `tag` is [`sign`](Self::sign)'s output (constant time).
+    pub fn verify(&self, txid: &[u8; 12], tag: &[u8]) -> bool {
+        let mut msg = [0u8; CONTROL_CONTEXT.len() + 12];
+        msg[..CONTROL_CONTEXT.len()].copy_from_slice(CONTROL_CONTEXT);
+        msg[CONTROL_CONTEXT.len()..].copy_from_slice(txid);
+        ring::hmac::verify(&self.key, &msg, tag).is_ok()
+    }
+}
+
 /// RFC 3711 section 4.3.1/4.3.3 with key derivation rate 0: the AES-CM
 /// keystream under the master key, starting at the counter block
 /// `(master_salt XOR label << 48) || 0x0000`.
@@ -738,5 +785,16 @@ mod tests {
         );
         assert_eq!(format!("{k:?}"), "MasterKey(..)");
         assert_ne!(MasterKey::generate(), k);
+    }
+
+    #[test]
+    fn control_tags_verify_only_under_the_same_key_and_txid() {
+        let k = MasterKey::generate();
+        let (a, b) = (ControlAuth::new(&k), ControlAuth::new(&k));
+        let tag = a.sign(&[1; 12]);
+        assert!(b.verify(&[1; 12], &tag));
+        assert!(!b.verify(&[2; 12], &tag));
+        assert!(!b.verify(&[1; 12], &tag[..16]));
+        assert!(!ControlAuth::new(&MasterKey::generate()).verify(&[1; 12], &tag));
     }
 }

@@ -4,14 +4,19 @@
 //! RFC 7983 section 7 demultiplexes by the first byte: 0..=3 is STUN,
 //! 128..=191 is RTP/RTCP. A relay that receives one of these in the media
 //! path knows it is control, and an SFU that is sent one by mistake drops it
-//! like any stray STUN. Three messages, all without authentication (plain
-//! RTP trusts the network; SRTP mode is where integrity lives):
+//! like any stray STUN. Three messages. Probes and replies are never
+//! authenticated, in either mode: an on-path attacker who can send from the
+//! peer's address can answer probes (keeping a dead link looking alive)
+//! or drop them (closing it after the liveness timeout), but cannot inject
+//! media in srtp mode. In srtp mode the goodbye is signed
+//! ([`Control::SignedGoodbye`]) and an unsigned one is ignored, so a forged
+//! goodbye cannot close the link.
 //!
 //! | message | STUN encoding | purpose |
 //! |---|---|---|
 //! | probe | Binding Request | path check at setup, keepalive, RTT sample |
 //! | probe reply | Binding Success Response with XOR-MAPPED-ADDRESS | proves the path both ways (as ICE connectivity checks and RFC 7675 consent do) |
-//! | goodbye | Binding Indication with attribute [`ATTR_GOODBYE`] | "I closed the link", so the peer does not wait for the liveness timeout |
+//! | goodbye | Binding Indication with attribute [`ATTR_GOODBYE`] | "I closed the link", so the peer does not wait for the liveness timeout; in srtp mode the attribute carries an HMAC-SHA-256 tag over the transaction id |
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -39,6 +44,10 @@ pub enum Control {
     ProbeReply(TransactionId, Option<SocketAddr>),
     /// Binding Indication with the goodbye attribute.
     Goodbye,
+    /// Goodbye whose attribute carries an HMAC-SHA-256 tag over the
+    /// transaction id (srtp mode, see [`crate::srtp::ControlAuth`]), so an
+    /// on-path attacker cannot close the link with a forged goodbye.
+    SignedGoodbye(TransactionId, [u8; 32]),
 }
 
 /// Why bytes are not one of our control messages.
@@ -88,6 +97,12 @@ pub fn encode(msg: &Control) -> Vec<u8> {
             header(&mut out, BINDING_INDICATION, &[0x5a; 12]);
             out.extend_from_slice(&ATTR_GOODBYE.to_be_bytes());
             out.extend_from_slice(&0u16.to_be_bytes());
+        }
+        Control::SignedGoodbye(txid, tag) => {
+            header(&mut out, BINDING_INDICATION, txid);
+            out.extend_from_slice(&ATTR_GOODBYE.to_be_bytes());
+            out.extend_from_slice(&(tag.len() as u16).to_be_bytes());
+            out.extend_from_slice(tag);
         }
     }
     finish(out)
@@ -169,7 +184,15 @@ pub fn decode(buf: &[u8]) -> Result<Control, StunError> {
                 .find_map(|(_, v)| parse_xor_mapped(v, &txid));
             Ok(Control::ProbeReply(txid, mapped))
         }
-        BINDING_INDICATION if attrs.clone().any(|(t, _)| t == ATTR_GOODBYE) => Ok(Control::Goodbye),
+        BINDING_INDICATION => match attrs.clone().find(|(t, _)| *t == ATTR_GOODBYE) {
+            Some((_, tag)) if tag.len() == 32 => {
+                let mut t = [0u8; 32];
+                t.copy_from_slice(tag);
+                Ok(Control::SignedGoodbye(txid, t))
+            }
+            Some(_) => Ok(Control::Goodbye),
+            None => Err(StunError::Unsupported(kind)),
+        },
         other => Err(StunError::Unsupported(other)),
     }
 }
@@ -209,6 +232,7 @@ mod tests {
             Control::ProbeReply(txid, Some("[::1]:40000".parse().unwrap())),
             Control::ProbeReply(txid, None),
             Control::Goodbye,
+            Control::SignedGoodbye([9; 12], [0xab; 32]),
         ] {
             let wire = encode(&msg);
             assert!(looks_like_stun(wire[0]));

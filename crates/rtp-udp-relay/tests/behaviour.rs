@@ -4,15 +4,19 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use relay_core::{CloseReason, Packet, RelayLink, RtpUdpDescription, build_rtp};
+use relay_core::{CloseReason, Mode, Packet, RelayLink, RtpUdpDescription, build_rtp};
 use rtp_udp_relay::stun::{self, Control};
 use rtp_udp_relay::{RtpUdpAnswerer, RtpUdpConfig, RtpUdpError, RtpUdpOfferer};
 
 const BOUND: Duration = Duration::from_secs(10);
 
 async fn pair(config: RtpUdpConfig) -> (rtp_udp_relay::RtpUdpLink, rtp_udp_relay::RtpUdpLink) {
-    let offerer = RtpUdpOfferer::bind(config.clone()).await.unwrap();
-    let answerer = RtpUdpAnswerer::bind(config, &offerer.offer()).await.unwrap();
+    let offerer = RtpUdpOfferer::bind(config.clone(), Mode::Unreliable)
+        .await
+        .unwrap();
+    let answerer = RtpUdpAnswerer::bind(config, Mode::Unreliable, &offerer.offer())
+        .await
+        .unwrap();
     let answer = answerer.answer();
     tokio::time::timeout(BOUND, async {
         tokio::try_join!(offerer.connect(&answer), answerer.accept())
@@ -76,9 +80,11 @@ async fn malformed_datagrams_from_the_peer_are_counted_and_the_link_survives() {
     let peer = fake_peer();
     let answerer = RtpUdpAnswerer::bind(
         RtpUdpConfig::default(),
+        Mode::Unreliable,
         &RtpUdpDescription {
             addr: peer.local_addr().unwrap(),
             ssrcs: vec![],
+            srtp: None,
         },
     )
     .await
@@ -121,9 +127,11 @@ async fn a_peer_that_vanishes_is_detected_within_the_liveness_timeout() {
     let peer = fake_peer();
     let answerer = RtpUdpAnswerer::bind(
         RtpUdpConfig::default().liveness_timeout(timeout),
+        Mode::Unreliable,
         &RtpUdpDescription {
             addr: peer.local_addr().unwrap(),
             ssrcs: vec![],
+            srtp: None,
         },
     )
     .await
@@ -163,14 +171,18 @@ async fn a_peer_that_vanishes_is_detected_within_the_liveness_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connecting_to_nobody_fails_clearly_within_the_timeout() {
     let nobody = fake_peer(); // bound, never answers
-    let offerer = RtpUdpOfferer::bind(RtpUdpConfig::default().liveness_timeout(Duration::from_millis(300)))
-        .await
-        .unwrap();
+    let offerer = RtpUdpOfferer::bind(
+        RtpUdpConfig::default().liveness_timeout(Duration::from_millis(300)),
+        Mode::Unreliable,
+    )
+    .await
+    .unwrap();
     let started = Instant::now();
     let err = offerer
         .connect(&RtpUdpDescription {
             addr: nobody.local_addr().unwrap(),
             ssrcs: vec![],
+            srtp: None,
         })
         .await
         .unwrap_err();
@@ -189,15 +201,19 @@ async fn unusable_signaled_addresses_are_refused() {
         let offer = RtpUdpDescription {
             addr: addr.parse::<SocketAddr>().unwrap(),
             ssrcs: vec![],
+            srtp: None,
         };
-        let err = RtpUdpAnswerer::bind(RtpUdpConfig::default(), &offer)
+        let err = RtpUdpAnswerer::bind(RtpUdpConfig::default(), Mode::Unreliable, &offer)
             .await
             .unwrap_err();
         assert!(err.to_string().contains(why), "{addr}: {err}");
     }
-    let err = RtpUdpOfferer::bind(RtpUdpConfig::default().bind("0.0.0.0:0".parse().unwrap()))
-        .await
-        .unwrap_err();
+    let err = RtpUdpOfferer::bind(
+        RtpUdpConfig::default().bind("0.0.0.0:0".parse().unwrap()),
+        Mode::Unreliable,
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("advertised"), "{err}");
 }
 

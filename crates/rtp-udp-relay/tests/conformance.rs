@@ -10,11 +10,10 @@ struct Loopback;
 #[async_trait]
 impl PairFactory for Loopback {
     async fn connect(&self, mode: Mode) -> Connecting {
-        assert_eq!(mode, Mode::Unreliable);
-        let offerer = RtpUdpOfferer::bind(RtpUdpConfig::default())
+        let offerer = RtpUdpOfferer::bind(RtpUdpConfig::default(), mode)
             .await
             .expect("bind offerer");
-        let answerer = RtpUdpAnswerer::bind(RtpUdpConfig::default(), &offerer.offer())
+        let answerer = RtpUdpAnswerer::bind(RtpUdpConfig::default(), mode, &offerer.offer())
             .await
             .expect("bind answerer");
         let answer = answerer.answer();
@@ -38,3 +37,4 @@ impl PairFactory for Loopback {
 }
 
 relay_core::conformance_tests!(unreliable, Loopback, Mode::Unreliable);
+relay_core::conformance_tests!(srtp, Loopback, Mode::Srtp);

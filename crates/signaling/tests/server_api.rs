@@ -316,7 +316,7 @@ async fn unknown_or_unserved_transport_or_mode_is_400_naming_the_supported_ones(
         ),
         (
             json!({"transport": "rtp-udp", "mode": "reliable", "offer": {}}),
-            "mode reliable is not valid for rtp-udp; rtp-udp supports: unreliable",
+            "mode reliable is not valid for rtp-udp; rtp-udp supports: unreliable, srtp",
         ),
     ] {
         let reply = post(addr, &[], &body).await;
