@@ -251,7 +251,8 @@ pub struct LinkStats {
     pub mode: Mode,
     /// Packets handed to the transport (RTP and RTCP). For every packet
     /// the application offers, exactly one of `packets_sent`,
-    /// `drops.send_queue_full` or `drops.too_large` counts it.
+    /// `drops.send_queue_full`, `drops.too_large` or (srtp) `unauthenticated`
+    /// counts it.
     pub packets_sent: u64,
     /// Their bytes.
     pub bytes_sent: u64,
@@ -267,7 +268,8 @@ pub struct LinkStats {
     pub drops: Drops,
     /// Packets dropped because they failed SRTP/SRTCP authentication or
     /// replay checks ([`DropCause::Unauthenticated`]; 0 on links that do
-    /// not protect media). Kept beside [`Drops`] rather than in it so that
+    /// not protect media), received or — a duplicate or too-old sequence
+    /// number the application tried to send — refused before sending. Kept beside [`Drops`] rather than in it so that
     /// code building `Drops` field by field keeps compiling; not included
     /// in [`Drops::total`].
     #[serde(default)]

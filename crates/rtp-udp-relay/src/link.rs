@@ -18,7 +18,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 use crate::liveness::{Action, Liveness};
-use crate::srtp::{self, ControlAuth, MasterKey, SrtpContext};
+use crate::srtp::{self, ControlAuth, MasterKey, SrtpContext, SrtpError};
 use crate::stun::{self, Control};
 use crate::{RtpUdpConfig, RtpUdpError};
 
@@ -562,9 +562,15 @@ impl RelayLink for RtpUdpLink {
                 };
                 match protected {
                     Ok(wire) => wire,
+                    Err(SrtpError::WouldReuseIndex) => {
+                        // A duplicate or a sequence number from before the
+                        // replay window: the peer would refuse it anyway.
+                        s.stats.on_drop(DropCause::Unauthenticated);
+                        return Ok(());
+                    }
                     Err(e) => {
-                        // Only index exhaustion gets here (the packet parsed):
-                        // the link cannot send safely any more.
+                        // Index exhaustion (the packet parsed, so it is not
+                        // truncated): the link cannot send safely any more.
                         let reason = CloseReason::Transport(format!("SRTP: {e}"));
                         s.shutdown(reason.clone());
                         return Err(LinkError::Closed(reason));

@@ -76,6 +76,14 @@ pub enum SrtpError {
     /// Authentic, but already received or older than the replay window.
     #[error("SRTP/SRTCP packet replayed or older than the replay window")]
     Replayed,
+    /// Sending: this SSRC and sequence number were already protected, or
+    /// are older than the replay window. Protecting the packet would reuse
+    /// a GCM nonce (which would expose the authentication key), and the
+    /// receiver would refuse it as a replay anyway, so it is not sent.
+    #[error(
+        "RTP sequence number already sent or older than the replay window; not protected (GCM nonce reuse)"
+    )]
+    WouldReuseIndex,
     /// The packet index space is used up; the link must be re-keyed.
     #[error("SRTP/SRTCP packet index exhausted; re-key the link")]
     IndexExhausted,
@@ -396,9 +404,18 @@ impl SrtpContext {
         let seq = u16::from_be_bytes([packet[2], packet[3]]);
         let ssrc = u32_at(packet, 8);
         // The sender runs the receiver's estimate on its own stream too, so
-        // reordered input (a relay forwards what it gets) keeps its ROC.
+        // reordered input (a relay forwards what it gets) keeps its ROC. A
+        // relay does not choose its sequence numbers: a duplicate, or an
+        // upstream that restarts its sequence on the same SSRC, would map to
+        // an index already used. GCM must never see a nonce twice, so such
+        // packets are refused here (the receiver would refuse them as
+        // replays anyway).
         let index = match self.rtp_streams.get(&ssrc) {
-            Some(s) => s.estimate(seq),
+            Some(s) => {
+                let index = s.estimate(seq);
+                s.window.check(index).map_err(|_| SrtpError::WouldReuseIndex)?;
+                index
+            }
             None => seq as u64,
         };
         if index > MAX_RTP_INDEX {
@@ -414,8 +431,7 @@ impl SrtpContext {
             .map_err(|_| SrtpError::IndexExhausted)?;
         out.put_slice(tag.as_ref());
         match self.rtp_streams.get_mut(&ssrc) {
-            Some(s) if index > s.window.highest => s.window.accept(index),
-            Some(_) => {}
+            Some(s) => s.window.accept(index),
             None => {
                 self.rtp_streams.insert(
                     ssrc,
@@ -764,6 +780,28 @@ mod tests {
                 assert_eq!(peer.unprotect_rtp(&w), Err(SrtpError::AuthenticationFailed));
             }
         }
+    }
+
+    #[test]
+    fn the_sender_never_reuses_an_index() {
+        let (mut tx, mut rx) = pair();
+        for seq in 1000..1200u16 {
+            rx.unprotect_rtp(&tx.protect_rtp(&rtp(seq)).unwrap()).unwrap();
+        }
+        // A duplicate with other content would reuse the nonce.
+        let other = relay_core::build_rtp(96, 1199, 0, 0xfeed, b"different");
+        assert_eq!(tx.protect_rtp(&other), Err(SrtpError::WouldReuseIndex));
+        // So would an upstream restart below the window (index unknown-used).
+        assert_eq!(tx.protect_rtp(&rtp(1000)), Err(SrtpError::WouldReuseIndex));
+        // A late packet never sent, inside the window, is fine, once.
+        let mut tx2 = SrtpContext::new(&MasterKey::new([3; 16], [4; 12]));
+        for seq in [10u16, 12] {
+            tx2.protect_rtp(&rtp(seq)).unwrap();
+        }
+        assert!(tx2.protect_rtp(&rtp(11)).is_ok());
+        assert_eq!(tx2.protect_rtp(&rtp(11)), Err(SrtpError::WouldReuseIndex));
+        // The refusals did not move the stream: the next packet flows.
+        rx.unprotect_rtp(&tx.protect_rtp(&rtp(1200)).unwrap()).unwrap();
     }
 
     #[test]

@@ -176,6 +176,11 @@ async fn media_leaves_encrypted_and_full_size_packets_fit_the_limit() {
         );
         assert_eq!(unprotect.unprotect_rtp(&wire).unwrap(), rtp);
     }
+    // Forwarding a duplicate sequence number with other content would reuse
+    // a GCM nonce: refused and counted, never on the wire.
+    let dup = build_rtp(96, 2, 0, 0x1234, b"same seq, other bytes");
+    link.send(Packet::parse(dup).unwrap()).await.unwrap();
+    assert_eq!(link.stats().unauthenticated, 1);
     let too_big = build_rtp(96, 3, 0, 0x1234, &vec![0; max - 11]);
     assert!(link.send(Packet::parse(too_big).unwrap()).await.is_err());
     assert_eq!(link.stats().drops.too_large, 1);
