@@ -63,13 +63,24 @@ pub struct RtpUdpDescription {
 /// let p: relay_core::SrtpParameters =
 ///     serde_json::from_str(r#"{"suite":"AEAD_AES_128_GCM","key":"AAEC"}"#).unwrap();
 /// assert_eq!(p.suite, "AEAD_AES_128_GCM");
+/// assert!(!format!("{p:?}").contains("AAEC"), "Debug never shows the key");
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SrtpParameters {
     /// Crypto suite; `"AEAD_AES_128_GCM"` (RFC 7714) is the one supported.
     pub suite: String,
     /// Base64 of master key || master salt (16 + 12 bytes for AES-128-GCM).
     pub key: String,
+}
+
+/// Redacts the key, so a logged description never leaks it.
+impl std::fmt::Debug for SrtpParameters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SrtpParameters")
+            .field("suite", &self.suite)
+            .field("key", &"<redacted>")
+            .finish()
+    }
 }
 
 /// quic offer: the offerer's certificate fingerprint, which the answerer pins.
