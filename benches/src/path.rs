@@ -135,6 +135,9 @@ pub struct Path {
     pub link_setup: Option<Duration>,
     pair: Option<LoopbackPair>,
     raw_proxy: Option<Proxy>,
+    /// Next RTP sequence number for `ping_pong` and `windowed`: it carries
+    /// on across calls on one path, as one sender's stream does.
+    next_seq: std::sync::atomic::AtomicU16,
     forward: Option<Direction>,
 }
 
@@ -148,6 +151,14 @@ impl std::fmt::Debug for Path {
 }
 
 impl Path {
+    /// `planned` with this path's next RTP sequence number.
+    fn numbered(&self, planned: crate::workload::Planned) -> crate::workload::Planned {
+        crate::workload::Planned {
+            rtp_seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
+            ..planned
+        }
+    }
+
     /// Sets up `subject` for `scenario` (a proxy seeded with `seed` when
     /// the scenario impairs the network).
     pub async fn open(subject: Subject, scenario: &Scenario, seed: u64) -> Result<Path, String> {
@@ -188,6 +199,7 @@ impl Path {
                 };
                 let forward = raw_proxy.as_ref().map(|_| Direction::Upstream);
                 Ok(Path {
+                    next_seq: Default::default(),
                     subject,
                     sender: End::Udp {
                         socket: Arc::new(a),
@@ -214,6 +226,7 @@ impl Path {
                     .map_err(|e| e.to_string())?;
                 let link_setup = pair.offerer.stats().setup_time;
                 Ok(Path {
+                    next_seq: Default::default(),
                     subject,
                     sender: End::Link(pair.offerer.clone()),
                     receiver: End::Link(pair.answerer.clone()),
@@ -284,7 +297,9 @@ impl Path {
         let started = Instant::now();
         let mut done = 0;
         for i in 0..rounds {
-            let packet = crate::workload::stamp(&planned, i as u32, 0);
+            // A fresh RTP sequence number per packet, as a real sender has:
+            // SRTP refuses to encrypt a repeated one (GCM nonce reuse).
+            let packet = crate::workload::stamp(&self.numbered(planned), i as u32, 0);
             if self.sender.send(packet).await == Sent::Closed {
                 break;
             }
@@ -378,7 +393,7 @@ impl Path {
             }
             if self
                 .sender
-                .send(crate::workload::stamp(&planned, i as u32, 0))
+                .send(crate::workload::stamp(&self.numbered(planned), i as u32, 0))
                 .await
                 == Sent::Closed
             {

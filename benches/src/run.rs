@@ -462,6 +462,7 @@ fn add_drops(a: &LinkStats, b: &LinkStats) -> Drops {
         too_large: a.too_large + b.too_large,
         unknown_source: a.unknown_source + b.unknown_source,
         malformed: a.malformed + b.malformed,
+        unauthenticated: a.unauthenticated + b.unauthenticated,
     }
 }
 

@@ -61,12 +61,21 @@ pub struct Drops {
     pub unknown_source: u64,
     /// See [`DropCause::Malformed`].
     pub malformed: u64,
+    /// See [`DropCause::Unauthenticated`] (0 on links that do not protect
+    /// media).
+    #[serde(default)]
+    pub unauthenticated: u64,
 }
 
 impl Drops {
     /// Sum over every cause.
     pub fn total(&self) -> u64 {
-        self.send_queue_full + self.receive_queue_full + self.too_large + self.unknown_source + self.malformed
+        self.send_queue_full
+            + self.receive_queue_full
+            + self.too_large
+            + self.unknown_source
+            + self.malformed
+            + self.unauthenticated
     }
 }
 
@@ -251,8 +260,8 @@ pub struct LinkStats {
     pub mode: Mode,
     /// Packets handed to the transport (RTP and RTCP). For every packet
     /// the application offers, exactly one of `packets_sent`,
-    /// `drops.send_queue_full`, `drops.too_large` or (srtp) `unauthenticated`
-    /// counts it.
+    /// `drops.send_queue_full`, `drops.too_large` or (srtp)
+    /// `drops.unauthenticated` counts it.
     pub packets_sent: u64,
     /// Their bytes.
     pub bytes_sent: u64,
@@ -266,14 +275,6 @@ pub struct LinkStats {
     pub rtcp_received: u64,
     /// Packets the relay dropped, by cause.
     pub drops: Drops,
-    /// Packets dropped because they failed SRTP/SRTCP authentication or
-    /// replay checks ([`DropCause::Unauthenticated`]; 0 on links that do
-    /// not protect media), received or — a duplicate or too-old sequence
-    /// number the application tried to send — refused before sending. Kept beside [`Drops`] rather than in it so that
-    /// code building `Drops` field by field keeps compiling; not included
-    /// in [`Drops::total`].
-    #[serde(default)]
-    pub unauthenticated: u64,
     /// Round-trip time, where the transport measures one.
     #[serde(with = "opt_millis")]
     pub rtt: Option<Duration>,
@@ -472,8 +473,8 @@ impl StatsRecorder {
                 too_large: d(DropCause::TooLarge),
                 unknown_source: d(DropCause::UnknownSource),
                 malformed: d(DropCause::Malformed),
+                unauthenticated: d(DropCause::Unauthenticated),
             },
-            unauthenticated: d(DropCause::Unauthenticated),
             rtt: us(&self.rtt_us),
             setup_time: us(&self.setup_us),
             uptime: Some(self.created.elapsed()),
@@ -593,17 +594,18 @@ mod tests {
         );
         assert_eq!(s.received_ssrcs.len(), 1);
         assert_eq!(s.drops.malformed, 1);
-        assert_eq!(s.drops.total(), 1);
-        assert_eq!(s.unauthenticated, 3);
+        assert_eq!(s.drops.unauthenticated, 3);
+        assert_eq!(s.drops.total(), 4);
         assert_eq!(s.rtt, Some(Duration::from_micros(1500)));
         let mut json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["rtt"], 1.5);
-        assert_eq!(json["unauthenticated"], 3);
+        assert_eq!(json["drops"]["unauthenticated"], 3);
         // Stats from a peer that predates the field still parse.
-        json.as_object_mut().unwrap().remove("unauthenticated");
+        json["drops"].as_object_mut().unwrap().remove("unauthenticated");
         assert_eq!(
             serde_json::from_value::<LinkStats>(json.clone())
                 .unwrap()
+                .drops
                 .unauthenticated,
             0
         );

@@ -134,8 +134,9 @@ struct PhaseResult {
 }
 
 /// Runs `count` packets through `path`, paced at `rate` per second (`None`:
-/// as fast as possible).
-async fn phase(path: Arc<Path>, count: u32, size: usize, rate: Option<u32>) -> PhaseResult {
+/// as fast as possible). RTP sequence numbers start at `first_seq`: one
+/// path is one stream across phases, and SRTP refuses a repeated number.
+async fn phase(path: Arc<Path>, first_seq: u32, count: u32, size: usize, rate: Option<u32>) -> PhaseResult {
     let epoch = Instant::now();
     let receiver = {
         let path = path.clone();
@@ -173,7 +174,7 @@ async fn phase(path: Arc<Path>, count: u32, size: usize, rate: Option<u32>) -> P
                 let due = Duration::from_secs_f64(tick as f64 * per_ms as f64 / rate as f64);
                 tokio::time::sleep_until(start + due).await;
                 for _ in 0..per_ms.min(count - seq) {
-                    if !path.send(packet(epoch, seq, size)).await {
+                    if !path.send(packet(epoch, first_seq + seq, size)).await {
                         break;
                     }
                     seq += 1;
@@ -183,7 +184,7 @@ async fn phase(path: Arc<Path>, count: u32, size: usize, rate: Option<u32>) -> P
         }
         None => {
             for seq in 0..count {
-                if !path.send(packet(epoch, seq, size)).await {
+                if !path.send(packet(epoch, first_seq + seq, size)).await {
                     break;
                 }
                 if seq % 64 == 0 {
@@ -208,8 +209,8 @@ async fn phase(path: Arc<Path>, count: u32, size: usize, rate: Option<u32>) -> P
 
 async fn measure(path: Path, config: &CompareConfig) -> (PhaseResult, PhaseResult) {
     let path = Arc::new(path);
-    let paced = phase(path.clone(), config.packets, config.size, Some(config.rate)).await;
-    let flood = phase(path, config.flood_packets, config.size, None).await;
+    let paced = phase(path.clone(), 0, config.packets, config.size, Some(config.rate)).await;
+    let flood = phase(path, config.packets, config.flood_packets, config.size, None).await;
     (paced, flood)
 }
 

@@ -146,7 +146,7 @@ async fn injected_tampered_and_replayed_packets_are_counted_not_delivered() {
     let s = link.stats();
     assert_eq!(s.mode, Mode::Srtp);
     assert_eq!(
-        s.unauthenticated, 5,
+        s.drops.unauthenticated, 5,
         "plain, tampered, two replays, plain RTCP: {s:?}"
     );
     assert_eq!(s.drops.malformed, 1);
@@ -180,7 +180,7 @@ async fn media_leaves_encrypted_and_full_size_packets_fit_the_limit() {
     // a GCM nonce: refused and counted, never on the wire.
     let dup = build_rtp(96, 2, 0, 0x1234, b"same seq, other bytes");
     link.send(Packet::parse(dup).unwrap()).await.unwrap();
-    assert_eq!(link.stats().unauthenticated, 1);
+    assert_eq!(link.stats().drops.unauthenticated, 1);
     let too_big = build_rtp(96, 3, 0, 0x1234, &vec![0; max - 11]);
     assert!(link.send(Packet::parse(too_big).unwrap()).await.is_err());
     assert_eq!(link.stats().drops.too_large, 1);
@@ -206,7 +206,7 @@ async fn forged_goodbyes_do_not_close_an_srtp_link_and_a_signed_one_does() {
     send(&Control::SignedGoodbye([7; 12], other.sign(&[7; 12])));
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(link.close_reason().is_none(), "forged goodbyes are ignored");
-    assert_eq!(link.stats().unauthenticated, 3);
+    assert_eq!(link.stats().drops.unauthenticated, 3);
 
     let ours = ControlAuth::new(&peer.key);
     send(&Control::SignedGoodbye([8; 12], ours.sign(&[8; 12])));
@@ -244,7 +244,7 @@ async fn two_srtp_ends_relay_and_say_goodbye() {
     drop(a);
     let reason = tokio::time::timeout(BOUND, b.closed()).await.unwrap();
     assert_eq!(reason, CloseReason::PeerClosed);
-    assert_eq!(b.stats().unauthenticated, 0);
+    assert_eq!(b.stats().drops.unauthenticated, 0);
 }
 
 #[tokio::test]
