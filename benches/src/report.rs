@@ -714,7 +714,7 @@ fn drops(r: &RunResult) -> String {
             let parts: Vec<String> = [
                 (d.send_queue_full, "send-q"),
                 (d.receive_queue_full, "recv-q"),
-                (d.too_large + d.unknown_source + d.malformed, "other"),
+                (d.total() - d.send_queue_full - d.receive_queue_full, "other"),
             ]
             .iter()
             .filter(|(n, _)| *n > 0)
