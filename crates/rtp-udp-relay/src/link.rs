@@ -498,18 +498,9 @@ async fn drive(
         if shared.close.is_closed() {
             break;
         }
-        let deadline = liveness.next_deadline();
-        tokio::select! {
-            _ = closed.changed() => continue,
-            r = shared.socket.readable() => {
-                if let Err(e) = r {
-                    shared.shutdown(CloseReason::Transport(format!("UDP socket failed: {e}")));
-                    break;
-                }
-                shared.drain(&mut buf, &mut liveness, &mut inbound);
-            }
-            _ = tokio::time::sleep_until(deadline.into()) => {}
-        }
+        // The clock first: the first probe leaves at once instead of after
+        // a timer tick (tokio's timer has 1 ms granularity, which was most
+        // of the setup time on loopback).
         let now = Instant::now();
         loop {
             match liveness.poll(now) {
@@ -525,6 +516,18 @@ async fn drive(
             announced_ready = true;
             shared.stats.set_setup_time(started.elapsed());
             shared.ready.send_replace(true);
+        }
+        let deadline = liveness.next_deadline();
+        tokio::select! {
+            _ = closed.changed() => continue,
+            r = shared.socket.readable() => {
+                if let Err(e) = r {
+                    shared.shutdown(CloseReason::Transport(format!("UDP socket failed: {e}")));
+                    break;
+                }
+                shared.drain(&mut buf, &mut liveness, &mut inbound);
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => {}
         }
     }
 }
