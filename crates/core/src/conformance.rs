@@ -32,6 +32,36 @@ pub struct Connecting {
     pub answerer: LinkFuture,
 }
 
+impl Connecting {
+    /// Boxes a backend's two setup futures (`connect` and `accept`, each
+    /// resolving to that backend's link type or error).
+    pub fn new<A, B, EA, EB>(
+        offerer: impl Future<Output = Result<A, EA>> + Send + 'static,
+        answerer: impl Future<Output = Result<B, EB>> + Send + 'static,
+    ) -> Connecting
+    where
+        A: RelayLink + 'static,
+        B: RelayLink + 'static,
+        EA: std::fmt::Display,
+        EB: std::fmt::Display,
+    {
+        Connecting {
+            offerer: Box::pin(async move {
+                offerer
+                    .await
+                    .map(|l| Box::new(l) as Box<dyn RelayLink>)
+                    .map_err(|e| e.to_string())
+            }),
+            answerer: Box::pin(async move {
+                answerer
+                    .await
+                    .map(|l| Box::new(l) as Box<dyn RelayLink>)
+                    .map_err(|e| e.to_string())
+            }),
+        }
+    }
+}
+
 /// Makes connected pairs of links on loopback for the suite.
 #[async_trait]
 pub trait PairFactory: Send + Sync {

@@ -304,22 +304,10 @@ impl relay_core::conformance::PairFactory for Loopback {
             .await
             .unwrap();
         let answer = answerer.answer();
-        relay_core::conformance::Connecting {
-            offerer: Box::pin(async move {
-                offerer
-                    .connect(&answer)
-                    .await
-                    .map(|l| Box::new(l) as _)
-                    .map_err(|e| e.to_string())
-            }),
-            answerer: Box::pin(async move {
-                answerer
-                    .accept()
-                    .await
-                    .map(|l| Box::new(l) as _)
-                    .map_err(|e| e.to_string())
-            }),
-        }
+        relay_core::conformance::Connecting::new(
+            async move { offerer.connect(&answer).await },
+            answerer.accept(),
+        )
     }
 }
 

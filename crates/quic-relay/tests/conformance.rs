@@ -2,8 +2,8 @@
 
 use async_trait::async_trait;
 use quic_relay::{QuicAnswerer, QuicConfig, QuicOfferer};
+use relay_core::Mode;
 use relay_core::conformance::{Connecting, PairFactory};
-use relay_core::{Mode, RelayLink};
 
 /// Binds both sides on loopback and exchanges offer and answer in-process.
 struct Factory;
@@ -18,16 +18,7 @@ impl PairFactory for Factory {
             .await
             .expect("bind answerer");
         let answer = answerer.answer();
-        Connecting {
-            offerer: Box::pin(async move {
-                let link = offerer.connect(answer).await.map_err(|e| e.to_string())?;
-                Ok(Box::new(link) as Box<dyn RelayLink>)
-            }),
-            answerer: Box::pin(async move {
-                let link = answerer.accept().await.map_err(|e| e.to_string())?;
-                Ok(Box::new(link) as Box<dyn RelayLink>)
-            }),
-        }
+        Connecting::new(offerer.connect(answer), answerer.accept())
     }
 }
 

@@ -17,22 +17,7 @@ impl PairFactory for Loopback {
             .await
             .expect("bind answerer");
         let answer = answerer.answer();
-        Connecting {
-            offerer: Box::pin(async move {
-                offerer
-                    .connect(&answer)
-                    .await
-                    .map(|l| Box::new(l) as _)
-                    .map_err(|e| e.to_string())
-            }),
-            answerer: Box::pin(async move {
-                answerer
-                    .accept()
-                    .await
-                    .map(|l| Box::new(l) as _)
-                    .map_err(|e| e.to_string())
-            }),
-        }
+        Connecting::new(async move { offerer.connect(&answer).await }, answerer.accept())
     }
 }
 
