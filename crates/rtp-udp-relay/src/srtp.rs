@@ -430,18 +430,18 @@ impl SrtpContext {
             .seal_in_place_separate_tag(self.rtp.nonce(ssrc, index), Aad::from(&*aad), payload)
             .map_err(|_| SrtpError::IndexExhausted)?;
         out.put_slice(tag.as_ref());
-        match self.rtp_streams.get_mut(&ssrc) {
-            Some(s) => s.window.accept(index),
-            None => {
-                self.rtp_streams.insert(
-                    ssrc,
-                    RtpStream {
-                        window: ReplayWindow::new(index),
-                    },
-                );
-            }
-        }
+        self.accept_rtp(ssrc, index);
         Ok(out.freeze())
+    }
+
+    /// Moves `ssrc`'s replay window past `index` (a new SSRC starts one).
+    fn accept_rtp(&mut self, ssrc: u32, index: u64) {
+        self.rtp_streams
+            .entry(ssrc)
+            .and_modify(|s| s.window.accept(index))
+            .or_insert_with(|| RtpStream {
+                window: ReplayWindow::new(index),
+            });
     }
 
     /// Verifies, replay-checks and decrypts one SRTP packet.
@@ -470,17 +470,7 @@ impl SrtpContext {
             .aead
             .open_in_place_separate_tag(self.rtp.nonce(ssrc, index), Aad::from(&*aad), tag, payload, 0..)
             .map_err(|_| SrtpError::AuthenticationFailed)?;
-        match self.rtp_streams.get_mut(&ssrc) {
-            Some(s) => s.window.accept(index),
-            None => {
-                self.rtp_streams.insert(
-                    ssrc,
-                    RtpStream {
-                        window: ReplayWindow::new(index),
-                    },
-                );
-            }
-        }
+        self.accept_rtp(ssrc, index);
         Ok(out.freeze())
     }
 

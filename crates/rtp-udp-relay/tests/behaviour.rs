@@ -33,6 +33,18 @@ fn fake_peer() -> UdpSocket {
     s
 }
 
+/// An answerer whose offer came from the fake `peer`.
+async fn answering(peer: &UdpSocket, config: RtpUdpConfig) -> RtpUdpAnswerer {
+    let offer = RtpUdpDescription {
+        addr: peer.local_addr().unwrap(),
+        ssrcs: vec![],
+        srtp: None,
+    };
+    RtpUdpAnswerer::bind(config, Mode::Unreliable, &offer)
+        .await
+        .unwrap()
+}
+
 fn answer_probes(s: &UdpSocket, for_how_long: Duration) -> usize {
     let until = Instant::now() + for_how_long;
     let mut buf = [0u8; 2048];
@@ -78,17 +90,7 @@ async fn packets_from_unsignaled_addresses_and_are_counted_not_delivered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_datagrams_from_the_peer_are_counted_and_the_link_survives() {
     let peer = fake_peer();
-    let answerer = RtpUdpAnswerer::bind(
-        RtpUdpConfig::default(),
-        Mode::Unreliable,
-        &RtpUdpDescription {
-            addr: peer.local_addr().unwrap(),
-            ssrcs: vec![],
-            srtp: None,
-        },
-    )
-    .await
-    .unwrap();
+    let answerer = answering(&peer, RtpUdpConfig::default()).await;
     let target = answerer.answer().addr;
     let accept = tokio::spawn(answerer.accept());
     tokio::task::spawn_blocking({
@@ -125,17 +127,7 @@ async fn malformed_datagrams_from_the_peer_are_counted_and_the_link_survives() {
 async fn a_peer_that_vanishes_is_detected_within_the_liveness_timeout() {
     let timeout = Duration::from_millis(800);
     let peer = fake_peer();
-    let answerer = RtpUdpAnswerer::bind(
-        RtpUdpConfig::default().liveness_timeout(timeout),
-        Mode::Unreliable,
-        &RtpUdpDescription {
-            addr: peer.local_addr().unwrap(),
-            ssrcs: vec![],
-            srtp: None,
-        },
-    )
-    .await
-    .unwrap();
+    let answerer = answering(&peer, RtpUdpConfig::default().liveness_timeout(timeout)).await;
     let accept = tokio::spawn(answerer.accept());
     // Alive for 1 s (longer than the timeout: keepalives keep it up), then
     // silent without a goodbye, as a killed process would be.
