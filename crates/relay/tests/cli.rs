@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{Guard, RELAY, field, first_line, spawn};
+use common::{Guard, RELAY, free_udp_addr};
 
 /// Runs `relay args` to completion (bounded) and returns (exit ok, stdout, stderr).
 fn run(args: &[&str]) -> (bool, String, String) {
@@ -54,18 +54,9 @@ fn last_line(s: &str) -> &str {
     s.lines().last().unwrap_or("")
 }
 
-/// Starts `relay answer` and returns it with its signaling URL.
+/// Starts `relay answer` towards a throwaway `--out`.
 fn answer(extra: &[&str]) -> (Guard, String) {
-    let out = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
-    let mut args = vec!["answer", "--signal-listen", "127.0.0.1:0", "--out", &out];
-    args.extend_from_slice(extra);
-    let (child, mut stdout) = spawn(&args);
-    let url = field(&first_line(&mut stdout), "signal").to_string();
-    (child, url)
+    common::answer(&free_udp_addr(), extra)
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{field, first_line, spawn};
+use common::{answer, field, first_line, free_udp_addr, spawn};
 
 fn rtp(seq: u16) -> Vec<u8> {
     let mut p = vec![0x80, 96];
@@ -39,14 +39,9 @@ fn packets_and_rtcp_cross_and_ctrl_c_deletes_the_session() {
     let consumer = UdpSocket::bind("127.0.0.1:0").unwrap();
     consumer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let out = consumer.local_addr().unwrap().to_string();
-    let (_answer, mut aout) = spawn(&["answer", "--signal-listen", "127.0.0.1:0", "--out", &out]);
-    let url = field(&first_line(&mut aout), "signal").to_string();
+    let (_answer, url) = answer(&out, &[]);
 
-    let input = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
+    let input = free_udp_addr();
     let (mut offer, mut oout) = spawn(&[
         "offer",
         "--signal",
@@ -105,13 +100,8 @@ fn packets_and_rtcp_cross_and_ctrl_c_deletes_the_session() {
 fn offerer_notices_a_killed_answerer_within_the_liveness_timeout() {
     let consumer = UdpSocket::bind("127.0.0.1:0").unwrap();
     let out = consumer.local_addr().unwrap().to_string();
-    let (mut answer, mut aout) = spawn(&["answer", "--signal-listen", "127.0.0.1:0", "--out", &out]);
-    let url = field(&first_line(&mut aout), "signal").to_string();
-    let input = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
+    let (mut answer, url) = answer(&out, &[]);
+    let input = free_udp_addr();
     let (mut offer, mut oout) = spawn(&[
         "offer",
         "--signal",

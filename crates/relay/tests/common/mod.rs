@@ -58,3 +58,21 @@ pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
         .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
         .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
 }
+
+/// A loopback UDP address that was free a moment ago (bound, read, closed).
+pub fn free_udp_addr() -> String {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("bind a loopback UDP socket")
+        .to_string()
+}
+
+/// Starts `relay answer` relaying to `out` (plus `extra` flags) and returns
+/// it with its signaling URL.
+pub fn answer(out: &str, extra: &[&str]) -> (Guard, String) {
+    let mut args = vec!["answer", "--signal-listen", "127.0.0.1:0", "--out", out];
+    args.extend_from_slice(extra);
+    let (child, mut stdout) = spawn(&args);
+    let url = field(&first_line(&mut stdout), "signal").to_string();
+    (child, url)
+}
