@@ -390,6 +390,24 @@ impl Shared {
         liveness: &mut Liveness,
         inbound: &mut Option<SrtpContext>,
     ) {
+        // Cheap checks first, in the order every backend uses: size, then
+        // whether the bytes can be ours at all, then the source. Only the
+        // peer's plausible packets are parsed or decrypted.
+        if data.len() > self.max_datagram {
+            tracing::debug!(
+                len = data.len(),
+                max = self.max_datagram,
+                %from,
+                "dropping oversized datagram"
+            );
+            self.stats.on_drop(DropCause::TooLarge);
+            return;
+        }
+        if !plausible(&data) {
+            tracing::debug!(len = data.len(), %from, "dropping datagram that is neither RTP/RTCP nor STUN");
+            self.stats.on_drop(DropCause::Malformed);
+            return;
+        }
         if from != self.peer {
             self.stats.on_drop(DropCause::UnknownSource);
             if !self.warned_unknown_source.swap(true, Ordering::Relaxed) {
@@ -399,11 +417,7 @@ impl Shared {
         }
         let now = Instant::now();
         liveness.on_heard(now);
-        let Some(&first) = data.first() else {
-            self.stats.on_drop(DropCause::Malformed);
-            return;
-        };
-        if stun::looks_like_stun(first) {
+        if stun::looks_like_stun(data[0]) {
             match stun::decode(&data) {
                 Ok(Control::Probe(txid)) => self.send_control(&Control::ProbeReply(txid, Some(from))),
                 Ok(Control::ProbeReply(txid, _)) => {
@@ -433,15 +447,6 @@ impl Shared {
                     self.stats.on_drop(DropCause::Malformed);
                 }
             }
-            return;
-        }
-        if data.len() > self.max_datagram {
-            tracing::debug!(
-                len = data.len(),
-                max = self.max_datagram,
-                "dropping oversized datagram"
-            );
-            self.stats.on_drop(DropCause::Malformed);
             return;
         }
         let data = match inbound {
@@ -482,6 +487,22 @@ impl Shared {
                 self.stats.on_drop(DropCause::Malformed);
             }
         }
+    }
+}
+
+/// STUN header length (RFC 8489 section 5): a shorter datagram in the STUN
+/// range is a cut-off control message.
+const STUN_HEADER_LEN: usize = 20;
+
+/// Whether a datagram can be one of ours by its first byte and length
+/// (RFC 7983 demultiplexing: 0..=3 STUN, 128..=191 RTP/RTCP): checked
+/// before the source, without parsing, so garbage is counted as
+/// `malformed` whoever sent it and costs two comparisons.
+fn plausible(data: &[u8]) -> bool {
+    match data.first() {
+        Some(&first) if stun::looks_like_stun(first) => data.len() >= STUN_HEADER_LEN,
+        Some(_) => relay_core::classify(data).is_ok(),
+        None => false,
     }
 }
 
@@ -626,5 +647,28 @@ impl RelayLink for RtpUdpLink {
 
     fn close_reason(&self) -> Option<CloseReason> {
         self.shared.close.reason()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_stun_and_rtp_shaped_datagrams_are_plausible() {
+        let rtp = relay_core::build_rtp(96, 1, 0, 0x1234, b"x");
+        assert!(plausible(&rtp));
+        assert!(plausible(&[0x80, 200, 0, 1, 0, 0, 0, 1]), "RTCP");
+        assert!(plausible(&stun::encode(&Control::Probe([7; 12]))));
+        for garbage in [
+            &[][..],
+            &rtp[..11],                          // a cut RTP header
+            &[0x00, 0x01, 0x00, 0x00, 0x21][..], // a cut STUN header
+            &[0x16, 0xfe, 0xfd, 0, 0, 0, 0][..], // DTLS, not ours
+            &[0x40; 100][..],                    // a QUIC short header / RTP version 1
+            &[0xff; 1200][..],
+        ] {
+            assert!(!plausible(garbage), "{garbage:?}");
+        }
     }
 }

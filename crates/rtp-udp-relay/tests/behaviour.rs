@@ -119,7 +119,9 @@ async fn malformed_datagrams_from_the_peer_are_counted_and_the_link_survives() {
     peer.send_to(&build_rtp(96, 5, 0, 0x600D, b"ok"), target).unwrap();
     let p = tokio::time::timeout(BOUND, link.recv()).await.unwrap().unwrap();
     assert_eq!(p.ssrc(), 0x600D);
-    assert_eq!(link.stats().drops.malformed, garbage.len() as u64);
+    let drops = link.stats().drops;
+    assert_eq!(drops.malformed, garbage.len() as u64 - 1);
+    assert_eq!(drops.too_large, 1, "the oversized one");
     assert!(link.close_reason().is_none(), "garbage must not close the link");
 }
 
