@@ -10,6 +10,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::QuicError;
 use crate::roq::VARINT_MAX;
+use crate::socket::GuardedSocket;
 
 /// Path MTU assumed from the first packet (CRATES.md): with quinn's
 /// default of 1,200 the largest DATAGRAM is about 1,162 bytes until path
@@ -158,8 +159,18 @@ impl QuicConfig {
     }
 
     /// The UDP socket, with explicit buffer sizes, wrapped in a quinn
-    /// endpoint on the tokio runtime.
+    /// endpoint on the tokio runtime (tests that drive quinn directly).
+    #[cfg(test)]
     pub(crate) fn endpoint(&self, server: Option<quinn::ServerConfig>) -> Result<quinn::Endpoint, QuicError> {
+        self.guarded_endpoint(server).map(|(endpoint, _)| endpoint)
+    }
+
+    /// [`endpoint`](Self::endpoint), and the [`GuardedSocket`] under it
+    /// that counts what it drops.
+    pub(crate) fn guarded_endpoint(
+        &self,
+        server: Option<quinn::ServerConfig>,
+    ) -> Result<(quinn::Endpoint, Arc<GuardedSocket>), QuicError> {
         let io = |what: String| move |source| QuicError::Io { what, source };
         let socket = Socket::new(Domain::for_address(self.bind), Type::DGRAM, Some(Protocol::UDP))
             .map_err(io(format!("creating a UDP socket for {}", self.bind)))?;
@@ -185,12 +196,18 @@ impl QuicConfig {
         socket
             .set_nonblocking(true)
             .map_err(io("making the UDP socket non-blocking".to_string()))?;
-        quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
-            server,
-            socket.into(),
-            Arc::new(quinn::TokioRuntime),
-        )
-        .map_err(io(format!("starting the QUIC endpoint on {}", self.bind)))
+        let what = || format!("starting the QUIC endpoint on {}", self.bind);
+        let runtime = Arc::new(quinn::TokioRuntime);
+        let inner = quinn::Runtime::wrap_udp_socket(&*runtime, socket.into()).map_err(io(what()))?;
+        let mut endpoint_config = quinn::EndpointConfig::default();
+        // The guard drops packets whose fixed bit is clear (RFC 9000
+        // section 17), so peers must not grease it (RFC 9287).
+        endpoint_config.grease_quic_bit(false);
+        let max_udp_payload = endpoint_config.get_max_udp_payload_size() as usize;
+        let guard = Arc::new(GuardedSocket::new(inner, max_udp_payload));
+        let endpoint =
+            quinn::Endpoint::new_with_abstract_socket(endpoint_config, server, guard.clone(), runtime)
+                .map_err(io(what()))?;
+        Ok((endpoint, guard))
     }
 }

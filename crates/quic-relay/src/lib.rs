@@ -48,6 +48,7 @@ mod identity;
 mod link;
 pub mod roq;
 mod setup;
+mod socket;
 
 #[cfg(test)]
 mod raw_peer_tests;

@@ -28,6 +28,7 @@ use relay_core::{
 
 use crate::config::{MAX_STREAM_PACKET, MAX_STREAM_PACKET_RECEIVED};
 use crate::roq::{self, ErrorCode, StreamDecoder, StreamEvent};
+use crate::socket::GuardedSocket;
 use crate::{QuicConfig, QuicError};
 
 /// Packets the stream writer takes per write: enough to amortise the
@@ -66,6 +67,9 @@ struct Shared {
     /// taking quinn's connection lock.
     max_datagram_packet: AtomicUsize,
     malformed_logged: AtomicBool,
+    /// The socket under the endpoint: what it dropped before quinn saw it
+    /// is part of this link's drops.
+    guard: Arc<GuardedSocket>,
     /// Keeps the endpoint (socket and driver) alive as long as the link.
     _endpoint: quinn::Endpoint,
 }
@@ -75,12 +79,15 @@ impl QuicLink {
     /// and starts its tasks.
     pub(crate) async fn start(
         endpoint: quinn::Endpoint,
+        guard: Arc<GuardedSocket>,
         conn: quinn::Connection,
         mode: Mode,
         config: &QuicConfig,
         setup_time: Duration,
     ) -> Result<QuicLink, QuicError> {
         let peer = conn.remote_address();
+        // Established: from now on the socket hears only the peer.
+        guard.lock_peer(peer);
         if mode == Mode::Datagram && conn.max_datagram_size().is_none() {
             let what = "it did not negotiate QUIC DATAGRAM frames (RFC 9221), which datagram mode needs";
             close_with(&conn, ErrorCode::ExpectationUnmet, what);
@@ -128,6 +135,7 @@ impl QuicLink {
             malformed_logged: AtomicBool::new(false),
             mode,
             conn,
+            guard,
             _endpoint: endpoint,
         });
         shared.refresh_max_datagram_packet();
@@ -520,7 +528,9 @@ impl RelayLink for QuicLink {
 
     fn stats(&self) -> LinkStats {
         self.shared.stats.set_rtt(self.shared.conn.rtt());
-        self.shared.stats.snapshot()
+        let mut stats = self.shared.stats.snapshot();
+        self.shared.guard.drops().add_to(&mut stats.drops);
+        stats
     }
 
     fn close(&self) {

@@ -11,6 +11,7 @@ use relay_core::{Mode, QuicAnswer, QuicOffer};
 use tokio::task::JoinSet;
 
 use crate::identity::{Fingerprint, Identity, PinRecord, SERVER_NAME, client_tls, server_tls, tidy_reason};
+use crate::socket::GuardedSocket;
 use crate::{QuicConfig, QuicError, QuicLink};
 
 /// How long the handshake state is polled by yielding before falling back
@@ -47,6 +48,7 @@ pub struct QuicOfferer {
     mode: Mode,
     identity: Identity,
     endpoint: quinn::Endpoint,
+    guard: Arc<GuardedSocket>,
 }
 
 impl std::fmt::Debug for QuicOfferer {
@@ -64,12 +66,13 @@ impl QuicOfferer {
     pub async fn bind(config: QuicConfig, mode: Mode) -> Result<QuicOfferer, QuicError> {
         config.validate(mode)?;
         let identity = Identity::generate()?;
-        let endpoint = config.endpoint(None)?;
+        let (endpoint, guard) = config.guarded_endpoint(None)?;
         Ok(QuicOfferer {
             config,
             mode,
             identity,
             endpoint,
+            guard,
         })
     }
 
@@ -118,7 +121,15 @@ impl QuicOfferer {
             Ok(Err(e)) => return Err(refused(e)),
             Err(_) => return Err(QuicError::NoAnswer { peer, waited }),
         }
-        QuicLink::start(self.endpoint, conn, self.mode, &self.config, started.elapsed()).await
+        QuicLink::start(
+            self.endpoint,
+            self.guard,
+            conn,
+            self.mode,
+            &self.config,
+            started.elapsed(),
+        )
+        .await
     }
 }
 
@@ -209,6 +220,7 @@ pub struct QuicAnswerer {
     mode: Mode,
     identity: Identity,
     endpoint: quinn::Endpoint,
+    guard: Arc<GuardedSocket>,
     addr: SocketAddr,
 }
 
@@ -242,7 +254,7 @@ impl QuicAnswerer {
             .map_err(|e| QuicError::InvalidConfig(format!("TLS config unusable for QUIC: {e}")))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(tls));
         server.transport_config(config.transport()?);
-        let endpoint = config.endpoint(Some(server))?;
+        let (endpoint, guard) = config.guarded_endpoint(Some(server))?;
         let addr = endpoint.local_addr().map_err(|source| QuicError::Io {
             what: "reading the bound UDP address".to_string(),
             source,
@@ -252,6 +264,7 @@ impl QuicAnswerer {
             mode,
             identity,
             endpoint,
+            guard,
             addr,
         })
     }
@@ -295,7 +308,7 @@ impl QuicAnswerer {
                         // One link per answerer: refuse later connection attempts.
                         self.endpoint.set_server_config(None);
                         let setup = started.elapsed();
-                        return QuicLink::start(self.endpoint, conn, self.mode, &self.config, setup).await;
+                        return QuicLink::start(self.endpoint, self.guard, conn, self.mode, &self.config, setup).await;
                     }
                     Err(e) => {
                         let why = format!("{remote}: {}", tidy_reason(&e.to_string()));
