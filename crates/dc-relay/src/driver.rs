@@ -75,6 +75,42 @@ const MAX_DATAGRAM: usize = 65_536;
 /// sockets again, so a flood cannot starve the timers.
 const READ_BATCH: usize = 1024;
 
+/// Largest datagram a peer may send us: a jumbo frame's UDP payload
+/// (9,000-byte MTU less IPv4 and UDP headers). WebRTC stacks size their
+/// datagrams to the path MTU (ours: SCTP at 1,428 bytes in DTLS; browsers
+/// and pion read at most 1,460), so anything longer is not from a peer.
+const MAX_WIRE_DATAGRAM: usize = 8_972;
+/// RFC 8489 section 5: the STUN header.
+const STUN_HEADER_LEN: usize = 20;
+/// RFC 6347 section 4.1: the DTLS record header.
+const DTLS_HEADER_LEN: usize = 13;
+
+/// Why a datagram cannot be for this connection, or `None` to hand it to
+/// the stack. Cheapest test first, in the order every backend of the relay
+/// uses: size, then whether the bytes can be ours at all (RFC 7983
+/// demultiplexing: a data channel carries only STUN, first byte 0..=3, and
+/// DTLS, 20..=63, each at least a header long), then the source: once ICE
+/// has selected a pair, only its remote address is heard (`peer`). The
+/// stack would refuse all of these too, silently and after copying them
+/// through its pipeline; here they cost a few comparisons and a count.
+pub(crate) fn verdict(datagram: &[u8], from: SocketAddr, peer: Option<SocketAddr>) -> Option<DropCause> {
+    if datagram.len() > MAX_WIRE_DATAGRAM {
+        return Some(DropCause::TooLarge);
+    }
+    let shaped = match datagram.first() {
+        Some(0..=3) => datagram.len() >= STUN_HEADER_LEN,
+        Some(20..=63) => datagram.len() >= DTLS_HEADER_LEN,
+        _ => false,
+    };
+    if !shaped {
+        return Some(DropCause::Malformed);
+    }
+    match peer {
+        Some(peer) if peer != from => Some(DropCause::UnknownSource),
+        _ => None,
+    }
+}
+
 /// Shortest sleep between two timer wake-ups; see `run`.
 const MIN_TIMER_WAIT: Duration = Duration::from_millis(1);
 
@@ -160,6 +196,10 @@ pub(crate) struct Driver {
     /// A reliable inbox refused a packet since the last full read sweep, so
     /// SCTP may have parked a stream (see `read_messages`).
     parked: bool,
+    /// The remote address of the ICE pair in use, once known: datagrams
+    /// from anywhere else are dropped (see [`verdict`]). A relay link
+    /// does not follow an ICE restart or a peer that moves.
+    peer: Option<SocketAddr>,
 }
 
 enum Wake {
@@ -193,6 +233,7 @@ impl Driver {
             recv_buf: BytesMut::new(),
             deadline: Instant::now(),
             parked: false,
+            peer: None,
         }
     }
 
@@ -321,6 +362,12 @@ impl Driver {
                 }
                 match self.sockets[i].udp.try_recv_buf_from(&mut self.recv_buf) {
                     Ok((_, from)) => {
+                        if let Some(cause) = verdict(&self.recv_buf, from, self.peer) {
+                            self.shared.wire_drops.count(cause);
+                            // Reuse the space: nothing is split off.
+                            self.recv_buf.clear();
+                            continue;
+                        }
                         let message = self.recv_buf.split();
                         let local = self.sockets[i].local;
                         let input = TaggedBytesMut {
@@ -561,11 +608,48 @@ impl Driver {
             }
         }
         self.dc = Some(id);
+        self.lock_peer(now);
         if let Some(ch) = self.shared.channel.get() {
             ch.stats
                 .set_setup_time(now.saturating_duration_since(self.started));
         }
         self.shared.ready.send_replace(true);
+    }
+
+    /// Learns the remote address of the selected ICE pair (from the stats
+    /// report: `rtc` raises no public event that names it), after which
+    /// [`verdict`] drops datagrams from anywhere else.
+    fn lock_peer(&mut self, now: Instant) {
+        if self.peer.is_some() {
+            return;
+        }
+        let report = self.pc.get_stats(now, StatsSelector::None);
+        let entries: Vec<_> = report.iter().collect();
+        let selected = entries.iter().find_map(|e| match e {
+            RTCStatsReportEntry::Transport(t) if !t.selected_candidate_pair_id.is_empty() => {
+                Some(t.selected_candidate_pair_id.as_str())
+            }
+            _ => None,
+        });
+        let remote = entries.iter().find_map(|e| match e {
+            RTCStatsReportEntry::IceCandidatePair(p) if Some(p.stats.id.as_str()) == selected => {
+                Some(p.remote_candidate_id.as_str())
+            }
+            _ => None,
+        });
+        self.peer = entries.iter().find_map(|e| match e {
+            RTCStatsReportEntry::RemoteCandidate(c) if Some(c.stats.id.as_str()) == remote => {
+                let ip: std::net::IpAddr = c.address.as_deref()?.parse().ok()?;
+                Some(SocketAddr::new(ip, c.port))
+            }
+            _ => None,
+        });
+        match self.peer {
+            Some(peer) => tracing::debug!(%peer, "hearing only the selected ICE pair's remote address"),
+            None => tracing::warn!(
+                "the selected ICE pair's remote address is unknown; datagrams from other addresses are not filtered"
+            ),
+        }
     }
 
     fn sample_rtt(&mut self, now: Instant) {
@@ -667,6 +751,38 @@ async fn writable(sockets: &[Socket]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn datagrams_are_judged_by_size_then_shape_then_source() {
+        let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let stranger: SocketAddr = "127.0.0.2:4000".parse().unwrap();
+        let dtls = [&[23u8, 0xfe, 0xfd][..], &[0; 40]].concat();
+        let stun = [&[0u8, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42][..], &[0; 12]].concat();
+        for ok in [&dtls, &stun] {
+            assert_eq!(verdict(ok, peer, Some(peer)), None);
+            assert_eq!(verdict(ok, stranger, None), None, "before ICE selected a pair");
+            assert_eq!(verdict(ok, stranger, Some(peer)), Some(DropCause::UnknownSource));
+        }
+        for garbage in [
+            &[][..],
+            &dtls[..12],      // a cut DTLS record header
+            &stun[..19],      // a cut STUN header
+            &[0x80; 100][..], // RTP: not on a data-channel connection
+            &[0x41; 100][..], // QUIC short header
+            &[0xff; 1200][..],
+        ] {
+            assert_eq!(
+                verdict(garbage, peer, Some(peer)),
+                Some(DropCause::Malformed),
+                "{garbage:?}"
+            );
+        }
+        let mut big = dtls.clone();
+        big.resize(MAX_WIRE_DATAGRAM, 0);
+        assert_eq!(verdict(&big, peer, Some(peer)), None);
+        big.push(0);
+        assert_eq!(verdict(&big, stranger, Some(peer)), Some(DropCause::TooLarge));
+    }
 
     #[test]
     fn channel_types_map_to_relay_modes() {
