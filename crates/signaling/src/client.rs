@@ -2,6 +2,7 @@
 //! the sessions there.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,10 +11,17 @@ use http::{HeaderMap, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use relay_core::{OfferRequest, OfferResponse, SdpType, W3cDescription};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use crate::SessionInfo;
+use crate::tls::{PinRecord, pinned_client_config};
+use crate::{Fingerprint, SessionInfo};
+
+/// SNI sent when the host is not a valid DNS name or IP address. Nothing
+/// checks it: the pinned fingerprint is the identity.
+const FALLBACK_SERVER_NAME: &str = "sfu-relay";
 
 /// Default bound on one exchange, connect to last byte: an answerer that
 /// gathers ICE candidates takes well under a second; ten leaves room for a
@@ -97,6 +105,47 @@ pub enum ClientError {
         /// The server's `{"error": ...}` text, or the start of its body.
         message: String,
     },
+    /// The server is https and no fingerprint was given to check its
+    /// certificate against (there is no root store to check it with).
+    #[error(
+        "signaling server at {server} uses https, but no certificate fingerprint was given to check it; \
+         pass the answerer's fingerprint (--signal-fingerprint \"sha-256 AB:CD:…\", printed by the answerer at startup)"
+    )]
+    NoFingerprint {
+        /// The server's base address.
+        server: String,
+    },
+    /// A fingerprint was given for a plain http server, which has no
+    /// certificate to check.
+    #[error(
+        "a certificate fingerprint was given for {server}, which is plain http; \
+         use https://… if the server serves https, or drop the fingerprint"
+    )]
+    FingerprintOverHttp {
+        /// The server's base address.
+        server: String,
+    },
+    /// The server presented a certificate other than the pinned one.
+    #[error(
+        "signaling server at {server} presented a certificate with fingerprint {actual}, but {expected} was expected; \
+         check --signal-fingerprint against what the answerer printed (its certificate may have changed)"
+    )]
+    FingerprintMismatch {
+        /// The server's base address.
+        server: String,
+        /// The pinned fingerprint.
+        expected: Fingerprint,
+        /// The fingerprint of the certificate the server presented.
+        actual: Fingerprint,
+    },
+    /// The TLS handshake failed for another reason.
+    #[error("TLS handshake with signaling server at {server} failed: {reason}")]
+    Tls {
+        /// The server's base address.
+        server: String,
+        /// What went wrong, with a hint when the cause is clear.
+        reason: String,
+    },
     /// A success status with a body or headers this client cannot use.
     #[error("signaling server at {server} sent a reply to {what} this client cannot read: {reason}")]
     BadResponse {
@@ -129,7 +178,12 @@ fn human(d: Duration) -> String {
     }
 }
 
-/// A client for one signaling server. One TCP connection per request.
+/// A client for one signaling server. One TCP (or TLS) connection per
+/// request.
+///
+/// Over https the server's certificate is pinned by its SHA-256
+/// fingerprint (see [`with_fingerprint`](SignalingClient::with_fingerprint));
+/// there is no root store.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), relay_signaling::ClientError> {
@@ -159,6 +213,9 @@ pub struct SignalingClient {
     port: u16,
     /// Path prefix without a trailing slash (`""` or `"/relay"`).
     prefix: String,
+    /// `https://`.
+    https: bool,
+    fingerprint: Option<Fingerprint>,
     token: Option<String>,
     timeout: Duration,
 }
@@ -167,6 +224,7 @@ impl fmt::Debug for SignalingClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SignalingClient")
             .field("base", &self.base)
+            .field("fingerprint", &self.fingerprint)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("timeout", &self.timeout)
             .finish()
@@ -180,9 +238,11 @@ struct Reply {
 }
 
 impl SignalingClient {
-    /// A client for the server at `base`, `http://host:port` with an
-    /// optional path prefix (`http://10.0.0.2:8080/relay`). Anything else
-    /// (https, no scheme, a query) is an error saying what is expected.
+    /// A client for the server at `base`: `http://host:port` or
+    /// `https://host:port`, with an optional path prefix
+    /// (`http://10.0.0.2:8080/relay`). Anything else (no scheme, another
+    /// scheme, a query) is an error saying what is expected. An https
+    /// server also needs [`with_fingerprint`](SignalingClient::with_fingerprint).
     pub fn new(base: &str) -> Result<SignalingClient, ClientError> {
         let invalid = |reason: &str| ClientError::InvalidBase {
             base: base.to_owned(),
@@ -191,20 +251,16 @@ impl SignalingClient {
         let uri: Uri = base
             .parse()
             .map_err(|e: http::uri::InvalidUri| invalid(&format!("{e}; expected http://host:port")))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(invalid(
-                    "https is not supported; use http://host:port (terminate TLS in a proxy in front)",
-                ));
-            }
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
             Some(other) => {
                 return Err(invalid(&format!(
-                    "scheme {other} is not supported; use http://host:port"
+                    "scheme {other} is not supported; use http://host:port or https://host:port"
                 )));
             }
             None => return Err(invalid("missing http:// ; expected http://host:port")),
-        }
+        };
         let Some(authority) = uri.authority() else {
             return Err(invalid("missing host; expected http://host:port"));
         };
@@ -224,8 +280,10 @@ impl SignalingClient {
             base: base.trim_end_matches('/').to_owned(),
             authority: authority.as_str().to_owned(),
             host: host.to_owned(),
-            port: authority.port_u16().unwrap_or(80),
+            port: authority.port_u16().unwrap_or(if https { 443 } else { 80 }),
             prefix: uri.path().trim_end_matches('/').to_owned(),
+            https,
+            fingerprint: None,
             token: None,
             timeout: DEFAULT_CLIENT_TIMEOUT,
         })
@@ -235,6 +293,22 @@ impl SignalingClient {
     /// no header).
     pub fn with_token(mut self, token: Option<String>) -> Self {
         self.token = token;
+        self
+    }
+
+    /// Pins the https server's certificate: only a certificate whose
+    /// SHA-256 fingerprint is `fingerprint` is accepted (the handshake
+    /// signature is still verified, proving the server holds its key).
+    ///
+    /// ```
+    /// use relay_signaling::{Fingerprint, SignalingClient};
+    /// let fingerprint: Fingerprint = "sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:\
+    ///     00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF".parse()?;
+    /// let client = SignalingClient::new("https://10.0.0.2:8443")?.with_fingerprint(fingerprint);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_fingerprint(mut self, fingerprint: Fingerprint) -> Self {
+        self.fingerprint = Some(fingerprint);
         self
     }
 
@@ -370,10 +444,19 @@ impl SignalingClient {
         body: Option<Vec<u8>>,
         what: &str,
     ) -> Result<(StatusCode, Reply), ClientError> {
-        let http_err = |source| ClientError::Http {
-            server: self.base.clone(),
-            what: what.to_owned(),
-            source,
+        let pin = match (self.https, self.fingerprint) {
+            (true, Some(pin)) => Some(pin),
+            (true, None) => {
+                return Err(ClientError::NoFingerprint {
+                    server: self.base.clone(),
+                });
+            }
+            (false, Some(_)) => {
+                return Err(ClientError::FingerprintOverHttp {
+                    server: self.base.clone(),
+                });
+            }
+            (false, None) => None,
         };
         let stream = TcpStream::connect((self.host.as_str(), self.port))
             .await
@@ -382,7 +465,66 @@ impl SignalingClient {
                 source,
             })?;
         let _ = stream.set_nodelay(true);
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        match pin {
+            None => self.http(stream, method, path, body, what).await,
+            Some(pin) => {
+                let tls = self.tls_connect(stream, pin).await?;
+                self.http(tls, method, path, body, what).await
+            }
+        }
+    }
+
+    /// The client side of the TLS handshake, accepting only the pinned
+    /// certificate.
+    async fn tls_connect(
+        &self,
+        stream: TcpStream,
+        pin: Fingerprint,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ClientError> {
+        let record = Arc::new(PinRecord::default());
+        let config = pinned_client_config(pin, Arc::clone(&record)).map_err(|e| ClientError::Tls {
+            server: self.base.clone(),
+            reason: e.to_string(),
+        })?;
+        let name = ServerName::try_from(self.host.clone())
+            .unwrap_or_else(|_| ServerName::try_from(FALLBACK_SERVER_NAME).expect("a valid DNS name"));
+        match tokio_rustls::TlsConnector::from(config)
+            .connect(name, stream)
+            .await
+        {
+            Ok(tls) => Ok(tls),
+            Err(e) => Err(match record.refused() {
+                Some(actual) => ClientError::FingerprintMismatch {
+                    server: self.base.clone(),
+                    expected: pin,
+                    actual,
+                },
+                None => ClientError::Tls {
+                    server: self.base.clone(),
+                    reason: explain_tls(&e),
+                },
+            }),
+        }
+    }
+
+    /// One HTTP/1.1 request and its whole reply on a connected stream.
+    async fn http<I>(
+        &self,
+        io: I,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        what: &str,
+    ) -> Result<(StatusCode, Reply), ClientError>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let http_err = |source| ClientError::Http {
+            server: self.base.clone(),
+            what: what.to_owned(),
+            source,
+        };
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
             .map_err(http_err)?;
         // Drives the connection; ends when `sender` is dropped after the reply.
@@ -430,6 +572,25 @@ impl SignalingClient {
                 body: body.to_bytes(),
             },
         ))
+    }
+}
+
+/// A failed client handshake in an operator's words, with a hint when the
+/// cause is recognisable.
+fn explain_tls(e: &std::io::Error) -> String {
+    let rustls_error = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match rustls_error {
+        Some(rustls::Error::InvalidMessage(_)) => {
+            format!("{e}; the server did not answer in TLS: if it serves plain http, use http://host:port")
+        }
+        Some(_) => e.to_string(),
+        None if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "the server closed the connection during the handshake; check that it serves https on this port"
+                .into()
+        }
+        None => crate::describe_io(e),
     }
 }
 
@@ -483,14 +644,17 @@ mod tests {
         );
         assert_eq!(c.base, "http://[::1]:9000/relay");
         let c = SignalingClient::new("http://relay.example").unwrap();
-        assert_eq!((c.host.as_str(), c.port), ("relay.example", 80));
+        assert_eq!((c.host.as_str(), c.port, c.https), ("relay.example", 80, false));
+        let c = SignalingClient::new("https://relay.example").unwrap();
+        assert_eq!((c.host.as_str(), c.port, c.https), ("relay.example", 443, true));
+        let c = SignalingClient::new("https://127.0.0.1:8443/relay").unwrap();
+        assert_eq!((c.port, c.prefix.as_str(), c.https), (8443, "/relay", true));
     }
 
     #[test]
     fn unusable_base_addresses_say_what_is_expected() {
         for (base, want) in [
             ("127.0.0.1:8080", "expected http://host:port"),
-            ("https://127.0.0.1:8080", "https is not supported"),
             ("ftp://127.0.0.1", "scheme ftp is not supported"),
             ("http://u:p@127.0.0.1:8080", "--token"),
             ("http://127.0.0.1:8080/?x=1", "query string"),

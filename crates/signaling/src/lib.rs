@@ -77,19 +77,30 @@
 
 mod auth;
 mod client;
+mod fuzz;
+mod listener;
+pub mod metrics;
 mod offer;
 mod registry;
 mod reply;
 mod route;
 mod server;
 mod session;
+mod tls;
 
 pub use client::{ClientError, DEFAULT_CLIENT_TIMEOUT, SignalingClient};
 pub use server::{
-    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_SESSIONS, DEFAULT_REQUEST_READ_TIMEOUT, ServerConfig, ServerError,
-    SignalingServer,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_SESSIONS,
+    DEFAULT_REQUEST_READ_TIMEOUT, ServerConfig, ServerError, SignalingServer,
 };
 pub use session::{Accepted, AnswerError, Answerer, Session, SessionInfo, SessionState};
+pub use tls::{Fingerprint, InvalidFingerprint, TlsError, TlsIdentity};
+
+/// Entry points for the cargo-fuzz targets; not part of the API.
+#[doc(hidden)]
+pub mod __fuzz {
+    pub use crate::fuzz::request;
+}
 
 /// The OS error in the words an operator expects ("connection refused",
 /// "address in use"), falling back to the OS's own text.

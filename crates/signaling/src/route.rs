@@ -7,6 +7,8 @@ use http::Method;
 pub(crate) enum Route<'a> {
     /// `/healthz`
     Health,
+    /// `/metrics` (Prometheus text format)
+    Metrics,
     /// `/v1/sessions`
     Sessions,
     /// `/v1/sessions/{id}`
@@ -20,6 +22,9 @@ impl<'a> Route<'a> {
     pub(crate) fn parse(path: &'a str) -> Option<Route<'a>> {
         if path == "/healthz" {
             return Some(Route::Health);
+        }
+        if path == "/metrics" {
+            return Some(Route::Metrics);
         }
         let rest = path.strip_prefix("/v1/sessions")?;
         if rest.is_empty() {
@@ -36,7 +41,7 @@ impl<'a> Route<'a> {
     /// The methods this path accepts, for `405` and its `Allow` header.
     pub(crate) fn allowed(self) -> &'static [Method] {
         match self {
-            Route::Health | Route::SessionStats(_) => &[Method::GET],
+            Route::Health | Route::Metrics | Route::SessionStats(_) => &[Method::GET],
             Route::Sessions => &[Method::GET, Method::POST],
             Route::Session(_) => &[Method::GET, Method::DELETE],
         }
@@ -56,6 +61,7 @@ mod tests {
     #[test]
     fn known_paths() {
         assert_eq!(Route::parse("/healthz"), Some(Route::Health));
+        assert_eq!(Route::parse("/metrics"), Some(Route::Metrics));
         assert_eq!(Route::parse("/v1/sessions"), Some(Route::Sessions));
         assert_eq!(Route::parse("/v1/sessions/ab12"), Some(Route::Session("ab12")));
         assert_eq!(
@@ -86,6 +92,7 @@ mod tests {
     fn only_health_is_open() {
         assert!(!Route::Health.needs_token());
         assert!(Route::Sessions.needs_token());
+        assert!(Route::Metrics.needs_token());
         assert!(Route::SessionStats("a").needs_token());
     }
 }

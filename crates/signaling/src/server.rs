@@ -2,33 +2,32 @@
 //! registered [`Answerer`]s, and tracks the resulting sessions.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ALLOW, AUTHORIZATION, CONTENT_LENGTH, HeaderValue, LOCATION, WWW_AUTHENTICATE};
+use http::header::{ALLOW, CONTENT_LENGTH, HeaderValue, LOCATION};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use relay_core::{OfferResponse, Transport};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::auth::bearer_matches;
+use crate::listener::{self, ConnectionCounters, Handler, Limits, Listener, stopped};
+use crate::metrics::{self, LinkMetrics, MetricsSource, Role, ServerCounters, SessionRefusals};
 use crate::offer::{names, parse_offer};
-use crate::registry::{Entry, Registry};
+use crate::registry::{Entry, Refusal, Registry};
 use crate::reply::{self, Body};
 use crate::route::Route;
-use crate::{Answerer, SessionInfo, SessionState};
+use crate::tls::{Fingerprint, TlsIdentity};
+use crate::{AnswerError, Answerer, SessionInfo, SessionState};
 
 /// Default cap on a request body: an SDP offer with a few dozen candidates is
 /// under 8 KiB, so 64 KiB leaves room without letting a client make the
@@ -44,16 +43,19 @@ pub const DEFAULT_MAX_SESSIONS: usize = 1024;
 /// slowloris connections do not pile up.
 pub const DEFAULT_REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long open connections get to finish their request at shutdown.
-const CONNECTION_DRAIN: Duration = Duration::from_secs(5);
+/// Default cap on open connections. The offerer opens one connection per
+/// request and closes it, so a few dozen relays setting up at once stay far
+/// below; each connection costs a task and up to
+/// [`DEFAULT_MAX_HEADER_BYTES`] of buffer plus the body cap.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+
+/// Default cap on a request head (request line and headers): ours are well
+/// under 1 KiB; 16 KiB is what common proxies allow for a whole head.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// Bound on [`SignalingServer::shutdown`] waiting for the accept loop, which
-/// itself gives up on connections after [`CONNECTION_DRAIN`].
+/// itself gives up on connections after 5 s.
 const SHUTDOWN_BOUND: Duration = Duration::from_secs(6);
-
-/// Pause after a failed `accept` (typically out of file descriptors) so the
-/// loop does not spin while the condition lasts.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// How the server treats requests. `Default` plus builder-style setters:
 ///
@@ -62,14 +64,18 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// let config = ServerConfig::default()
 ///     .token(Some("s3cret".into()))
 ///     .max_body_bytes(32 * 1024)
-///     .max_sessions(64);
+///     .max_sessions(64)
+///     .max_connections(128);
 /// ```
 #[derive(Clone)]
 pub struct ServerConfig {
     token: Option<String>,
     max_body_bytes: usize,
     max_sessions: usize,
+    max_connections: usize,
+    max_header_bytes: usize,
     request_read_timeout: Duration,
+    tls: Option<TlsIdentity>,
 }
 
 impl Default for ServerConfig {
@@ -78,7 +84,10 @@ impl Default for ServerConfig {
             token: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_sessions: DEFAULT_MAX_SESSIONS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             request_read_timeout: DEFAULT_REQUEST_READ_TIMEOUT,
+            tls: None,
         }
     }
 }
@@ -89,7 +98,10 @@ impl fmt::Debug for ServerConfig {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_sessions", &self.max_sessions)
+            .field("max_connections", &self.max_connections)
+            .field("max_header_bytes", &self.max_header_bytes)
             .field("request_read_timeout", &self.request_read_timeout)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -116,12 +128,52 @@ impl ServerConfig {
         self
     }
 
-    /// Time a client has to send a request's headers, and again its body,
-    /// before the connection is dropped (default
-    /// [`DEFAULT_REQUEST_READ_TIMEOUT`]).
+    /// Time a client has to complete the TLS handshake (https), then to
+    /// send a request's headers, and again its body, before the connection
+    /// is dropped (default [`DEFAULT_REQUEST_READ_TIMEOUT`]). An idle
+    /// keep-alive connection gets the same time to start its next request.
     pub fn request_read_timeout(mut self, timeout: Duration) -> Self {
         self.request_read_timeout = timeout;
         self
+    }
+
+    /// Most connections open at once (at least 1); beyond, new connections
+    /// are closed as soon as they are accepted and a warning is logged at
+    /// most once per second (default [`DEFAULT_MAX_CONNECTIONS`]).
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections;
+        self
+    }
+
+    /// Largest request head (request line plus headers) accepted; larger is
+    /// `431` and the connection is closed (default
+    /// [`DEFAULT_MAX_HEADER_BYTES`]; hyper buffers at least 8 KiB whatever
+    /// this says).
+    pub fn max_header_bytes(mut self, bytes: usize) -> Self {
+        self.max_header_bytes = bytes;
+        self
+    }
+
+    /// Serves https with `identity` instead of plain http. The offerer pins
+    /// [`TlsIdentity::fingerprint`] with
+    /// [`SignalingClient::with_fingerprint`](crate::SignalingClient::with_fingerprint).
+    ///
+    /// ```
+    /// use relay_signaling::{ServerConfig, TlsIdentity};
+    /// let config = ServerConfig::default().tls(TlsIdentity::self_signed()?);
+    /// # Ok::<(), relay_signaling::TlsError>(())
+    /// ```
+    pub fn tls(mut self, identity: TlsIdentity) -> Self {
+        self.tls = Some(identity);
+        self
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_connections: self.max_connections,
+            max_header_bytes: self.max_header_bytes,
+            request_read_timeout: self.request_read_timeout,
+        }
     }
 }
 
@@ -146,7 +198,7 @@ pub enum ServerError {
 }
 
 /// What every connection task shares.
-struct State {
+pub(crate) struct State {
     config: ServerConfig,
     answerers: HashMap<Transport, Arc<dyn Answerer>>,
     /// The registered transports, in [`Transport::ALL`] order, for messages.
@@ -154,6 +206,141 @@ struct State {
     registry: Arc<Registry>,
     /// Becomes `true` at shutdown; session watchers and connections stop.
     stop: watch::Receiver<bool>,
+    sessions_created: AtomicU64,
+    refusals: RefusalCounters,
+    /// Filled in once the listener exists (it holds this state).
+    connections: std::sync::OnceLock<Arc<ConnectionGauge>>,
+}
+
+/// The listener's view that `/metrics` needs.
+pub(crate) struct ConnectionGauge {
+    counters: Arc<ConnectionCounters>,
+    slots: Arc<tokio::sync::Semaphore>,
+    max: usize,
+}
+
+/// [`SessionRefusals`], counted as they happen.
+#[derive(Default)]
+struct RefusalCounters {
+    unauthorized: AtomicU64,
+    bad_offer: AtomicU64,
+    too_large: AtomicU64,
+    timeout: AtomicU64,
+    session_limit: AtomicU64,
+    unavailable: AtomicU64,
+    internal: AtomicU64,
+}
+
+impl RefusalCounters {
+    fn snapshot(&self) -> SessionRefusals {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        SessionRefusals {
+            unauthorized: get(&self.unauthorized),
+            bad_offer: get(&self.bad_offer),
+            too_large: get(&self.too_large),
+            timeout: get(&self.timeout),
+            session_limit: get(&self.session_limit),
+            unavailable: get(&self.unavailable),
+            internal: get(&self.internal),
+        }
+    }
+
+    /// Counts a refused offer by the status it got.
+    fn count(&self, status: StatusCode) {
+        let counter = match status {
+            StatusCode::UNAUTHORIZED => &self.unauthorized,
+            StatusCode::PAYLOAD_TOO_LARGE => &self.too_large,
+            StatusCode::REQUEST_TIMEOUT => &self.timeout,
+            StatusCode::SERVICE_UNAVAILABLE => &self.unavailable,
+            s if s.is_server_error() => &self.internal,
+            _ => &self.bad_offer,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl State {
+    pub(crate) fn new(
+        config: ServerConfig,
+        answerers: HashMap<Transport, Arc<dyn Answerer>>,
+        stop: watch::Receiver<bool>,
+    ) -> State {
+        let registry = Registry::new(config.max_sessions);
+        let served = Transport::ALL
+            .into_iter()
+            .filter(|t| answerers.contains_key(t))
+            .collect();
+        State {
+            config,
+            answerers,
+            served,
+            registry,
+            stop,
+            sessions_created: AtomicU64::new(0),
+            refusals: RefusalCounters::default(),
+            connections: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The listener that serves this state.
+    pub(crate) fn listener(self: &Arc<Self>, what: &'static str) -> Listener<State> {
+        let tls = self.config.tls.as_ref().map(TlsIdentity::acceptor);
+        let listener = Listener::new(
+            what,
+            Arc::clone(self),
+            self.config.limits(),
+            tls,
+            self.stop.clone(),
+        );
+        let _ = self.connections.set(Arc::new(ConnectionGauge {
+            counters: Arc::clone(&listener.counters),
+            slots: Arc::clone(&listener.slots),
+            max: self.config.max_connections,
+        }));
+        listener
+    }
+
+    pub(crate) fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    fn counters(&self) -> ServerCounters {
+        let mut counters = ServerCounters {
+            sessions_created: self.sessions_created.load(Ordering::Relaxed),
+            sessions_refused: self.refusals.snapshot(),
+            ..ServerCounters::default()
+        };
+        if let Some(gauge) = self.connections.get() {
+            let max = gauge.max.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+            counters.connections_open = max.saturating_sub(gauge.slots.available_permits()) as u64;
+            counters.connections_accepted = gauge.counters.accepted.load(Ordering::Relaxed);
+            counters.connections_refused = gauge.counters.refused_limit.load(Ordering::Relaxed);
+            counters.tls_handshakes_failed = gauge.counters.tls_failed.load(Ordering::Relaxed);
+        }
+        counters
+    }
+
+    /// The `/metrics` text: every live session and the server's counters.
+    fn metrics(&self) -> String {
+        let links: Vec<LinkMetrics> = self
+            .registry
+            .list()
+            .into_iter()
+            .map(|(id, entry)| {
+                let info = info_of(id, &entry);
+                LinkMetrics {
+                    session: info.id,
+                    transport: info.transport,
+                    mode: info.mode,
+                    role: Role::Answer,
+                    state: info.state,
+                    stats: info.stats,
+                    extra: Vec::new(),
+                }
+            })
+            .collect();
+        metrics::render(&links, Some(&self.counters()))
+    }
 }
 
 /// The signaling HTTP server, serving in a background task from
@@ -164,7 +351,7 @@ struct State {
 /// session, but does not wait for open connections to finish.
 pub struct SignalingServer {
     local_addr: SocketAddr,
-    registry: Arc<Registry>,
+    state: Arc<State>,
     stop: watch::Sender<bool>,
     accept_loop: Option<JoinHandle<()>>,
 }
@@ -173,7 +360,8 @@ impl fmt::Debug for SignalingServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SignalingServer")
             .field("local_addr", &self.local_addr)
-            .field("sessions", &self.registry.ids().len())
+            .field("https", &self.state.config.tls.is_some())
+            .field("sessions", &self.state.registry.ids().len())
             .finish_non_exhaustive()
     }
 }
@@ -213,26 +401,61 @@ impl SignalingServer {
             .map_err(|source| ServerError::Bind { addr, source })?;
 
         let (stop, stop_rx) = watch::channel(false);
-        let registry = Registry::new(config.max_sessions);
-        let served = Transport::ALL
-            .into_iter()
-            .filter(|t| by_transport.contains_key(t))
-            .collect();
-        let state = Arc::new(State {
-            config,
-            answerers: by_transport,
-            served,
-            registry: Arc::clone(&registry),
-            stop: stop_rx,
-        });
-        info!(%local_addr, transports = %names(&state.served), "signaling server listening");
-        let accept_loop = tokio::spawn(accept_loop(listener, state));
+        let state = Arc::new(State::new(config, by_transport, stop_rx));
+        let shared = Arc::new(state.listener("signaling"));
+        match &state.config.tls {
+            Some(identity) => info!(
+                %local_addr,
+                transports = %names(&state.served),
+                fingerprint = %identity.fingerprint(),
+                "signaling server listening (https)"
+            ),
+            None => {
+                info!(%local_addr, transports = %names(&state.served), "signaling server listening (http)")
+            }
+        }
+        let accept_loop = tokio::spawn(listener::accept_loop(listener, shared));
         Ok(SignalingServer {
             local_addr,
-            registry,
+            state,
             stop,
             accept_loop: Some(accept_loop),
         })
+    }
+
+    /// The base address to give [`SignalingClient::new`](crate::SignalingClient::new):
+    /// `https://ip:port` when serving TLS, else `http://ip:port` (the bound
+    /// address: an unspecified `0.0.0.0` stays as is).
+    pub fn url(&self) -> String {
+        let scheme = if self.is_https() { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr)
+    }
+
+    /// Whether the server speaks https.
+    pub fn is_https(&self) -> bool {
+        self.state.config.tls.is_some()
+    }
+
+    /// SHA-256 fingerprint of the certificate the server presents (https
+    /// only): what the offerer pins with
+    /// [`SignalingClient::with_fingerprint`](crate::SignalingClient::with_fingerprint).
+    pub fn tls_fingerprint(&self) -> Option<Fingerprint> {
+        self.state.config.tls.as_ref().map(TlsIdentity::fingerprint)
+    }
+
+    /// The text `GET /metrics` serves now (Prometheus text format; see
+    /// [`metrics`](crate::metrics)).
+    pub fn metrics(&self) -> String {
+        self.state.metrics()
+    }
+
+    /// [`metrics`](SignalingServer::metrics) as a source for
+    /// [`serve_metrics`](crate::metrics::serve_metrics), to serve them on a
+    /// separate address as well. Keeps reporting (the last sessions and
+    /// counters) after the server stops.
+    pub fn metrics_source(&self) -> MetricsSource {
+        let state = Arc::clone(&self.state);
+        Arc::new(move || state.metrics())
     }
 
     /// The address the server listens on (with the port chosen by the OS if
@@ -243,7 +466,7 @@ impl SignalingServer {
 
     /// Ids of the live sessions, sorted.
     pub fn session_ids(&self) -> Vec<String> {
-        self.registry.ids()
+        self.state.registry.ids()
     }
 
     /// Stops accepting, closes every session ([`Session::close`](crate::Session::close)),
@@ -264,7 +487,7 @@ impl SignalingServer {
 
     fn stop_and_close_sessions(&self) {
         self.stop.send_replace(true);
-        for (id, entry) in self.registry.drain_for_shutdown() {
+        for (id, entry) in self.state.registry.drain_for_shutdown() {
             entry.session.close();
             info!(%id, transport = %entry.transport, mode = %entry.mode, "signaling session closed: server shutting down");
         }
@@ -279,72 +502,10 @@ impl Drop for SignalingServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<State>) {
-    let mut stop = state.stop.clone();
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = stopped(&mut stop) => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    connections.spawn(serve_connection(stream, peer, Arc::clone(&state)));
-                }
-                Err(e) => {
-                    warn!(error = %e, "signaling server cannot accept a connection");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                }
-            },
-            // Reap finished connections so the set does not grow.
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
+impl Handler for State {
+    fn handle(&self, req: Request<Incoming>) -> impl Future<Output = Response<Body>> + Send {
+        handle(self, req)
     }
-    drop(listener);
-    let drained = tokio::time::timeout(CONNECTION_DRAIN, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        warn!(
-            open = connections.len(),
-            "signaling connections still open at shutdown; dropping them"
-        );
-        connections.abort_all();
-    }
-}
-
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, state: Arc<State>) {
-    let _ = stream.set_nodelay(true);
-    let mut stop = state.stop.clone();
-    let service_state = Arc::clone(&state);
-    let service = service_fn(move |req| {
-        let state = Arc::clone(&service_state);
-        async move { Ok::<_, Infallible>(handle(&state, req).await) }
-    });
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(state.config.request_read_timeout);
-    let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), service));
-    tokio::select! {
-        result = conn.as_mut() => {
-            if let Err(e) = result {
-                debug!(%peer, error = %e, "signaling connection ended with an error");
-            }
-            return;
-        }
-        _ = stopped(&mut stop) => {}
-    }
-    // Finish the request in progress, if any, then close.
-    conn.as_mut().graceful_shutdown();
-    if let Err(e) = conn.await {
-        debug!(%peer, error = %e, "signaling connection ended with an error during shutdown");
-    }
-}
-
-/// Resolves once the server is stopping (or its handle is gone). Returns
-/// nothing: the `watch` guard must not live across an `.await`.
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
 /// Answers one request. Never panics; every refusal is a JSON error.
@@ -353,18 +514,14 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
     let Some(route) = Route::parse(&path) else {
         return reject(StatusCode::NOT_FOUND, format!("no such path {path}"));
     };
-    if let Some(token) = state.config.token.as_deref()
-        && route.needs_token()
-        && !bearer_matches(req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes), token)
+    if route.needs_token()
+        && let Some(refusal) = metrics::authorize(state.config.token.as_deref(), &req)
     {
-        let mut response = reject(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token; send Authorization: Bearer <token>",
-        );
-        response
-            .headers_mut()
-            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return response;
+        debug!(%path, "signaling request refused: missing or wrong bearer token");
+        if route == Route::Sessions && req.method() == Method::POST {
+            state.refusals.count(StatusCode::UNAUTHORIZED);
+        }
+        return refusal;
     }
     let method = req.method().clone();
     if !route.allowed().contains(&method) {
@@ -385,7 +542,14 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
     }
     match route {
         Route::Health => reply::json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
-        Route::Sessions if method == Method::POST => create_session(state, req).await,
+        Route::Metrics => metrics::exposition(state.metrics()),
+        Route::Sessions if method == Method::POST => {
+            let response = create_session(state, req).await;
+            if response.status() == StatusCode::CREATED {
+                state.sessions_created.fetch_add(1, Ordering::Relaxed);
+            }
+            response
+        }
         Route::Sessions => {
             let list: Vec<SessionInfo> = state
                 .registry
@@ -406,27 +570,35 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
 async fn create_session(state: &State, req: Request<Incoming>) -> Response<Body> {
     let body = match read_body(state, req).await {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(response) => {
+            state.refusals.count(response.status());
+            return response;
+        }
     };
     let offer = match parse_offer(&body, &state.served) {
         Ok(offer) => offer,
-        Err(message) => return reject(StatusCode::BAD_REQUEST, message),
+        Err(message) => return state.refuse(StatusCode::BAD_REQUEST, message),
     };
     let Some(answerer) = state.answerers.get(&offer.transport) else {
         // parse_offer only accepts served transports.
-        return reject(
+        return state.refuse(
             StatusCode::INTERNAL_SERVER_ERROR,
             "no answerer for a served transport",
         );
     };
     let reservation = match state.registry.reserve() {
         Ok(reservation) => reservation,
-        Err(refusal) => return reject(StatusCode::SERVICE_UNAVAILABLE, refusal.message()),
+        Err(refusal @ Refusal::Full(_)) => {
+            state.refusals.session_limit.fetch_add(1, Ordering::Relaxed);
+            return reject(StatusCode::SERVICE_UNAVAILABLE, refusal.message());
+        }
+        Err(refusal) => return state.refuse(StatusCode::SERVICE_UNAVAILABLE, refusal.message()),
     };
     let (transport, mode) = (offer.transport, offer.mode);
     let accepted = match answerer.answer(mode, offer.offer).await {
         Ok(accepted) => accepted,
-        Err(e) => return reject(e.status(), e.to_string()),
+        Err(e @ AnswerError::BadOffer(_)) => return state.refuse(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => return state.refuse(e.status(), e.to_string()),
     };
     let entry = Entry {
         transport,
@@ -437,7 +609,7 @@ async fn create_session(state: &State, req: Request<Incoming>) -> Response<Body>
         Ok(id) => id,
         Err(entry) => {
             entry.session.close();
-            return reject(
+            return state.refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the signaling server is shutting down",
             );
@@ -540,6 +712,14 @@ fn info_of(id: String, entry: &Entry) -> SessionInfo {
 
 fn no_session(id: &str) -> Response<Body> {
     reject(StatusCode::NOT_FOUND, format!("no session {id}"))
+}
+
+impl State {
+    /// [`reject`], counting the refused offer.
+    fn refuse(&self, status: StatusCode, message: impl Into<String>) -> Response<Body> {
+        self.refusals.count(status);
+        reject(status, message)
+    }
 }
 
 /// An error response, logged at debug level (refusals are the client's

@@ -1,0 +1,946 @@
+//! Link and server counters in the Prometheus text exposition format,
+//! version 0.0.4
+//! (<https://prometheus.io/docs/instrumenting/exposition_formats/>).
+//!
+//! The answerer's [`SignalingServer`](crate::SignalingServer) serves this on
+//! `GET /metrics`; a process without a signaling server (the offerer)
+//! renders its own links with [`render`] and serves them with
+//! [`serve_metrics`].
+//!
+//! Every metric is prefixed `relay_`; counters end in `_total`. Per-link
+//! metrics carry the labels `session`, `transport`, `mode` and `role`;
+//! drops are one metric with a `cause` label.
+//!
+//! ```
+//! use relay_core::{Mode, Transport};
+//! use relay_signaling::SessionState;
+//! use relay_signaling::metrics::{render, LinkMetrics, Role};
+//!
+//! let text = render(
+//!     &[LinkMetrics {
+//!         session: "ab12".into(),
+//!         transport: Transport::Quic,
+//!         mode: Mode::Datagram,
+//!         role: Role::Offer,
+//!         state: SessionState::Connecting,
+//!         stats: None,
+//!         extra: vec![],
+//!     }],
+//!     None,
+//! );
+//! assert!(text.contains(r#"relay_link_up{session="ab12",transport="quic",mode="datagram",role="offer"} 0"#));
+//! ```
+
+use std::fmt::{self, Write as _};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{
+    ALLOW, AUTHORIZATION, CONTENT_TYPE as CONTENT_TYPE_HEADER, HeaderValue, WWW_AUTHENTICATE,
+};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use relay_core::{LinkStats, Mode, Transport};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::SessionState;
+use crate::auth::bearer_matches;
+use crate::listener::{self, Handler, Limits, Listener};
+use crate::reply::{self, Body};
+use crate::server::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_REQUEST_READ_TIMEOUT};
+
+/// The `Content-Type` of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
+/// Bound on [`MetricsServer::shutdown`] waiting for its connections.
+const SHUTDOWN_BOUND: Duration = Duration::from_secs(6);
+
+/// Which side of the offer/answer exchange a link was set up from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// This process answered the offer (it runs the signaling server).
+    Answer,
+    /// This process sent the offer.
+    Offer,
+}
+
+impl Role {
+    /// `"answer"` or `"offer"`, the `role` label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Answer => "answer",
+            Role::Offer => "offer",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One link as `/metrics` reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkMetrics {
+    /// Session id (the `session` label).
+    pub session: String,
+    /// The transport carrying it.
+    pub transport: Transport,
+    /// Its delivery mode.
+    pub mode: Mode,
+    /// Whether this side answered or offered.
+    pub role: Role,
+    /// Connecting or up (`relay_link_up` 0 or 1).
+    pub state: SessionState,
+    /// Counters once the link is up.
+    pub stats: Option<LinkStats>,
+    /// More per-link values, each `(name suffix, help, value)`: rendered as
+    /// `relay_link_<suffix>`, a counter if the suffix ends in `_total`, a
+    /// gauge otherwise. Characters outside `[a-zA-Z0-9_]` become `_`.
+    pub extra: Vec<(&'static str, &'static str, u64)>,
+}
+
+/// Why `POST /v1/sessions` did not create a session, counted by cause
+/// (the `cause` label of `relay_signaling_sessions_refused_total`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionRefusals {
+    /// `401`: no or wrong bearer token.
+    pub unauthorized: u64,
+    /// `400`: a body that is not an offer this server can answer, or the
+    /// answerer refused it as bad.
+    pub bad_offer: u64,
+    /// `413`: body over the cap.
+    pub too_large: u64,
+    /// `408`: the body did not arrive in time.
+    pub timeout: u64,
+    /// `503`: `max_sessions` reached.
+    pub session_limit: u64,
+    /// `503`: the answerer could not take it now, or the server is shutting down.
+    pub unavailable: u64,
+    /// `500`: the answerer failed.
+    pub internal: u64,
+}
+
+impl SessionRefusals {
+    /// Every cause with its label value, in a fixed order.
+    pub fn by_cause(&self) -> [(&'static str, u64); 7] {
+        [
+            ("unauthorized", self.unauthorized),
+            ("bad_offer", self.bad_offer),
+            ("too_large", self.too_large),
+            ("timeout", self.timeout),
+            ("session_limit", self.session_limit),
+            ("unavailable", self.unavailable),
+            ("internal", self.internal),
+        ]
+    }
+}
+
+/// A signaling server's own counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerCounters {
+    /// Connections open now.
+    pub connections_open: u64,
+    /// Connections accepted since start.
+    pub connections_accepted: u64,
+    /// Connections closed at once because `max_connections` were open.
+    pub connections_refused: u64,
+    /// TLS handshakes that failed or did not finish in time (https only).
+    pub tls_handshakes_failed: u64,
+    /// Sessions created since start.
+    pub sessions_created: u64,
+    /// Offers refused, by cause.
+    pub sessions_refused: SessionRefusals,
+}
+
+/// Renders `links` (and, on the answerer, the signaling server's
+/// counters) in the text exposition format. `relay_sessions_active` is the
+/// number of links given.
+///
+/// Families without a sample (no link measures RTT yet, say) are left out
+/// entirely; HELP and TYPE appear once per family, before its samples.
+pub fn render(links: &[LinkMetrics], server: Option<&ServerCounters>) -> String {
+    let mut out = Exposition::default();
+    if let Some(s) = server {
+        out.family(
+            "relay_signaling_connections_open",
+            Kind::Gauge,
+            "Signaling connections open now.",
+            [(String::new(), Value::U(s.connections_open))],
+        );
+        out.family(
+            "relay_signaling_connections_accepted_total",
+            Kind::Counter,
+            "Signaling connections accepted.",
+            [(String::new(), Value::U(s.connections_accepted))],
+        );
+        out.family(
+            "relay_signaling_connections_refused_total",
+            Kind::Counter,
+            "Signaling connections closed without serving them, by cause.",
+            [
+                (cause_label("connection_limit"), Value::U(s.connections_refused)),
+                (cause_label("tls_handshake"), Value::U(s.tls_handshakes_failed)),
+            ],
+        );
+        out.family(
+            "relay_signaling_sessions_created_total",
+            Kind::Counter,
+            "Sessions created by an answered offer.",
+            [(String::new(), Value::U(s.sessions_created))],
+        );
+        out.family(
+            "relay_signaling_sessions_refused_total",
+            Kind::Counter,
+            "Offers refused, by cause.",
+            s.sessions_refused
+                .by_cause()
+                .map(|(cause, n)| (cause_label(cause), Value::U(n))),
+        );
+    }
+    out.family(
+        "relay_sessions_active",
+        Kind::Gauge,
+        "Relay sessions live now (connecting or up).",
+        [(String::new(), Value::U(links.len() as u64))],
+    );
+
+    let labelled: Vec<(String, &LinkMetrics)> = links.iter().map(|l| (link_labels(l), l)).collect();
+    let per_link = |f: &dyn Fn(&LinkMetrics) -> Option<Value>| -> Vec<(String, Value)> {
+        labelled
+            .iter()
+            .filter_map(|(labels, link)| f(link).map(|v| (labels.clone(), v)))
+            .collect()
+    };
+    let stat =
+        |f: fn(&LinkStats) -> Option<Value>| per_link(&move |l: &LinkMetrics| l.stats.as_ref().and_then(f));
+
+    out.family(
+        "relay_link_up",
+        Kind::Gauge,
+        "1 when the link is up, 0 while it is being established.",
+        per_link(&|l| Some(Value::U(u64::from(l.state == SessionState::Up)))),
+    );
+    let counters: [StatFamily; 6] = [
+        (
+            "relay_link_packets_sent_total",
+            "Packets (RTP and RTCP) handed to the transport.",
+            |s| Some(Value::U(s.packets_sent)),
+        ),
+        (
+            "relay_link_bytes_sent_total",
+            "Bytes of the packets handed to the transport.",
+            |s| Some(Value::U(s.bytes_sent)),
+        ),
+        (
+            "relay_link_packets_received_total",
+            "Packets (RTP and RTCP) delivered by the transport.",
+            |s| Some(Value::U(s.packets_received)),
+        ),
+        (
+            "relay_link_bytes_received_total",
+            "Bytes of the packets delivered by the transport.",
+            |s| Some(Value::U(s.bytes_received)),
+        ),
+        (
+            "relay_link_rtcp_packets_sent_total",
+            "RTCP packets among the packets sent.",
+            |s| Some(Value::U(s.rtcp_sent)),
+        ),
+        (
+            "relay_link_rtcp_packets_received_total",
+            "RTCP packets among the packets received.",
+            |s| Some(Value::U(s.rtcp_received)),
+        ),
+    ];
+    for (name, help, f) in counters {
+        out.family(name, Kind::Counter, help, stat(f));
+    }
+
+    let drops: Vec<(String, Value)> = labelled
+        .iter()
+        .filter_map(|(labels, link)| link.stats.as_ref().map(|s| (labels, s.drops)))
+        .flat_map(|(labels, d)| {
+            [
+                ("send_queue_full", d.send_queue_full),
+                ("receive_queue_full", d.receive_queue_full),
+                ("too_large", d.too_large),
+                ("unknown_source", d.unknown_source),
+                ("malformed", d.malformed),
+                ("unauthenticated", d.unauthenticated),
+            ]
+            .map(|(cause, n)| (format!("{labels},{}", cause_label(cause)), Value::U(n)))
+        })
+        .collect();
+    out.family(
+        "relay_link_dropped_packets_total",
+        Kind::Counter,
+        "Packets the relay itself dropped, by cause.",
+        drops,
+    );
+
+    let gauges: [StatFamily; 5] = [
+        (
+            "relay_link_packets_lost",
+            "Packets lost over all received SSRCs (RFC 3550 A.3 cumulative loss; negative when duplicates outnumber losses).",
+            |s| {
+                (!s.received_ssrcs.is_empty())
+                    .then(|| Value::I(s.received_ssrcs.iter().map(|r| r.lost).sum()))
+            },
+        ),
+        (
+            "relay_link_jitter_seconds",
+            "Interarrival jitter (RFC 3550 A.8) of the worst received SSRC.",
+            |s| {
+                s.received_ssrcs
+                    .iter()
+                    .map(|r| r.jitter_ms / 1000.0)
+                    .reduce(f64::max)
+                    .map(Value::F)
+            },
+        ),
+        (
+            "relay_link_rtt_seconds",
+            "Round-trip time, where the transport measures one.",
+            |s| s.rtt.map(|d| Value::F(d.as_secs_f64())),
+        ),
+        (
+            "relay_link_setup_seconds",
+            "Time from starting to establish the link to it being ready.",
+            |s| s.setup_time.map(|d| Value::F(d.as_secs_f64())),
+        ),
+        (
+            "relay_link_uptime_seconds",
+            "Time since the link was created.",
+            |s| s.uptime.map(|d| Value::F(d.as_secs_f64())),
+        ),
+    ];
+    for (name, help, f) in gauges {
+        out.family(name, Kind::Gauge, help, stat(f));
+    }
+
+    // Extra families, in the order they first appear.
+    let mut suffixes: Vec<(&'static str, &'static str)> = Vec::new();
+    for link in links {
+        for (suffix, help, _) in &link.extra {
+            if !suffixes.iter().any(|(s, _)| s == suffix) {
+                suffixes.push((suffix, help));
+            }
+        }
+    }
+    for (suffix, help) in suffixes {
+        let samples = per_link(&|l| {
+            l.extra
+                .iter()
+                .find(|(s, _, _)| *s == suffix)
+                .map(|(_, _, v)| Value::U(*v))
+        });
+        let kind = if suffix.ends_with("_total") {
+            Kind::Counter
+        } else {
+            Kind::Gauge
+        };
+        out.family(
+            &format!("relay_link_{}", metric_name_part(suffix)),
+            kind,
+            help,
+            samples,
+        );
+    }
+    out.text
+}
+
+/// A per-link family read from [`LinkStats`]: name, help, value (none: no
+/// sample for that link).
+type StatFamily = (&'static str, &'static str, fn(&LinkStats) -> Option<Value>);
+
+/// `session="…",transport="…",mode="…",role="…"`.
+fn link_labels(link: &LinkMetrics) -> String {
+    format!(
+        "session=\"{}\",transport=\"{}\",mode=\"{}\",role=\"{}\"",
+        escape_label(&link.session),
+        link.transport,
+        link.mode,
+        link.role
+    )
+}
+
+fn cause_label(cause: &str) -> String {
+    format!("cause=\"{}\"", escape_label(cause))
+}
+
+/// A label value as the format requires: `\`, `"` and line feed escaped.
+fn escape_label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// HELP text as the format requires: `\` and line feed escaped.
+fn escape_help(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// Keeps a metric name to `[a-zA-Z0-9_]`.
+fn metric_name_part(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+#[derive(Clone, Copy)]
+enum Value {
+    U(u64),
+    I(i64),
+    F(f64),
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Value::U(v) => write!(f, "{v}"),
+            Value::I(v) => write!(f, "{v}"),
+            // The format takes Go's float syntax: NaN, +Inf, -Inf.
+            Value::F(v) if v.is_nan() => f.write_str("NaN"),
+            Value::F(v) if v.is_infinite() => f.write_str(if v > 0.0 { "+Inf" } else { "-Inf" }),
+            Value::F(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    /// One family: HELP, TYPE, then a line per sample; nothing if there is
+    /// no sample.
+    fn family(
+        &mut self,
+        name: &str,
+        kind: Kind,
+        help: &str,
+        samples: impl IntoIterator<Item = (String, Value)>,
+    ) {
+        let mut samples = samples.into_iter().peekable();
+        if samples.peek().is_none() {
+            return;
+        }
+        let kind = match kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        };
+        // Writing to a String cannot fail.
+        let _ = writeln!(self.text, "# HELP {name} {}", escape_help(help));
+        let _ = writeln!(self.text, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            if labels.is_empty() {
+                let _ = writeln!(self.text, "{name} {value}");
+            } else {
+                let _ = writeln!(self.text, "{name}{{{labels}}} {value}");
+            }
+        }
+    }
+}
+
+/// The text for `/metrics`, produced afresh on every scrape.
+pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// A tiny HTTP server answering `GET /metrics` (bearer token if one is
+/// set) and `GET /healthz` (no token), `404` otherwise, with the signaling
+/// server's connection cap, header limit and read timeout. Serves until
+/// [`shutdown`](MetricsServer::shutdown) or drop.
+pub struct MetricsServer {
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    accept_loop: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for MetricsServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetricsServer")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MetricsServer {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `http://addr/metrics`.
+    pub fn url(&self) -> String {
+        format!("http://{}/metrics", self.local_addr)
+    }
+
+    /// Stops accepting and waits (about 6 s at most) for open scrapes to
+    /// finish.
+    pub async fn shutdown(mut self) {
+        self.stop.send_replace(true);
+        let Some(task) = self.accept_loop.take() else {
+            return;
+        };
+        let abort = task.abort_handle();
+        if tokio::time::timeout(SHUTDOWN_BOUND, task).await.is_err() {
+            abort.abort();
+        }
+        info!(addr = %self.local_addr, "metrics server stopped");
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}
+
+/// Serves `source()` on `GET /metrics` at `addr`, for a process that has no
+/// signaling server (the offerer). `token`: the bearer token scrapes must
+/// carry, as on the signaling server.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// use std::sync::Arc;
+/// use relay_signaling::metrics::{render, serve_metrics};
+///
+/// let server = serve_metrics("127.0.0.1:0".parse().unwrap(), None, Arc::new(|| render(&[], None))).await?;
+/// println!("metrics on {}", server.url());
+/// server.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub async fn serve_metrics(
+    addr: SocketAddr,
+    token: Option<String>,
+    source: MetricsSource,
+) -> io::Result<MetricsServer> {
+    if token.as_deref() == Some("") {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the metrics token is empty; pass a non-empty token or none",
+        ));
+    }
+    let listener = TcpListener::bind(addr).await.map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot listen for metrics on {addr}: {}", crate::describe_io(&e)),
+        )
+    })?;
+    let local_addr = listener.local_addr()?;
+    let (stop, stop_rx) = watch::channel(false);
+    let limits = Limits {
+        max_connections: DEFAULT_MAX_CONNECTIONS,
+        max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+        request_read_timeout: DEFAULT_REQUEST_READ_TIMEOUT,
+    };
+    let handler = Arc::new(MetricsHandler { token, source });
+    let shared = Arc::new(Listener::new("metrics", handler, limits, None, stop_rx));
+    info!(%local_addr, "metrics server listening");
+    let accept_loop = tokio::spawn(listener::accept_loop(listener, shared));
+    Ok(MetricsServer {
+        local_addr,
+        stop,
+        accept_loop: Some(accept_loop),
+    })
+}
+
+struct MetricsHandler {
+    token: Option<String>,
+    source: MetricsSource,
+}
+
+impl Handler for MetricsHandler {
+    fn handle(&self, req: Request<Incoming>) -> impl Future<Output = Response<Body>> + Send {
+        let response = match req.uri().path() {
+            "/healthz" if req.method() == Method::GET => {
+                reply::json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+            }
+            "/metrics" if req.method() == Method::GET => {
+                match authorize(self.token.as_deref(), &req) {
+                    Some(refusal) => refusal,
+                    None => {
+                        let source = Arc::clone(&self.source);
+                        // A panicking source must not take the server down.
+                        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| source())) {
+                            Ok(text) => exposition(text),
+                            Err(_) => {
+                                warn!("the metrics source panicked");
+                                reply::error(StatusCode::INTERNAL_SERVER_ERROR, "cannot render the metrics")
+                            }
+                        }
+                    }
+                }
+            }
+            "/healthz" | "/metrics" => {
+                let mut response = reply::error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("{} is not allowed; allowed: GET", req.method()),
+                );
+                response
+                    .headers_mut()
+                    .insert(ALLOW, HeaderValue::from_static("GET"));
+                response
+            }
+            path => reply::error(
+                StatusCode::NOT_FOUND,
+                format!("no such path {path}; this server answers GET /metrics and GET /healthz"),
+            ),
+        };
+        std::future::ready(response)
+    }
+}
+
+/// `None` if the request may pass, else the `401`.
+pub(crate) fn authorize<B>(token: Option<&str>, req: &Request<B>) -> Option<Response<Body>> {
+    let token = token?;
+    if bearer_matches(req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes), token) {
+        return None;
+    }
+    let mut response = reply::error(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong bearer token; send Authorization: Bearer <token>",
+    );
+    response
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    Some(response)
+}
+
+/// `200` with the exposition text.
+pub(crate) fn exposition(text: String) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE_HEADER, HeaderValue::from_static(CONTENT_TYPE));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use relay_core::{Drops, SsrcReceived};
+
+    fn stats() -> LinkStats {
+        LinkStats {
+            transport: Transport::RtpUdp,
+            mode: Mode::Unreliable,
+            packets_sent: 10,
+            bytes_sent: 12_000,
+            packets_received: 9,
+            bytes_received: 10_800,
+            rtcp_sent: 1,
+            rtcp_received: 2,
+            drops: Drops {
+                send_queue_full: 1,
+                receive_queue_full: 2,
+                too_large: 3,
+                unknown_source: 4,
+                malformed: 5,
+                unauthenticated: 6,
+            },
+            rtt: Some(Duration::from_millis(25)),
+            setup_time: None,
+            uptime: Some(Duration::from_secs(3)),
+            sent_ssrcs: vec![],
+            received_ssrcs: vec![
+                SsrcReceived {
+                    ssrc: 1,
+                    packets: 5,
+                    bytes: 6000,
+                    expected: 7,
+                    lost: 2,
+                    jitter: 90.0,
+                    clock_rate: 90_000,
+                    jitter_ms: 1.0,
+                },
+                SsrcReceived {
+                    ssrc: 2,
+                    packets: 4,
+                    bytes: 4800,
+                    expected: 4,
+                    lost: -1,
+                    jitter: 180.0,
+                    clock_rate: 90_000,
+                    jitter_ms: 2.5,
+                },
+            ],
+        }
+    }
+
+    fn links() -> Vec<LinkMetrics> {
+        vec![
+            LinkMetrics {
+                session: "ab12".into(),
+                transport: Transport::RtpUdp,
+                mode: Mode::Unreliable,
+                role: Role::Answer,
+                state: SessionState::Up,
+                stats: Some(stats()),
+                extra: vec![("retransmits_total", "Retransmitted packets.", 7)],
+            },
+            LinkMetrics {
+                session: "we\"ird\\id\n".into(),
+                transport: Transport::Quic,
+                mode: Mode::Datagram,
+                role: Role::Offer,
+                state: SessionState::Connecting,
+                stats: None,
+                extra: vec![],
+            },
+        ]
+    }
+
+    fn server() -> ServerCounters {
+        ServerCounters {
+            connections_open: 2,
+            connections_accepted: 40,
+            connections_refused: 3,
+            tls_handshakes_failed: 1,
+            sessions_created: 5,
+            sessions_refused: SessionRefusals {
+                unauthorized: 1,
+                bad_offer: 2,
+                session_limit: 3,
+                ..SessionRefusals::default()
+            },
+        }
+    }
+
+    const EXPECTED: &str = r#"# HELP relay_signaling_connections_open Signaling connections open now.
+# TYPE relay_signaling_connections_open gauge
+relay_signaling_connections_open 2
+# HELP relay_signaling_connections_accepted_total Signaling connections accepted.
+# TYPE relay_signaling_connections_accepted_total counter
+relay_signaling_connections_accepted_total 40
+# HELP relay_signaling_connections_refused_total Signaling connections closed without serving them, by cause.
+# TYPE relay_signaling_connections_refused_total counter
+relay_signaling_connections_refused_total{cause="connection_limit"} 3
+relay_signaling_connections_refused_total{cause="tls_handshake"} 1
+# HELP relay_signaling_sessions_created_total Sessions created by an answered offer.
+# TYPE relay_signaling_sessions_created_total counter
+relay_signaling_sessions_created_total 5
+# HELP relay_signaling_sessions_refused_total Offers refused, by cause.
+# TYPE relay_signaling_sessions_refused_total counter
+relay_signaling_sessions_refused_total{cause="unauthorized"} 1
+relay_signaling_sessions_refused_total{cause="bad_offer"} 2
+relay_signaling_sessions_refused_total{cause="too_large"} 0
+relay_signaling_sessions_refused_total{cause="timeout"} 0
+relay_signaling_sessions_refused_total{cause="session_limit"} 3
+relay_signaling_sessions_refused_total{cause="unavailable"} 0
+relay_signaling_sessions_refused_total{cause="internal"} 0
+# HELP relay_sessions_active Relay sessions live now (connecting or up).
+# TYPE relay_sessions_active gauge
+relay_sessions_active 2
+# HELP relay_link_up 1 when the link is up, 0 while it is being established.
+# TYPE relay_link_up gauge
+relay_link_up{session="ab12",transport="rtp-udp",mode="unreliable",role="answer"} 1
+relay_link_up{session="we\"ird\\id\n",transport="quic",mode="datagram",role="offer"} 0
+# HELP relay_link_packets_sent_total Packets (RTP and RTCP) handed to the transport.
+# TYPE relay_link_packets_sent_total counter
+relay_link_packets_sent_total{session="ab12",transport="rtp-udp",mode="unreliable",role="answer"} 10
+# HELP relay_link_bytes_sent_total Bytes of the packets handed to the transport.
+# TYPE relay_link_bytes_sent_total counter
+relay_link_bytes_sent_total{session="ab12",transport="rtp-udp",mode="unreliable",role="answer"} 12000
+# HELP relay_link_packets_received_total Packets (RTP and RTCP) delivered by the transport.
+# TYPE relay_link_packets_received_total counter
+relay_link_packets_received_total{session="ab12",transport="rtp-udp",mode="unreliable",role="answer"} 9
+# HELP relay_link_bytes_received_total Bytes of the packets delivered by the transport.
+# TYPE relay_link_bytes_received_total counter
+relay_link_bytes_received_total{session="ab12",transport="rtp-udp",mode="unreliable",role="answer"} 10800
+# HELP relay_link_rtcp_packets_sent_total RTCP packets among the packets sent.
+# TYPE relay_link_rtcp_packets_sent_total counter
+relay_link_rtcp_packets_sent_total{session="ab12",transport="rtp-udp",mode="unreliable",role="answer"} 1
+# HELP relay_link_rtcp_packets_received_total RTCP packets among the packets received.
+# TYPE relay_link_rtcp_packets_received_total counter
+relay_link_rtcp_packets_received_total{session="ab12",transport="rtp-udp",mode="unreliable",role="answer"} 2
+# HELP relay_link_dropped_packets_total Packets the relay itself dropped, by cause.
+# TYPE relay_link_dropped_packets_total counter
+relay_link_dropped_packets_total{session="ab12",transport="rtp-udp",mode="unreliable",role="answer",cause="send_queue_full"} 1
+relay_link_dropped_packets_total{session="ab12",transport="rtp-udp",mode="unreliable",role="answer",cause="receive_queue_full"} 2
+relay_link_dropped_packets_total{session="ab12",transport="rtp-udp",mode="unreliable",role="answer",cause="too_large"} 3
+relay_link_dropped_packets_total{session="ab12",transport="rtp-udp",mode="unreliable",role="answer",cause="unknown_source"} 4
+relay_link_dropped_packets_total{session="ab12",transport="rtp-udp",mode="unreliable",role="answer",cause="malformed"} 5
+relay_link_dropped_packets_total{session="ab12",transport="rtp-udp",mode="unreliable",role="answer",cause="unauthenticated"} 6
+# HELP relay_link_packets_lost Packets lost over all received SSRCs (RFC 3550 A.3 cumulative loss; negative when duplicates outnumber losses).
+# TYPE relay_link_packets_lost gauge
+relay_link_packets_lost{session="ab12",transport="rtp-udp",mode="unreliable",role="answer"} 1
+# HELP relay_link_jitter_seconds Interarrival jitter (RFC 3550 A.8) of the worst received SSRC.
+# TYPE relay_link_jitter_seconds gauge
+relay_link_jitter_seconds{session="ab12",transport="rtp-udp",mode="unreliable",role="answer"} 0.0025
+# HELP relay_link_rtt_seconds Round-trip time, where the transport measures one.
+# TYPE relay_link_rtt_seconds gauge
+relay_link_rtt_seconds{session="ab12",transport="rtp-udp",mode="unreliable",role="answer"} 0.025
+# HELP relay_link_uptime_seconds Time since the link was created.
+# TYPE relay_link_uptime_seconds gauge
+relay_link_uptime_seconds{session="ab12",transport="rtp-udp",mode="unreliable",role="answer"} 3
+# HELP relay_link_retransmits_total Retransmitted packets.
+# TYPE relay_link_retransmits_total counter
+relay_link_retransmits_total{session="ab12",transport="rtp-udp",mode="unreliable",role="answer"} 7
+"#;
+
+    #[test]
+    fn renders_the_exact_exposition_text() {
+        let text = render(&links(), Some(&server()));
+        if text != EXPECTED {
+            for (i, (got, want)) in text.lines().zip(EXPECTED.lines()).enumerate() {
+                assert_eq!(got, want, "line {}", i + 1);
+            }
+            assert_eq!(text, EXPECTED);
+        }
+    }
+
+    /// The line format of version 0.0.4, checked strictly enough to catch
+    /// a missing escape, a stray space or a repeated HELP.
+    pub(crate) fn check_exposition(text: &str) -> Result<(), String> {
+        use std::collections::HashSet;
+        if !text.is_empty() && !text.ends_with('\n') {
+            return Err("no final line feed".into());
+        }
+        let mut helped = HashSet::new();
+        let mut typed = HashSet::new();
+        let mut current: Option<String> = None;
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && !n.starts_with(|c: char| c.is_ascii_digit())
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+        };
+        for (i, line) in text.lines().enumerate() {
+            let err = |what: &str| Err(format!("line {}: {what}: {line:?}", i + 1));
+            if let Some(rest) = line.strip_prefix("# ") {
+                let mut parts = rest.splitn(3, ' ');
+                let (Some(keyword), Some(name)) = (parts.next(), parts.next()) else {
+                    return err("short comment");
+                };
+                if !name_ok(name) {
+                    return err("bad metric name");
+                }
+                match keyword {
+                    "HELP" if !helped.insert(name.to_owned()) => return err("HELP twice"),
+                    "TYPE" if !typed.insert(name.to_owned()) => return err("TYPE twice"),
+                    "TYPE" if !matches!(parts.next(), Some("counter" | "gauge")) => return err("bad type"),
+                    "HELP" | "TYPE" => current = Some(name.to_owned()),
+                    _ => return err("unknown comment"),
+                }
+                continue;
+            }
+            let (series, value) = match line.rsplit_once(' ') {
+                Some(parts) => parts,
+                None => return err("no value"),
+            };
+            if value.parse::<f64>().is_err() && !matches!(value, "NaN" | "+Inf" | "-Inf") {
+                return err("bad value");
+            }
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => match rest.strip_suffix('}') {
+                    Some(labels) => (name, Some(labels)),
+                    None => return err("unclosed labels"),
+                },
+                None => (series, None),
+            };
+            if !name_ok(name) || current.as_deref() != Some(name) {
+                return err("sample outside its family");
+            }
+            if let Some(labels) = labels {
+                let mut rest = labels;
+                while !rest.is_empty() {
+                    let Some((label, after)) = rest.split_once("=\"") else {
+                        return err("label without =\"");
+                    };
+                    if !name_ok(label) {
+                        return err("bad label name");
+                    }
+                    // Scan the value: escapes are \\, \" and \n only.
+                    let mut chars = after.char_indices();
+                    let end = loop {
+                        match chars.next() {
+                            Some((_, '\\')) => match chars.next() {
+                                Some((_, '\\' | '"' | 'n')) => {}
+                                _ => return err("bad escape"),
+                            },
+                            Some((j, '"')) => break j,
+                            Some((_, '\n')) => return err("raw line feed"),
+                            Some(_) => {}
+                            None => return err("unterminated label value"),
+                        }
+                    };
+                    rest = &after[end + 1..];
+                    if let Some(more) = rest.strip_prefix(',') {
+                        rest = more;
+                    } else if !rest.is_empty() {
+                        return err("junk after a label");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn output_parses_as_the_exposition_format() {
+        check_exposition(&render(&links(), Some(&server()))).unwrap();
+        check_exposition(&render(&links(), None)).unwrap();
+        check_exposition(&render(&[], None)).unwrap();
+        // The checker itself refuses what it should.
+        for bad in [
+            "relay_x 1",
+            "# TYPE relay_x counter\nrelay_x{a=\"b} 1\n",
+            "# TYPE relay_x counter\nrelay_x{a=\"\\t\"} 1\n",
+            "# TYPE relay_x counter\nrelay_y 1\n",
+            "# TYPE relay_x counter\n# TYPE relay_x counter\n",
+            "# TYPE relay_x counter\nrelay_x one\n",
+        ] {
+            assert!(check_exposition(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_offerer_alone_gets_only_link_metrics() {
+        let text = render(&links()[1..], None);
+        assert!(!text.contains("relay_signaling_"), "{text}");
+        assert!(text.contains("relay_sessions_active 1\n"), "{text}");
+        // No stats yet: no counters, only the up gauge.
+        assert!(!text.contains("relay_link_packets_sent_total"), "{text}");
+    }
+
+    #[test]
+    fn floats_use_the_formats_words_for_specials() {
+        assert_eq!(Value::F(f64::NAN).to_string(), "NaN");
+        assert_eq!(Value::F(f64::INFINITY).to_string(), "+Inf");
+        assert_eq!(Value::F(f64::NEG_INFINITY).to_string(), "-Inf");
+        assert_eq!(Value::F(0.5).to_string(), "0.5");
+        assert_eq!(metric_name_part("a-b.c_total"), "a_b_c_total");
+        assert_eq!(escape_help("a\\b\nc"), "a\\\\b\\nc");
+    }
+}

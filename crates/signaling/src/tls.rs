@@ -1,0 +1,450 @@
+//! HTTPS without a certificate authority: the answerer presents a
+//! certificate (loaded from PEM files or generated self-signed), prints its
+//! SHA-256 fingerprint, and the offerer pins exactly that certificate, the
+//! way DTLS-SRTP pins `a=fingerprint` (RFC 8122 section 5) and quic-relay
+//! pins its QUIC certificate.
+//!
+//! Pinning replaces the chain-of-trust check, not the handshake check: the
+//! client's verifier still checks the CertificateVerify signature
+//! (RFC 8446 section 4.4.3) with the ring provider, which proves the server
+//! holds the private key of the pinned certificate.
+//!
+//! Only TLS 1.3 is offered and accepted: both ends are this crate (or curl,
+//! which has spoken 1.3 since 2018), and it keeps the rustls build free of
+//! the TLS 1.2 code.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{
+    CryptoProvider, WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, OtherError, SignatureScheme};
+use subtle::ConstantTimeEq;
+
+/// The name in a generated certificate. Nothing checks it: the fingerprint
+/// is the identity.
+const SELF_SIGNED_NAME: &str = "sfu-relay";
+
+/// ALPN: this server speaks HTTP/1.1 only (RFC 7301).
+const ALPN_HTTP1: &[u8] = b"http/1.1";
+
+/// A SHA-256 certificate fingerprint, written as SDP and quic-relay write it
+/// (RFC 8122 section 5): `sha-256 AB:CD:…` (32 upper-case hex pairs).
+///
+/// ```
+/// use relay_signaling::Fingerprint;
+/// let fp = Fingerprint::of_der(b"any DER bytes");
+/// let text = fp.to_string();
+/// assert!(text.starts_with("sha-256 "));
+/// assert_eq!(text.parse::<Fingerprint>().unwrap(), fp);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint([u8; 32]);
+
+impl Fingerprint {
+    /// The fingerprint of a DER-encoded certificate.
+    pub fn of_der(der: &[u8]) -> Fingerprint {
+        let digest = ring::digest::digest(&ring::digest::SHA256, der);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest.as_ref());
+        Fingerprint(out)
+    }
+
+    /// The 32 digest bytes.
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Compares in constant time, so a peer probing with crafted
+    /// certificates learns nothing from timing.
+    pub fn matches(&self, other: &Fingerprint) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("sha-256 ")?;
+        for (i, b) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(":")?;
+            }
+            write!(f, "{b:02X}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Text that is not a `sha-256 XX:XX:…` fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid certificate fingerprint {value:?}: {reason}")]
+pub struct InvalidFingerprint {
+    /// What was given.
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl FromStr for Fingerprint {
+    type Err = InvalidFingerprint;
+
+    /// Parses `sha-256 AB:CD:…`; the hash name is case-insensitive (SDP
+    /// writes `sha-256`, some stacks `SHA-256`), hex digits either case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |reason: &str| InvalidFingerprint {
+            value: s.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let (hash, hex) = s
+            .trim()
+            .split_once(' ')
+            .ok_or_else(|| bad("expected \"sha-256 XX:XX:…\""))?;
+        if !hash.eq_ignore_ascii_case("sha-256") {
+            return Err(bad("only sha-256 fingerprints are supported"));
+        }
+        let mut out = [0u8; 32];
+        let mut n = 0;
+        for pair in hex.trim().split(':') {
+            if n == 32 {
+                return Err(bad("more than 32 bytes"));
+            }
+            if pair.len() != 2 {
+                return Err(bad("each byte must be two hex digits"));
+            }
+            out[n] = u8::from_str_radix(pair, 16).map_err(|_| bad("not hex"))?;
+            n += 1;
+        }
+        if n != 32 {
+            return Err(bad("fewer than 32 bytes"));
+        }
+        Ok(Fingerprint(out))
+    }
+}
+
+/// Why a [`TlsIdentity`] could not be made. Each message names the file
+/// and says what was expected in it.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file could not be read.
+    #[error("cannot read the signaling TLS {what} file {}: {}", path.display(), crate::describe_io(source))]
+    Read {
+        /// `"certificate chain"` or `"private key"`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file was read but holds no usable PEM of the expected kind.
+    #[error("the signaling TLS {what} file {} is not usable: {reason}", path.display())]
+    Pem {
+        /// `"certificate chain"` or `"private key"`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it, and what was expected.
+        reason: String,
+    },
+    /// Certificate and key were read but rustls refuses them (the key does
+    /// not belong to the certificate, or is of an unsupported kind).
+    #[error(
+        "the signaling TLS key {} cannot be used with the certificate {}: {reason}",
+        key.display(),
+        cert.display()
+    )]
+    Rejected {
+        /// The certificate chain file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// What rustls said.
+        reason: String,
+    },
+    /// A self-signed certificate could not be generated.
+    #[error("cannot generate a self-signed signaling certificate: {0}")]
+    Generate(String),
+}
+
+/// The certificate and key a [`SignalingServer`](crate::SignalingServer)
+/// presents over https, with its fingerprint for the offerer to pin.
+/// Cheap to clone.
+///
+/// ```
+/// use relay_signaling::{ServerConfig, TlsIdentity};
+/// let identity = TlsIdentity::self_signed()?;
+/// println!("signaling certificate {}", identity.fingerprint());
+/// let config = ServerConfig::default().tls(identity);
+/// # Ok::<(), relay_signaling::TlsError>(())
+/// ```
+#[derive(Clone)]
+pub struct TlsIdentity {
+    fingerprint: Fingerprint,
+    config: Arc<rustls::ServerConfig>,
+}
+
+impl fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsIdentity")
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsIdentity {
+    /// Loads a PEM certificate chain (end-entity first, as web servers
+    /// expect) and its PEM private key (PKCS#8, PKCS#1 or SEC1).
+    ///
+    /// ```no_run
+    /// use relay_signaling::TlsIdentity;
+    /// let identity = TlsIdentity::from_pem_files("/etc/relay/cert.pem", "/etc/relay/key.pem")?;
+    /// # Ok::<(), relay_signaling::TlsError>(())
+    /// ```
+    pub fn from_pem_files(cert: impl AsRef<Path>, key: impl AsRef<Path>) -> Result<TlsIdentity, TlsError> {
+        let (cert, key) = (cert.as_ref(), key.as_ref());
+        const CHAIN: &str = "certificate chain";
+        const KEY: &str = "private key";
+        let read = |what: &'static str, path: &Path| {
+            std::fs::read(path).map_err(|source| TlsError::Read {
+                what,
+                path: path.to_owned(),
+                source,
+            })
+        };
+        let pem_error = |what: &'static str, path: &Path, reason: String| TlsError::Pem {
+            what,
+            path: path.to_owned(),
+            reason,
+        };
+
+        let cert_pem = read(CHAIN, cert)?;
+        let chain = CertificateDer::pem_slice_iter(&cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                pem_error(
+                    CHAIN,
+                    cert,
+                    format!("{e}; expected PEM -----BEGIN CERTIFICATE----- blocks"),
+                )
+            })?;
+        if chain.is_empty() {
+            return Err(pem_error(
+                CHAIN,
+                cert,
+                "no -----BEGIN CERTIFICATE----- block found".into(),
+            ));
+        }
+        let key_pem = read(KEY, key)?;
+        let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+            pem_error(
+                KEY,
+                key,
+                format!(
+                    "{e}; expected a PEM -----BEGIN PRIVATE KEY-----, \
+                     -----BEGIN RSA PRIVATE KEY----- or -----BEGIN EC PRIVATE KEY----- block"
+                ),
+            )
+        })?;
+        TlsIdentity::from_der(chain, key_der).map_err(|e| TlsError::Rejected {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// A fresh self-signed ECDSA P-256 certificate. The offerer must be told
+    /// its [`fingerprint`](TlsIdentity::fingerprint), which changes on every
+    /// call (so on every restart of a server that uses it).
+    pub fn self_signed() -> Result<TlsIdentity, TlsError> {
+        let generated =
+            rcgen::generate_simple_self_signed(vec![SELF_SIGNED_NAME.to_owned(), "localhost".to_owned()])
+                .map_err(|e| TlsError::Generate(e.to_string()))?;
+        let chain = vec![generated.cert.der().clone()];
+        let key = PrivateKeyDer::Pkcs8(generated.signing_key.serialize_der().into());
+        TlsIdentity::from_der(chain, key).map_err(|e| TlsError::Generate(e.to_string()))
+    }
+
+    fn from_der(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<TlsIdentity, rustls::Error> {
+        let fingerprint = Fingerprint::of_der(&chain[0]);
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)?;
+        config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+        Ok(TlsIdentity {
+            fingerprint,
+            config: Arc::new(config),
+        })
+    }
+
+    /// SHA-256 fingerprint of the end-entity certificate: what the offerer
+    /// passes to [`SignalingClient::with_fingerprint`](crate::SignalingClient::with_fingerprint).
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    pub(crate) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(Arc::clone(&self.config))
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// What the pin check saw on one connection, so that a failed handshake
+/// becomes a typed error naming both fingerprints instead of a TLS alert.
+#[derive(Debug, Default)]
+pub(crate) struct PinRecord(Mutex<Option<Fingerprint>>);
+
+impl PinRecord {
+    /// The fingerprint of a certificate that was refused, if any.
+    pub(crate) fn refused(&self) -> Option<Fingerprint> {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Accepts exactly the server certificate whose fingerprint is pinned.
+#[derive(Debug)]
+struct PinnedServerCert {
+    expected: Fingerprint,
+    algorithms: WebPkiSupportedAlgorithms,
+    record: Arc<PinRecord>,
+}
+
+impl ServerCertVerifier for PinnedServerCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let actual = Fingerprint::of_der(end_entity);
+        if self.expected.matches(&actual) {
+            return Ok(ServerCertVerified::assertion());
+        }
+        *self.record.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(actual);
+        Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+            OtherError(Arc::new(PinMismatch {
+                expected: self.expected,
+                actual,
+            })),
+        )))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+#[derive(Debug)]
+struct PinMismatch {
+    expected: Fingerprint,
+    actual: Fingerprint,
+}
+
+impl fmt::Display for PinMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "certificate fingerprint {} does not match the pinned {}",
+            self.actual, self.expected
+        )
+    }
+}
+
+impl std::error::Error for PinMismatch {}
+
+/// A client configuration that trusts exactly the certificate `expected`,
+/// recording a refused certificate's fingerprint in `record`.
+pub(crate) fn pinned_client_config(
+    expected: Fingerprint,
+    record: Arc<PinRecord>,
+) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let provider = provider();
+    let verifier = PinnedServerCert {
+        expected,
+        algorithms: provider.signature_verification_algorithms,
+        record,
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_text_round_trips_and_bad_text_is_explained() {
+        let fp = Fingerprint::of_der(b"x");
+        let text = fp.to_string();
+        assert_eq!(text.len(), "sha-256 ".len() + 32 * 3 - 1);
+        assert_eq!(text.parse::<Fingerprint>().unwrap(), fp);
+        assert_eq!(text.to_lowercase().parse::<Fingerprint>().unwrap(), fp);
+        for (bad, want) in [
+            ("", "expected \"sha-256"),
+            ("sha-1 AB", "only sha-256"),
+            ("sha-256 AB:CD", "fewer than 32"),
+            ("sha-256 ABC:CD", "two hex digits"),
+            ("sha-256 ZZ", "not hex"),
+        ] {
+            let e = bad.parse::<Fingerprint>().unwrap_err();
+            assert!(e.to_string().contains(want), "{bad:?}: {e}");
+        }
+        let long = format!("{text}:00");
+        assert!(
+            long.parse::<Fingerprint>()
+                .unwrap_err()
+                .reason
+                .contains("more than 32")
+        );
+    }
+
+    #[test]
+    fn self_signed_identities_differ() {
+        let a = TlsIdentity::self_signed().unwrap();
+        let b = TlsIdentity::self_signed().unwrap();
+        assert!(!a.fingerprint().matches(&b.fingerprint()));
+    }
+}
