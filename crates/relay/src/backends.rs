@@ -48,12 +48,29 @@ fn media_addr(options: &LinkOptions) -> SocketAddr {
 #[async_trait]
 pub(crate) trait Exchange: Sync {
     async fn exchange(&self, request: OfferRequest) -> Result<relay_core::OfferResponse, RelayError>;
+
+    /// Ends session `id` on the answering side, best effort (the side may
+    /// be gone); used when a link dies and another is about to be offered.
+    async fn release(&self, id: &str) {
+        let _ = id;
+    }
 }
+
+/// How long a best-effort DELETE of a dead session may take.
+const RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[async_trait]
 impl Exchange for SignalingClient {
     async fn exchange(&self, request: OfferRequest) -> Result<relay_core::OfferResponse, RelayError> {
         Ok(self.offer(&request).await?)
+    }
+
+    async fn release(&self, id: &str) {
+        match tokio::time::timeout(RELEASE_TIMEOUT, self.delete(id)).await {
+            Ok(Ok(())) => tracing::info!(session = %id, "dead session deleted on the answering side"),
+            Ok(Err(e)) => tracing::debug!(session = %id, error = %e, "could not delete the dead session"),
+            Err(_) => tracing::debug!(session = %id, "signaling did not answer the DELETE in time"),
+        }
     }
 }
 

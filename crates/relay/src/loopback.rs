@@ -231,43 +231,67 @@ impl Exchange for InProcess {
     async fn exchange(&self, request: OfferRequest) -> Result<OfferResponse, RelayError> {
         let transport = request.transport;
         let mode = request.mode.unwrap_or(transport.default_mode());
-        let target = proxy_target(transport);
-        let mut offer = request.offer;
-        let mut proxy = None;
-        if let (Some((impairment, seed)), ProxyTarget::Offerer) = (&self.proxy, target) {
-            let to = description_addr(transport, &offer)?;
-            let p = start_proxy(transport, to, impairment, *seed)?;
-            offer = rewrite_description(transport, offer, p.local_addr())?;
-            proxy = Some(p);
-        }
-        let accepted = self
-            .answerer
-            .answer(mode, offer)
-            .await
-            .map_err(|e| setup_error(transport, format!("the answering end refused the offer: {e}")))?;
-        let mut answer = accepted.answer;
-        if let Some((impairment, seed)) = &self.proxy {
-            let via = match (target, &proxy) {
-                (ProxyTarget::Offerer, Some(p)) => p.target_side_addr(),
-                _ => {
-                    let to = description_addr(transport, &answer)?;
-                    let p = start_proxy(transport, to, impairment, *seed)?;
-                    let via = p.local_addr();
-                    proxy = Some(p);
-                    via
-                }
-            };
-            answer = rewrite_description(transport, answer, via)?;
-        }
-        *self.placed.lock().unwrap_or_else(|e| e.into_inner()) = Some(Placed {
-            proxy,
-            session: accepted.session,
-        });
+        let answerer = self.answerer.clone();
+        let forward = |offer: serde_json::Value| async move {
+            let accepted = answerer
+                .answer(mode, offer)
+                .await
+                .map_err(|e| setup_error(transport, format!("the answering end refused the offer: {e}")))?;
+            Ok((accepted.answer, accepted.session))
+        };
+        let (answer, session, proxy) = match &self.proxy {
+            Some((impairment, seed)) => {
+                let (answer, session, proxy) =
+                    exchange_via_proxy(transport, request.offer, impairment, *seed, forward).await?;
+                (answer, session, Some(proxy))
+            }
+            None => {
+                let (answer, session) = forward(request.offer).await?;
+                (answer, session, None)
+            }
+        };
+        *self.placed.lock().unwrap_or_else(|e| e.into_inner()) = Some(Placed { proxy, session });
         Ok(OfferResponse {
             id: "loopback".to_string(),
             answer,
         })
     }
+}
+
+/// Runs one offer/answer exchange (`forward` carries the offer to the
+/// answering side and returns its answer plus whatever it wants kept) with
+/// a netsim proxy placed in the media path: starts the proxy and rewrites
+/// the offer and the answer as the module docs' table says.
+pub(crate) async fn exchange_via_proxy<T, F, Fut>(
+    transport: Transport,
+    offer: serde_json::Value,
+    impairment: &ImpairmentConfig,
+    seed: u64,
+    forward: F,
+) -> Result<(serde_json::Value, T, Proxy), RelayError>
+where
+    F: FnOnce(serde_json::Value) -> Fut,
+    Fut: std::future::Future<Output = Result<(serde_json::Value, T), RelayError>>,
+{
+    let mut offer = offer;
+    let mut proxy = None;
+    if proxy_target(transport) == ProxyTarget::Offerer {
+        let to = description_addr(transport, &offer)?;
+        let p = start_proxy(transport, to, impairment, seed)?;
+        offer = rewrite_description(transport, offer, p.local_addr())?;
+        proxy = Some(p);
+    }
+    let (answer, kept) = forward(offer).await?;
+    let (via, proxy) = match proxy {
+        Some(p) => (p.target_side_addr(), p),
+        None => {
+            let to = description_addr(transport, &answer)?;
+            let p = start_proxy(transport, to, impairment, seed)?;
+            (p.local_addr(), p)
+        }
+    };
+    let answer = rewrite_description(transport, answer, via)?;
+    Ok((answer, kept, proxy))
 }
 
 fn start_proxy(

@@ -7,14 +7,24 @@
 //! - On the answering side a fresh socket per session sends to `--out`, and
 //!   what the consumer sends back to that socket (its RTCP) is relayed back.
 //!   Only packets from `--out`'s IP are accepted.
+//!
+//! A [`Pipe`] owns the local socket and outlives links: `relay offer
+//! --reconnect` carries one link after another over the same `--in`
+//! socket, and local packets that arrive while no link is up are dropped
+//! and counted ([`PipeCounters::no_link`]), never silently lost.
+//! [`Continuity`] notices, on the answering side, an RTP stream that
+//! resumes on a new session and counts the packets missing across the gap.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use relay_core::{CloseReason, LinkError, Packet, RelayLink};
 use tokio::net::UdpSocket;
+use tokio::sync::watch;
 
 /// Where link → local packets go, and who may send local → link.
 #[derive(Debug, Clone, Copy)]
@@ -39,80 +49,87 @@ pub struct PipeCounters {
     pub foreign: AtomicU64,
     /// Link packets with nowhere to go yet (no local sender seen).
     pub no_destination: AtomicU64,
+    /// Local packets dropped because no link was up (before the first
+    /// link, while reconnecting, or refused by a link that had just died).
+    pub no_link: AtomicU64,
 }
 
-/// Relays until the link closes; returns why it closed.
-pub async fn run(
-    link: Arc<dyn RelayLink>,
-    socket: UdpSocket,
+/// A local UDP socket relaying to whichever link is attached.
+///
+/// The local → link direction runs for the pipe's whole life; the link →
+/// local direction runs inside [`Pipe::carry`], once per link.
+pub struct Pipe {
+    socket: Arc<UdpSocket>,
     local: Local,
     counters: Arc<PipeCounters>,
-) -> CloseReason {
-    let socket = Arc::new(socket);
-    let last_sender: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
-    let up = {
-        let (link, socket, last_sender, counters) = (
-            link.clone(),
+    last_sender: Arc<Mutex<Option<SocketAddr>>>,
+    current: watch::Sender<Option<Arc<dyn RelayLink>>>,
+    up: tokio::task::JoinHandle<()>,
+    continuity: Option<(Arc<Continuity>, u64)>,
+}
+
+impl std::fmt::Debug for Pipe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipe")
+            .field("local", &self.local)
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pipe {
+    /// Starts reading `socket`; until a link is attached, local packets are
+    /// counted in [`PipeCounters::no_link`].
+    pub fn start(socket: UdpSocket, local: Local, counters: Arc<PipeCounters>) -> Pipe {
+        let socket = Arc::new(socket);
+        let last_sender: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
+        let (current, watcher) = watch::channel::<Option<Arc<dyn RelayLink>>>(None);
+        let up = tokio::spawn(local_to_link(
             socket.clone(),
-            last_sender.clone(),
+            local,
             counters.clone(),
-        );
-        async move {
-            let allowed_ip: Option<IpAddr> = match local {
-                Local::Fixed(a) => Some(a.ip()),
-                Local::LastSender => None,
-            };
-            let mut buf = vec![0u8; 65_536];
-            loop {
-                let (n, from) = match socket.recv_from(&mut buf).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        // ICMP port unreachable from a consumer not yet
-                        // listening surfaces here on Linux; keep going.
-                        tracing::debug!(error = %e, "local receive error");
-                        continue;
-                    }
-                };
-                if allowed_ip.is_some_and(|ip| ip != from.ip()) {
-                    counters.foreign.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                if matches!(local, Local::LastSender) {
-                    *last_sender.lock().unwrap_or_else(|e| e.into_inner()) = Some(from);
-                }
-                let packet = match Packet::parse(Bytes::copy_from_slice(&buf[..n])) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        tracing::debug!(%from, error = %e, "local datagram is not RTP/RTCP");
-                        counters.rejected.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                };
-                match link.send(packet).await {
-                    Ok(()) => {
-                        counters.to_link.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(LinkError::TooLarge { size, max }) => {
-                        tracing::warn!(
-                            size,
-                            max,
-                            "local packet too large for the link; lower the sender's MTU"
-                        );
-                        counters.rejected.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(LinkError::Closed(_)) => return,
-                }
-            }
+            last_sender.clone(),
+            watcher,
+        ));
+        Pipe {
+            socket,
+            local,
+            counters,
+            last_sender,
+            current,
+            up,
+            continuity: None,
         }
-    };
-    let down = {
-        let (link, socket, counters) = (link.clone(), socket.clone(), counters.clone());
-        async move {
-            loop {
-                let packet = match link.recv().await {
-                    Ok(p) => p,
-                    Err(_) => return,
-                };
+    }
+
+    /// Reports RTP streams this pipe delivers locally to `continuity`, as
+    /// session `session`, so a stream resuming after a reconnect is noticed.
+    pub fn with_continuity(mut self, continuity: Arc<Continuity>, session: u64) -> Pipe {
+        self.continuity = Some((continuity, session));
+        self
+    }
+
+    /// The pipe's counters.
+    pub fn counters(&self) -> &Arc<PipeCounters> {
+        &self.counters
+    }
+
+    /// Relays over `link` until it closes; returns why it closed. The pipe
+    /// is then without a link until the next `carry`.
+    pub async fn carry(&self, link: Arc<dyn RelayLink>) -> CloseReason {
+        self.current.send_replace(Some(link.clone()));
+        let (socket, counters, last_sender, local) = (
+            self.socket.clone(),
+            self.counters.clone(),
+            self.last_sender.clone(),
+            self.local,
+        );
+        let continuity = self.continuity.clone();
+        let down = async {
+            while let Ok(packet) = link.recv().await {
+                if let (Some((c, session)), Some(seq)) = (&continuity, packet.sequence_number()) {
+                    c.observe(*session, packet.ssrc(), seq);
+                }
                 let dest = match local {
                     Local::Fixed(a) => Some(a),
                     Local::LastSender => *last_sender.lock().unwrap_or_else(|e| e.into_inner()),
@@ -128,11 +145,257 @@ pub async fn run(
                     Err(e) => tracing::debug!(%dest, error = %e, "local send failed"),
                 }
             }
+        };
+        tokio::select! {
+            _ = down => {},
+            _ = link.closed() => {},
         }
-    };
-    tokio::select! {
-        _ = up => {},
-        _ = down => {},
+        self.current.send_replace(None);
+        link.closed().await
     }
-    link.closed().await
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        self.up.abort();
+    }
+}
+
+/// The local → link direction: runs until the pipe is dropped.
+async fn local_to_link(
+    socket: Arc<UdpSocket>,
+    local: Local,
+    counters: Arc<PipeCounters>,
+    last_sender: Arc<Mutex<Option<SocketAddr>>>,
+    current: watch::Receiver<Option<Arc<dyn RelayLink>>>,
+) {
+    let allowed_ip: Option<IpAddr> = match local {
+        Local::Fixed(a) => Some(a.ip()),
+        Local::LastSender => None,
+    };
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                // ICMP port unreachable from a consumer not yet listening
+                // surfaces here on Linux; keep going.
+                tracing::debug!(error = %e, "local receive error");
+                continue;
+            }
+        };
+        if allowed_ip.is_some_and(|ip| ip != from.ip()) {
+            counters.foreign.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        if matches!(local, Local::LastSender) {
+            *last_sender.lock().unwrap_or_else(|e| e.into_inner()) = Some(from);
+        }
+        let packet = match Packet::parse(Bytes::copy_from_slice(&buf[..n])) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(%from, error = %e, "local datagram is not RTP/RTCP");
+                counters.rejected.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+        };
+        let link = current.borrow().clone();
+        let Some(link) = link else {
+            counters.no_link.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        match link.send(packet).await {
+            Ok(()) => {
+                counters.to_link.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(LinkError::TooLarge { size, max }) => {
+                tracing::warn!(
+                    size,
+                    max,
+                    "local packet too large for the link; lower the sender's MTU"
+                );
+                counters.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(LinkError::Closed(_)) => {
+                counters.no_link.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Relays until the link closes; returns why it closed.
+pub async fn run(
+    link: Arc<dyn RelayLink>,
+    socket: UdpSocket,
+    local: Local,
+    counters: Arc<PipeCounters>,
+) -> CloseReason {
+    Pipe::start(socket, local, counters).carry(link).await
+}
+
+/// Most streams [`Continuity`] remembers; the least recently seen is
+/// forgotten first.
+pub const CONTINUITY_MAX_STREAMS: usize = 4096;
+
+/// Notices RTP streams (by SSRC) that stop on one session and resume on
+/// another (a reconnect), and counts what went missing in between: the
+/// sequence-number gap and its duration. Shared by every session of one
+/// `relay answer`.
+#[derive(Debug, Default)]
+pub struct Continuity {
+    streams: Mutex<HashMap<u32, Track>>,
+    resumed: AtomicU64,
+    missing: AtomicU64,
+    gap_micros_total: AtomicU64,
+    gap_micros_last: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Track {
+    session: u64,
+    seq: u16,
+    at: Instant,
+}
+
+/// One stream resuming on a new session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resumed {
+    /// The stream.
+    pub ssrc: u32,
+    /// Sequence numbers missing between the last packet on the old session
+    /// and the first on the new one (0 if the new one starts at or before
+    /// where the old one ended).
+    pub missing: u64,
+    /// Time between those two packets.
+    pub gap: Duration,
+}
+
+impl Continuity {
+    /// Records packet `seq` of stream `ssrc` delivered on `session`;
+    /// returns the resumption if the stream was last seen on another
+    /// session.
+    pub fn observe(&self, session: u64, ssrc: u32, seq: u16) -> Option<Resumed> {
+        self.observe_at(session, ssrc, seq, Instant::now())
+    }
+
+    fn observe_at(&self, session: u64, ssrc: u32, seq: u16, now: Instant) -> Option<Resumed> {
+        let previous = {
+            let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+            if streams.len() >= CONTINUITY_MAX_STREAMS && !streams.contains_key(&ssrc) {
+                let oldest = streams.iter().min_by_key(|(_, t)| t.at).map(|(k, _)| *k);
+                if let Some(oldest) = oldest {
+                    streams.remove(&oldest);
+                }
+            }
+            streams.insert(
+                ssrc,
+                Track {
+                    session,
+                    seq,
+                    at: now,
+                },
+            )
+        }?;
+        if previous.session == session {
+            return None;
+        }
+        // Forward distance in sequence space; a stream that restarted or
+        // went backwards (distance in the upper half) has nothing missing
+        // that can be told apart from a restart.
+        let ahead = seq.wrapping_sub(previous.seq);
+        let missing = if ahead != 0 && ahead < 0x8000 {
+            u64::from(ahead) - 1
+        } else {
+            0
+        };
+        let gap = now.saturating_duration_since(previous.at);
+        let micros = u64::try_from(gap.as_micros()).unwrap_or(u64::MAX);
+        self.resumed.fetch_add(1, Ordering::Relaxed);
+        self.missing.fetch_add(missing, Ordering::Relaxed);
+        self.gap_micros_total.fetch_add(micros, Ordering::Relaxed);
+        self.gap_micros_last.store(micros, Ordering::Relaxed);
+        tracing::info!(
+            ssrc = format_args!("{ssrc:#010x}"),
+            missing,
+            gap_ms = gap.as_secs_f64() * 1e3,
+            "RTP stream resumed on a new session"
+        );
+        Some(Resumed { ssrc, missing, gap })
+    }
+
+    /// Streams that resumed on a new session.
+    pub fn resumed(&self) -> u64 {
+        self.resumed.load(Ordering::Relaxed)
+    }
+
+    /// RTP packets missing across every resumption.
+    pub fn missing(&self) -> u64 {
+        self.missing.load(Ordering::Relaxed)
+    }
+
+    /// The last resumption's gap, and the sum of all of them.
+    pub fn gaps(&self) -> (Duration, Duration) {
+        (
+            Duration::from_micros(self.gap_micros_last.load(Ordering::Relaxed)),
+            Duration::from_micros(self.gap_micros_total.load(Ordering::Relaxed)),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_resuming_on_another_session_counts_the_sequence_gap() {
+        let c = Continuity::default();
+        let t0 = Instant::now();
+        for seq in 10..=20 {
+            assert_eq!(c.observe_at(1, 0xAB, seq, t0), None);
+        }
+        let r = c
+            .observe_at(2, 0xAB, 31, t0 + Duration::from_millis(1500))
+            .unwrap();
+        assert_eq!(
+            r,
+            Resumed {
+                ssrc: 0xAB,
+                missing: 10,
+                gap: Duration::from_millis(1500)
+            }
+        );
+        assert_eq!(c.observe_at(2, 0xAB, 32, t0 + Duration::from_millis(1501)), None);
+        assert_eq!((c.resumed(), c.missing()), (1, 10));
+        assert_eq!(c.gaps().0, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn wraparound_restart_and_other_streams_are_told_apart() {
+        let c = Continuity::default();
+        let t0 = Instant::now();
+        c.observe_at(1, 1, 65_530, t0);
+        // Across the wrap: 65531..=65535, 0..=3 missing = 9.
+        assert_eq!(c.observe_at(2, 1, 4, t0).unwrap().missing, 9);
+        // A stream that starts over (sequence goes back) has nothing countable missing.
+        c.observe_at(3, 2, 5_000, t0);
+        assert_eq!(c.observe_at(4, 2, 100, t0).unwrap().missing, 0);
+        // Consecutive on the new session: nothing missing, still a resumption.
+        c.observe_at(5, 3, 7, t0);
+        assert_eq!(c.observe_at(6, 3, 8, t0).unwrap().missing, 0);
+        // A stream first seen on a new session is not a resumption.
+        assert_eq!(c.observe_at(6, 4, 1, t0), None);
+        assert_eq!(c.resumed(), 3);
+    }
+
+    #[test]
+    fn remembers_a_bounded_number_of_streams() {
+        let c = Continuity::default();
+        let t0 = Instant::now();
+        for ssrc in 0..(CONTINUITY_MAX_STREAMS as u32 + 100) {
+            c.observe_at(1, ssrc, 0, t0 + Duration::from_micros(u64::from(ssrc)));
+        }
+        assert_eq!(c.streams.lock().unwrap().len(), CONTINUITY_MAX_STREAMS);
+        // The oldest were forgotten: stream 0 on a new session is new, not resumed.
+        assert_eq!(c.observe_at(2, 0, 5, t0 + Duration::from_secs(1)), None);
+    }
 }
