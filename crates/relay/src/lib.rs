@@ -31,6 +31,7 @@ mod backends;
 pub mod compare;
 pub mod loopback;
 pub mod pipe;
+pub mod reconnect;
 mod session;
 
 use std::net::IpAddr;
@@ -130,6 +131,20 @@ pub async fn offer(
 ) -> Result<Offered, RelayError> {
     check(transport, mode)?;
     backends::offer(client, transport, mode, options).await
+}
+
+/// Runs `relay offer`: establishes a link through `client` and carries
+/// `pipe` over it; with a `policy`, establishes a new link whenever one
+/// dies, until an error retrying cannot fix. See [`reconnect`].
+pub async fn offer_and_carry(
+    client: &relay_signaling::SignalingClient,
+    plan: &reconnect::OfferPlan,
+    pipe: &pipe::Pipe,
+    state: &reconnect::OfferState,
+    on_up: impl FnMut(&str),
+) -> Result<relay_core::CloseReason, RelayError> {
+    check(plan.transport, plan.mode)?;
+    reconnect::run(client, plan, pipe, state, on_up).await
 }
 
 /// One [`Answerer`] per compiled-in backend; each established link goes to

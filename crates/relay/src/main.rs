@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use relay::pipe::{self, Local, PipeCounters};
+use relay::pipe::{Continuity, Local, Pipe, PipeCounters};
+use relay::reconnect::{OfferPlan, OfferState};
 use relay::{Established, LinkOptions};
 use relay_core::{Mode, Transport};
 use relay_signaling::{ServerConfig, SignalingClient, SignalingServer};
@@ -58,6 +59,11 @@ enum Command {
         /// Bearer token for the signaling server.
         #[arg(long, env = "RELAY_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// When the link dies (peer restarted, path lost), offer a new one,
+        /// backing off from 100 ms to 2 s between attempts, until stopped.
+        /// Local packets that arrive with no link up are counted.
+        #[arg(long)]
+        reconnect: bool,
         #[command(flatten)]
         link: LinkArgs,
     },
@@ -174,8 +180,17 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             mode,
             input,
             token,
+            reconnect,
             link,
-        } => offer(&signal, transport, mode, input, token, link.options()?).await,
+        } => {
+            let plan = relay::reconnect::OfferPlan {
+                transport,
+                mode: mode.unwrap_or(transport.default_mode()),
+                options: link.options()?,
+                reconnect: reconnect.then(relay::reconnect::ReconnectPolicy::default),
+            };
+            offer(&signal, plan, input, token).await
+        }
         Command::Compare {
             packets,
             rate,
@@ -253,7 +268,11 @@ async fn answer(
         },
         0,
     );
+    let continuity = Arc::new(Continuity::default());
+    let sessions = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let sink = Arc::new(move |e: Established| {
+        let continuity = continuity.clone();
+        let session = sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tokio::spawn(async move {
             let socket = match std_udp(out_bind) {
                 Ok(s) => s,
@@ -265,7 +284,9 @@ async fn answer(
             tracing::info!(transport = %e.transport, mode = %e.link.mode(), %out, "link up; relaying to --out");
             let counters = Arc::new(PipeCounters::default());
             let link = e.link.clone();
-            let reason = pipe::run(e.link, socket, Local::Fixed(out), counters.clone()).await;
+            let pipe =
+                Pipe::start(socket, Local::Fixed(out), counters.clone()).with_continuity(continuity, session);
+            let reason = pipe.carry(e.link).await;
             log_end(&*link, &counters, &reason);
         });
     });
@@ -285,42 +306,38 @@ async fn answer(
 
 async fn offer(
     signal: &str,
-    transport: Transport,
-    mode: Option<Mode>,
+    plan: OfferPlan,
     input: SocketAddr,
     token: Option<String>,
-    options: LinkOptions,
 ) -> Result<ExitCode, String> {
-    let mode = mode.unwrap_or(transport.default_mode());
-    relay::check(transport, mode).map_err(|e| e.to_string())?;
+    relay::check(plan.transport, plan.mode).map_err(|e| e.to_string())?;
     let client = SignalingClient::new(signal)
         .map_err(|e| e.to_string())?
         .with_token(token);
     let socket = std_udp(input).map_err(|e| format!("cannot listen for RTP on --in {input}: {e}"))?;
-    let offered = tokio::select! {
-        r = relay::offer(&client, transport, mode, &options) => r.map_err(|e| e.to_string())?,
-        _ = shutdown_signal() => return Ok(ExitCode::SUCCESS),
-    };
-    let id = offered.session_id.clone();
-    println!("ready transport={transport} mode={mode} in={input} session={id}");
     let counters = Arc::new(PipeCounters::default());
-    let link = offered.link.clone();
+    let pipe = Pipe::start(socket, Local::LastSender, counters.clone());
+    let state = OfferState::default();
+    let (transport, mode) = (plan.transport, plan.mode);
+    let on_up = |id: &str| println!("ready transport={transport} mode={mode} in={input} session={id}");
     let code = tokio::select! {
-        reason = pipe::run(offered.link, socket, Local::LastSender, counters.clone()) => {
-            log_end(&*link, &counters, &reason);
+        r = relay::offer_and_carry(&client, &plan, &pipe, &state, on_up) => {
+            let reason = r.map_err(|e| e.to_string())?;
             eprintln!("relay: link closed: {reason}");
             ExitCode::FAILURE
         }
         _ = shutdown_signal() => {
-            // DELETE first, so the answering server ends the session as
-            // asked rather than seeing the link's goodbye first.
-            match tokio::time::timeout(Duration::from_secs(3), client.delete(&id)).await {
-                Ok(Ok(())) => tracing::info!(session = %id, "session deleted"),
-                Ok(Err(e)) => tracing::warn!(session = %id, error = %e, "could not delete the session"),
-                Err(_) => tracing::warn!(session = %id, "signaling did not answer the DELETE in 3 s"),
+            if let Some((id, link)) = state.current() {
+                // DELETE first, so the answering server ends the session as
+                // asked rather than seeing the link's goodbye first.
+                match tokio::time::timeout(Duration::from_secs(3), client.delete(&id)).await {
+                    Ok(Ok(())) => tracing::info!(session = %id, "session deleted"),
+                    Ok(Err(e)) => tracing::warn!(session = %id, error = %e, "could not delete the session"),
+                    Err(_) => tracing::warn!(session = %id, "signaling did not answer the DELETE in 3 s"),
+                }
+                link.close();
+                log_end(&*link, &counters, &relay_core::CloseReason::Local);
             }
-            link.close();
-            log_end(&*link, &counters, &relay_core::CloseReason::Local);
             ExitCode::SUCCESS
         }
     };
@@ -343,6 +360,7 @@ fn log_end(link: &dyn relay_core::RelayLink, counters: &PipeCounters, reason: &r
         to_local = counters.to_local.load(Relaxed),
         rejected = counters.rejected.load(Relaxed),
         foreign = counters.foreign.load(Relaxed),
+        no_link = counters.no_link.load(Relaxed),
         sent = s.packets_sent,
         received = s.packets_received,
         drops = s.drops.total(),
