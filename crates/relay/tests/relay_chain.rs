@@ -123,3 +123,162 @@ fn offerer_notices_a_killed_answerer_within_the_liveness_timeout() {
     offer.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     assert!(err.contains("liveness timeout"), "{err}");
 }
+
+/// Open file descriptors of a process (its sockets among them).
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn answerer_ends_the_session_of_a_killed_offerer_and_frees_its_sockets() {
+    for transport in ["rtp-udp", "quic", "dc"] {
+        let consumer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        consumer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let out = consumer.local_addr().unwrap().to_string();
+        let (mut answer, url) = answer(&out, &["--liveness-timeout", "1"]);
+        let pid = answer.0.id();
+        let idle_fds = fd_count(pid);
+        let input = free_udp_addr();
+        let (mut offer, mut oout) = spawn(&[
+            "offer",
+            "--signal",
+            &url,
+            "--transport",
+            transport,
+            "--in",
+            &input,
+            "--liveness-timeout",
+            "1",
+        ]);
+        assert!(first_line(&mut oout).starts_with("ready "), "{transport}");
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut buf = [0u8; 2048];
+        for seq in 0..20 {
+            sender.send_to(&rtp(seq), &input).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        consumer.recv_from(&mut buf).expect("media flows before the kill");
+        assert!(fd_count(pid) > idle_fds, "{transport}: the session holds sockets");
+
+        offer.0.kill().unwrap(); // SIGKILL: no goodbye, no DELETE
+        let killed = std::time::Instant::now();
+        let mut ended = None;
+        while killed.elapsed() < Duration::from_secs(6) {
+            if http_get(&url, "/v1/sessions").ends_with("[]") {
+                ended = Some(killed.elapsed());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let ended =
+            ended.unwrap_or_else(|| panic!("{transport}: session of the killed offerer still listed"));
+        // Liveness timeout 1 s, plus the keepalive interval and scheduling.
+        assert!(
+            ended < Duration::from_secs(3),
+            "{transport}: noticed after {ended:?}"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while fd_count(pid) > idle_fds && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(fd_count(pid), idle_fds, "{transport}: sockets not freed");
+
+        Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .unwrap();
+        answer
+            .wait_exit(Duration::from_secs(5))
+            .expect("answer exits on SIGINT");
+        let mut err = String::new();
+        answer.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        let ended_line = err
+            .lines()
+            .find(|l| l.contains("session ended"))
+            .unwrap_or_else(|| panic!("{transport}: no 'session ended' log: {err}"));
+        assert!(
+            ended_line.contains("liveness")
+                || ended_line.contains("timed out")
+                || ended_line.contains("idle"),
+            "{transport}: the log does not say why: {ended_line}"
+        );
+        eprintln!("{transport}: killed offerer noticed in {ended:?}: {ended_line}");
+    }
+}
+
+#[test]
+fn offer_reconnect_survives_an_answer_restart() {
+    let consumer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    consumer
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let out = consumer.local_addr().unwrap().to_string();
+    let (mut first, url) = answer(&out, &["--liveness-timeout", "1"]);
+    let listen = url.trim_start_matches("http://").to_string();
+    let input = free_udp_addr();
+    let (_offer, mut oout) = spawn(&[
+        "offer",
+        "--signal",
+        &url,
+        "--transport",
+        "quic",
+        "--in",
+        &input,
+        "--liveness-timeout",
+        "1",
+        "--reconnect",
+    ]);
+    let session1 = field(&first_line(&mut oout), "session").to_string();
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut buf = [0u8; 2048];
+    let mut seq = 0u16;
+    let mut send_and_receive = |until: &dyn Fn(u16) -> bool| -> Option<u16> {
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(15) {
+            sender.send_to(&rtp(seq), &input).unwrap();
+            seq = seq.wrapping_add(1);
+            std::thread::sleep(Duration::from_millis(2));
+            while let Ok((n, _)) = consumer.recv_from(&mut buf) {
+                if n >= 4 {
+                    let got = u16::from_be_bytes([buf[2], buf[3]]);
+                    if until(got) {
+                        return Some(got);
+                    }
+                }
+                consumer.set_nonblocking(true).unwrap();
+            }
+            consumer.set_nonblocking(false).unwrap();
+        }
+        None
+    };
+    let before = send_and_receive(&|_| true).expect("media flows through the first answer");
+
+    first.0.kill().unwrap(); // SIGKILL the answering relay
+    first.wait_exit(Duration::from_secs(2));
+    let restarted = std::time::Instant::now();
+    let (_second, mut aout) = spawn(&[
+        "answer",
+        "--signal-listen",
+        &listen,
+        "--out",
+        &out,
+        "--liveness-timeout",
+        "1",
+    ]);
+    assert!(
+        first_line(&mut aout).starts_with("listening "),
+        "the answer restarts on the same port"
+    );
+
+    let session2 = field(&first_line(&mut oout), "session").to_string();
+    assert_ne!(session1, session2, "a new session after the restart");
+    let after = send_and_receive(&|s| s > before).expect("media flows again after the restart");
+    let resumed = restarted.elapsed();
+    eprintln!(
+        "answer restart: media resumed {resumed:?} after the new answer started (seq {before} -> {after})"
+    );
+    // Liveness (1 s) to notice, at most one 2 s backoff, setup.
+    assert!(resumed < Duration::from_secs(5), "resumed only after {resumed:?}");
+}
