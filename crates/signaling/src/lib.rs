@@ -111,6 +111,7 @@ fn describe_io(e: &std::io::Error) -> String {
         ErrorKind::AddrInUse => "address in use",
         ErrorKind::AddrNotAvailable => "address not available on this machine",
         ErrorKind::PermissionDenied => "permission denied",
+        ErrorKind::NotFound => "no such file or directory",
         ErrorKind::ConnectionReset => "connection reset",
         ErrorKind::TimedOut => "timed out",
         ErrorKind::HostUnreachable => "host unreachable",
