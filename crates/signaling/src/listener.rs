@@ -9,7 +9,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
@@ -27,6 +27,10 @@ use crate::reply::Body;
 
 /// How long open connections get to finish their request at shutdown.
 const CONNECTION_DRAIN: Duration = Duration::from_secs(5);
+
+/// At shutdown, time a connection that is not answering a request gets to
+/// flush a response just produced; a half-sent head is dropped after it.
+const FLUSH_GRACE: Duration = Duration::from_millis(100);
 
 /// Pause after a failed `accept` (typically out of file descriptors) so the
 /// loop does not spin while the condition lasts.
@@ -259,9 +263,20 @@ where
 {
     let mut stop = shared.stop.clone();
     let handler = Arc::clone(&shared.handler);
+    // Whether a request is being answered: at shutdown such a connection
+    // gets to finish, while one still waiting for (or reading) a head is
+    // dropped rather than allowed to hold shutdown up.
+    let answering = Arc::new(AtomicBool::new(false));
+    let in_service = Arc::clone(&answering);
     let service = service_fn(move |req| {
         let handler = Arc::clone(&handler);
-        async move { Ok::<_, Infallible>(handler.handle(req).await) }
+        let answering = Arc::clone(&in_service);
+        answering.store(true, Ordering::Relaxed);
+        async move {
+            let response = handler.handle(req).await;
+            answering.store(false, Ordering::Relaxed);
+            Ok::<_, Infallible>(response)
+        }
     });
     let limits = shared.limits;
     let mut builder = http1::Builder::new();
@@ -289,8 +304,17 @@ where
     }
     // Finish the request in progress, if any, then close.
     conn.as_mut().graceful_shutdown();
-    if let Err(e) = conn.await {
-        debug!(%peer, error = %e, "{} connection ended with an error during shutdown", shared.what);
+    let grace = if answering.load(Ordering::Relaxed) {
+        CONNECTION_DRAIN
+    } else {
+        FLUSH_GRACE
+    };
+    match tokio::time::timeout(grace, conn).await {
+        Ok(Err(e)) => {
+            debug!(%peer, error = %e, "{} connection ended with an error during shutdown", shared.what)
+        }
+        Ok(Ok(())) => {}
+        Err(_) => debug!(%peer, "{} connection dropped at shutdown", shared.what),
     }
 }
 
