@@ -608,7 +608,7 @@ impl Driver {
             }
         }
         self.dc = Some(id);
-        self.lock_peer(now);
+        self.lock_peer();
         if let Some(ch) = self.shared.channel.get() {
             ch.stats
                 .set_setup_time(now.saturating_duration_since(self.started));
@@ -616,33 +616,20 @@ impl Driver {
         self.shared.ready.send_replace(true);
     }
 
-    /// Learns the remote address of the selected ICE pair (from the stats
-    /// report: `rtc` raises no public event that names it), after which
+    /// Learns the remote address of the selected ICE pair, after which
     /// [`verdict`] drops datagrams from anywhere else.
-    fn lock_peer(&mut self, now: Instant) {
+    fn lock_peer(&mut self) {
         if self.peer.is_some() {
             return;
         }
-        let report = self.pc.get_stats(now, StatsSelector::None);
-        let entries: Vec<_> = report.iter().collect();
-        let selected = entries.iter().find_map(|e| match e {
-            RTCStatsReportEntry::Transport(t) if !t.selected_candidate_pair_id.is_empty() => {
-                Some(t.selected_candidate_pair_id.as_str())
-            }
-            _ => None,
-        });
-        let remote = entries.iter().find_map(|e| match e {
-            RTCStatsReportEntry::IceCandidatePair(p) if Some(p.stats.id.as_str()) == selected => {
-                Some(p.remote_candidate_id.as_str())
-            }
-            _ => None,
-        });
-        self.peer = entries.iter().find_map(|e| match e {
-            RTCStatsReportEntry::RemoteCandidate(c) if Some(c.stats.id.as_str()) == remote => {
-                let ip: std::net::IpAddr = c.address.as_deref()?.parse().ok()?;
-                Some(SocketAddr::new(ip, c.port))
-            }
-            _ => None,
+        let pair = self
+            .pc
+            .sctp()
+            .and_then(|sctp| sctp.transport().ice_transport().get_selected_candidate_pair());
+        self.peer = pair.and_then(|p| {
+            let remote = p.remote();
+            let ip: std::net::IpAddr = remote.address.parse().ok()?;
+            Some(SocketAddr::new(ip, remote.port))
         });
         match self.peer {
             Some(peer) => tracing::debug!(%peer, "hearing only the selected ICE pair's remote address"),
