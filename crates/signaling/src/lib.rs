@@ -11,7 +11,8 @@
 //!   {"transport":"quic","mode":"datagram","offer":{...}}
 //!                                      ◀──  201 Created, Location: /v1/sessions/{id}
 //!                                           {"id":"...","answer":{...}}
-//!   GET /v1/sessions/{id}/stats, GET /v1/sessions, DELETE /v1/sessions/{id}, GET /healthz
+//!   GET /v1/sessions/{id}/stats, GET /v1/sessions, DELETE /v1/sessions/{id},
+//!   GET /metrics (Prometheus text), GET /healthz
 //! ```
 //!
 //! A plain WebRTC peer (pion, aiortc, a browser) may post a bare W3C offer
@@ -24,6 +25,13 @@
 //! body size, transport and mode), tracks sessions until they end, and turns
 //! every refusal into a JSON error. The [`SignalingClient`] is the offerer's
 //! side, with errors that tell an operator what to do.
+//!
+//! What one client can make the server hold is bounded: open connections
+//! ([`ServerConfig::max_connections`]), the request head
+//! ([`ServerConfig::max_header_bytes`], `431` beyond), the body
+//! ([`ServerConfig::max_body_bytes`], `413`), and the time to send each
+//! ([`ServerConfig::request_read_timeout`], which also bounds a TLS
+//! handshake).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -73,6 +81,63 @@
 //! server.shutdown().await;
 //! # Ok(()) }
 //! ```
+//!
+//! ## https without a certificate authority
+//!
+//! The answerer presents a certificate (from PEM files with
+//! [`TlsIdentity::from_pem_files`], or [`TlsIdentity::self_signed`]) and
+//! prints its SHA-256 [`Fingerprint`]; the offerer pins exactly that
+//! certificate, as DTLS-SRTP pins `a=fingerprint` (RFC 8122). There is no
+//! root store: an https client without a fingerprint refuses to connect.
+//!
+//! ```
+//! # use std::sync::Arc;
+//! # use relay_core::{CloseReason, CloseSignal, LinkStats, Mode, OfferRequest, Transport};
+//! # use relay_signaling::{Accepted, AnswerError, Answerer, Session};
+//! # struct Pending(CloseSignal);
+//! # #[async_trait::async_trait]
+//! # impl Session for Pending {
+//! #     fn stats(&self) -> Option<LinkStats> { None }
+//! #     fn close(&self) { self.0.close(CloseReason::Local); }
+//! #     async fn closed(&self) -> CloseReason { self.0.wait().await }
+//! # }
+//! # struct RtpUdp;
+//! # #[async_trait::async_trait]
+//! # impl Answerer for RtpUdp {
+//! #     fn transport(&self) -> Transport { Transport::RtpUdp }
+//! #     async fn answer(&self, _mode: Mode, _offer: serde_json::Value) -> Result<Accepted, AnswerError> {
+//! #         Ok(Accepted { answer: serde_json::json!({"addr": "127.0.0.1:5004"}), session: Arc::new(Pending(CloseSignal::new())) })
+//! #     }
+//! # }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use relay_signaling::{Fingerprint, ServerConfig, SignalingClient, SignalingServer, TlsIdentity};
+//!
+//! // Answerer: serve https and tell the offerer the fingerprint.
+//! let identity = TlsIdentity::self_signed()?; // or TlsIdentity::from_pem_files(cert, key)?
+//! let config = ServerConfig::default().token(Some("s3cret".into())).tls(identity);
+//! let server = SignalingServer::bind("127.0.0.1:0".parse()?, config, vec![Arc::new(RtpUdp)]).await?;
+//! let printed = server.tls_fingerprint().unwrap().to_string(); // "sha-256 AB:CD:…"
+//!
+//! // Offerer: pin it.
+//! let fingerprint: Fingerprint = printed.parse()?;
+//! let client = SignalingClient::new(&server.url())? // "https://127.0.0.1:port"
+//!     .with_fingerprint(fingerprint)
+//!     .with_token(Some("s3cret".into()));
+//! let offer = OfferRequest {
+//!     transport: Transport::RtpUdp,
+//!     mode: None,
+//!     offer: serde_json::json!({"addr": "127.0.0.1:6004"}),
+//! };
+//! let response = client.offer(&offer).await?;
+//! assert_eq!(response.answer["addr"], "127.0.0.1:5004");
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Counters for Prometheus are on `GET /metrics` (same token rule);
+//! [`metrics`] renders them and serves them for a process without a
+//! signaling server.
 #![warn(missing_docs)]
 
 mod auth;

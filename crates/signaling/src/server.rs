@@ -27,7 +27,7 @@ use crate::registry::{Entry, Refusal, Registry};
 use crate::reply::{self, Body};
 use crate::route::Route;
 use crate::tls::{Fingerprint, TlsIdentity};
-use crate::{AnswerError, Answerer, SessionInfo, SessionState};
+use crate::{Answerer, SessionInfo, SessionState};
 
 /// Default cap on a request body: an SDP offer with a few dozen candidates is
 /// under 8 KiB, so 64 KiB leaves room without letting a client make the
@@ -597,7 +597,6 @@ async fn create_session(state: &State, req: Request<Incoming>) -> Response<Body>
     let (transport, mode) = (offer.transport, offer.mode);
     let accepted = match answerer.answer(mode, offer.offer).await {
         Ok(accepted) => accepted,
-        Err(e @ AnswerError::BadOffer(_)) => return state.refuse(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e) => return state.refuse(e.status(), e.to_string()),
     };
     let entry = Entry {
