@@ -76,3 +76,101 @@ pub fn answer(out: &str, extra: &[&str]) -> (Guard, String) {
     let url = field(&first_line(&mut stdout), "signal").to_string();
     (child, url)
 }
+
+/// The body of `GET path` on the signaling server at `url` (HTTP/1.1,
+/// `Connection: close`, 5 s timeout).
+pub fn http_get_body(url: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let host = url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(host).expect("connect signaling");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    match response.split_once("\r\n\r\n") {
+        Some((_, body)) => body.to_string(),
+        None => panic!("no HTTP body in {response:?}"),
+    }
+}
+
+/// One IPv4 UDP socket of a process, as `/proc/net/udp` lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcUdpSocket {
+    pub local: std::net::SocketAddr,
+    pub inode: u64,
+    /// Datagrams the kernel dropped on this socket (receive buffer full).
+    pub drops: u64,
+}
+
+/// The IPv4 UDP sockets process `pid` holds (Linux: its fds in
+/// `/proc/PID/fd` matched by inode against `/proc/net/udp`).
+pub fn udp_sockets_of(pid: u32) -> Vec<ProcUdpSocket> {
+    let mut inodes = std::collections::HashSet::new();
+    if let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                let t = target.to_string_lossy();
+                if let Some(inode) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+                    inodes.insert(inode.parse::<u64>().unwrap_or(0));
+                }
+            }
+        }
+    }
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (addr, port) = f.get(1)?.split_once(':')?;
+            let ip = u32::from_str_radix(addr, 16).ok()?;
+            // The kernel prints the network-order address as a native u32.
+            let ip = std::net::Ipv4Addr::from(ip.to_ne_bytes());
+            let port = u16::from_str_radix(port, 16).ok()?;
+            let inode = f.get(9)?.parse().ok()?;
+            let drops = f.get(12)?.parse().ok()?;
+            inodes.contains(&inode).then_some(ProcUdpSocket {
+                local: std::net::SocketAddr::new(ip.into(), port),
+                inode,
+                drops,
+            })
+        })
+        .collect()
+}
+
+/// Resident memory of process `pid` in bytes (`VmRSS` in `/proc/PID/status`).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// Reads the child's stderr to the end on a thread, so a chatty child never
+/// blocks on a full pipe; the thread returns the last `keep` bytes.
+pub fn drain_stderr(child: &mut Guard, keep: usize) -> std::thread::JoinHandle<String> {
+    use std::io::Read;
+    let mut err = child.0.stderr.take().expect("stderr piped");
+    std::thread::spawn(move || {
+        let mut tail: Vec<u8> = Vec::new();
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = err.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            tail.extend_from_slice(&buf[..n]);
+            if tail.len() > 2 * keep {
+                tail.drain(..tail.len() - keep);
+            }
+        }
+        let start = tail.len().saturating_sub(keep);
+        String::from_utf8_lossy(&tail[start..]).into_owned()
+    })
+}
