@@ -61,6 +61,7 @@ pub(crate) struct Limits {
 /// Connection counters, for `/metrics`.
 #[derive(Debug, Default)]
 pub(crate) struct ConnectionCounters {
+    pub open: AtomicU64,
     pub accepted: AtomicU64,
     pub refused_limit: AtomicU64,
     pub tls_failed: AtomicU64,
@@ -86,6 +87,7 @@ impl<H> Listener<H> {
         handler: Arc<H>,
         limits: Limits,
         tls: Option<tokio_rustls::TlsAcceptor>,
+        counters: Arc<ConnectionCounters>,
         stop: watch::Receiver<bool>,
     ) -> Listener<H> {
         Listener {
@@ -93,7 +95,7 @@ impl<H> Listener<H> {
             handler,
             limits,
             tls,
-            counters: Arc::default(),
+            counters,
             stop,
             slots: Arc::new(Semaphore::new(
                 limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
@@ -114,8 +116,8 @@ pub(crate) async fn accept_loop<H: Handler>(listener: TcpListener, shared: Arc<L
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => match Arc::clone(&shared.slots).try_acquire_owned() {
                     Ok(permit) => {
-                        shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
-                        connections.spawn(serve_connection(stream, peer, Arc::clone(&shared), permit));
+                        let slot = Slot::taken(permit, &shared.counters);
+                        connections.spawn(serve_connection(stream, peer, Arc::clone(&shared), slot));
                     }
                     Err(_) => {
                         // Closing at once costs nothing; answering 503 would
@@ -148,6 +150,30 @@ pub(crate) async fn accept_loop<H: Handler>(listener: TcpListener, shared: Arc<L
     }
 }
 
+/// One open connection: holds its place under the cap and in the
+/// `open` gauge until dropped.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    counters: Arc<ConnectionCounters>,
+}
+
+impl Slot {
+    fn taken(permit: OwnedSemaphorePermit, counters: &Arc<ConnectionCounters>) -> Slot {
+        counters.accepted.fetch_add(1, Ordering::Relaxed);
+        counters.open.fetch_add(1, Ordering::Relaxed);
+        Slot {
+            _permit: permit,
+            counters: Arc::clone(counters),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.counters.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Logs refused connections at most once per [`REFUSAL_LOG_INTERVAL`],
 /// with how many were refused since the last line.
 #[derive(Default)]
@@ -176,7 +202,7 @@ async fn serve_connection<H: Handler>(
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Listener<H>>,
-    _slot: OwnedSemaphorePermit,
+    _slot: Slot,
 ) {
     let _ = stream.set_nodelay(true);
     let Some(acceptor) = &shared.tls else {

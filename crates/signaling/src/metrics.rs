@@ -565,7 +565,14 @@ pub async fn serve_metrics(
         request_read_timeout: DEFAULT_REQUEST_READ_TIMEOUT,
     };
     let handler = Arc::new(MetricsHandler { token, source });
-    let shared = Arc::new(Listener::new("metrics", handler, limits, None, stop_rx));
+    let shared = Arc::new(Listener::new(
+        "metrics",
+        handler,
+        limits,
+        None,
+        Arc::default(),
+        stop_rx,
+    ));
     info!(%local_addr, "metrics server listening");
     let accept_loop = tokio::spawn(listener::accept_loop(listener, shared));
     Ok(MetricsServer {

@@ -208,15 +208,8 @@ pub(crate) struct State {
     stop: watch::Receiver<bool>,
     sessions_created: AtomicU64,
     refusals: RefusalCounters,
-    /// Filled in once the listener exists (it holds this state).
-    connections: std::sync::OnceLock<Arc<ConnectionGauge>>,
-}
-
-/// The listener's view that `/metrics` needs.
-pub(crate) struct ConnectionGauge {
-    counters: Arc<ConnectionCounters>,
-    slots: Arc<tokio::sync::Semaphore>,
-    max: usize,
+    /// Kept by the listener that serves this state.
+    connections: Arc<ConnectionCounters>,
 }
 
 /// [`SessionRefusals`], counted as they happen.
@@ -278,26 +271,21 @@ impl State {
             stop,
             sessions_created: AtomicU64::new(0),
             refusals: RefusalCounters::default(),
-            connections: std::sync::OnceLock::new(),
+            connections: Arc::default(),
         }
     }
 
     /// The listener that serves this state.
     pub(crate) fn listener(self: &Arc<Self>, what: &'static str) -> Listener<State> {
         let tls = self.config.tls.as_ref().map(TlsIdentity::acceptor);
-        let listener = Listener::new(
+        Listener::new(
             what,
             Arc::clone(self),
             self.config.limits(),
             tls,
+            Arc::clone(&self.connections),
             self.stop.clone(),
-        );
-        let _ = self.connections.set(Arc::new(ConnectionGauge {
-            counters: Arc::clone(&listener.counters),
-            slots: Arc::clone(&listener.slots),
-            max: self.config.max_connections,
-        }));
-        listener
+        )
     }
 
     pub(crate) fn registry(&self) -> &Arc<Registry> {
@@ -305,19 +293,15 @@ impl State {
     }
 
     fn counters(&self) -> ServerCounters {
-        let mut counters = ServerCounters {
-            sessions_created: self.sessions_created.load(Ordering::Relaxed),
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ServerCounters {
+            connections_open: get(&self.connections.open),
+            connections_accepted: get(&self.connections.accepted),
+            connections_refused: get(&self.connections.refused_limit),
+            tls_handshakes_failed: get(&self.connections.tls_failed),
+            sessions_created: get(&self.sessions_created),
             sessions_refused: self.refusals.snapshot(),
-            ..ServerCounters::default()
-        };
-        if let Some(gauge) = self.connections.get() {
-            let max = gauge.max.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
-            counters.connections_open = max.saturating_sub(gauge.slots.available_permits()) as u64;
-            counters.connections_accepted = gauge.counters.accepted.load(Ordering::Relaxed);
-            counters.connections_refused = gauge.counters.refused_limit.load(Ordering::Relaxed);
-            counters.tls_handshakes_failed = gauge.counters.tls_failed.load(Ordering::Relaxed);
         }
-        counters
     }
 
     /// The `/metrics` text: every live session and the server's counters.

@@ -245,3 +245,16 @@ async fn half_sent_heads_do_not_hold_shutdown_up() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_body_near_the_body_cap_still_passes_the_header_sized_buffer() {
+    let rtp = FakeAnswerer::new(Transport::RtpUdp);
+    let server = start(ServerConfig::default(), &[std::sync::Arc::clone(&rtp)]).await;
+    // 60 KiB of offer behind a 16 KiB head limit: the body streams through.
+    let pad = "p".repeat(60 * 1024);
+    let offer = json!({"transport": "rtp-udp", "offer": {"addr": "127.0.0.1:5004", "pad": pad}});
+    let reply = post(server.local_addr(), &[], &offer).await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    assert_eq!(rtp.last_call().1["pad"].as_str().map(str::len), Some(60 * 1024));
+    server.shutdown().await;
+}
