@@ -369,6 +369,13 @@ impl Shared {
             }
             match self.socket.try_recv_buf_from(buf) {
                 Ok((_, from)) => {
+                    if let Some(cause) = self.screen(buf, from) {
+                        self.stats.on_drop(cause);
+                        // Nothing was split off: the space is reused, so a
+                        // flood of garbage allocates nothing.
+                        buf.clear();
+                        continue;
+                    }
                     let data = buf.split().freeze();
                     self.on_datagram(data, from, liveness, inbound);
                 }
@@ -383,6 +390,28 @@ impl Shared {
         }
     }
 
+    /// Why a datagram is dropped before anything else looks at it. Cheap
+    /// checks first, in the order every backend uses: size, then whether
+    /// the bytes can be ours at all, then the source. Only the peer's
+    /// plausible packets are parsed or decrypted.
+    fn screen(&self, data: &[u8], from: SocketAddr) -> Option<DropCause> {
+        if data.len() > self.max_datagram {
+            tracing::trace!(len = data.len(), max = self.max_datagram, %from, "dropping oversized datagram");
+            return Some(DropCause::TooLarge);
+        }
+        if !plausible(data) {
+            tracing::trace!(len = data.len(), %from, "dropping datagram that is neither RTP/RTCP nor STUN");
+            return Some(DropCause::Malformed);
+        }
+        if from != self.peer {
+            if !self.warned_unknown_source.swap(true, Ordering::Relaxed) {
+                tracing::warn!(%from, expected = %self.peer, "dropping packets from an address that was not signaled");
+            }
+            return Some(DropCause::UnknownSource);
+        }
+        None
+    }
+
     fn on_datagram(
         &self,
         data: Bytes,
@@ -390,31 +419,6 @@ impl Shared {
         liveness: &mut Liveness,
         inbound: &mut Option<SrtpContext>,
     ) {
-        // Cheap checks first, in the order every backend uses: size, then
-        // whether the bytes can be ours at all, then the source. Only the
-        // peer's plausible packets are parsed or decrypted.
-        if data.len() > self.max_datagram {
-            tracing::debug!(
-                len = data.len(),
-                max = self.max_datagram,
-                %from,
-                "dropping oversized datagram"
-            );
-            self.stats.on_drop(DropCause::TooLarge);
-            return;
-        }
-        if !plausible(&data) {
-            tracing::debug!(len = data.len(), %from, "dropping datagram that is neither RTP/RTCP nor STUN");
-            self.stats.on_drop(DropCause::Malformed);
-            return;
-        }
-        if from != self.peer {
-            self.stats.on_drop(DropCause::UnknownSource);
-            if !self.warned_unknown_source.swap(true, Ordering::Relaxed) {
-                tracing::warn!(%from, expected = %self.peer, "dropping packets from an address that was not signaled");
-            }
-            return;
-        }
         let now = Instant::now();
         liveness.on_heard(now);
         if stun::looks_like_stun(data[0]) {
