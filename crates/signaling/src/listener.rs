@@ -183,18 +183,27 @@ struct RefusalLog {
 }
 
 impl RefusalLog {
-    fn refused(&mut self, what: &str, max: usize) {
+    /// Counts one refusal at `now`; returns how many refusals to report if a
+    /// line is due.
+    fn refused_at(&mut self, now: Instant) -> Option<u64> {
         self.unlogged += 1;
-        if self.last.is_some_and(|t| t.elapsed() < REFUSAL_LOG_INTERVAL) {
-            return;
+        if self
+            .last
+            .is_some_and(|t| now.saturating_duration_since(t) < REFUSAL_LOG_INTERVAL)
+        {
+            return None;
         }
-        warn!(
-            max_connections = max,
-            refused = self.unlogged,
-            "{what} connection limit reached: closing new connections until some finish"
-        );
-        self.last = Some(Instant::now());
-        self.unlogged = 0;
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+
+    fn refused(&mut self, what: &str, max: usize) {
+        if let Some(refused) = self.refused_at(Instant::now()) {
+            warn!(
+                max_connections = max,
+                refused, "{what} connection limit reached: closing new connections until some finish"
+            );
+        }
     }
 }
 
@@ -348,4 +357,22 @@ where
 /// nothing: the `watch` guard must not live across an `.await`.
 pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_logged_at_most_once_a_second_with_the_count_since() {
+        let mut log = RefusalLog::default();
+        let t0 = Instant::now();
+        assert_eq!(log.refused_at(t0), Some(1));
+        for ms in [1, 10, 500, 999] {
+            assert_eq!(log.refused_at(t0 + Duration::from_millis(ms)), None, "{ms} ms");
+        }
+        assert_eq!(log.refused_at(t0 + Duration::from_millis(1000)), Some(5));
+        assert_eq!(log.refused_at(t0 + Duration::from_millis(1500)), None);
+        assert_eq!(log.refused_at(t0 + Duration::from_secs(60)), Some(2));
+    }
 }

@@ -100,20 +100,32 @@ pub struct InvalidFingerprint {
 impl FromStr for Fingerprint {
     type Err = InvalidFingerprint;
 
-    /// Parses `sha-256 AB:CD:…`; the hash name is case-insensitive (SDP
+    /// Parses `sha-256 AB:CD:…` (the hash name case-insensitive: SDP
     /// writes `sha-256`, some stacks `SHA-256`), hex digits either case.
+    /// Also takes the bare hex pairs, and what
+    /// `openssl x509 -noout -fingerprint -sha256` prints
+    /// (`sha256 Fingerprint=AB:CD:…`), so an operator can paste either.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = |reason: &str| InvalidFingerprint {
             value: s.to_owned(),
             reason: reason.to_owned(),
         };
-        let (hash, hex) = s
-            .trim()
-            .split_once(' ')
-            .ok_or_else(|| bad("expected \"sha-256 XX:XX:…\""))?;
-        if !hash.eq_ignore_ascii_case("sha-256") {
-            return Err(bad("only sha-256 fingerprints are supported"));
-        }
+        let text = s.trim();
+        let hex = if let Some((label, hex)) = text.split_once('=') {
+            if !label.trim().eq_ignore_ascii_case("sha256 fingerprint") {
+                return Err(bad("expected \"sha-256 XX:XX:…\""));
+            }
+            hex
+        } else if let Some((hash, hex)) = text.split_once(' ') {
+            if !(hash.eq_ignore_ascii_case("sha-256") || hash.eq_ignore_ascii_case("sha256")) {
+                return Err(bad("only sha-256 fingerprints are supported"));
+            }
+            hex
+        } else if text.contains(':') {
+            text
+        } else {
+            return Err(bad("expected \"sha-256 XX:XX:…\""));
+        };
         let mut out = [0u8; 32];
         let mut n = 0;
         for pair in hex.trim().split(':') {
@@ -205,7 +217,10 @@ impl fmt::Debug for TlsIdentity {
 
 impl TlsIdentity {
     /// Loads a PEM certificate chain (end-entity first, as web servers
-    /// expect) and its PEM private key (PKCS#8, PKCS#1 or SEC1).
+    /// expect) and its PEM private key (PKCS#8, PKCS#1 or SEC1). The
+    /// [`fingerprint`](TlsIdentity::fingerprint) is the end-entity
+    /// certificate's, the same as
+    /// `openssl x509 -noout -fingerprint -sha256 -in cert.pem` prints.
     ///
     /// ```no_run
     /// use relay_signaling::TlsIdentity;
@@ -422,12 +437,18 @@ mod tests {
         assert_eq!(text.len(), "sha-256 ".len() + 32 * 3 - 1);
         assert_eq!(text.parse::<Fingerprint>().unwrap(), fp);
         assert_eq!(text.to_lowercase().parse::<Fingerprint>().unwrap(), fp);
+        let hex = &text["sha-256 ".len()..];
+        assert_eq!(hex.parse::<Fingerprint>().unwrap(), fp, "bare hex pairs");
+        let openssl = format!("sha256 Fingerprint={hex}\n");
+        assert_eq!(openssl.parse::<Fingerprint>().unwrap(), fp, "openssl's output");
         for (bad, want) in [
             ("", "expected \"sha-256"),
             ("sha-1 AB", "only sha-256"),
             ("sha-256 AB:CD", "fewer than 32"),
             ("sha-256 ABC:CD", "two hex digits"),
             ("sha-256 ZZ", "not hex"),
+            ("AB", "expected \"sha-256"),
+            ("md5 Fingerprint=AB", "expected \"sha-256"),
         ] {
             let e = bad.parse::<Fingerprint>().unwrap_err();
             assert!(e.to_string().contains(want), "{bad:?}: {e}");
