@@ -439,6 +439,9 @@ impl fmt::Display for Value {
 #[derive(Default)]
 struct Exposition {
     text: String,
+    /// Families written so far: an extra metric named like a built-in one
+    /// must not repeat its HELP and TYPE.
+    names: Vec<String>,
 }
 
 impl Exposition {
@@ -455,6 +458,14 @@ impl Exposition {
         if samples.peek().is_none() {
             return;
         }
+        if self.names.iter().any(|n| n == name) {
+            warn!(
+                metric = name,
+                "a link metric repeats a built-in metric's name; left out"
+            );
+            return;
+        }
+        self.names.push(name.to_owned());
         let kind = match kind {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
@@ -939,6 +950,16 @@ relay_link_retransmits_total{session="ab12",transport="rtp-udp",mode="unreliable
         assert!(text.contains("relay_sessions_active 1\n"), "{text}");
         // No stats yet: no counters, only the up gauge.
         assert!(!text.contains("relay_link_packets_sent_total"), "{text}");
+    }
+
+    #[test]
+    fn an_extra_named_like_a_built_in_metric_is_left_out() {
+        let mut link = links().remove(0);
+        link.extra = vec![("packets_sent_total", "Clash.", 99), ("fine", "Fine.", 1)];
+        let text = render(&[link], None);
+        check_exposition(&text).unwrap();
+        assert!(!text.contains("Clash") && !text.contains(" 99\n"), "{text}");
+        assert!(text.contains("# TYPE relay_link_fine gauge\n"), "{text}");
     }
 
     #[test]
