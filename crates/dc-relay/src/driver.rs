@@ -89,7 +89,9 @@ const DTLS_HEADER_LEN: usize = 13;
 /// the stack. Cheapest test first, in the order every backend of the relay
 /// uses: size, then whether the bytes can be ours at all (RFC 7983
 /// demultiplexing: a data channel carries only STUN, first byte 0..=3, and
-/// DTLS, 20..=63, each at least a header long), then the source: once ICE
+/// DTLS, 20..=63, each at least a header long; there is no TURN ChannelData,
+/// 64..=79, as dc-relay gathers only host and `stun:` candidates), then the
+/// source: once ICE
 /// has selected a pair, only its remote address is heard (`peer`). The
 /// stack would refuse all of these too, silently and after copying them
 /// through its pipeline; here they cost a few comparisons and a count.
