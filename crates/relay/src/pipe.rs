@@ -114,10 +114,17 @@ impl Pipe {
         &self.counters
     }
 
+    /// Makes `link` the one local packets go to from now on, before
+    /// [`carry`](Pipe::carry) starts the other direction (so that a caller
+    /// can announce "ready" only once nothing sent after it is dropped).
+    pub fn attach(&self, link: Arc<dyn RelayLink>) {
+        self.current.send_replace(Some(link));
+    }
+
     /// Relays over `link` until it closes; returns why it closed. The pipe
     /// is then without a link until the next `carry`.
     pub async fn carry(&self, link: Arc<dyn RelayLink>) -> CloseReason {
-        self.current.send_replace(Some(link.clone()));
+        self.attach(link.clone());
         let (socket, counters, last_sender, local) = (
             self.socket.clone(),
             self.counters.clone(),

@@ -173,6 +173,7 @@ pub(crate) async fn run(
         }
         let id = offered.session_id.clone();
         state.set_current(Some((id.clone(), offered.link.clone())));
+        pipe.attach(offered.link.clone());
         on_up(&id);
         let reason = pipe.carry(offered.link.clone()).await;
         state.set_current(None);
