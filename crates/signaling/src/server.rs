@@ -76,6 +76,7 @@ pub struct ServerConfig {
     max_header_bytes: usize,
     request_read_timeout: Duration,
     tls: Option<TlsIdentity>,
+    extra_metrics: Option<MetricsSource>,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +89,7 @@ impl Default for ServerConfig {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             request_read_timeout: DEFAULT_REQUEST_READ_TIMEOUT,
             tls: None,
+            extra_metrics: None,
         }
     }
 }
@@ -102,11 +104,21 @@ impl fmt::Debug for ServerConfig {
             .field("max_header_bytes", &self.max_header_bytes)
             .field("request_read_timeout", &self.request_read_timeout)
             .field("tls", &self.tls)
+            .field("extra_metrics", &self.extra_metrics.is_some())
             .finish()
     }
 }
 
 impl ServerConfig {
+    /// More metric families for `GET /metrics`, appended after the
+    /// server's own: the embedding process's counters (for `relay answer`,
+    /// streams resumed after a reconnect). The text must be in the
+    /// exposition format and must not repeat the server's metric names.
+    pub fn extra_metrics(mut self, source: MetricsSource) -> Self {
+        self.extra_metrics = Some(source);
+        self
+    }
+
     /// Bearer token every request but `GET /healthz` must carry
     /// (`Authorization: Bearer <token>`); `None` (the default) lets anyone in.
     pub fn token(mut self, token: Option<String>) -> Self {
@@ -323,7 +335,11 @@ impl State {
                 }
             })
             .collect();
-        metrics::render(&links, Some(&self.counters()))
+        let mut text = metrics::render(&links, Some(&self.counters()));
+        if let Some(extra) = &self.config.extra_metrics {
+            text.push_str(&extra());
+        }
+        text
     }
 }
 

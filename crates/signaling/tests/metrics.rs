@@ -259,3 +259,26 @@ async fn the_signaling_servers_metrics_can_be_served_elsewhere() {
     metrics_server.shutdown().await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_embedding_process_adds_its_own_families() {
+    let extra: metrics::MetricsSource = Arc::new(|| {
+        "# HELP relay_test_resumed_total Streams resumed.\n# TYPE relay_test_resumed_total counter\nrelay_test_resumed_total 3\n"
+            .to_string()
+    });
+    let server = start(
+        ServerConfig::default().extra_metrics(extra),
+        &[FakeAnswerer::new(Transport::RtpUdp)],
+    )
+    .await;
+    let reply = request(server.local_addr(), Method::GET, "/metrics", &[], "").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let text = String::from_utf8(reply.body.to_vec()).unwrap();
+    assert_exposition(&text);
+    assert_eq!(sample(&text, "relay_test_resumed_total"), Some("3"), "{text}");
+    assert!(
+        sample(&text, "relay_sessions_active").is_some(),
+        "the server's own families stay: {text}"
+    );
+    server.shutdown().await;
+}
