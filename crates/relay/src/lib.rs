@@ -30,6 +30,7 @@
 mod backends;
 pub mod compare;
 pub mod loopback;
+pub mod metrics;
 pub mod pipe;
 pub mod reconnect;
 mod session;

@@ -12,7 +12,8 @@ use relay::pipe::{Continuity, Local, Pipe, PipeCounters};
 use relay::reconnect::{OfferPlan, OfferState};
 use relay::{Established, LinkOptions};
 use relay_core::{Mode, Transport};
-use relay_signaling::{ServerConfig, SignalingClient, SignalingServer};
+use relay_signaling::metrics::serve_metrics;
+use relay_signaling::{Fingerprint, ServerConfig, SignalingClient, SignalingServer, TlsIdentity};
 use tokio::net::UdpSocket;
 
 #[derive(Parser, Debug)]
@@ -30,15 +31,26 @@ struct Cli {
 enum Command {
     /// Serve signaling; relay every session's packets to --out.
     Answer {
-        /// Address for the HTTP signaling server.
+        /// Address for the signaling server (HTTP, or HTTPS with the TLS flags).
         #[arg(long, default_value = "127.0.0.1:8080")]
         signal_listen: SocketAddr,
         /// Where received RTP/RTCP goes (the local consumer: SFU, ffmpeg, GStreamer).
         #[arg(long)]
         out: SocketAddr,
-        /// Require `Authorization: Bearer TOKEN` on signaling requests.
+        /// Require `Authorization: Bearer TOKEN` on signaling requests and
+        /// /metrics. Listening beyond loopback without one, a random token is
+        /// generated and printed (`token=` in the status line).
         #[arg(long, env = "RELAY_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Serve signaling beyond loopback without a token (trusted networks only).
+        #[arg(long, conflicts_with = "token")]
+        no_token: bool,
+        #[command(flatten)]
+        tls: TlsArgs,
+        /// Also serve GET /metrics (Prometheus) on this address; it is always
+        /// on the signaling address too.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
         #[command(flatten)]
         link: LinkArgs,
     },
@@ -56,9 +68,16 @@ enum Command {
         /// Where the local sender (SFU, ffmpeg, GStreamer) sends RTP/RTCP.
         #[arg(long = "in")]
         input: SocketAddr,
-        /// Bearer token for the signaling server.
+        /// Bearer token for the signaling server (and this side's /metrics).
         #[arg(long, env = "RELAY_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// SHA-256 fingerprint of the answering relay's HTTPS certificate, as
+        /// `relay answer` prints it (`signal_fingerprint=`); required for https://.
+        #[arg(long)]
+        signal_fingerprint: Option<Fingerprint>,
+        /// Serve GET /metrics (Prometheus) for this link on this address.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
         /// When the link dies (peer restarted, path lost), offer a new one,
         /// backing off from 100 ms to 2 s between attempts, until stopped.
         /// Local packets that arrive with no link up are counted.
@@ -92,6 +111,31 @@ enum Command {
     Transports,
     /// Impair UDP between two addresses: loss, burst loss, delay, jitter, rate cap (netem in userspace).
     Netsim(relay_netsim::NetsimArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct TlsArgs {
+    /// Serve signaling over HTTPS with this PEM certificate chain (with --signal-key).
+    #[arg(long, requires = "signal_key", conflicts_with = "signal_self_signed")]
+    signal_cert: Option<std::path::PathBuf>,
+    /// The PEM private key for --signal-cert.
+    #[arg(long, requires = "signal_cert")]
+    signal_key: Option<std::path::PathBuf>,
+    /// Serve signaling over HTTPS with a generated self-signed certificate;
+    /// offerers pin the printed `signal_fingerprint=`.
+    #[arg(long)]
+    signal_self_signed: bool,
+}
+
+impl TlsArgs {
+    fn identity(&self) -> Result<Option<TlsIdentity>, String> {
+        match (&self.signal_cert, &self.signal_key, self.signal_self_signed) {
+            (Some(cert), Some(key), _) => TlsIdentity::from_pem_files(cert, key).map(Some),
+            (_, _, true) => TlsIdentity::self_signed().map(Some),
+            _ => Ok(None),
+        }
+        .map_err(|e| e.to_string())
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -172,14 +216,29 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             signal_listen,
             out,
             token,
+            no_token,
+            tls,
+            metrics_listen,
             link,
-        } => answer(signal_listen, out, token, link.options()?).await,
+        } => {
+            let token = answer_token(signal_listen, token, no_token);
+            let config = AnswerConfig {
+                listen: signal_listen,
+                out,
+                token,
+                tls: tls.identity()?,
+                metrics_listen,
+            };
+            answer(config, link.options()?).await
+        }
         Command::Offer {
             signal,
             transport,
             mode,
             input,
             token,
+            signal_fingerprint,
+            metrics_listen,
             reconnect,
             link,
         } => {
@@ -189,7 +248,14 @@ async fn run(command: Command) -> Result<ExitCode, String> {
                 options: link.options()?,
                 reconnect: reconnect.then(relay::reconnect::ReconnectPolicy::default),
             };
-            offer(&signal, plan, input, token).await
+            let client = SignalingClient::new(&signal)
+                .map_err(|e| e.to_string())?
+                .with_token(token.clone());
+            let client = match signal_fingerprint {
+                Some(fp) => client.with_fingerprint(fp),
+                None => client,
+            };
+            offer(client, plan, input, metrics_listen.map(|a| (a, token))).await
         }
         Command::Compare {
             packets,
@@ -251,15 +317,45 @@ async fn shutdown_signal() {
     }
 }
 
-async fn answer(
+/// The token `relay answer` requires: the one given; none on loopback or
+/// with --no-token; otherwise a generated one, so that signaling reachable
+/// from a network is never open by default.
+fn answer_token(listen: SocketAddr, token: Option<String>, no_token: bool) -> Option<String> {
+    if token.is_some() {
+        return token;
+    }
+    if no_token {
+        if !listen.ip().is_loopback() {
+            tracing::warn!(%listen, "--no-token: signaling is open to anyone who can reach it");
+        }
+        return None;
+    }
+    if listen.ip().is_loopback() {
+        return None;
+    }
+    let bytes: [u8; 16] = rand::random();
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    tracing::info!(%listen, "listening beyond loopback: generated a bearer token (printed as token=); pass --token to choose one");
+    Some(token)
+}
+
+/// What `relay answer` serves.
+struct AnswerConfig {
     listen: SocketAddr,
     out: SocketAddr,
     token: Option<String>,
-    options: LinkOptions,
-) -> Result<ExitCode, String> {
-    if token.is_none() && !listen.ip().is_loopback() {
-        tracing::warn!(%listen, "signaling is open to anyone who can reach it; pass --token");
-    }
+    tls: Option<TlsIdentity>,
+    metrics_listen: Option<SocketAddr>,
+}
+
+async fn answer(config: AnswerConfig, options: LinkOptions) -> Result<ExitCode, String> {
+    let AnswerConfig {
+        listen,
+        out,
+        token,
+        tls,
+        metrics_listen,
+    } = config;
     let out_bind = SocketAddr::new(
         if out.is_ipv4() {
             IpAddr::from([0, 0, 0, 0])
@@ -270,56 +366,99 @@ async fn answer(
     );
     let continuity = Arc::new(Continuity::default());
     let sessions = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let sink = Arc::new(move |e: Established| {
+    let sink = {
         let continuity = continuity.clone();
-        let session = sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tokio::spawn(async move {
-            let socket = match std_udp(out_bind) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot open a socket towards --out; closing the session");
-                    return;
-                }
-            };
-            tracing::info!(transport = %e.transport, mode = %e.link.mode(), %out, "link up; relaying to --out");
-            let counters = Arc::new(PipeCounters::default());
-            let link = e.link.clone();
-            let pipe =
-                Pipe::start(socket, Local::Fixed(out), counters.clone()).with_continuity(continuity, session);
-            let reason = pipe.carry(e.link).await;
-            log_end(&*link, &counters, &reason);
-        });
-    });
-    let server = SignalingServer::bind(
-        listen,
-        ServerConfig::default().token(token),
-        relay::answerers(&options, sink),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    println!("listening signal=http://{} out={out}", server.local_addr());
+        Arc::new(move |e: Established| {
+            let continuity = continuity.clone();
+            let session = sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::spawn(async move {
+                let socket = match std_udp(out_bind) {
+                    Ok(s) => s,
+                    Err(error) => {
+                        tracing::error!(%error, "cannot open a socket towards --out; closing the session");
+                        e.link.close();
+                        return;
+                    }
+                };
+                tracing::info!(transport = %e.transport, mode = %e.link.mode(), %out, "link up; relaying to --out");
+                let counters = Arc::new(PipeCounters::default());
+                let link = e.link.clone();
+                let pipe = Pipe::start(socket, Local::Fixed(out), counters.clone())
+                    .with_continuity(continuity, session);
+                let reason = pipe.carry(e.link).await;
+                log_end(&*link, &counters, &reason);
+            });
+        })
+    };
+    let mut server_config = ServerConfig::default()
+        .token(token.clone())
+        .extra_metrics(relay::metrics::continuity_source(continuity));
+    if let Some(identity) = tls {
+        server_config = server_config.tls(identity);
+    }
+    let server = SignalingServer::bind(listen, server_config, relay::answerers(&options, sink))
+        .await
+        .map_err(|e| e.to_string())?;
+    let metrics = match metrics_listen {
+        Some(addr) => Some(
+            serve_metrics(addr, token.clone(), server.metrics_source())
+                .await
+                .map_err(|e| format!("cannot serve /metrics on --metrics-listen {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    let mut status = format!("listening signal={} out={out}", server.url());
+    if let Some(fp) = server.tls_fingerprint() {
+        status.push_str(&format!(
+            " signal_fingerprint={}",
+            relay::metrics::fingerprint_hex(&fp)
+        ));
+    }
+    if let Some(m) = &metrics {
+        status.push_str(&format!(" metrics={}", m.url()));
+    }
+    if let Some(t) = &token {
+        status.push_str(&format!(" token={t}"));
+    }
+    println!("{status}");
     shutdown_signal().await;
     tracing::info!("shutting down: closing every session");
     server.shutdown().await;
+    if let Some(m) = metrics {
+        m.shutdown().await;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 async fn offer(
-    signal: &str,
+    client: SignalingClient,
     plan: OfferPlan,
     input: SocketAddr,
-    token: Option<String>,
+    metrics_listen: Option<(SocketAddr, Option<String>)>,
 ) -> Result<ExitCode, String> {
     relay::check(plan.transport, plan.mode).map_err(|e| e.to_string())?;
-    let client = SignalingClient::new(signal)
-        .map_err(|e| e.to_string())?
-        .with_token(token);
     let socket = std_udp(input).map_err(|e| format!("cannot listen for RTP on --in {input}: {e}"))?;
     let counters = Arc::new(PipeCounters::default());
     let pipe = Pipe::start(socket, Local::LastSender, counters.clone());
-    let state = OfferState::default();
+    let state = Arc::new(OfferState::default());
+    let metrics = match metrics_listen {
+        Some((addr, token)) => {
+            let source = relay::metrics::offer_source(state.clone(), counters.clone());
+            Some(
+                serve_metrics(addr, token, source)
+                    .await
+                    .map_err(|e| format!("cannot serve /metrics on --metrics-listen {addr}: {e}"))?,
+            )
+        }
+        None => None,
+    };
+    let metrics_note = metrics
+        .as_ref()
+        .map(|m| format!(" metrics={}", m.url()))
+        .unwrap_or_default();
     let (transport, mode) = (plan.transport, plan.mode);
-    let on_up = |id: &str| println!("ready transport={transport} mode={mode} in={input} session={id}");
+    let on_up =
+        |id: &str| println!("ready transport={transport} mode={mode} in={input} session={id}{metrics_note}");
     let code = tokio::select! {
         r = relay::offer_and_carry(&client, &plan, &pipe, &state, on_up) => {
             let reason = r.map_err(|e| e.to_string())?;
@@ -341,6 +480,9 @@ async fn offer(
             ExitCode::SUCCESS
         }
     };
+    if let Some(m) = metrics {
+        m.shutdown().await;
+    }
     Ok(code)
 }
 
@@ -366,4 +508,30 @@ fn log_end(link: &dyn relay_core::RelayLink, counters: &PipeCounters, reason: &r
         drops = s.drops.total(),
         "session ended"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_generated_only_beyond_loopback_unless_refused() {
+        let lo: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let lo6: SocketAddr = "[::1]:8080".parse().unwrap();
+        let net: SocketAddr = "10.1.2.3:8080".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        assert_eq!(answer_token(lo, None, false), None);
+        assert_eq!(answer_token(lo6, None, false), None);
+        for addr in [net, any] {
+            let generated = answer_token(addr, None, false).expect("a generated token");
+            assert_eq!(generated.len(), 32);
+            assert_ne!(
+                Some(generated),
+                answer_token(addr, None, false),
+                "tokens are random"
+            );
+            assert_eq!(answer_token(addr, None, true), None, "--no-token opts out");
+        }
+        assert_eq!(answer_token(net, Some("t".into()), false).as_deref(), Some("t"));
+    }
 }

@@ -21,7 +21,7 @@ fn rtp(seq: u16) -> Vec<u8> {
 
 fn http_get(url: &str, path: &str) -> String {
     use std::io::Write;
-    let host = url.trim_start_matches("http://");
+    let host = url.trim_start_matches("http://").split('/').next().unwrap();
     let mut s = std::net::TcpStream::connect(host).expect("connect signaling");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(
@@ -281,4 +281,112 @@ fn offer_reconnect_survives_an_answer_restart() {
     );
     // Liveness (1 s) to notice, at most one 2 s backoff, setup.
     assert!(resumed < Duration::from_secs(5), "resumed only after {resumed:?}");
+}
+
+/// The sample of `name` whose labels contain `label`, from exposition text.
+fn sample<'a>(text: &'a str, name: &str, label: &str) -> Option<&'a str> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(label))
+        .and_then(|l| l.rsplit(' ').next())
+}
+
+#[test]
+fn https_signaling_with_a_pinned_fingerprint_and_metrics_on_both_sides() {
+    let consumer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    consumer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let out = consumer.local_addr().unwrap().to_string();
+    let (_answer, mut aout) = spawn(&[
+        "answer",
+        "--signal-listen",
+        "127.0.0.1:0",
+        "--out",
+        &out,
+        "--signal-self-signed",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    let status = first_line(&mut aout);
+    let url = field(&status, "signal").to_string();
+    assert!(url.starts_with("https://"), "{status}");
+    let fingerprint = field(&status, "signal_fingerprint").to_string();
+    let answer_metrics = field(&status, "metrics").to_string();
+    let input = free_udp_addr();
+
+    // Without the pin, and with a wrong one: refused, saying what to do.
+    let wrong = ["00"; 32].join(":");
+    for (extra, expect) in [
+        (vec![], "--signal-fingerprint"),
+        (vec!["--signal-fingerprint", wrong.as_str()], &fingerprint[..]),
+    ] {
+        let mut args = vec![
+            "offer",
+            "--signal",
+            &url,
+            "--transport",
+            "rtp-udp",
+            "--in",
+            &input,
+        ];
+        args.extend(extra);
+        let (mut refused, _) = spawn(&args);
+        let status = refused
+            .wait_exit(Duration::from_secs(10))
+            .expect("refused offer exits");
+        assert!(!status.success());
+        let mut err = String::new();
+        refused.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        assert!(err.contains(expect), "expected {expect:?} in: {err}");
+    }
+
+    let (_offer, mut oout) = spawn(&[
+        "offer",
+        "--signal",
+        &url,
+        "--signal-fingerprint",
+        &fingerprint,
+        "--transport",
+        "quic",
+        "--in",
+        &input,
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    let ready = first_line(&mut oout);
+    assert!(ready.starts_with("ready "), "{ready}");
+    let offer_metrics = field(&ready, "metrics").to_string();
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut buf = [0u8; 2048];
+    for seq in 0..50 {
+        sender.send_to(&rtp(seq), &input).unwrap();
+        consumer
+            .recv_from(&mut buf)
+            .expect("relayed over https-signaled quic");
+    }
+    let answer_text = http_get(&answer_metrics, "/metrics");
+    assert!(answer_text.contains("text/plain; version=0.0.4"), "{answer_text}");
+    assert_eq!(
+        sample(
+            &answer_text,
+            "relay_link_packets_received_total",
+            "role=\"answer\""
+        ),
+        Some("50"),
+        "{answer_text}"
+    );
+    assert!(
+        answer_text.contains("relay_stream_resumptions_total 0"),
+        "{answer_text}"
+    );
+    let offer_text = http_get(&offer_metrics, "/metrics");
+    assert_eq!(
+        sample(&offer_text, "relay_link_packets_sent_total", "role=\"offer\""),
+        Some("50"),
+        "{offer_text}"
+    );
+    assert!(offer_text.contains("relay_offer_link_up 1"), "{offer_text}");
+    assert!(
+        offer_text.contains("relay_local_packets_to_link_total 50"),
+        "{offer_text}"
+    );
 }

@@ -1,0 +1,206 @@
+//! What `relay answer` and `relay offer` add to `GET /metrics` beyond the
+//! per-link families relay-signaling renders: reconnects, outages, the
+//! packets they cost, and the local side of the pipe.
+
+use std::fmt::{Display, Write};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use relay_signaling::metrics::{self, LinkMetrics, MetricsSource, Role};
+use relay_signaling::{Fingerprint, SessionState};
+
+use crate::pipe::{Continuity, PipeCounters};
+use crate::reconnect::OfferState;
+
+/// One metric family with a single sample, in the text exposition format.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, value: impl Display) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// The answering side's streams resuming on new sessions (see
+/// [`Continuity`]).
+pub fn continuity_source(continuity: Arc<Continuity>) -> MetricsSource {
+    Arc::new(move || render_continuity(&continuity))
+}
+
+fn render_continuity(c: &Continuity) -> String {
+    let mut out = String::new();
+    let (last, total) = c.gaps();
+    family(
+        &mut out,
+        "relay_stream_resumptions_total",
+        "counter",
+        "RTP streams (SSRCs) that stopped on one session and resumed on a new one.",
+        c.resumed(),
+    );
+    family(
+        &mut out,
+        "relay_stream_resumption_missing_packets_total",
+        "counter",
+        "RTP sequence numbers missing across those resumptions (lost in the outage).",
+        c.missing(),
+    );
+    family(
+        &mut out,
+        "relay_stream_resumption_gap_seconds_total",
+        "counter",
+        "Time between the last packet on the old session and the first on the new one, summed.",
+        total.as_secs_f64(),
+    );
+    family(
+        &mut out,
+        "relay_stream_resumption_last_gap_seconds",
+        "gauge",
+        "That time for the latest resumption.",
+        last.as_secs_f64(),
+    );
+    out
+}
+
+/// The offering side: its current link, reconnects and outages, and the
+/// local `--in` pipe.
+pub fn offer_source(state: Arc<OfferState>, pipe: Arc<PipeCounters>) -> MetricsSource {
+    Arc::new(move || render_offer(&state, &pipe))
+}
+
+fn render_offer(state: &OfferState, pipe: &PipeCounters) -> String {
+    let links: Vec<LinkMetrics> = state
+        .current()
+        .map(|(session, link)| {
+            let stats = link.stats();
+            LinkMetrics {
+                session,
+                transport: stats.transport,
+                mode: stats.mode,
+                role: Role::Offer,
+                state: SessionState::Up,
+                stats: Some(stats),
+                extra: Vec::new(),
+            }
+        })
+        .into_iter()
+        .collect();
+    let mut out = metrics::render(&links, None);
+    let (outages, last, total) = state.outages();
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    for (name, help, value) in [
+        (
+            "relay_offer_links_established_total",
+            "Links established, the first included.",
+            state.links_established(),
+        ),
+        (
+            "relay_offer_attempts_failed_total",
+            "Offer or link setup attempts that failed.",
+            state.attempts_failed(),
+        ),
+        (
+            "relay_offer_outages_total",
+            "Outages (a link died) ended by a new link.",
+            outages,
+        ),
+        (
+            "relay_local_packets_to_link_total",
+            "Local packets relayed onto a link.",
+            get(&pipe.to_link),
+        ),
+        (
+            "relay_local_packets_to_local_total",
+            "Link packets sent to the local side.",
+            get(&pipe.to_local),
+        ),
+        (
+            "relay_local_packets_no_link_total",
+            "Local packets dropped because no link was up (before the first, or reconnecting).",
+            get(&pipe.no_link),
+        ),
+        (
+            "relay_local_packets_rejected_total",
+            "Local datagrams that were not RTP/RTCP or too large for the link.",
+            get(&pipe.rejected),
+        ),
+    ] {
+        family(&mut out, name, "counter", help, value);
+    }
+    family(
+        &mut out,
+        "relay_offer_outage_seconds_total",
+        "counter",
+        "Time from a link being declared dead to the next being up, summed.",
+        total.as_secs_f64(),
+    );
+    family(
+        &mut out,
+        "relay_offer_last_outage_seconds",
+        "gauge",
+        "That time for the latest outage.",
+        last.as_secs_f64(),
+    );
+    family(
+        &mut out,
+        "relay_offer_link_up",
+        "gauge",
+        "1 while a link is up.",
+        u8::from(!links.is_empty()),
+    );
+    out
+}
+
+/// A fingerprint as the colon-separated hex pairs `relay answer` prints
+/// and `--signal-fingerprint` takes.
+pub fn fingerprint_hex(fingerprint: &Fingerprint) -> String {
+    let text = fingerprint.to_string();
+    text.strip_prefix("sha-256 ").unwrap_or(&text).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offer_metrics_without_a_link_report_it_down_and_count_drops() {
+        let state = OfferState::default();
+        let pipe = PipeCounters::default();
+        pipe.no_link.store(7, Ordering::Relaxed);
+        let text = render_offer(&state, &pipe);
+        assert!(text.contains("\nrelay_offer_link_up 0\n"), "{text}");
+        assert!(text.contains("\nrelay_local_packets_no_link_total 7\n"), "{text}");
+        // Every family is announced once, and every sample belongs to one.
+        let mut types = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                assert!(
+                    types.insert(rest.split(' ').next().unwrap().to_string()),
+                    "{line}"
+                );
+            }
+        }
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split([' ', '{']).next().unwrap();
+            assert!(types.iter().any(|t| name.starts_with(t.as_str())), "{line}");
+        }
+    }
+
+    #[test]
+    fn continuity_metrics_follow_the_tracker() {
+        let c = Continuity::default();
+        c.observe(1, 9, 100);
+        c.observe(2, 9, 111);
+        let text = render_continuity(&c);
+        assert!(text.contains("\nrelay_stream_resumptions_total 1\n"), "{text}");
+        assert!(
+            text.contains("\nrelay_stream_resumption_missing_packets_total 10\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_printed_fingerprint_parses_back() {
+        let fp: Fingerprint = ["AB"; 32].join(":").parse().unwrap();
+        let hex = fingerprint_hex(&fp);
+        assert!(!hex.contains(' '));
+        assert_eq!(hex.parse::<Fingerprint>().unwrap(), fp);
+    }
+}
