@@ -94,6 +94,11 @@ pub fn worth_retrying(error: &RelayError) -> bool {
             ClientError::InvalidBase { .. }
             | ClientError::InvalidSessionId(_)
             | ClientError::Unauthorized { .. }
+            | ClientError::NoFingerprint { .. }
+            | ClientError::FingerprintOverHttp { .. }
+            // A restarted answerer with a new self-signed certificate is
+            // not the pinned one: an operator must decide (docs/security.md).
+            | ClientError::FingerprintMismatch { .. }
             | ClientError::BadResponse { .. } => false,
             // 408 and 429 are the server asking to come back; 503 is its
             // session cap. Any other 4xx is this offer being wrong.
@@ -193,6 +198,66 @@ pub(crate) async fn run(
         // or it was the path that failed): end it there so nothing stays
         // half-open, without waiting long for a server that is gone.
         exchange.release(&id).await;
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+    use relay_signaling::Fingerprint;
+
+    #[test]
+    fn only_errors_a_later_attempt_could_escape_are_retried() {
+        let server = || "http://10.0.0.2:8080".to_string();
+        let status = |code: u16| {
+            RelayError::Signaling(ClientError::Status {
+                server: server(),
+                status: http::StatusCode::from_u16(code).unwrap(),
+                message: String::new(),
+            })
+        };
+        let fp: Fingerprint = ["AB"; 32].join(":").parse().unwrap();
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let retried = [
+            RelayError::Signaling(ClientError::Connect {
+                server: server(),
+                source: refused,
+            }),
+            RelayError::Setup {
+                transport: Transport::Quic,
+                message: "handshake timed out".into(),
+            },
+            status(503),
+            status(500),
+            status(408),
+            status(429),
+        ];
+        let fatal = [
+            RelayError::Signaling(ClientError::Unauthorized {
+                server: server(),
+                what: "the offer".into(),
+                token_sent: true,
+            }),
+            RelayError::Signaling(ClientError::FingerprintMismatch {
+                server: server(),
+                expected: fp,
+                actual: fp,
+            }),
+            RelayError::Signaling(ClientError::NoFingerprint { server: server() }),
+            RelayError::BadMode {
+                transport: Transport::Quic,
+                mode: Mode::Srtp,
+                modes: String::new(),
+            },
+            status(400),
+            status(404),
+        ];
+        for e in &retried {
+            assert!(worth_retrying(e), "should retry: {e}");
+        }
+        for e in &fatal {
+            assert!(!worth_retrying(e), "should give up: {e}");
+        }
     }
 }
 
