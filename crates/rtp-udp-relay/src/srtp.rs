@@ -164,8 +164,7 @@ impl MasterKey {
     }
 }
 
-/// Authenticates control messages that must not be forgeable in srtp
-/// mode (the goodbye): HMAC-SHA-256 under a key derived from the sender's
+/// Authenticates the goodbye in srtp mode: HMAC-SHA-256 under a key derived from the sender's
 /// master key with a label outside RFC 3711's range (0..=5), so it is
 /// independent of the SRTP session keys.
 pub struct ControlAuth {
@@ -178,9 +177,33 @@ impl std::fmt::Debug for ControlAuth {
     }
 }
 
-/// Private KDF label for [`ControlAuth`].
+/// Private KDF label for [`ControlAuth`] (the goodbye).
 const LABEL_CONTROL: u8 = 0xC0;
+/// Private KDF label for [`keepalive_key`]: another purpose, another key.
+const LABEL_KEEPALIVE: u8 = 0xC1;
 const CONTROL_CONTEXT: &[u8] = b"sfu-relay goodbye";
+
+/// The MESSAGE-INTEGRITY-SHA256 key of the keepalive probes and replies
+/// sent under `master` (see [`crate::stun`]): 32 bytes of the RFC 3711
+/// key derivation with the private label 0xC1, as the goodbye's key uses
+/// 0xC0 and SRTP's session keys 0x00..=0x05. Each side signs with the key
+/// from its own master key and checks with the one from the peer's, so the
+/// two directions, the goodbye and the media all have independent keys.
+///
+/// ```
+/// use rtp_udp_relay::srtp::{MasterKey, keepalive_key};
+/// use rtp_udp_relay::stun::{self, Control};
+/// let ours = MasterKey::generate();
+/// let wire = stun::encode_with_integrity(&Control::Probe([1; 12]), &keepalive_key(&ours));
+/// // The peer checks with the key it derives from our signaled master key.
+/// assert!(stun::verify_integrity(&wire, &keepalive_key(&ours)).is_ok());
+/// assert!(stun::verify_integrity(&wire, &keepalive_key(&MasterKey::generate())).is_err());
+/// ```
+pub fn keepalive_key(master: &MasterKey) -> crate::stun::IntegrityKey {
+    let mut k = [0u8; 32];
+    derive(&master.key, &master.salt, LABEL_KEEPALIVE, &mut k);
+    crate::stun::IntegrityKey::new(&k)
+}
 
 impl ControlAuth {
     /// The authenticator for messages sent under `master`.
@@ -813,6 +836,35 @@ mod tests {
         );
         assert_eq!(format!("{k:?}"), "MasterKey(..)");
         assert_ne!(MasterKey::generate(), k);
+    }
+
+    #[test]
+    fn keepalive_goodbye_and_srtp_keys_are_independent() {
+        let k = MasterKey::new([0x11; 16], [0x22; 12]);
+        let mut keys = Vec::new();
+        for label in [
+            LABEL_RTP_KEY,
+            LABEL_RTP_SALT,
+            LABEL_RTCP_KEY,
+            LABEL_RTCP_SALT,
+            LABEL_CONTROL,
+            LABEL_KEEPALIVE,
+        ] {
+            let mut out = [0u8; 32];
+            derive(&k.key, &k.salt, label, &mut out);
+            keys.push(out);
+        }
+        for (i, a) in keys.iter().enumerate() {
+            for b in &keys[i + 1..] {
+                assert_ne!(a[..16], b[..16]);
+            }
+        }
+        // A keepalive tag does not verify under the peer's key.
+        let msg = crate::stun::Control::Probe([1; 12]);
+        let wire = crate::stun::encode_with_integrity(&msg, &keepalive_key(&k));
+        assert!(crate::stun::verify_integrity(&wire, &keepalive_key(&k)).is_ok());
+        let other = MasterKey::new([0x11; 16], [0x23; 12]);
+        assert!(crate::stun::verify_integrity(&wire, &keepalive_key(&other)).is_err());
     }
 
     #[test]
