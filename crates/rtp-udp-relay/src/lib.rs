@@ -17,9 +17,11 @@
 //!   get confidentiality, integrity and replay protection (128-packet window
 //!   per SSRC); packets that fail are counted in `LinkStats::unauthenticated`
 //!   and dropped. The keys travel in signaling, so signaling must be HTTPS
-//!   or on a trusted network. The STUN keepalives below stay
-//!   unauthenticated (an on-path attacker can fake liveness or starve it,
-//!   not media); the goodbye is signed, so it cannot be forged.
+//!   or on a trusted network. The keepalives and the goodbye below are
+//!   authenticated too, with keys derived from the same master keys, so a
+//!   spoofer without the keys can neither keep a dead link alive nor close
+//!   a live one (an on-path attacker can still drop packets and so starve
+//!   the keepalives: the link then closes after the liveness timeout).
 //!
 //! What this crate adds to bare sockets:
 //!
@@ -32,7 +34,15 @@
 //!   connectivity checks and RFC 7675 for consent. The link is ready when a
 //!   probe's reply comes back (packets flow both ways); probes continue
 //!   every keepalive interval and give the RTT; a peer silent for the
-//!   liveness timeout (default 5 s) closes the link.
+//!   liveness timeout (default 5 s) closes the link. In plain mode anything
+//!   from the peer's address counts as hearing from it. In srtp mode every
+//!   probe and reply carries MESSAGE-INTEGRITY-SHA256 (RFC 8489 section
+//!   14.6) under a key derived from the sender's SRTP master key
+//!   ([`srtp::keepalive_key`]); probes and replies without a valid one are
+//!   counted in `drops.unauthenticated`, never answered, and ignored for
+//!   liveness. Only media that passes SRTP authentication and an
+//!   authenticated reply to a probe still outstanding (the reply echoes
+//!   the probe's transaction id; each counts once) keep an srtp link alive.
 //! - **A goodbye** (a STUN Binding Indication with a private attribute) so
 //!   the peer learns of a clean close at once.
 //!

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use crate::liveness::{Action, Liveness};
 use crate::srtp::{self, ControlAuth, MasterKey, SrtpContext, SrtpError};
-use crate::stun::{self, Control};
+use crate::stun::{self, Control, IntegrityKey};
 use crate::{RtpUdpConfig, RtpUdpError};
 
 /// Datagrams read per wake-up before the loop checks its clock again.
@@ -204,12 +204,20 @@ struct Keys {
     outbound: SrtpContext,
     inbound: SrtpContext,
     goodbye: GoodbyeAuth,
+    keepalive: KeepaliveAuth,
 }
 
 /// Signs our goodbye and checks the peer's.
 struct GoodbyeAuth {
     ours: ControlAuth,
     peer: ControlAuth,
+}
+
+/// MESSAGE-INTEGRITY-SHA256 keys of the probes and replies: ours signs
+/// what we send, the peer's checks what arrives.
+struct KeepaliveAuth {
+    ours: IntegrityKey,
+    peer: IntegrityKey,
 }
 
 impl Keys {
@@ -221,6 +229,10 @@ impl Keys {
                 goodbye: GoodbyeAuth {
                     ours: ControlAuth::new(&l),
                     peer: ControlAuth::new(&p),
+                },
+                keepalive: KeepaliveAuth {
+                    ours: srtp::keepalive_key(&l),
+                    peer: srtp::keepalive_key(&p),
                 },
             }),
             _ => None,
@@ -238,6 +250,10 @@ struct Shared {
     outbound: Option<Mutex<SrtpContext>>,
     /// `Some` in srtp mode: goodbyes are signed and checked.
     goodbye: Option<GoodbyeAuth>,
+    /// `Some` in srtp mode: probes and replies carry and need
+    /// MESSAGE-INTEGRITY-SHA256, and only authenticated packets count as
+    /// hearing from the peer.
+    keepalive: Option<KeepaliveAuth>,
     stats: StatsRecorder,
     inbox: PacketQueue,
     close: CloseSignal,
@@ -249,6 +265,7 @@ struct Shared {
     max_packet_size: usize,
     warned_unknown_source: AtomicBool,
     warned_unauthenticated: AtomicBool,
+    warned_unauthenticated_control: AtomicBool,
 }
 
 /// An established rtp-udp link; see the crate docs.
@@ -276,9 +293,14 @@ impl RtpUdpLink {
         started: Instant,
     ) -> RtpUdpLink {
         let local = socket.local_addr().unwrap_or(config.bind);
-        let (outbound, inbound, goodbye) = match keys {
-            Some(k) => (Some(Mutex::new(k.outbound)), Some(k.inbound), Some(k.goodbye)),
-            None => (None, None, None),
+        let (outbound, inbound, goodbye, keepalive) = match keys {
+            Some(k) => (
+                Some(Mutex::new(k.outbound)),
+                Some(k.inbound),
+                Some(k.goodbye),
+                Some(k.keepalive),
+            ),
+            None => (None, None, None, None),
         };
         let overhead = if outbound.is_some() { SRTP_OVERHEAD } else { 0 };
         // The configured size bounds the datagram on the wire, except that
@@ -294,6 +316,7 @@ impl RtpUdpLink {
             mode,
             outbound,
             goodbye,
+            keepalive,
             stats: StatsRecorder::new(Transport::RtpUdp, mode),
             inbox: PacketQueue::new(config.receive_queue, Overflow::DropOldest),
             close: CloseSignal::new(),
@@ -302,6 +325,7 @@ impl RtpUdpLink {
             max_packet_size,
             warned_unknown_source: AtomicBool::new(false),
             warned_unauthenticated: AtomicBool::new(false),
+            warned_unauthenticated_control: AtomicBool::new(false),
         });
         let liveness = Liveness::new(
             Instant::now(),
@@ -355,9 +379,15 @@ impl Shared {
     }
 
     fn send_control(&self, msg: &Control) {
+        let wire = match (&self.keepalive, msg) {
+            (Some(auth), Control::Probe(_) | Control::ProbeReply(..)) => {
+                stun::encode_with_integrity(msg, &auth.ours)
+            }
+            _ => stun::encode(msg),
+        };
         // Best effort: a lost probe is retried by the schedule, a lost
         // goodbye falls back to the liveness timeout.
-        if let Err(e) = self.socket.try_send_to(&stun::encode(msg), self.peer) {
+        if let Err(e) = self.socket.try_send_to(&wire, self.peer) {
             tracing::debug!(peer = %self.peer, error = %e, "control message not sent");
         }
     }
@@ -420,37 +450,12 @@ impl Shared {
         inbound: &mut Option<SrtpContext>,
     ) {
         let now = Instant::now();
-        liveness.on_heard(now);
+        if self.keepalive.is_none() {
+            // Plain RTP: the signaled address is all there is to trust.
+            liveness.on_heard(now);
+        }
         if stun::looks_like_stun(data[0]) {
-            match stun::decode(&data) {
-                Ok(Control::Probe(txid)) => self.send_control(&Control::ProbeReply(txid, Some(from))),
-                Ok(Control::ProbeReply(txid, _)) => {
-                    if let Some(rtt) = liveness.on_reply(&txid, now) {
-                        self.stats.set_rtt(rtt);
-                    }
-                }
-                Ok(Control::Goodbye) if self.goodbye.is_none() => {
-                    self.shutdown(CloseReason::PeerClosed);
-                }
-                Ok(Control::SignedGoodbye(txid, tag)) => match &self.goodbye {
-                    Some(auth) if !auth.peer.verify(&txid, &tag) => {
-                        self.stats.on_drop(DropCause::Unauthenticated);
-                    }
-                    // Plain RTP cannot check the tag and trusts the network.
-                    _ => {
-                        self.shutdown(CloseReason::PeerClosed);
-                    }
-                },
-                Ok(Control::Goodbye) => {
-                    // srtp mode: an unsigned goodbye may be forged.
-                    tracing::debug!(%from, "ignoring an unsigned goodbye on an srtp link");
-                    self.stats.on_drop(DropCause::Unauthenticated);
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "bad control message");
-                    self.stats.on_drop(DropCause::Malformed);
-                }
-            }
+            self.on_control(&data, from, liveness, now);
             return;
         }
         let data = match inbound {
@@ -468,7 +473,10 @@ impl Shared {
                     }
                 };
                 match unprotected {
-                    Ok(plain) => plain,
+                    Ok(plain) => {
+                        liveness.on_heard(now);
+                        plain
+                    }
                     Err(e) => {
                         if !self.warned_unauthenticated.swap(true, Ordering::Relaxed) {
                             tracing::warn!(%from, error = %e, "dropping media that fails SRTP checks");
@@ -489,6 +497,57 @@ impl Shared {
             Err(e) => {
                 tracing::debug!(error = %e, "dropping datagram that is not RTP/RTCP");
                 self.stats.on_drop(DropCause::Malformed);
+            }
+        }
+    }
+
+    /// A STUN datagram from the peer's address: answer probes, take
+    /// replies, honour goodbyes. In srtp mode probes and replies without a
+    /// valid MESSAGE-INTEGRITY-SHA256 are dropped as `unauthenticated`,
+    /// never answered and never count as hearing from the peer.
+    fn on_control(&self, data: &[u8], from: SocketAddr, liveness: &mut Liveness, now: Instant) {
+        let msg = match stun::decode(data) {
+            Ok(msg) => msg,
+            Err(e) => {
+                tracing::debug!(error = %e, "bad control message");
+                self.stats.on_drop(DropCause::Malformed);
+                return;
+            }
+        };
+        if let (Some(auth), Control::Probe(_) | Control::ProbeReply(..)) = (&self.keepalive, &msg)
+            && let Err(e) = stun::verify_integrity(data, &auth.peer)
+        {
+            if !self.warned_unauthenticated_control.swap(true, Ordering::Relaxed) {
+                tracing::warn!(%from, error = %e, "dropping keepalives that fail authentication: spoofed, or the peer lacks the signaled key");
+            }
+            self.stats.on_drop(DropCause::Unauthenticated);
+            return;
+        }
+        match msg {
+            Control::Probe(txid) => self.send_control(&Control::ProbeReply(txid, Some(from))),
+            Control::ProbeReply(txid, _) => match liveness.on_reply(&txid, now) {
+                Some(rtt) => self.stats.set_rtt(rtt),
+                // Late (the backlog of setup probes), duplicated or
+                // replayed: it proves nothing now. Authentic, so not
+                // counted as a drop; ignored.
+                None => tracing::trace!(%from, "reply to a probe no longer outstanding"),
+            },
+            Control::Goodbye if self.goodbye.is_none() => {
+                self.shutdown(CloseReason::PeerClosed);
+            }
+            Control::SignedGoodbye(txid, tag) => match &self.goodbye {
+                Some(auth) if !auth.peer.verify(&txid, &tag) => {
+                    self.stats.on_drop(DropCause::Unauthenticated);
+                }
+                // Plain RTP cannot check the tag and trusts the network.
+                _ => {
+                    self.shutdown(CloseReason::PeerClosed);
+                }
+            },
+            Control::Goodbye => {
+                // srtp mode: an unsigned goodbye may be forged.
+                tracing::debug!(%from, "ignoring an unsigned goodbye on an srtp link");
+                self.stats.on_drop(DropCause::Unauthenticated);
             }
         }
     }

@@ -10,8 +10,12 @@
 //! 2. **Up**: send a probe every keepalive interval (default: a fifth of
 //!    the liveness timeout, so four consecutive losses are survivable).
 //!    Replies give RTT samples.
-//! 3. **Dead**: nothing at all heard from the peer (media, probe or reply)
-//!    for the liveness timeout.
+//! 3. **Dead**: nothing heard from the peer for the liveness timeout. What
+//!    counts as heard is the socket loop's call: in plain mode any datagram
+//!    from the peer's address ([`Liveness::on_heard`]); in srtp mode only
+//!    media that passed SRTP authentication and an authenticated reply to
+//!    one of our outstanding probes ([`Liveness::on_reply`]), so a spoofer
+//!    without the keys cannot keep a dead link alive.
 
 use std::time::{Duration, Instant};
 
@@ -71,20 +75,22 @@ impl Liveness {
         self.ready
     }
 
-    /// Anything arrived from the peer.
+    /// Something arrived that shows the peer is alive.
     pub fn on_heard(&mut self, now: Instant) {
         self.last_heard = Some(now);
     }
 
-    /// A reply to one of our probes arrived; returns the RTT if the
-    /// transaction id is one we sent recently.
+    /// A reply to one of our probes arrived. If the transaction id is one
+    /// we sent recently and no reply to it has been seen yet, the peer is
+    /// heard and the RTT returned; otherwise (unknown, late, duplicated or
+    /// replayed) nothing changes.
     pub fn on_reply(&mut self, txid: &TransactionId, now: Instant) -> Option<Duration> {
-        self.on_heard(now);
         let slot = self
             .pending
             .iter_mut()
             .find(|p| matches!(p, Some((id, _)) if id == txid))?;
         let (_, sent) = slot.take()?;
+        self.on_heard(now);
         if !self.ready {
             self.ready = true;
             self.next_probe = now + self.interval;
@@ -163,6 +169,24 @@ mod tests {
         assert!(!l.is_ready());
         assert!(l.on_reply(&id, t0).is_some());
         assert_eq!(l.on_reply(&id, t0), None);
+    }
+
+    #[test]
+    fn only_a_reply_to_an_outstanding_probe_postpones_death() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(t0, T, I, [0; 4]);
+        let id = probe(l.poll(t0));
+        assert!(l.on_reply(&id, t0).is_some());
+        // The same reply again (replayed) and replies to probes never sent,
+        // every 100 ms: the peer is still dead at t0 + T.
+        let mut now = t0;
+        while now < t0 + T - Duration::from_millis(100) {
+            now += Duration::from_millis(100);
+            assert_eq!(l.on_reply(&id, now), None);
+            assert_eq!(l.on_reply(&[0xEE; 12], now), None);
+            while let Action::Probe(_) = l.poll(now) {}
+        }
+        assert_eq!(l.poll(t0 + T), Action::Dead(T));
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! rtp-udp specifics beyond the shared contract: source filtering, garbage,
-//! a vanished peer, an absent peer, unusable addresses.
+//! a vanished peer, an absent peer, unusable addresses, and a spoofer
+//! keeping a dead link alive (it can in plain mode, not in srtp mode).
 
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use relay_core::{CloseReason, Mode, Packet, RelayLink, RtpUdpDescription, build_rtp};
-use rtp_udp_relay::stun::{self, Control};
-use rtp_udp_relay::{RtpUdpAnswerer, RtpUdpConfig, RtpUdpError, RtpUdpOfferer};
+use relay_core::{CloseReason, Mode, Packet, RelayLink, RtpUdpDescription, SrtpParameters, build_rtp};
+use rtp_udp_relay::srtp::{self, MasterKey};
+use rtp_udp_relay::stun::{self, Control, IntegrityKey};
+use rtp_udp_relay::{RtpUdpAnswerer, RtpUdpConfig, RtpUdpError, RtpUdpLink, RtpUdpOfferer};
 
 const BOUND: Duration = Duration::from_secs(10);
 
@@ -46,6 +49,19 @@ async fn answering(peer: &UdpSocket, config: RtpUdpConfig) -> RtpUdpAnswerer {
 }
 
 fn answer_probes(s: &UdpSocket, for_how_long: Duration) -> usize {
+    answer_probes_with(s, for_how_long, None)
+}
+
+/// The keepalive keys of an srtp fake peer: its own, and the link's.
+struct KeepaliveKeys {
+    ours: IntegrityKey,
+    link: IntegrityKey,
+}
+
+/// Answers probes as the real peer would: in srtp mode (`keys`), only
+/// probes that carry the link's MESSAGE-INTEGRITY-SHA256, with a reply
+/// that carries ours.
+fn answer_probes_with(s: &UdpSocket, for_how_long: Duration, keys: Option<&KeepaliveKeys>) -> usize {
     let until = Instant::now() + for_how_long;
     let mut buf = [0u8; 2048];
     let mut answered = 0;
@@ -53,8 +69,19 @@ fn answer_probes(s: &UdpSocket, for_how_long: Duration) -> usize {
         if let Ok((n, from)) = s.recv_from(&mut buf)
             && let Ok(Control::Probe(txid)) = stun::decode(&buf[..n])
         {
-            s.send_to(&stun::encode(&Control::ProbeReply(txid, Some(from))), from)
-                .unwrap();
+            let reply = Control::ProbeReply(txid, Some(from));
+            let wire = match keys {
+                None => stun::encode(&reply),
+                Some(k) => {
+                    assert_eq!(
+                        stun::verify_integrity(&buf[..n], &k.link),
+                        Ok(()),
+                        "an srtp link's probes carry its MESSAGE-INTEGRITY-SHA256"
+                    );
+                    stun::encode_with_integrity(&reply, &k.ours)
+                }
+            };
+            s.send_to(&wire, from).unwrap();
             answered += 1;
         }
     }
@@ -217,4 +244,181 @@ async fn dropping_a_link_says_goodbye() {
     drop(a);
     let reason = tokio::time::timeout(BOUND, b.closed()).await.unwrap();
     assert_eq!(reason, CloseReason::PeerClosed);
+}
+
+/// What a spoofer sent from the peer's address, and what it got back.
+#[derive(Debug, Default)]
+struct Spoofed {
+    /// Datagrams sent to the link.
+    sent: u64,
+    /// Replies from the link to the spoofer's own probes.
+    answered: u64,
+}
+
+/// A spoofer at the peer's address (an off-path attacker forging the
+/// source; here it even sees the link's probes, which is more than an
+/// off-path attacker can), with no keys. It answers every probe of the
+/// link, echoing its transaction id, once without MESSAGE-INTEGRITY-SHA256
+/// and once with a wrong one, and every 50 ms sends a probe of each kind
+/// and a plain RTP packet. Runs until `stop` says so; never sends to a
+/// closed link, so what it sent is what the link saw.
+fn spoof(s: &UdpSocket, target: SocketAddr, stop: impl Fn() -> bool) -> Spoofed {
+    let wrong = IntegrityKey::new(&[0xEE; 32]);
+    let mut out = Spoofed::default();
+    let mut buf = [0u8; 2048];
+    let mut next_burst = Instant::now();
+    let mut n: u64 = 0;
+    let send = |out: &mut Spoofed, wire: &[u8]| {
+        if !stop() {
+            s.send_to(wire, target).unwrap();
+            out.sent += 1;
+        }
+    };
+    while !stop() {
+        if let Ok((len, from)) = s.recv_from(&mut buf) {
+            match stun::decode(&buf[..len]) {
+                Ok(Control::Probe(txid)) => {
+                    let reply = Control::ProbeReply(txid, Some(from));
+                    send(&mut out, &stun::encode(&reply));
+                    send(&mut out, &stun::encode_with_integrity(&reply, &wrong));
+                }
+                Ok(Control::ProbeReply(txid, _)) if txid[0] == 0xEE => out.answered += 1,
+                _ => {}
+            }
+        }
+        if Instant::now() >= next_burst {
+            next_burst += Duration::from_millis(50);
+            n += 1;
+            let mut txid = [0xEE; 12];
+            txid[4..].copy_from_slice(&n.to_be_bytes());
+            send(&mut out, &stun::encode(&Control::Probe(txid)));
+            txid[3] = 0xEF;
+            send(
+                &mut out,
+                &stun::encode_with_integrity(&Control::Probe(txid), &wrong),
+            );
+            send(&mut out, &build_rtp(96, n as u16, 0, 0xBAD, b"spoofed"));
+        }
+    }
+    out
+}
+
+/// An answerer in `mode` whose offerer is the fake `peer`, accepted while
+/// the peer answers probes for `alive`: returns the link, and when the
+/// real peer went silent.
+async fn linked_then_vanished(
+    mode: Mode,
+    peer: &UdpSocket,
+    timeout: Duration,
+    alive: Duration,
+) -> (Arc<RtpUdpLink>, Instant) {
+    let peer_key = MasterKey::generate();
+    let offer = RtpUdpDescription {
+        addr: peer.local_addr().unwrap(),
+        ssrcs: vec![],
+        srtp: (mode == Mode::Srtp).then(|| SrtpParameters {
+            suite: srtp::SUITE.into(),
+            key: peer_key.to_base64(),
+        }),
+    };
+    let config = RtpUdpConfig::default().liveness_timeout(timeout);
+    let answerer = RtpUdpAnswerer::bind(config, mode, &offer).await.unwrap();
+    let keys = answerer.answer().srtp.map(|p| KeepaliveKeys {
+        ours: srtp::keepalive_key(&peer_key),
+        link: srtp::keepalive_key(&MasterKey::from_signaled(&p.suite, &p.key).unwrap()),
+    });
+    let accept = tokio::spawn(answerer.accept());
+    let answered = tokio::task::spawn_blocking({
+        let peer = peer.try_clone().unwrap();
+        move || answer_probes_with(&peer, alive, keys.as_ref())
+    });
+    let link = tokio::time::timeout(BOUND, accept)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        answered.await.unwrap() >= 3,
+        "keepalives flow while the peer lives"
+    );
+    assert!(link.close_reason().is_none());
+    assert!(link.stats().rtt.is_some(), "authenticated replies give an RTT");
+    (Arc::new(link), Instant::now())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srtp_a_spoofer_without_the_keys_cannot_keep_a_dead_link_alive() {
+    let timeout = Duration::from_millis(800);
+    let peer = fake_peer();
+    let (link, vanished_at) = linked_then_vanished(Mode::Srtp, &peer, timeout, Duration::from_secs(1)).await;
+    let target = link.local_addr();
+    // The real peer is gone; the spoofer takes its address over at once.
+    let spoofer = tokio::task::spawn_blocking({
+        let (peer, link) = (peer.try_clone().unwrap(), link.clone());
+        move || {
+            spoof(&peer, target, || {
+                link.close_reason().is_some() || vanished_at.elapsed() > BOUND
+            })
+        }
+    });
+    let reason = tokio::time::timeout(BOUND, link.closed())
+        .await
+        .expect("dead peer detected despite the spoofer");
+    let took = vanished_at.elapsed();
+    let spoofed = spoofer.await.unwrap();
+    assert!(
+        matches!(reason, CloseReason::LivenessTimeout(d) if d >= timeout),
+        "{reason:?}"
+    );
+    // As in a_peer_that_vanishes_is_detected_within_the_liveness_timeout:
+    // the last authentic reply was at most one keepalive interval before
+    // the peer vanished; slack for a loaded machine.
+    assert!(took <= timeout * 2 + Duration::from_secs(1), "took {took:?}");
+    let drops = link.stats().drops;
+    assert!(spoofed.sent >= 20, "{spoofed:?}");
+    // Every spoofed datagram the link read is counted; the few sent in the
+    // instant between the liveness check and the close may go unread.
+    assert!(
+        drops.unauthenticated <= spoofed.sent && drops.unauthenticated + 5 >= spoofed.sent,
+        "{drops:?}, {spoofed:?}"
+    );
+    assert_eq!(drops.malformed, 0, "{drops:?}");
+    assert_eq!(spoofed.answered, 0, "unauthenticated probes are never answered");
+    assert_eq!(link.stats().packets_received, 0, "spoofed RTP is not delivered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_a_spoofer_at_the_peer_address_keeps_a_dead_link_alive() {
+    // The known limitation of plain mode (docs/security.md): the signaled
+    // address is the only credential, so whoever sends from it is the peer.
+    let timeout = Duration::from_millis(800);
+    let peer = fake_peer();
+    let (link, vanished_at) =
+        linked_then_vanished(Mode::Unreliable, &peer, timeout, Duration::from_millis(500)).await;
+    let target = link.local_addr();
+    let spoof_for = timeout * 3;
+    let spoofed = tokio::task::spawn_blocking({
+        let (peer, link) = (peer.try_clone().unwrap(), link.clone());
+        move || {
+            spoof(&peer, target, || {
+                link.close_reason().is_some() || vanished_at.elapsed() > spoof_for
+            })
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        link.close_reason().is_none(),
+        "plain mode cannot tell the spoofer from the peer: alive {spoof_for:?} after the peer vanished"
+    );
+    assert!(
+        spoofed.answered > 0,
+        "the spoofer's probes are answered: {spoofed:?}"
+    );
+    let stats = link.stats();
+    assert_eq!(stats.drops.unauthenticated, 0);
+    assert!(stats.packets_received > 0, "and its RTP delivered");
+    // Once the spoofer stops too, the link dies as usual.
+    let reason = tokio::time::timeout(BOUND, link.closed()).await.unwrap();
+    assert!(matches!(reason, CloseReason::LivenessTimeout(_)), "{reason:?}");
 }

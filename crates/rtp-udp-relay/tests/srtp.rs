@@ -4,35 +4,46 @@
 //! are refused.
 
 use std::net::UdpSocket;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use relay_core::{CloseReason, Mode, Packet, RelayLink, RtpUdpDescription, SrtpParameters, build_rtp};
-use rtp_udp_relay::srtp::{ControlAuth, MasterKey, SUITE, SrtpContext};
+use rtp_udp_relay::srtp::{ControlAuth, MasterKey, SUITE, SrtpContext, keepalive_key};
 use rtp_udp_relay::stun::{self, Control};
 use rtp_udp_relay::{RtpUdpAnswerer, RtpUdpConfig, RtpUdpError, RtpUdpLink, RtpUdpOfferer};
 
 const BOUND: Duration = Duration::from_secs(10);
 
 /// The far end of an srtp link, in the test's hands: answers probes on a
-/// thread and hands every other datagram to the test.
+/// thread (with replies authenticated under its key, remembering the last
+/// one) until told to go silent, and hands every other datagram to the test.
 struct FakePeer {
     socket: UdpSocket,
     key: MasterKey,
     received: mpsc::Receiver<Vec<u8>>,
     stop: Arc<AtomicBool>,
+    silent: Arc<AtomicBool>,
+    last_reply: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
 impl FakePeer {
     fn new() -> FakePeer {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         socket.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let key = MasterKey::generate();
         let (tx, received) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
-        let (s, halt) = (socket.try_clone().unwrap(), stop.clone());
+        let silent = Arc::new(AtomicBool::new(false));
+        let last_reply = Arc::new(Mutex::new(None));
+        let (s, halt, quiet, last) = (
+            socket.try_clone().unwrap(),
+            stop.clone(),
+            silent.clone(),
+            last_reply.clone(),
+        );
+        let ours = keepalive_key(&key);
         std::thread::spawn(move || {
             let mut buf = [0u8; 2048];
             while !halt.load(Ordering::Relaxed) {
@@ -40,10 +51,13 @@ impl FakePeer {
                     continue;
                 };
                 match stun::decode(&buf[..n]) {
-                    Ok(Control::Probe(txid)) => {
-                        let _ = s.send_to(&stun::encode(&Control::ProbeReply(txid, Some(from))), from);
+                    Ok(Control::Probe(txid)) if !quiet.load(Ordering::Relaxed) => {
+                        let reply =
+                            stun::encode_with_integrity(&Control::ProbeReply(txid, Some(from)), &ours);
+                        let _ = s.send_to(&reply, from);
+                        *last.lock().unwrap() = Some(reply);
                     }
-                    Ok(Control::ProbeReply(..)) => {}
+                    Ok(Control::Probe(_) | Control::ProbeReply(..)) => {}
                     _ => {
                         let _ = tx.send(buf[..n].to_vec());
                     }
@@ -52,10 +66,24 @@ impl FakePeer {
         });
         FakePeer {
             socket,
-            key: MasterKey::generate(),
+            key,
             received,
             stop,
+            silent,
+            last_reply,
         }
+    }
+
+    /// Stops answering probes; returns the last reply sent.
+    fn go_silent(&self) -> Vec<u8> {
+        self.silent.store(true, Ordering::Relaxed);
+        // A probe being answered right now finishes first.
+        std::thread::sleep(Duration::from_millis(50));
+        self.last_reply
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("a probe was answered")
     }
 
     fn offer(&self) -> RtpUdpDescription {
@@ -86,7 +114,11 @@ impl Drop for FakePeer {
 /// An srtp link whose peer is a [`FakePeer`]; returns the link, where it
 /// listens, and the key it protects with.
 async fn link_to(peer: &FakePeer) -> (RtpUdpLink, std::net::SocketAddr, MasterKey) {
-    let answerer = RtpUdpAnswerer::bind(RtpUdpConfig::default(), Mode::Srtp, &peer.offer())
+    link_with(peer, RtpUdpConfig::default()).await
+}
+
+async fn link_with(peer: &FakePeer, config: RtpUdpConfig) -> (RtpUdpLink, std::net::SocketAddr, MasterKey) {
+    let answerer = RtpUdpAnswerer::bind(config, Mode::Srtp, &peer.offer())
         .await
         .unwrap();
     let answer = answerer.answer();
@@ -212,6 +244,36 @@ async fn forged_goodbyes_do_not_close_an_srtp_link_and_a_signed_one_does() {
     send(&Control::SignedGoodbye([8; 12], ours.sign(&[8; 12])));
     let reason = tokio::time::timeout(BOUND, link.closed()).await.unwrap();
     assert_eq!(reason, CloseReason::PeerClosed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_authentic_reply_does_not_keep_an_srtp_link_alive() {
+    // What an on-path attacker who recorded the peer's traffic can do once
+    // the peer is gone: send its authentic replies again. A reply counts
+    // only for a probe still outstanding, once.
+    let timeout = Duration::from_millis(800);
+    let peer = FakePeer::new();
+    let (link, target, _) = link_with(&peer, RtpUdpConfig::default().liveness_timeout(timeout)).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let recorded = peer.go_silent();
+    assert_eq!(
+        stun::verify_integrity(&recorded, &keepalive_key(&peer.key)),
+        Ok(())
+    );
+    let silent_at = Instant::now();
+    while link.close_reason().is_none() && silent_at.elapsed() < BOUND {
+        peer.socket.send_to(&recorded, target).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = silent_at.elapsed();
+    let reason = link.close_reason();
+    assert!(
+        matches!(reason, Some(CloseReason::LivenessTimeout(d)) if d >= timeout),
+        "{reason:?}"
+    );
+    assert!(took <= timeout * 2 + Duration::from_secs(1), "took {took:?}");
+    // Authentic, so not counted as a forgery: it is just too late to matter.
+    assert_eq!(link.stats().drops.unauthenticated, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
