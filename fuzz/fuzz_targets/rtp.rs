@@ -24,7 +24,7 @@ use relay_core::{
     Mode, Packet, PacketKind, RTCP_MIN_LEN, RTP_HEADER_LEN, SsrcReceiver, StatsRecorder, Transport,
     build_rtp, classify,
 };
-use rtp_udp_relay::srtp::{MasterKey, SrtpContext, SrtpError};
+use rtp_udp_relay::srtp::{MasterKey, SrtpContext, SrtpError, keepalive_key};
 use rtp_udp_relay::stun;
 
 /// A handful of SSRCs, so ops hit the same streams again.
@@ -100,10 +100,35 @@ fn datagram(data: &[u8]) {
         assert_eq!(p.rtcp_type().is_some(), rtcp);
     }
 
+    // srtp-mode keepalives carry MESSAGE-INTEGRITY-SHA256 under a key
+    // derived from the master key (`srtp::keepalive_key`).
+    let integrity = keepalive_key(&key());
+    assert!(
+        stun::verify_integrity(data, &integrity).is_err(),
+        "forged STUN MESSAGE-INTEGRITY-SHA256 accepted"
+    );
     if let Ok(msg) = stun::decode(data) {
         assert!(stun::looks_like_stun(data[0]));
         assert!(classify(data).is_err(), "STUN taken for RTP/RTCP");
         assert_eq!(stun::decode(&stun::encode(&msg)), Ok(msg), "STUN round trip");
+        let signed = stun::encode_with_integrity(&msg, &integrity);
+        assert_eq!(stun::decode(&signed), Ok(msg), "STUN round trip with integrity");
+        assert_eq!(stun::verify_integrity(&signed, &integrity), Ok(()));
+        let other = keepalive_key(&MasterKey::new([0x33; 16], [0x44; 12]));
+        assert!(
+            stun::verify_integrity(&signed, &other).is_err(),
+            "integrity under another key"
+        );
+        // Any flipped bit is refused: the HMAC covers the header and every
+        // attribute before the tag; the length and the tag attribute's own
+        // type and length are checked when the tag is looked up.
+        let bit = data.len() * 8 % (signed.len() * 8);
+        let mut tampered = signed.clone();
+        tampered[bit / 8] ^= 1 << (bit % 8);
+        assert!(
+            stun::verify_integrity(&tampered, &integrity).is_err(),
+            "tampered STUN accepted (bit {bit})"
+        );
     }
 
     let mut receiver = SrtpContext::new(&key());
