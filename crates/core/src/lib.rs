@@ -35,6 +35,7 @@
 #![warn(missing_docs)]
 
 mod description;
+mod fingerprint;
 mod link;
 mod mode;
 mod packet;
@@ -49,6 +50,7 @@ pub use description::{
     OfferRequest, OfferResponse, QuicAnswer, QuicOffer, RtpUdpDescription, SdpType, SrtpParameters,
     W3cDescription,
 };
+pub use fingerprint::{Fingerprint, InvalidFingerprint};
 pub use link::{
     CloseReason, CloseSignal, DEFAULT_LIVENESS_TIMEOUT, LinkError, MIN_MAX_PACKET_SIZE, RelayLink, check_size,
 };

@@ -119,6 +119,15 @@ fn fmt_refusal(r: &Option<String>) -> String {
     }
 }
 
+impl From<relay_core::InvalidFingerprint> for QuicError {
+    fn from(e: relay_core::InvalidFingerprint) -> QuicError {
+        QuicError::InvalidFingerprint {
+            value: e.value,
+            reason: e.reason,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,6 @@
 //! private key of the pinned certificate.
 
 use std::fmt;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -17,7 +16,6 @@ use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms, verify_tls13_sig
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme};
-use subtle::ConstantTimeEq;
 
 use crate::QuicError;
 
@@ -25,94 +23,7 @@ use crate::QuicError;
 /// checks it: the fingerprint is the identity.
 pub(crate) const SERVER_NAME: &str = "sfu-relay";
 
-/// A SHA-256 certificate fingerprint, written as SDP writes it
-/// (RFC 8122 section 5): `sha-256 AB:CD:…` (32 upper-case hex pairs).
-///
-/// ```
-/// use quic_relay::Fingerprint;
-/// let fp = Fingerprint::of_der(b"any DER bytes");
-/// let text = fp.to_string();
-/// assert!(text.starts_with("sha-256 "));
-/// assert_eq!(text.parse::<Fingerprint>().unwrap(), fp);
-/// ```
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Fingerprint([u8; 32]);
-
-impl Fingerprint {
-    /// The fingerprint of a DER-encoded certificate.
-    pub fn of_der(der: &[u8]) -> Fingerprint {
-        let d = ring::digest::digest(&ring::digest::SHA256, der);
-        let mut out = [0u8; 32];
-        out.copy_from_slice(d.as_ref());
-        Fingerprint(out)
-    }
-
-    /// The 32 digest bytes.
-    pub fn bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    /// Compares in constant time, so a peer probing with crafted
-    /// certificates learns nothing from timing.
-    pub fn matches(&self, other: &Fingerprint) -> bool {
-        self.0.ct_eq(&other.0).into()
-    }
-}
-
-impl fmt::Display for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("sha-256 ")?;
-        for (i, b) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(":")?;
-            }
-            write!(f, "{b:02X}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl FromStr for Fingerprint {
-    type Err = QuicError;
-
-    /// Parses `sha-256 AB:CD:…`; the hash name is case-insensitive (SDP
-    /// writes `sha-256`, some stacks `SHA-256`), hex digits either case.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = |reason: &str| QuicError::InvalidFingerprint {
-            value: s.to_string(),
-            reason: reason.to_string(),
-        };
-        let (hash, hex) = s
-            .trim()
-            .split_once(' ')
-            .ok_or_else(|| bad("expected \"sha-256 XX:XX:…\""))?;
-        if !hash.eq_ignore_ascii_case("sha-256") {
-            return Err(bad("only sha-256 fingerprints are supported"));
-        }
-        let mut out = [0u8; 32];
-        let mut n = 0;
-        for pair in hex.trim().split(':') {
-            if n == 32 {
-                return Err(bad("more than 32 bytes"));
-            }
-            if pair.len() != 2 {
-                return Err(bad("each byte must be two hex digits"));
-            }
-            out[n] = u8::from_str_radix(pair, 16).map_err(|_| bad("not hex"))?;
-            n += 1;
-        }
-        if n != 32 {
-            return Err(bad("fewer than 32 bytes"));
-        }
-        Ok(Fingerprint(out))
-    }
-}
+pub use relay_core::Fingerprint;
 
 /// This side's self-signed certificate and key.
 pub(crate) struct Identity {
@@ -389,26 +300,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fingerprint_text_round_trips_and_bad_text_is_explained() {
-        let id = Identity::generate().unwrap();
-        let text = id.fingerprint().to_string();
-        assert_eq!(text.len(), "sha-256 ".len() + 32 * 3 - 1);
-        assert_eq!(text.parse::<Fingerprint>().unwrap(), id.fingerprint());
-        assert_eq!(
-            text.to_lowercase().parse::<Fingerprint>().unwrap(),
-            id.fingerprint(),
-            "hash name and hex digits are case-insensitive"
-        );
-        for (bad, why) in [
-            ("", "expected"),
-            ("sha-1 AB:CD", "only sha-256"),
-            ("sha-256 AB:CD", "fewer than 32"),
-            ("sha-256 ABC:D", "two hex digits"),
-            ("sha-256 ZZ", "not hex"),
-        ] {
-            let e = bad.parse::<Fingerprint>().unwrap_err().to_string();
-            assert!(e.contains(why), "{bad:?}: {e}");
-        }
+    fn a_bad_signaled_fingerprint_is_a_quic_error_naming_it() {
+        let e: QuicError = "sha-256 AB".parse::<Fingerprint>().unwrap_err().into();
+        assert!(e.to_string().contains("\"sha-256 AB\""), "{e}");
+        assert!(e.to_string().contains("fewer than 32"), "{e}");
     }
 
     #[test]

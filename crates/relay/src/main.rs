@@ -409,10 +409,7 @@ async fn answer(config: AnswerConfig, options: LinkOptions) -> Result<ExitCode, 
     };
     let mut status = format!("listening signal={} out={out}", server.url());
     if let Some(fp) = server.tls_fingerprint() {
-        status.push_str(&format!(
-            " signal_fingerprint={}",
-            relay::metrics::fingerprint_hex(&fp)
-        ));
+        status.push_str(&format!(" signal_fingerprint={}", fp.hex()));
     }
     if let Some(m) = &metrics {
         status.push_str(&format!(" metrics={}", m.url()));

@@ -6,8 +6,8 @@ use std::fmt::{Display, Write};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use relay_signaling::SessionState;
 use relay_signaling::metrics::{self, LinkMetrics, MetricsSource, Role};
-use relay_signaling::{Fingerprint, SessionState};
 
 use crate::pipe::{Continuity, PipeCounters};
 use crate::reconnect::OfferState;
@@ -148,13 +148,6 @@ fn render_offer(state: &OfferState, pipe: &PipeCounters) -> String {
     out
 }
 
-/// A fingerprint as the colon-separated hex pairs `relay answer` prints
-/// and `--signal-fingerprint` takes.
-pub fn fingerprint_hex(fingerprint: &Fingerprint) -> String {
-    let text = fingerprint.to_string();
-    text.strip_prefix("sha-256 ").unwrap_or(&text).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,13 +187,5 @@ mod tests {
             text.contains("\nrelay_stream_resumption_missing_packets_total 10\n"),
             "{text}"
         );
-    }
-
-    #[test]
-    fn the_printed_fingerprint_parses_back() {
-        let fp: Fingerprint = ["AB"; 32].join(":").parse().unwrap();
-        let hex = fingerprint_hex(&fp);
-        assert!(!hex.contains(' '));
-        assert_eq!(hex.parse::<Fingerprint>().unwrap(), fp);
     }
 }

@@ -15,7 +15,6 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -25,7 +24,6 @@ use rustls::crypto::{
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, OtherError, SignatureScheme};
-use subtle::ConstantTimeEq;
 
 /// The name in a generated certificate. Nothing checks it: the fingerprint
 /// is the identity.
@@ -34,116 +32,7 @@ const SELF_SIGNED_NAME: &str = "sfu-relay";
 /// ALPN: this server speaks HTTP/1.1 only (RFC 7301).
 const ALPN_HTTP1: &[u8] = b"http/1.1";
 
-/// A SHA-256 certificate fingerprint, written as SDP and quic-relay write it
-/// (RFC 8122 section 5): `sha-256 AB:CD:…` (32 upper-case hex pairs).
-///
-/// ```
-/// use relay_signaling::Fingerprint;
-/// let fp = Fingerprint::of_der(b"any DER bytes");
-/// let text = fp.to_string();
-/// assert!(text.starts_with("sha-256 "));
-/// assert_eq!(text.parse::<Fingerprint>().unwrap(), fp);
-/// ```
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Fingerprint([u8; 32]);
-
-impl Fingerprint {
-    /// The fingerprint of a DER-encoded certificate.
-    pub fn of_der(der: &[u8]) -> Fingerprint {
-        let digest = ring::digest::digest(&ring::digest::SHA256, der);
-        let mut out = [0u8; 32];
-        out.copy_from_slice(digest.as_ref());
-        Fingerprint(out)
-    }
-
-    /// The 32 digest bytes.
-    pub fn bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    /// Compares in constant time, so a peer probing with crafted
-    /// certificates learns nothing from timing.
-    pub fn matches(&self, other: &Fingerprint) -> bool {
-        self.0.ct_eq(&other.0).into()
-    }
-}
-
-impl fmt::Display for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("sha-256 ")?;
-        for (i, b) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(":")?;
-            }
-            write!(f, "{b:02X}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-/// Text that is not a `sha-256 XX:XX:…` fingerprint.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid certificate fingerprint {value:?}: {reason}")]
-pub struct InvalidFingerprint {
-    /// What was given.
-    pub value: String,
-    /// What is wrong with it.
-    pub reason: String,
-}
-
-impl FromStr for Fingerprint {
-    type Err = InvalidFingerprint;
-
-    /// Parses `sha-256 AB:CD:…` (the hash name case-insensitive: SDP
-    /// writes `sha-256`, some stacks `SHA-256`), hex digits either case.
-    /// Also takes the bare hex pairs, and what
-    /// `openssl x509 -noout -fingerprint -sha256` prints
-    /// (`sha256 Fingerprint=AB:CD:…`), so an operator can paste either.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = |reason: &str| InvalidFingerprint {
-            value: s.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let text = s.trim();
-        let hex = if let Some((label, hex)) = text.split_once('=') {
-            if !label.trim().eq_ignore_ascii_case("sha256 fingerprint") {
-                return Err(bad("expected \"sha-256 XX:XX:…\""));
-            }
-            hex
-        } else if let Some((hash, hex)) = text.split_once(' ') {
-            if !(hash.eq_ignore_ascii_case("sha-256") || hash.eq_ignore_ascii_case("sha256")) {
-                return Err(bad("only sha-256 fingerprints are supported"));
-            }
-            hex
-        } else if text.contains(':') {
-            text
-        } else {
-            return Err(bad("expected \"sha-256 XX:XX:…\""));
-        };
-        let mut out = [0u8; 32];
-        let mut n = 0;
-        for pair in hex.trim().split(':') {
-            if n == 32 {
-                return Err(bad("more than 32 bytes"));
-            }
-            if pair.len() != 2 {
-                return Err(bad("each byte must be two hex digits"));
-            }
-            out[n] = u8::from_str_radix(pair, 16).map_err(|_| bad("not hex"))?;
-            n += 1;
-        }
-        if n != 32 {
-            return Err(bad("fewer than 32 bytes"));
-        }
-        Ok(Fingerprint(out))
-    }
-}
+pub use relay_core::{Fingerprint, InvalidFingerprint};
 
 /// Why a [`TlsIdentity`] could not be made. Each message names the file
 /// and says what was expected in it.
@@ -429,38 +318,6 @@ pub(crate) fn pinned_client_config(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fingerprint_text_round_trips_and_bad_text_is_explained() {
-        let fp = Fingerprint::of_der(b"x");
-        let text = fp.to_string();
-        assert_eq!(text.len(), "sha-256 ".len() + 32 * 3 - 1);
-        assert_eq!(text.parse::<Fingerprint>().unwrap(), fp);
-        assert_eq!(text.to_lowercase().parse::<Fingerprint>().unwrap(), fp);
-        let hex = &text["sha-256 ".len()..];
-        assert_eq!(hex.parse::<Fingerprint>().unwrap(), fp, "bare hex pairs");
-        let openssl = format!("sha256 Fingerprint={hex}\n");
-        assert_eq!(openssl.parse::<Fingerprint>().unwrap(), fp, "openssl's output");
-        for (bad, want) in [
-            ("", "expected \"sha-256"),
-            ("sha-1 AB", "only sha-256"),
-            ("sha-256 AB:CD", "fewer than 32"),
-            ("sha-256 ABC:CD", "two hex digits"),
-            ("sha-256 ZZ", "not hex"),
-            ("AB", "expected \"sha-256"),
-            ("md5 Fingerprint=AB", "expected \"sha-256"),
-        ] {
-            let e = bad.parse::<Fingerprint>().unwrap_err();
-            assert!(e.to_string().contains(want), "{bad:?}: {e}");
-        }
-        let long = format!("{text}:00");
-        assert!(
-            long.parse::<Fingerprint>()
-                .unwrap_err()
-                .reason
-                .contains("more than 32")
-        );
-    }
 
     #[test]
     fn self_signed_identities_differ() {
