@@ -9,7 +9,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{answer, field, first_line, free_udp_addr, spawn};
+use common::{answer, field, first_line, free_udp_addr, http_get, offer, spawn};
 
 fn rtp(seq: u16) -> Vec<u8> {
     let mut p = vec![0x80, 96];
@@ -17,21 +17,6 @@ fn rtp(seq: u16) -> Vec<u8> {
     p.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0x12, 0x34]);
     p.extend_from_slice(&[0xAB; 100]);
     p
-}
-
-fn http_get(url: &str, path: &str) -> String {
-    use std::io::Write;
-    let host = url.trim_start_matches("http://").split('/').next().unwrap();
-    let mut s = std::net::TcpStream::connect(host).expect("connect signaling");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
 }
 
 #[test]
@@ -42,15 +27,7 @@ fn packets_and_rtcp_cross_and_ctrl_c_deletes_the_session() {
     let (_answer, url) = answer(&out, &[]);
 
     let input = free_udp_addr();
-    let (mut offer, mut oout) = spawn(&[
-        "offer",
-        "--signal",
-        &url,
-        "--transport",
-        "rtp-udp",
-        "--in",
-        &input,
-    ]);
+    let (mut offer, mut oout) = offer(&url, "rtp-udp", &input, &[]);
     let ready = first_line(&mut oout);
     assert!(ready.starts_with("ready "), "{ready:?}");
     let session = field(&ready, "session").to_string();
@@ -102,17 +79,7 @@ fn offerer_notices_a_killed_answerer_within_the_liveness_timeout() {
     let out = consumer.local_addr().unwrap().to_string();
     let (mut answer, url) = answer(&out, &[]);
     let input = free_udp_addr();
-    let (mut offer, mut oout) = spawn(&[
-        "offer",
-        "--signal",
-        &url,
-        "--transport",
-        "rtp-udp",
-        "--in",
-        &input,
-        "--liveness-timeout",
-        "1",
-    ]);
+    let (mut offer, mut oout) = offer(&url, "rtp-udp", &input, &["--liveness-timeout", "1"]);
     assert!(first_line(&mut oout).starts_with("ready "));
     answer.0.kill().unwrap(); // SIGKILL: no goodbye, no DELETE
     let status = offer
@@ -141,17 +108,7 @@ fn answerer_ends_the_session_of_a_killed_offerer_and_frees_its_sockets() {
         let pid = answer.0.id();
         let idle_fds = fd_count(pid);
         let input = free_udp_addr();
-        let (mut offer, mut oout) = spawn(&[
-            "offer",
-            "--signal",
-            &url,
-            "--transport",
-            transport,
-            "--in",
-            &input,
-            "--liveness-timeout",
-            "1",
-        ]);
+        let (mut offer, mut oout) = offer(&url, transport, &input, &["--liveness-timeout", "1"]);
         assert!(first_line(&mut oout).starts_with("ready "), "{transport}");
         let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut buf = [0u8; 2048];
@@ -218,18 +175,7 @@ fn offer_reconnect_survives_an_answer_restart() {
     let (mut first, url) = answer(&out, &["--liveness-timeout", "1"]);
     let listen = url.trim_start_matches("http://").to_string();
     let input = free_udp_addr();
-    let (_offer, mut oout) = spawn(&[
-        "offer",
-        "--signal",
-        &url,
-        "--transport",
-        "quic",
-        "--in",
-        &input,
-        "--liveness-timeout",
-        "1",
-        "--reconnect",
-    ]);
+    let (_offer, mut oout) = offer(&url, "quic", &input, &["--liveness-timeout", "1", "--reconnect"]);
     let session1 = field(&first_line(&mut oout), "session").to_string();
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut buf = [0u8; 2048];

@@ -77,11 +77,20 @@ pub fn answer(out: &str, extra: &[&str]) -> (Guard, String) {
     (child, url)
 }
 
-/// The body of `GET path` on the signaling server at `url` (HTTP/1.1,
-/// `Connection: close`, 5 s timeout).
-pub fn http_get_body(url: &str, path: &str) -> String {
+/// Starts `relay offer` to `url` over `transport`, relaying what arrives
+/// on `input` (plus `extra` flags), and returns it with its stdout.
+pub fn offer(url: &str, transport: &str, input: &str, extra: &[&str]) -> (Guard, BufReader<ChildStdout>) {
+    let mut args = vec!["offer", "--signal", url, "--transport", transport, "--in", input];
+    args.extend_from_slice(extra);
+    spawn(&args)
+}
+
+/// The whole response (status line, headers, body) to `GET path` on the
+/// server at `url` (`http://host:port`, any path after it ignored;
+/// HTTP/1.1, `Connection: close`, 5 s timeout).
+pub fn http_get(url: &str, path: &str) -> String {
     use std::io::{Read, Write};
-    let host = url.trim_start_matches("http://");
+    let host = url.trim_start_matches("http://").split('/').next().unwrap();
     let mut s = std::net::TcpStream::connect(host).expect("connect signaling");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(
@@ -91,6 +100,12 @@ pub fn http_get_body(url: &str, path: &str) -> String {
     .unwrap();
     let mut response = String::new();
     s.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// The body of [`http_get`]'s response.
+pub fn http_get_body(url: &str, path: &str) -> String {
+    let response = http_get(url, path);
     match response.split_once("\r\n\r\n") {
         Some((_, body)) => body.to_string(),
         None => panic!("no HTTP body in {response:?}"),
