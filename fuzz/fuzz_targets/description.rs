@@ -175,13 +175,10 @@ fn fingerprint(text: &str) {
         let pairs: Vec<&str> = hex.split(':').collect();
         assert_eq!(pairs.len(), 32, "accepted {text:?}");
         for pair in pairs {
-            // Known and reported: quic-relay's parser (before it moved to
-            // relay_core) let `u8::from_str_radix` take a leading `+`, so
-            // "+A" passed as 0A (fuzz/regressions/description/). Any other
-            // non-hex byte in an accepted fingerprint is a new finding.
-            let digits = pair.strip_prefix('+').unwrap_or(pair);
+            // fuzz/regressions/description/fingerprint-plus-sign: "+A" used
+            // to pass as 0A (`u8::from_str_radix` takes a sign).
             assert!(
-                digits.len() <= 2 && digits.bytes().all(|b| b.is_ascii_hexdigit()),
+                pair.len() == 2 && pair.bytes().all(|b| b.is_ascii_hexdigit()),
                 "accepted non-hex fingerprint byte {pair:?} in {text:?}"
             );
         }
