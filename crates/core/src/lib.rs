@@ -58,5 +58,6 @@ pub use mode::{Mode, Transport, UnknownMode, UnknownTransport};
 pub use packet::{Packet, PacketError, PacketKind, RTCP_MIN_LEN, RTP_HEADER_LEN, build_rtp, classify};
 pub use queue::{Overflow, PacketQueue, Pushed};
 pub use stats::{
-    DropCause, Drops, LinkStats, SsrcReceived, SsrcReceiver, SsrcSent, StatsRecorder, default_clock_rate,
+    DropCause, DropCounters, Drops, LinkStats, SsrcReceived, SsrcReceiver, SsrcSent, StatsRecorder,
+    default_clock_rate,
 };

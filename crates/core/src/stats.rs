@@ -79,6 +79,34 @@ impl Drops {
     }
 }
 
+/// Drops by cause, counted from several threads without a lock: what a
+/// [`StatsRecorder`] keeps, and what a socket layer under a transport
+/// stack counts before the link (and its recorder) exists.
+#[derive(Debug, Default)]
+pub struct DropCounters([AtomicU64; DropCause::COUNT]);
+
+impl DropCounters {
+    /// Counts `n` packets dropped for `cause`.
+    pub fn add(&self, cause: DropCause, n: u64) {
+        self.0[cause.index()].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Count for one cause.
+    pub fn get(&self, cause: DropCause) -> u64 {
+        self.0[cause.index()].load(Ordering::Relaxed)
+    }
+
+    /// Adds every count to `drops` (a link's snapshot).
+    pub fn add_to(&self, drops: &mut Drops) {
+        drops.send_queue_full += self.get(DropCause::SendQueueFull);
+        drops.receive_queue_full += self.get(DropCause::ReceiveQueueFull);
+        drops.too_large += self.get(DropCause::TooLarge);
+        drops.unknown_source += self.get(DropCause::UnknownSource);
+        drops.malformed += self.get(DropCause::Malformed);
+        drops.unauthenticated += self.get(DropCause::Unauthenticated);
+    }
+}
+
 /// What was sent on one SSRC.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SsrcSent {
@@ -324,7 +352,7 @@ pub struct StatsRecorder {
     bytes_received: AtomicU64,
     rtcp_sent: AtomicU64,
     rtcp_received: AtomicU64,
-    drops: [AtomicU64; DropCause::COUNT],
+    drops: DropCounters,
     /// Microseconds; `u64::MAX` when unknown.
     rtt_us: AtomicU64,
     setup_us: AtomicU64,
@@ -415,12 +443,12 @@ impl StatsRecorder {
 
     /// Counts one packet dropped for `cause`.
     pub fn on_drop(&self, cause: DropCause) {
-        self.drops[cause.index()].fetch_add(1, Ordering::Relaxed);
+        self.drops.add(cause, 1);
     }
 
     /// Counts `n` packets dropped for `cause`.
     pub fn on_drops(&self, cause: DropCause, n: u64) {
-        self.drops[cause.index()].fetch_add(n, Ordering::Relaxed);
+        self.drops.add(cause, n);
     }
 
     /// Records the latest round-trip time.
@@ -441,7 +469,7 @@ impl StatsRecorder {
 
     /// Count of drops for one cause.
     pub fn drops(&self, cause: DropCause) -> u64 {
-        self.drops[cause.index()].load(Ordering::Relaxed)
+        self.drops.get(cause)
     }
 
     /// A consistent-enough snapshot (each counter is read once).
@@ -457,7 +485,8 @@ impl StatsRecorder {
             .map(|(ssrc, r)| r.snapshot(*ssrc))
             .collect();
         received_ssrcs.sort_by_key(|s| s.ssrc);
-        let d = |c: DropCause| self.drops(c);
+        let mut drops = Drops::default();
+        self.drops.add_to(&mut drops);
         LinkStats {
             transport: self.transport,
             mode: self.mode,
@@ -467,14 +496,7 @@ impl StatsRecorder {
             bytes_received: self.bytes_received.load(Ordering::Relaxed),
             rtcp_sent: self.rtcp_sent.load(Ordering::Relaxed),
             rtcp_received: self.rtcp_received.load(Ordering::Relaxed),
-            drops: Drops {
-                send_queue_full: d(DropCause::SendQueueFull),
-                receive_queue_full: d(DropCause::ReceiveQueueFull),
-                too_large: d(DropCause::TooLarge),
-                unknown_source: d(DropCause::UnknownSource),
-                malformed: d(DropCause::Malformed),
-                unauthenticated: d(DropCause::Unauthenticated),
-            },
+            drops,
             rtt: us(&self.rtt_us),
             setup_time: us(&self.setup_us),
             uptime: Some(self.created.elapsed()),

@@ -365,7 +365,7 @@ impl Driver {
                 match self.sockets[i].udp.try_recv_buf_from(&mut self.recv_buf) {
                     Ok((_, from)) => {
                         if let Some(cause) = verdict(&self.recv_buf, from, self.peer) {
-                            self.shared.wire_drops.count(cause);
+                            self.shared.wire_drops.add(cause, 1);
                             // Reuse the space: nothing is split off.
                             self.recv_buf.clear();
                             continue;

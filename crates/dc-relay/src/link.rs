@@ -3,13 +3,13 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use relay_core::{
-    CloseReason, CloseSignal, DropCause, Drops, LinkError, LinkStats, Mode, Overflow, Packet, PacketQueue,
-    Pushed, RelayLink, StatsRecorder, Transport, check_size,
+    CloseReason, CloseSignal, DropCause, DropCounters, LinkError, LinkStats, Mode, Overflow, Packet,
+    PacketQueue, Pushed, RelayLink, StatsRecorder, Transport, check_size,
 };
 use tokio::sync::{Notify, watch};
 
@@ -65,34 +65,7 @@ pub(crate) struct Shared {
     /// ICE connection state, for error messages.
     pub(crate) ice_state: Mutex<String>,
     /// Datagrams the driver dropped before the stack saw them.
-    pub(crate) wire_drops: WireDrops,
-}
-
-/// Datagrams dropped at the socket, by cause (see `driver::verdict`).
-/// Counted from the first datagram, before the channel (and its
-/// [`StatsRecorder`]) exists.
-#[derive(Debug, Default)]
-pub(crate) struct WireDrops {
-    too_large: AtomicU64,
-    malformed: AtomicU64,
-    unknown_source: AtomicU64,
-}
-
-impl WireDrops {
-    pub(crate) fn count(&self, cause: DropCause) {
-        let counter = match cause {
-            DropCause::TooLarge => &self.too_large,
-            DropCause::UnknownSource => &self.unknown_source,
-            _ => &self.malformed,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn add_to(&self, drops: &mut Drops) {
-        drops.too_large += self.too_large.load(Ordering::Relaxed);
-        drops.malformed += self.malformed.load(Ordering::Relaxed);
-        drops.unknown_source += self.unknown_source.load(Ordering::Relaxed);
-    }
+    pub(crate) wire_drops: DropCounters,
 }
 
 impl Shared {
@@ -107,7 +80,7 @@ impl Shared {
             max_packet_size,
             local_addrs,
             ice_state: Mutex::new("new".to_string()),
-            wire_drops: WireDrops::default(),
+            wire_drops: DropCounters::default(),
         }
     }
 

@@ -34,13 +34,12 @@ use std::fmt;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
-use relay_core::{DropCause, Drops};
+use relay_core::{DropCause, DropCounters};
 
 /// RFC 9000 section 10.3: "short header packets that are smaller than 21
 /// bytes are never valid".
@@ -75,38 +74,12 @@ pub(crate) fn verdict(
     }
 }
 
-/// Datagrams dropped by a [`GuardedSocket`], by cause.
-#[derive(Debug, Default)]
-pub(crate) struct WireDrops {
-    too_large: AtomicU64,
-    malformed: AtomicU64,
-    unknown_source: AtomicU64,
-}
-
-impl WireDrops {
-    fn count(&self, cause: DropCause) {
-        let counter = match cause {
-            DropCause::TooLarge => &self.too_large,
-            DropCause::UnknownSource => &self.unknown_source,
-            _ => &self.malformed,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Adds these counts to a link's drops.
-    pub(crate) fn add_to(&self, drops: &mut Drops) {
-        drops.too_large += self.too_large.load(Ordering::Relaxed);
-        drops.malformed += self.malformed.load(Ordering::Relaxed);
-        drops.unknown_source += self.unknown_source.load(Ordering::Relaxed);
-    }
-}
-
 /// quinn's own tokio socket with the checks of the module docs in front.
 pub(crate) struct GuardedSocket {
     inner: Arc<dyn AsyncUdpSocket>,
     peer: OnceLock<SocketAddr>,
     max_udp_payload: usize,
-    drops: WireDrops,
+    drops: DropCounters,
 }
 
 impl fmt::Debug for GuardedSocket {
@@ -125,7 +98,7 @@ impl GuardedSocket {
             inner,
             peer: OnceLock::new(),
             max_udp_payload,
-            drops: WireDrops::default(),
+            drops: DropCounters::default(),
         }
     }
 
@@ -135,7 +108,7 @@ impl GuardedSocket {
         let _ = self.peer.set(peer);
     }
 
-    pub(crate) fn drops(&self) -> &WireDrops {
+    pub(crate) fn drops(&self) -> &DropCounters {
         &self.drops
     }
 
@@ -147,7 +120,7 @@ impl GuardedSocket {
         let stride = if meta.stride == 0 { len } else { meta.stride };
         if stride >= len {
             if let Some(cause) = verdict(&buf[..len], meta.addr, peer, self.max_udp_payload) {
-                self.drops.count(cause);
+                self.drops.add(cause, 1);
                 meta.len = 0;
             }
             return;
@@ -156,7 +129,7 @@ impl GuardedSocket {
         while read < len {
             let end = (read + stride).min(len);
             match verdict(&buf[read..end], meta.addr, peer, self.max_udp_payload) {
-                Some(cause) => self.drops.count(cause),
+                Some(cause) => self.drops.add(cause, 1),
                 None => {
                     if write != read {
                         buf.copy_within(read..end, write);
@@ -312,9 +285,7 @@ mod tests {
         assert_eq!((buf[0], buf[1]), (0x41, 0));
         assert_eq!((buf[30], buf[31]), (0x42, 2));
         assert_eq!((buf[60], buf[61]), (0x43, 3));
-        let mut drops = Drops::default();
-        socket.drops().add_to(&mut drops);
-        assert_eq!(drops.malformed, 1);
+        assert_eq!(socket.drops().get(DropCause::Malformed), 1);
 
         // A stranger's single datagram is dropped whole.
         let mut one = short_header(100);
@@ -326,8 +297,6 @@ mod tests {
         };
         socket.filter(&mut meta, &mut one, Some(peer));
         assert_eq!(meta.len, 0);
-        let mut drops = Drops::default();
-        socket.drops().add_to(&mut drops);
-        assert_eq!(drops.unknown_source, 1);
+        assert_eq!(socket.drops().get(DropCause::UnknownSource), 1);
     }
 }
