@@ -166,7 +166,9 @@ pub fn default_clock_rate(payload_type: u8) -> u32 {
 pub struct SsrcReceiver {
     clock_rate: u32,
     max_seq: u16,
-    cycles: u32,
+    /// Sequence-number wraps, times 2^16 (appendix A.1's `cycles`, kept
+    /// in 64 bits so `expected` stays right past 2^32 packets).
+    cycles: u64,
     base_seq: u32,
     bad_seq: u32,
     received: u64,
@@ -216,7 +218,7 @@ impl SsrcReceiver {
         if udelta < MAX_DROPOUT {
             // In order, with a permissible gap.
             if seq < self.max_seq {
-                self.cycles += RTP_SEQ_MOD;
+                self.cycles += u64::from(RTP_SEQ_MOD);
             }
             self.max_seq = seq;
         } else if udelta as u32 <= RTP_SEQ_MOD - MAX_MISORDER as u32 {
@@ -257,14 +259,19 @@ impl SsrcReceiver {
         self.transit = Some(transit);
     }
 
-    /// Extended highest sequence number received (appendix A.3).
+    /// Extended highest sequence number received (appendix A.3), as the
+    /// 32-bit field of an RTCP receiver report carries it (wrapping).
     pub fn extended_max(&self) -> u32 {
-        self.cycles.wrapping_add(self.max_seq as u32)
+        self.extended_max_wide() as u32
+    }
+
+    fn extended_max_wide(&self) -> u64 {
+        self.cycles + u64::from(self.max_seq)
     }
 
     /// Snapshot in report form.
     pub fn snapshot(&self, ssrc: u32) -> SsrcReceived {
-        let expected = (self.extended_max() as u64 + 1).saturating_sub(self.base_seq as u64);
+        let expected = (self.extended_max_wide() + 1).saturating_sub(u64::from(self.base_seq));
         SsrcReceived {
             ssrc,
             packets: self.packets,
@@ -524,6 +531,23 @@ mod tests {
             r.on_packet(s, 0, 100, t0);
         }
         r.snapshot(1)
+    }
+
+    #[test]
+    fn counts_stay_right_past_two_to_the_32_packets() {
+        let t0 = Instant::now();
+        let mut r = SsrcReceiver::new(0, 90_000, t0);
+        r.on_packet(0, 0, 100, t0);
+        // As if 2^32 - 2^16 packets had already been received in order.
+        r.cycles = (1u64 << 32) - u64::from(RTP_SEQ_MOD);
+        r.received = (1u64 << 32) - u64::from(RTP_SEQ_MOD) + 1;
+        for seq in (1..=u16::MAX).chain(0..10) {
+            r.on_packet(seq, 0, 100, t0);
+        }
+        let s = r.snapshot(1);
+        assert_eq!(s.expected, (1u64 << 32) + 10);
+        assert_eq!(s.lost, 0);
+        assert_eq!(r.extended_max(), 9, "the RR field wraps at 32 bits");
     }
 
     #[test]
