@@ -39,6 +39,8 @@ mod fingerprint;
 mod link;
 mod mode;
 mod packet;
+#[cfg(feature = "tls-pin")]
+pub mod pin;
 mod queue;
 mod stats;
 pub mod udp;

@@ -8,14 +8,13 @@
 //! section 4.4.3) with the ring provider, which proves the peer holds the
 //! private key of the pinned certificate.
 
-use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms, verify_tls13_signature};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use crate::QuicError;
 
@@ -62,89 +61,8 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// What the last pin check saw; lets the caller turn a failed handshake
-/// into a typed error instead of a TLS alert number.
-#[derive(Debug, Default)]
-pub(crate) struct PinRecord(Mutex<Option<Fingerprint>>);
-
-impl PinRecord {
-    /// The fingerprint of a certificate that was refused, if any.
-    pub(crate) fn refused(&self) -> Option<Fingerprint> {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// The check both verifiers share.
-#[derive(Debug)]
-struct Pin {
-    expected: Fingerprint,
-    algorithms: WebPkiSupportedAlgorithms,
-    record: Arc<PinRecord>,
-}
-
-impl Pin {
-    fn new(expected: Fingerprint, record: Arc<PinRecord>) -> Pin {
-        Pin {
-            expected,
-            algorithms: provider().signature_verification_algorithms,
-            record,
-        }
-    }
-
-    fn check(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
-        let actual = Fingerprint::of_der(end_entity);
-        if self.expected.matches(&actual) {
-            return Ok(());
-        }
-        *self.record.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(actual);
-        // The text travels in the CONNECTION_CLOSE reason phrase, so the
-        // refused side learns why.
-        Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-            OtherError(Arc::new(PinMismatch {
-                expected: self.expected,
-                actual,
-            })),
-        )))
-    }
-
-    fn verify_tls13(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-struct PinMismatch {
-    expected: Fingerprint,
-    actual: Fingerprint,
-}
-
-/// rustls shows `CertificateError::Other` through `Debug`, so `Debug` says
-/// the sentence too.
-impl fmt::Debug for PinMismatch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl fmt::Display for PinMismatch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "certificate fingerprint {} does not match the signaled {}",
-            self.actual, self.expected
-        )
-    }
-}
-
-impl std::error::Error for PinMismatch {}
+use relay_core::pin::Pin;
+pub(crate) use relay_core::pin::PinRecord;
 
 /// Unwraps the `Other(OtherError(…))` that rustls puts around our
 /// [`PinMismatch`] text, for reasons shown to operators.
@@ -269,7 +187,7 @@ pub(crate) fn client_tls(
         // `dangerous()` is rustls's door to any non-WebPKI verifier; ours
         // pins a fingerprint and verifies the handshake signature.
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedServerCert(Pin::new(peer, record))))
+        .with_custom_certificate_verifier(Arc::new(PinnedServerCert(Pin::new(peer, "signaled", record))))
         .with_client_auth_cert(chain, key)
         .map_err(QuicError::Tls)?;
     tls.alpn_protocols = vec![alpn.as_bytes().to_vec()];
@@ -288,7 +206,7 @@ pub(crate) fn server_tls(
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(QuicError::Tls)?
-        .with_client_cert_verifier(Arc::new(PinnedClientCert(Pin::new(peer, record))))
+        .with_client_cert_verifier(Arc::new(PinnedClientCert(Pin::new(peer, "signaled", record))))
         .with_single_cert(chain, key)
         .map_err(QuicError::Tls)?;
     tls.alpn_protocols = vec![alpn.as_bytes().to_vec()];
@@ -311,7 +229,7 @@ mod tests {
         let ours = Identity::generate().unwrap();
         let other = Identity::generate().unwrap();
         let record = Arc::new(PinRecord::default());
-        let pin = Pin::new(ours.fingerprint(), record.clone());
+        let pin = Pin::new(ours.fingerprint(), "signaled", record.clone());
         pin.check(&ours.cert).unwrap();
         assert_eq!(record.refused(), None);
         let e = tidy_reason(&pin.check(&other.cert).unwrap_err().to_string());

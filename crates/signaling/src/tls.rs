@@ -15,15 +15,13 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{
-    CryptoProvider, WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature,
-};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, OtherError, SignatureScheme};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 
 /// The name in a generated certificate. Nothing checks it: the fingerprint
 /// is the identity.
@@ -211,25 +209,12 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// What the pin check saw on one connection, so that a failed handshake
-/// becomes a typed error naming both fingerprints instead of a TLS alert.
-#[derive(Debug, Default)]
-pub(crate) struct PinRecord(Mutex<Option<Fingerprint>>);
-
-impl PinRecord {
-    /// The fingerprint of a certificate that was refused, if any.
-    pub(crate) fn refused(&self) -> Option<Fingerprint> {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
+use relay_core::pin::Pin;
+pub(crate) use relay_core::pin::PinRecord;
 
 /// Accepts exactly the server certificate whose fingerprint is pinned.
 #[derive(Debug)]
-struct PinnedServerCert {
-    expected: Fingerprint,
-    algorithms: WebPkiSupportedAlgorithms,
-    record: Arc<PinRecord>,
-}
+struct PinnedServerCert(Pin);
 
 impl ServerCertVerifier for PinnedServerCert {
     fn verify_server_cert(
@@ -240,17 +225,8 @@ impl ServerCertVerifier for PinnedServerCert {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let actual = Fingerprint::of_der(end_entity);
-        if self.expected.matches(&actual) {
-            return Ok(ServerCertVerified::assertion());
-        }
-        *self.record.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(actual);
-        Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-            OtherError(Arc::new(PinMismatch {
-                expected: self.expected,
-                actual,
-            })),
-        )))
+        self.0.check(end_entity)?;
+        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -259,7 +235,7 @@ impl ServerCertVerifier for PinnedServerCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.algorithms)
+        self.0.verify_tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -268,31 +244,13 @@ impl ServerCertVerifier for PinnedServerCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
+        self.0.verify_tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
+        self.0.schemes()
     }
 }
-
-#[derive(Debug)]
-struct PinMismatch {
-    expected: Fingerprint,
-    actual: Fingerprint,
-}
-
-impl fmt::Display for PinMismatch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "certificate fingerprint {} does not match the pinned {}",
-            self.actual, self.expected
-        )
-    }
-}
-
-impl std::error::Error for PinMismatch {}
 
 /// A client configuration that trusts exactly the certificate `expected`,
 /// recording a refused certificate's fingerprint in `record`.
@@ -301,11 +259,7 @@ pub(crate) fn pinned_client_config(
     record: Arc<PinRecord>,
 ) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
     let provider = provider();
-    let verifier = PinnedServerCert {
-        expected,
-        algorithms: provider.signature_verification_algorithms,
-        record,
-    };
+    let verifier = PinnedServerCert(Pin::new(expected, "pinned", record));
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()

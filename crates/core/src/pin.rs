@@ -1,0 +1,144 @@
+//! Certificate pinning for rustls (feature `tls-pin`): accept exactly the
+//! certificate whose SHA-256 [`Fingerprint`] was exchanged out of band, and
+//! still verify the handshake signature, which proves the peer holds that
+//! certificate's private key (RFC 8446 section 4.4.3). quic-relay pins the
+//! QUIC certificates (both directions) with it, relay-signaling the HTTPS
+//! server's; each wraps a [`Pin`] in the rustls verifier trait it needs.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
+use rustls::pki_types::CertificateDer;
+use rustls::{CertificateError, DigitallySignedStruct, OtherError, SignatureScheme};
+
+use crate::Fingerprint;
+
+/// What the pin check saw on one connection, so that a failed handshake
+/// becomes a typed error naming both fingerprints instead of a TLS alert.
+#[derive(Debug, Default)]
+pub struct PinRecord(Mutex<Option<Fingerprint>>);
+
+impl PinRecord {
+    /// The fingerprint of a certificate that was refused, if any.
+    pub fn refused(&self) -> Option<Fingerprint> {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The check a pinning verifier makes, with ring's signature algorithms.
+#[derive(Debug)]
+pub struct Pin {
+    expected: Fingerprint,
+    /// How the expected fingerprint came ("signaled", "pinned"), for the
+    /// refusal's text.
+    source: &'static str,
+    algorithms: WebPkiSupportedAlgorithms,
+    record: Arc<PinRecord>,
+}
+
+impl Pin {
+    /// Accepts only the certificate `expected`; a refused one is recorded
+    /// in `record`. `source` says where `expected` came from, in the text
+    /// a refusal carries ("does not match the {source} …").
+    pub fn new(expected: Fingerprint, source: &'static str, record: Arc<PinRecord>) -> Pin {
+        Pin {
+            expected,
+            source,
+            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+            record,
+        }
+    }
+
+    /// Whether `end_entity` is the pinned certificate. The refusal's text
+    /// names both fingerprints (QUIC carries it in CONNECTION_CLOSE).
+    pub fn check(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        let actual = Fingerprint::of_der(end_entity);
+        if self.expected.matches(&actual) {
+            return Ok(());
+        }
+        *self.record.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(actual);
+        Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+            OtherError(Arc::new(PinMismatch {
+                expected: self.expected,
+                actual,
+                source: self.source,
+            })),
+        )))
+    }
+
+    /// Verifies a TLS 1.2 handshake signature.
+    pub fn verify_tls12(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    /// Verifies a TLS 1.3 CertificateVerify signature.
+    pub fn verify_tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    /// The signature schemes it can verify.
+    pub fn schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// Why [`Pin::check`] refused a certificate.
+struct PinMismatch {
+    expected: Fingerprint,
+    actual: Fingerprint,
+    source: &'static str,
+}
+
+/// rustls shows `CertificateError::Other` through `Debug`, so `Debug` says
+/// the sentence too.
+impl fmt::Debug for PinMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for PinMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "certificate fingerprint {} does not match the {} {}",
+            self.actual, self.source, self.expected
+        )
+    }
+}
+
+impl std::error::Error for PinMismatch {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_pinned_certificate_passes_and_a_refusal_names_both() {
+        let (ours, other) = (
+            CertificateDer::from(vec![1u8, 2, 3]),
+            CertificateDer::from(vec![4u8, 5]),
+        );
+        let record = Arc::new(PinRecord::default());
+        let pin = Pin::new(Fingerprint::of_der(&ours), "signaled", record.clone());
+        pin.check(&ours).unwrap();
+        assert_eq!(record.refused(), None);
+        let e = pin.check(&other).unwrap_err().to_string();
+        assert_eq!(record.refused(), Some(Fingerprint::of_der(&other)));
+        assert!(e.contains("does not match the signaled"), "{e}");
+        assert!(e.contains(&Fingerprint::of_der(&other).to_string()), "{e}");
+        assert!(e.contains(&Fingerprint::of_der(&ours).to_string()), "{e}");
+        assert!(!pin.schemes().is_empty());
+    }
+}
