@@ -18,7 +18,7 @@
 //! - Session descriptions ([`OfferRequest`], [`RtpUdpDescription`],
 //!   [`QuicOffer`], [`W3cDescription`], …) that signaling carries.
 //! - With feature `conformance`: the suite every backend runs against
-//!   itself ([`conformance`], [`conformance_tests!`]).
+//!   itself (module `conformance` and `conformance_tests!`, behind feature `conformance`).
 //!
 //! ```
 //! use relay_core::{Mode, Packet, StatsRecorder, Transport, build_rtp};
