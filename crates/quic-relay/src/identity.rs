@@ -10,9 +10,9 @@
 
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
@@ -61,8 +61,8 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-use relay_core::pin::Pin;
 pub(crate) use relay_core::pin::PinRecord;
+use relay_core::pin::{Pin, PinnedServerCert};
 
 /// Unwraps the `Other(OtherError(…))` that rustls puts around our
 /// [`PinMismatch`] text, for reasons shown to operators.
@@ -70,54 +70,6 @@ pub(crate) fn tidy_reason(reason: &str) -> String {
     match reason.split_once("Other(OtherError(") {
         Some((head, tail)) => format!("{head}{}", tail.strip_suffix("))").unwrap_or(tail)),
         None => reason.to_string(),
-    }
-}
-
-/// QUIC is TLS 1.3 only (RFC 9001 section 4.2), so TLS 1.2 signatures are
-/// never legitimately asked for.
-fn no_tls12() -> Result<HandshakeSignatureValid, rustls::Error> {
-    Err(rustls::Error::PeerIncompatible(
-        rustls::PeerIncompatible::Tls12NotOffered,
-    ))
-}
-
-/// The offerer's check of the answerer's certificate.
-#[derive(Debug)]
-struct PinnedServerCert(Pin);
-
-impl ServerCertVerifier for PinnedServerCert {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        self.0.check(end_entity)?;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        no_tls12()
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.schemes()
     }
 }
 
@@ -151,11 +103,11 @@ impl ClientCertVerifier for PinnedClientCert {
 
     fn verify_tls12_signature(
         &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        no_tls12()
+        self.0.verify_tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
