@@ -10,11 +10,8 @@
 
 use std::sync::Arc;
 
-use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::QuicError;
 
@@ -62,65 +59,14 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 pub(crate) use relay_core::pin::PinRecord;
-use relay_core::pin::{Pin, PinnedServerCert};
+use relay_core::pin::{Pin, PinnedClientCert, PinnedServerCert};
 
 /// Unwraps the `Other(OtherError(…))` that rustls puts around our
-/// [`PinMismatch`] text, for reasons shown to operators.
+/// pin-mismatch text (`relay_core::pin`), for reasons shown to operators.
 pub(crate) fn tidy_reason(reason: &str) -> String {
     match reason.split_once("Other(OtherError(") {
         Some((head, tail)) => format!("{head}{}", tail.strip_suffix("))").unwrap_or(tail)),
         None => reason.to_string(),
-    }
-}
-
-/// The answerer's check of the offerer's certificate: client
-/// authentication is mandatory, the pinned certificate the only one taken.
-#[derive(Debug)]
-struct PinnedClientCert(Pin);
-
-impl ClientCertVerifier for PinnedClientCert {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        true
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        self.0.check(end_entity)?;
-        Ok(ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.schemes()
     }
 }
 
