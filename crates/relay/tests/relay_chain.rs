@@ -265,17 +265,7 @@ fn https_signaling_with_a_pinned_fingerprint_and_metrics_on_both_sides() {
         (vec![], "--signal-fingerprint"),
         (vec!["--signal-fingerprint", wrong.as_str()], &fingerprint[..]),
     ] {
-        let mut args = vec![
-            "offer",
-            "--signal",
-            &url,
-            "--transport",
-            "rtp-udp",
-            "--in",
-            &input,
-        ];
-        args.extend(extra);
-        let (mut refused, _) = spawn(&args);
+        let (mut refused, _) = offer(&url, "rtp-udp", &input, &extra);
         let status = refused
             .wait_exit(Duration::from_secs(10))
             .expect("refused offer exits");
