@@ -179,8 +179,8 @@ mod tests {
     #[test]
     fn continuity_metrics_follow_the_tracker() {
         let c = Continuity::default();
-        c.observe(1, 9, 100);
-        c.observe(2, 9, 111);
+        c.session(1).observe(9, 100);
+        c.session(2).observe(9, 111);
         let text = render_continuity(&c);
         assert!(text.contains("\nrelay_stream_resumptions_total 1\n"), "{text}");
         assert!(

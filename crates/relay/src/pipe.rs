@@ -131,11 +131,13 @@ impl Pipe {
             self.last_sender.clone(),
             self.local,
         );
-        let continuity = self.continuity.clone();
+        // Dropped when this carry ends, which publishes the session's
+        // streams to the shared tracker.
+        let mut streams = self.continuity.as_ref().map(|(c, session)| c.session(*session));
         let down = async {
             while let Ok(packet) = link.recv().await {
-                if let (Some((c, session)), Some(seq)) = (&continuity, packet.sequence_number()) {
-                    c.observe(*session, packet.ssrc(), seq);
+                if let (Some(streams), Some(seq)) = (&mut streams, packet.sequence_number()) {
+                    streams.observe(packet.ssrc(), seq);
                 }
                 let dest = match local {
                     Local::Fixed(a) => Some(a),
@@ -174,13 +176,17 @@ async fn local_to_link(
     local: Local,
     counters: Arc<PipeCounters>,
     last_sender: Arc<Mutex<Option<SocketAddr>>>,
-    current: watch::Receiver<Option<Arc<dyn RelayLink>>>,
+    mut current: watch::Receiver<Option<Arc<dyn RelayLink>>>,
 ) {
     let allowed_ip: Option<IpAddr> = match local {
         Local::Fixed(a) => Some(a.ip()),
         Local::LastSender => None,
     };
     let mut buf = vec![0u8; 65_536];
+    // Per-packet state kept here, so the shared copies (the watch channel's
+    // lock, the last-sender mutex) are touched only when they change.
+    let mut link = current.borrow_and_update().clone();
+    let mut sender_seen: Option<SocketAddr> = None;
     loop {
         let (n, from) = match socket.recv_from(&mut buf).await {
             Ok(r) => r,
@@ -195,7 +201,8 @@ async fn local_to_link(
             counters.foreign.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        if matches!(local, Local::LastSender) {
+        if matches!(local, Local::LastSender) && sender_seen != Some(from) {
+            sender_seen = Some(from);
             *last_sender.lock().unwrap_or_else(|e| e.into_inner()) = Some(from);
         }
         let packet = match Packet::parse(Bytes::copy_from_slice(&buf[..n])) {
@@ -206,8 +213,11 @@ async fn local_to_link(
                 continue;
             }
         };
-        let link = current.borrow().clone();
-        let Some(link) = link else {
+        // The sender lives in the Pipe, which aborts this task on drop.
+        if current.has_changed().unwrap_or(false) {
+            link = current.borrow_and_update().clone();
+        }
+        let Some(link) = &link else {
             counters.no_link.fetch_add(1, Ordering::Relaxed);
             continue;
         };
@@ -230,16 +240,6 @@ async fn local_to_link(
     }
 }
 
-/// Relays until the link closes; returns why it closed.
-pub async fn run(
-    link: Arc<dyn RelayLink>,
-    socket: UdpSocket,
-    local: Local,
-    counters: Arc<PipeCounters>,
-) -> CloseReason {
-    Pipe::start(socket, local, counters).carry(link).await
-}
-
 /// Most streams [`Continuity`] remembers; the least recently seen is
 /// forgotten first.
 pub const CONTINUITY_MAX_STREAMS: usize = 4096;
@@ -248,6 +248,14 @@ pub const CONTINUITY_MAX_STREAMS: usize = 4096;
 /// another (a reconnect), and counts what went missing in between: the
 /// sequence-number gap and its duration. Shared by every session of one
 /// `relay answer`.
+///
+/// Each session tracks its streams on its own, without a lock
+/// ([`SessionStreams`]); the shared map is read when a stream first shows up
+/// on a session and written when the session ends. So a resumption is seen
+/// when the old session ended before the stream came back on the new one,
+/// which is the order `relay offer --reconnect` produces (it deletes the
+/// dead session before offering again, and otherwise the answering side's
+/// own liveness timeout ends it first).
 #[derive(Debug, Default)]
 pub struct Continuity {
     streams: Mutex<HashMap<u32, Track>>,
@@ -278,31 +286,25 @@ pub struct Resumed {
 }
 
 impl Continuity {
-    /// Records packet `seq` of stream `ssrc` delivered on `session`;
-    /// returns the resumption if the stream was last seen on another
-    /// session.
-    pub fn observe(&self, session: u64, ssrc: u32, seq: u16) -> Option<Resumed> {
-        self.observe_at(session, ssrc, seq, Instant::now())
+    /// The tracker of session `session`'s streams; dropping it ends the
+    /// session (its last packet per stream becomes what a later session
+    /// resumes from).
+    pub fn session(&self, session: u64) -> SessionStreams<'_> {
+        SessionStreams {
+            continuity: self,
+            session,
+            streams: HashMap::new(),
+        }
     }
 
-    fn observe_at(&self, session: u64, ssrc: u32, seq: u16, now: Instant) -> Option<Resumed> {
-        let previous = {
-            let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-            if streams.len() >= CONTINUITY_MAX_STREAMS && !streams.contains_key(&ssrc) {
-                let oldest = streams.iter().min_by_key(|(_, t)| t.at).map(|(k, _)| *k);
-                if let Some(oldest) = oldest {
-                    streams.remove(&oldest);
-                }
-            }
-            streams.insert(
-                ssrc,
-                Track {
-                    session,
-                    seq,
-                    at: now,
-                },
-            )
-        }?;
+    /// Stream `ssrc`'s first packet `seq` on `session`: the resumption if
+    /// another session delivered it last.
+    fn first_on(&self, session: u64, ssrc: u32, seq: u16, now: Instant) -> Option<Resumed> {
+        let previous = *self
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ssrc)?;
         if previous.session == session {
             return None;
         }
@@ -330,6 +332,20 @@ impl Continuity {
         Some(Resumed { ssrc, missing, gap })
     }
 
+    /// Records where a session's streams ended.
+    fn publish(&self, tracks: impl Iterator<Item = (u32, Track)>) {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        for (ssrc, track) in tracks {
+            if streams.len() >= CONTINUITY_MAX_STREAMS && !streams.contains_key(&ssrc) {
+                let oldest = streams.iter().min_by_key(|(_, t)| t.at).map(|(k, _)| *k);
+                if let Some(oldest) = oldest {
+                    streams.remove(&oldest);
+                }
+            }
+            streams.insert(ssrc, track);
+        }
+    }
+
     /// Streams that resumed on a new session.
     pub fn resumed(&self) -> u64 {
         self.resumed.load(Ordering::Relaxed)
@@ -349,6 +365,41 @@ impl Continuity {
     }
 }
 
+/// One session's streams, tracked without a lock; see [`Continuity`].
+#[derive(Debug)]
+pub struct SessionStreams<'a> {
+    continuity: &'a Continuity,
+    session: u64,
+    streams: HashMap<u32, Track>,
+}
+
+impl SessionStreams<'_> {
+    /// Records packet `seq` of stream `ssrc`; returns the resumption when
+    /// this is the stream's first packet on the session and another session
+    /// delivered it last.
+    pub fn observe(&mut self, ssrc: u32, seq: u16) -> Option<Resumed> {
+        self.observe_at(ssrc, seq, Instant::now())
+    }
+
+    fn observe_at(&mut self, ssrc: u32, seq: u16, at: Instant) -> Option<Resumed> {
+        let track = Track {
+            session: self.session,
+            seq,
+            at,
+        };
+        match self.streams.insert(ssrc, track) {
+            Some(_) => None,
+            None => self.continuity.first_on(self.session, ssrc, seq, at),
+        }
+    }
+}
+
+impl Drop for SessionStreams<'_> {
+    fn drop(&mut self) {
+        self.continuity.publish(self.streams.drain());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,11 +408,14 @@ mod tests {
     fn a_stream_resuming_on_another_session_counts_the_sequence_gap() {
         let c = Continuity::default();
         let t0 = Instant::now();
+        let mut one = c.session(1);
         for seq in 10..=20 {
-            assert_eq!(c.observe_at(1, 0xAB, seq, t0), None);
+            assert_eq!(one.observe_at(0xAB, seq, t0), None);
         }
-        let r = c
-            .observe_at(2, 0xAB, 31, t0 + Duration::from_millis(1500))
+        drop(one);
+        let mut two = c.session(2);
+        let r = two
+            .observe_at(0xAB, 31, t0 + Duration::from_millis(1500))
             .unwrap();
         assert_eq!(
             r,
@@ -371,7 +425,7 @@ mod tests {
                 gap: Duration::from_millis(1500)
             }
         );
-        assert_eq!(c.observe_at(2, 0xAB, 32, t0 + Duration::from_millis(1501)), None);
+        assert_eq!(two.observe_at(0xAB, 32, t0 + Duration::from_millis(1501)), None);
         assert_eq!((c.resumed(), c.missing()), (1, 10));
         assert_eq!(c.gaps().0, Duration::from_millis(1500));
     }
@@ -380,29 +434,44 @@ mod tests {
     fn wraparound_restart_and_other_streams_are_told_apart() {
         let c = Continuity::default();
         let t0 = Instant::now();
-        c.observe_at(1, 1, 65_530, t0);
+        c.session(1).observe_at(1, 65_530, t0);
         // Across the wrap: 65531..=65535, 0..=3 missing = 9.
-        assert_eq!(c.observe_at(2, 1, 4, t0).unwrap().missing, 9);
+        assert_eq!(c.session(2).observe_at(1, 4, t0).unwrap().missing, 9);
         // A stream that starts over (sequence goes back) has nothing countable missing.
-        c.observe_at(3, 2, 5_000, t0);
-        assert_eq!(c.observe_at(4, 2, 100, t0).unwrap().missing, 0);
+        c.session(3).observe_at(2, 5_000, t0);
+        assert_eq!(c.session(4).observe_at(2, 100, t0).unwrap().missing, 0);
         // Consecutive on the new session: nothing missing, still a resumption.
-        c.observe_at(5, 3, 7, t0);
-        assert_eq!(c.observe_at(6, 3, 8, t0).unwrap().missing, 0);
+        c.session(5).observe_at(3, 7, t0);
+        let mut six = c.session(6);
+        assert_eq!(six.observe_at(3, 8, t0).unwrap().missing, 0);
         // A stream first seen on a new session is not a resumption.
-        assert_eq!(c.observe_at(6, 4, 1, t0), None);
+        assert_eq!(six.observe_at(4, 1, t0), None);
         assert_eq!(c.resumed(), 3);
+    }
+
+    #[test]
+    fn a_session_still_running_is_not_resumed_from() {
+        let c = Continuity::default();
+        let t0 = Instant::now();
+        let mut one = c.session(1);
+        one.observe_at(9, 100, t0);
+        // Published only when session 1 ends.
+        assert_eq!(c.session(2).observe_at(9, 200, t0), None);
+        drop(one);
+        assert_eq!(c.session(3).observe_at(9, 111, t0).unwrap().missing, 10);
     }
 
     #[test]
     fn remembers_a_bounded_number_of_streams() {
         let c = Continuity::default();
         let t0 = Instant::now();
+        let mut one = c.session(1);
         for ssrc in 0..(CONTINUITY_MAX_STREAMS as u32 + 100) {
-            c.observe_at(1, ssrc, 0, t0 + Duration::from_micros(u64::from(ssrc)));
+            one.observe_at(ssrc, 0, t0 + Duration::from_micros(u64::from(ssrc)));
         }
+        drop(one);
         assert_eq!(c.streams.lock().unwrap().len(), CONTINUITY_MAX_STREAMS);
         // The oldest were forgotten: stream 0 on a new session is new, not resumed.
-        assert_eq!(c.observe_at(2, 0, 5, t0 + Duration::from_secs(1)), None);
+        assert_eq!(c.session(2).observe_at(0, 5, t0 + Duration::from_secs(1)), None);
     }
 }
