@@ -66,10 +66,10 @@ impl Exchange for SignalingClient {
     }
 
     async fn release(&self, id: &str) {
-        match tokio::time::timeout(RELEASE_TIMEOUT, self.delete(id)).await {
-            Ok(Ok(())) => tracing::info!(session = %id, "dead session deleted on the answering side"),
-            Ok(Err(e)) => tracing::debug!(session = %id, error = %e, "could not delete the dead session"),
-            Err(_) => tracing::debug!(session = %id, "signaling did not answer the DELETE in time"),
+        match crate::delete_session(self, id, RELEASE_TIMEOUT).await {
+            Ok(()) => tracing::info!(session = %id, "dead session deleted on the answering side"),
+            // Expected when the answering relay is what died.
+            Err(error) => tracing::debug!(session = %id, %error, "could not delete the dead session"),
         }
     }
 }

@@ -148,6 +148,21 @@ pub async fn offer_and_carry(
     reconnect::run(client, plan, pipe, state, on_up).await
 }
 
+/// `DELETE`s session `id` on the answering side, waiting at most `within`.
+pub async fn delete_session(
+    client: &relay_signaling::SignalingClient,
+    id: &str,
+    within: Duration,
+) -> Result<(), String> {
+    match tokio::time::timeout(within, client.delete(id)).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "signaling did not answer the DELETE in {} ms",
+            within.as_millis()
+        )),
+    }
+}
+
 /// One [`Answerer`] per compiled-in backend; each established link goes to
 /// `sink`.
 pub fn answerers(options: &LinkOptions, sink: LinkSink) -> Vec<Arc<dyn Answerer>> {

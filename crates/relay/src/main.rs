@@ -433,7 +433,6 @@ async fn offer(
     input: SocketAddr,
     metrics_listen: Option<(SocketAddr, Option<String>)>,
 ) -> Result<ExitCode, String> {
-    relay::check(plan.transport, plan.mode).map_err(|e| e.to_string())?;
     let socket = std_udp(input).map_err(|e| format!("cannot listen for RTP on --in {input}: {e}"))?;
     let counters = Arc::new(PipeCounters::default());
     let pipe = Pipe::start(socket, Local::LastSender, counters.clone());
@@ -466,10 +465,9 @@ async fn offer(
             if let Some((id, link)) = state.current() {
                 // DELETE first, so the answering server ends the session as
                 // asked rather than seeing the link's goodbye first.
-                match tokio::time::timeout(Duration::from_secs(3), client.delete(&id)).await {
-                    Ok(Ok(())) => tracing::info!(session = %id, "session deleted"),
-                    Ok(Err(e)) => tracing::warn!(session = %id, error = %e, "could not delete the session"),
-                    Err(_) => tracing::warn!(session = %id, "signaling did not answer the DELETE in 3 s"),
+                match relay::delete_session(&client, &id, Duration::from_secs(3)).await {
+                    Ok(()) => tracing::info!(session = %id, "session deleted"),
+                    Err(error) => tracing::warn!(session = %id, %error, "could not delete the session"),
                 }
                 link.close();
                 log_end(&*link, &counters, &relay_core::CloseReason::Local);
