@@ -70,6 +70,20 @@ async fn through_a_stall(
         pair.answerer.close_reason().is_none(),
         "{transport}/{mode}: the link died in a 1 s stall"
     );
+    // The black hole took place: the proxy dropped what the offerer sent
+    // during it (reliable senders stop at their congestion window, so
+    // only unreliable ones lose a packet per millisecond).
+    let proxy = pair.proxy().expect("a proxy").stats();
+    let forward = match pair.offerer_to_answerer().expect("a proxy") {
+        relay_netsim::Direction::Upstream => proxy.upstream,
+        relay_netsim::Direction::Downstream => proxy.downstream,
+    };
+    let dropped = forward.dropped.total();
+    assert!(
+        dropped > 0,
+        "{transport}/{mode}: the proxy dropped nothing: {proxy:?}"
+    );
+    eprintln!("{transport}/{mode}: the proxy dropped {dropped} datagrams in the stall");
     let answerer = pair.answerer.clone();
     let stats = Box::new(move || answerer.stats());
     // Keep the pair alive until the stats are read.

@@ -546,6 +546,13 @@ fn flood_line(transport: &str, mode: &str) {
         assert_eq!(p, &stream_packet(seq), "{line}: packet {seq} is not the one sent");
         seqs.push(seq);
     }
+    // The counts below allow for kernel drops; past a tenth of the flood
+    // they would check the kernel rather than the relay.
+    assert!(
+        socket_drops <= flood.total() / 10,
+        "{line}: the kernel dropped {socket_drops} of {} flood datagrams; counting cannot be checked",
+        flood.total()
+    );
     if reliable {
         let expected: Vec<u16> = (0..STREAM_PACKETS).collect();
         assert_eq!(

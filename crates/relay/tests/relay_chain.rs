@@ -82,10 +82,14 @@ fn offerer_notices_a_killed_answerer_within_the_liveness_timeout() {
     let (mut offer, mut oout) = offer(&url, "rtp-udp", &input, &["--liveness-timeout", "1"]);
     assert!(first_line(&mut oout).starts_with("ready "));
     answer.0.kill().unwrap(); // SIGKILL: no goodbye, no DELETE
+    let killed = std::time::Instant::now();
     let status = offer
         .wait_exit(Duration::from_secs(10))
         .expect("offerer notices the dead peer");
+    let noticed = killed.elapsed();
     assert!(!status.success());
+    // Liveness timeout 1 s, plus the keepalive interval and scheduling.
+    assert!(noticed < Duration::from_secs(3), "noticed after {noticed:?}");
     let mut err = String::new();
     offer.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     assert!(err.contains("liveness timeout"), "{err}");
