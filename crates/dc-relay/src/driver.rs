@@ -672,15 +672,7 @@ impl Driver {
         if let Err(e) = self.pc.close() {
             tracing::debug!(error = %e, "closing peer connection");
         }
-        while let Some(out) = self.pc.poll_write() {
-            if let Some(s) = self
-                .sockets
-                .iter_mut()
-                .find(|s| s.local == out.transport.local_addr)
-            {
-                s.transmit(out.message, out.transport.peer_addr);
-            }
-        }
+        self.flush_writes();
         while self.pc.poll_event().is_some() {}
         self.sockets.iter_mut().for_each(Socket::flush_pending);
         if let Some(ch) = self.shared.channel.get() {
