@@ -60,6 +60,6 @@ pub use mode::{Mode, Transport, UnknownMode, UnknownTransport};
 pub use packet::{Packet, PacketError, PacketKind, RTCP_MIN_LEN, RTP_HEADER_LEN, build_rtp, classify};
 pub use queue::{Overflow, PacketQueue, Pushed};
 pub use stats::{
-    DropCause, DropCounters, Drops, LinkStats, SsrcReceived, SsrcReceiver, SsrcSent, StatsRecorder,
+    DropCause, DropCounters, Drops, LinkStats, SsrcReceived, SsrcReceiver, SsrcSent, StatsRecorder, WarnOnce,
     default_clock_rate,
 };

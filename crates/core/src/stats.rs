@@ -79,6 +79,19 @@ impl Drops {
     }
 }
 
+/// A flag for logging something once (the first stranger, the first forged
+/// packet) from a path a flood can hit: after the first time it costs one
+/// relaxed load, not a read-modify-write on a shared cache line.
+#[derive(Debug, Default)]
+pub struct WarnOnce(std::sync::atomic::AtomicBool);
+
+impl WarnOnce {
+    /// `true` the first time only.
+    pub fn first(&self) -> bool {
+        !self.0.load(Ordering::Relaxed) && !self.0.swap(true, Ordering::Relaxed)
+    }
+}
+
 /// Drops by cause, counted from several threads without a lock: what a
 /// [`StatsRecorder`] keeps, and what a socket layer under a transport
 /// stack counts before the link (and its recorder) exists.
@@ -531,6 +544,14 @@ mod tests {
             r.on_packet(s, 0, 100, t0);
         }
         r.snapshot(1)
+    }
+
+    #[test]
+    fn once_is_true_only_the_first_time() {
+        let once = WarnOnce::default();
+        assert!(once.first());
+        assert!(!once.first());
+        assert!(!once.first());
     }
 
     #[test]

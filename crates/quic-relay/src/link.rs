@@ -14,7 +14,7 @@
 //! The mode decides what this side sends and the inbox policy.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -66,7 +66,7 @@ struct Shared {
     /// Last known largest datagram packet, so `send` checks sizes without
     /// taking quinn's connection lock.
     max_datagram_packet: AtomicUsize,
-    malformed_logged: AtomicBool,
+    malformed_logged: relay_core::WarnOnce,
     /// The socket under the endpoint: what it dropped before quinn saw it
     /// is part of this link's drops.
     guard: Arc<GuardedSocket>,
@@ -132,7 +132,7 @@ impl QuicLink {
             outbox: PacketQueue::new(SEND_QUEUE, Overflow::Wait),
             arena: Mutex::new(BytesMut::new()),
             max_datagram_packet: AtomicUsize::new(0),
-            malformed_logged: AtomicBool::new(false),
+            malformed_logged: relay_core::WarnOnce::default(),
             mode,
             conn,
             guard,
@@ -318,7 +318,7 @@ impl Shared {
     fn note_malformed(&self, what: fmt::Arguments<'_>) {
         self.stats.on_drop(DropCause::Malformed);
         // Once per link: a peer sending garbage must not flood the log.
-        if !self.malformed_logged.swap(true, Ordering::Relaxed) {
+        if self.malformed_logged.first() {
             tracing::warn!(peer = %self.conn.remote_address(), "dropping malformed RoQ input: {what}");
         }
     }

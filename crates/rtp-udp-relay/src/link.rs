@@ -4,7 +4,6 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -263,9 +262,9 @@ struct Shared {
     /// Largest packet the application may send: `max_datagram` less the
     /// SRTP overhead in srtp mode.
     max_packet_size: usize,
-    warned_unknown_source: AtomicBool,
-    warned_unauthenticated: AtomicBool,
-    warned_unauthenticated_control: AtomicBool,
+    warned_unknown_source: relay_core::WarnOnce,
+    warned_unauthenticated: relay_core::WarnOnce,
+    warned_unauthenticated_control: relay_core::WarnOnce,
 }
 
 /// An established rtp-udp link; see the crate docs.
@@ -323,9 +322,9 @@ impl RtpUdpLink {
             ready: watch::Sender::new(false),
             max_datagram: max_packet_size + overhead,
             max_packet_size,
-            warned_unknown_source: AtomicBool::new(false),
-            warned_unauthenticated: AtomicBool::new(false),
-            warned_unauthenticated_control: AtomicBool::new(false),
+            warned_unknown_source: relay_core::WarnOnce::default(),
+            warned_unauthenticated: relay_core::WarnOnce::default(),
+            warned_unauthenticated_control: relay_core::WarnOnce::default(),
         });
         let liveness = Liveness::new(
             Instant::now(),
@@ -434,7 +433,7 @@ impl Shared {
             return Some(DropCause::Malformed);
         }
         if from != self.peer {
-            if !self.warned_unknown_source.swap(true, Ordering::Relaxed) {
+            if self.warned_unknown_source.first() {
                 tracing::warn!(%from, expected = %self.peer, "dropping packets from an address that was not signaled");
             }
             return Some(DropCause::UnknownSource);
@@ -478,7 +477,7 @@ impl Shared {
                         plain
                     }
                     Err(e) => {
-                        if !self.warned_unauthenticated.swap(true, Ordering::Relaxed) {
+                        if self.warned_unauthenticated.first() {
                             tracing::warn!(%from, error = %e, "dropping media that fails SRTP checks");
                         }
                         self.stats.on_drop(DropCause::Unauthenticated);
@@ -517,7 +516,7 @@ impl Shared {
         if let (Some(auth), Control::Probe(_) | Control::ProbeReply(..)) = (&self.keepalive, &msg)
             && let Err(e) = stun::verify_integrity(data, &auth.peer)
         {
-            if !self.warned_unauthenticated_control.swap(true, Ordering::Relaxed) {
+            if self.warned_unauthenticated_control.first() {
                 tracing::warn!(%from, error = %e, "dropping keepalives that fail authentication: spoofed, or the peer lacks the signaled key");
             }
             self.stats.on_drop(DropCause::Unauthenticated);
