@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use relay_core::{DEFAULT_LIVENESS_TIMEOUT, Mode};
-use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::QuicError;
 use crate::roq::VARINT_MAX;
@@ -172,33 +171,11 @@ impl QuicConfig {
         server: Option<quinn::ServerConfig>,
     ) -> Result<(quinn::Endpoint, Arc<GuardedSocket>), QuicError> {
         let io = |what: String| move |source| QuicError::Io { what, source };
-        let socket = Socket::new(Domain::for_address(self.bind), Type::DGRAM, Some(Protocol::UDP))
-            .map_err(io(format!("creating a UDP socket for {}", self.bind)))?;
-        socket
-            .set_recv_buffer_size(self.socket_buffer_bytes)
-            .map_err(io(format!("setting SO_RCVBUF to {}", self.socket_buffer_bytes)))?;
-        socket
-            .set_send_buffer_size(self.socket_buffer_bytes)
-            .map_err(io(format!("setting SO_SNDBUF to {}", self.socket_buffer_bytes)))?;
-        // Linux caps both at net.core.{r,w}mem_max without saying so.
-        if let Ok(got) = socket.recv_buffer_size()
-            && got < self.socket_buffer_bytes
-        {
-            tracing::warn!(
-                requested = self.socket_buffer_bytes,
-                got,
-                "SO_RCVBUF capped by the kernel; raise net.core.rmem_max to avoid drops under bursts"
-            );
-        }
-        socket
-            .bind(&self.bind.into())
+        let socket = relay_core::udp::bind_udp(self.bind, self.socket_buffer_bytes)
             .map_err(io(format!("binding UDP {}", self.bind)))?;
-        socket
-            .set_nonblocking(true)
-            .map_err(io("making the UDP socket non-blocking".to_string()))?;
         let what = || format!("starting the QUIC endpoint on {}", self.bind);
         let runtime = Arc::new(quinn::TokioRuntime);
-        let inner = quinn::Runtime::wrap_udp_socket(&*runtime, socket.into()).map_err(io(what()))?;
+        let inner = quinn::Runtime::wrap_udp_socket(&*runtime, socket).map_err(io(what()))?;
         let mut endpoint_config = quinn::EndpointConfig::default();
         // The guard drops packets whose fixed bit is clear (RFC 9000
         // section 17), so peers must not grease it (RFC 9287).
