@@ -36,7 +36,8 @@ fn venv_python() -> Option<PathBuf> {
             .status()
             .is_ok_and(|s| s.success());
     if !ok {
-        println!("SKIP aiortc interop: no aiortc in target/peers-venv; run scripts/install-python-peers.sh");
+        // On stderr, so the test harness does not swallow it.
+        eprintln!("SKIP aiortc interop: no aiortc in target/peers-venv; run scripts/install-python-peers.sh");
         return None;
     }
     Some(python)
