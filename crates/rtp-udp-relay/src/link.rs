@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use relay_core::{
     CloseReason, CloseSignal, DropCause, LinkError, LinkStats, Mode, Overflow, Packet, PacketKind,
     PacketQueue, Pushed, RelayLink, RtpUdpDescription, SrtpParameters, StatsRecorder, Transport, check_size,
@@ -398,15 +398,18 @@ impl Shared {
             }
             match self.socket.try_recv_buf_from(buf) {
                 Ok((_, from)) => {
-                    if let Some(cause) = self.screen(buf, from) {
-                        self.stats.on_drop(cause);
-                        // Nothing was split off: the space is reused, so a
-                        // flood of garbage allocates nothing.
-                        buf.clear();
-                        continue;
-                    }
-                    let data = buf.split().freeze();
-                    self.on_datagram(data, from, liveness, inbound);
+                    let shape = match self.screen(buf, from) {
+                        Ok(shape) => shape,
+                        Err(cause) => {
+                            self.stats.on_drop(cause);
+                            // Nothing was split off: the space is reused, so
+                            // a flood of garbage allocates nothing.
+                            buf.clear();
+                            continue;
+                        }
+                    };
+                    let data = buf.split();
+                    self.on_datagram(data, shape, from, liveness, inbound);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -423,27 +426,28 @@ impl Shared {
     /// checks first, in the order every backend uses: size, then whether
     /// the bytes can be ours at all, then the source. Only the peer's
     /// plausible packets are parsed or decrypted.
-    fn screen(&self, data: &[u8], from: SocketAddr) -> Option<DropCause> {
+    fn screen(&self, data: &[u8], from: SocketAddr) -> Result<Shape, DropCause> {
         if data.len() > self.max_datagram {
             tracing::trace!(len = data.len(), max = self.max_datagram, %from, "dropping oversized datagram");
-            return Some(DropCause::TooLarge);
+            return Err(DropCause::TooLarge);
         }
-        if !plausible(data) {
+        let Some(shape) = shape(data) else {
             tracing::trace!(len = data.len(), %from, "dropping datagram that is neither RTP/RTCP nor STUN");
-            return Some(DropCause::Malformed);
-        }
+            return Err(DropCause::Malformed);
+        };
         if from != self.peer {
             if self.warned_unknown_source.first() {
                 tracing::warn!(%from, expected = %self.peer, "dropping packets from an address that was not signaled");
             }
-            return Some(DropCause::UnknownSource);
+            return Err(DropCause::UnknownSource);
         }
-        None
+        Ok(shape)
     }
 
     fn on_datagram(
         &self,
-        data: Bytes,
+        data: BytesMut,
+        shape: Shape,
         from: SocketAddr,
         liveness: &mut Liveness,
         inbound: &mut Option<SrtpContext>,
@@ -453,23 +457,21 @@ impl Shared {
             // Plain RTP: the signaled address is all there is to trust.
             liveness.on_heard(now);
         }
-        if stun::looks_like_stun(data[0]) {
-            self.on_control(&data, from, liveness, now);
-            return;
-        }
+        let kind = match shape {
+            Shape::Stun => {
+                self.on_control(&data, from, liveness, now);
+                return;
+            }
+            Shape::Media(kind) => kind,
+        };
         let data = match inbound {
-            None => data,
+            None => data.freeze(),
             Some(ctx) => {
-                // RFC 5761 section 4: the second byte tells RTCP (packet
-                // types 192..=223) from RTP; it is in the clear in both.
-                let unprotected = match relay_core::classify(&data) {
-                    Ok(PacketKind::Rtcp) => ctx.unprotect_rtcp(&data),
-                    Ok(PacketKind::Rtp) => ctx.unprotect_rtp(&data),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "dropping datagram that is not SRTP/SRTCP");
-                        self.stats.on_drop(DropCause::Malformed);
-                        return;
-                    }
+                // RFC 5761 section 4: the header that told RTCP from RTP is
+                // in the clear in SRTP and SRTCP alike; decrypted in place.
+                let unprotected = match kind {
+                    PacketKind::Rtcp => ctx.unprotect_rtcp_in_place(data),
+                    PacketKind::Rtp => ctx.unprotect_rtp_in_place(data),
                 };
                 match unprotected {
                     Ok(plain) => {
@@ -556,16 +558,28 @@ impl Shared {
 /// range is a cut-off control message.
 const STUN_HEADER_LEN: usize = 20;
 
-/// Whether a datagram can be one of ours by its first byte and length
-/// (RFC 7983 demultiplexing: 0..=3 STUN, 128..=191 RTP/RTCP): checked
-/// before the source, without parsing, so garbage is counted as
-/// `malformed` whoever sent it and costs two comparisons.
-fn plausible(data: &[u8]) -> bool {
+/// What a datagram can be by its first bytes and length (RFC 7983
+/// demultiplexing: 0..=3 STUN, 128..=191 RTP/RTCP, told apart by RFC 5761),
+/// or `None`: checked before the source, without parsing, so garbage is
+/// counted as `malformed` whoever sent it; the answer then decides how the
+/// datagram is handled, so nothing classifies it twice.
+fn shape(data: &[u8]) -> Option<Shape> {
     match data.first() {
-        Some(&first) if stun::looks_like_stun(first) => data.len() >= STUN_HEADER_LEN,
-        Some(_) => relay_core::classify(data).is_ok(),
-        None => false,
+        Some(&first) if stun::looks_like_stun(first) => {
+            (data.len() >= STUN_HEADER_LEN).then_some(Shape::Stun)
+        }
+        Some(_) => relay_core::classify(data).ok().map(Shape::Media),
+        None => None,
     }
+}
+
+/// What a datagram can be, from its first bytes; see [`shape`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// A STUN message: path check, keepalive or goodbye.
+    Stun,
+    /// RTP or RTCP (protected in srtp mode).
+    Media(PacketKind),
 }
 
 async fn drive(
@@ -717,11 +731,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_stun_and_rtp_shaped_datagrams_are_plausible() {
+    fn only_stun_and_rtp_shaped_datagrams_have_a_shape() {
         let rtp = relay_core::build_rtp(96, 1, 0, 0x1234, b"x");
-        assert!(plausible(&rtp));
-        assert!(plausible(&[0x80, 200, 0, 1, 0, 0, 0, 1]), "RTCP");
-        assert!(plausible(&stun::encode(&Control::Probe([7; 12]))));
+        assert_eq!(shape(&rtp), Some(Shape::Media(PacketKind::Rtp)));
+        assert_eq!(
+            shape(&[0x80, 200, 0, 1, 0, 0, 0, 1]),
+            Some(Shape::Media(PacketKind::Rtcp))
+        );
+        assert_eq!(shape(&stun::encode(&Control::Probe([7; 12]))), Some(Shape::Stun));
         for garbage in [
             &[][..],
             &rtp[..11],                          // a cut RTP header
@@ -730,7 +747,7 @@ mod tests {
             &[0x40; 100][..],                    // a QUIC short header / RTP version 1
             &[0xff; 1200][..],
         ] {
-            assert!(!plausible(garbage), "{garbage:?}");
+            assert_eq!(shape(garbage), None, "{garbage:?}");
         }
     }
 }

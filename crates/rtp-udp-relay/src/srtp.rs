@@ -469,12 +469,18 @@ impl SrtpContext {
 
     /// Verifies, replay-checks and decrypts one SRTP packet.
     pub fn unprotect_rtp(&mut self, wire: &[u8]) -> Result<Bytes, SrtpError> {
-        let header = rtp_header_len(wire)?;
+        self.unprotect_rtp_in_place(BytesMut::from(wire))
+    }
+
+    /// [`unprotect_rtp`](Self::unprotect_rtp) on a buffer it may decrypt
+    /// in place: the receive path's own datagram, so nothing is copied.
+    pub fn unprotect_rtp_in_place(&mut self, mut wire: BytesMut) -> Result<Bytes, SrtpError> {
+        let header = rtp_header_len(&wire)?;
         if wire.len() < header + TAG_LEN {
             return Err(SrtpError::Truncated);
         }
         let seq = u16::from_be_bytes([wire[2], wire[3]]);
-        let ssrc = u32_at(wire, 8);
+        let ssrc = u32_at(&wire, 8);
         let stream = self.rtp_streams.get(&ssrc).copied();
         let index = match stream {
             Some(s) => {
@@ -487,14 +493,14 @@ impl SrtpContext {
         };
         let body_end = wire.len() - TAG_LEN;
         let tag = Tag::try_from(&wire[body_end..]).map_err(|_| SrtpError::Truncated)?;
-        let mut out = BytesMut::from(&wire[..body_end]);
-        let (aad, payload) = out.split_at_mut(header);
+        wire.truncate(body_end);
+        let (aad, payload) = wire.split_at_mut(header);
         self.rtp
             .aead
             .open_in_place_separate_tag(self.rtp.nonce(ssrc, index), Aad::from(&*aad), tag, payload, 0..)
             .map_err(|_| SrtpError::AuthenticationFailed)?;
         self.accept_rtp(ssrc, index);
-        Ok(out.freeze())
+        Ok(wire.freeze())
     }
 
     /// Encrypts and tags one RTCP packet (compound packets are one unit).
@@ -539,11 +545,17 @@ impl SrtpContext {
     /// with E = 0 (authenticated, not encrypted; RFC 7714 section 9.2) are
     /// accepted too.
     pub fn unprotect_rtcp(&mut self, wire: &[u8]) -> Result<Bytes, SrtpError> {
+        self.unprotect_rtcp_in_place(BytesMut::from(wire))
+    }
+
+    /// [`unprotect_rtcp`](Self::unprotect_rtcp) on a buffer it may decrypt
+    /// in place.
+    pub fn unprotect_rtcp_in_place(&mut self, mut wire: BytesMut) -> Result<Bytes, SrtpError> {
         if wire.len() < RTCP_HEADER_LEN + TAG_LEN + SRTCP_INDEX_LEN {
             return Err(SrtpError::Truncated);
         }
-        let ssrc = u32_at(wire, 4);
-        let e_index = u32_at(wire, wire.len() - SRTCP_INDEX_LEN);
+        let ssrc = u32_at(&wire, 4);
+        let e_index = u32_at(&wire, wire.len() - SRTCP_INDEX_LEN);
         let encrypted = e_index >> 31 == 1;
         let index = (e_index & MAX_RTCP_INDEX) as u64;
         if let Some(w) = self.rtcp_windows.get(&ssrc) {
@@ -552,14 +564,19 @@ impl SrtpContext {
         let body_end = wire.len() - SRTCP_INDEX_LEN - TAG_LEN;
         let tag = Tag::try_from(&wire[body_end..body_end + TAG_LEN]).map_err(|_| SrtpError::Truncated)?;
         let nonce = self.rtcp.nonce(ssrc, index);
-        let mut out = BytesMut::from(&wire[..body_end]);
         let opened = if encrypted {
             let mut aad = [0u8; RTCP_HEADER_LEN + SRTCP_INDEX_LEN];
             aad[..RTCP_HEADER_LEN].copy_from_slice(&wire[..RTCP_HEADER_LEN]);
             aad[RTCP_HEADER_LEN..].copy_from_slice(&e_index.to_be_bytes());
             self.rtcp
                 .aead
-                .open_in_place_separate_tag(nonce, Aad::from(aad), tag, &mut out[RTCP_HEADER_LEN..], 0..)
+                .open_in_place_separate_tag(
+                    nonce,
+                    Aad::from(aad),
+                    tag,
+                    &mut wire[RTCP_HEADER_LEN..body_end],
+                    0..,
+                )
                 .map(|_| ())
         } else {
             // The whole packet and the index word are associated data.
@@ -576,7 +593,8 @@ impl SrtpContext {
             .entry(ssrc)
             .and_modify(|w| w.accept(index))
             .or_insert_with(|| ReplayWindow::new(index));
-        Ok(out.freeze())
+        wire.truncate(body_end);
+        Ok(wire.freeze())
     }
 }
 
