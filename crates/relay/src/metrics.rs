@@ -2,22 +2,14 @@
 //! per-link families relay-signaling renders: reconnects, outages, the
 //! packets they cost, and the local side of the pipe.
 
-use std::fmt::{Display, Write};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use relay_signaling::SessionState;
-use relay_signaling::metrics::{self, LinkMetrics, MetricsSource, Role};
+use relay_signaling::metrics::{self, Kind, LinkMetrics, MetricsSource, Role, Value, write_family};
 
 use crate::pipe::{Continuity, PipeCounters};
 use crate::reconnect::OfferState;
-
-/// One metric family with a single sample, in the text exposition format.
-fn family(out: &mut String, name: &str, kind: &str, help: &str, value: impl Display) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    let _ = writeln!(out, "{name} {value}");
-}
 
 /// The answering side's streams resuming on new sessions (see
 /// [`Continuity`]).
@@ -28,33 +20,33 @@ pub fn continuity_source(continuity: Arc<Continuity>) -> MetricsSource {
 fn render_continuity(c: &Continuity) -> String {
     let mut out = String::new();
     let (last, total) = c.gaps();
-    family(
+    write_family(
         &mut out,
         "relay_stream_resumptions_total",
-        "counter",
+        Kind::Counter,
         "RTP streams (SSRCs) that stopped on one session and resumed on a new one.",
-        c.resumed(),
+        Value::U(c.resumed()),
     );
-    family(
+    write_family(
         &mut out,
         "relay_stream_resumption_missing_packets_total",
-        "counter",
+        Kind::Counter,
         "RTP sequence numbers missing across those resumptions (lost in the outage).",
-        c.missing(),
+        Value::U(c.missing()),
     );
-    family(
+    write_family(
         &mut out,
         "relay_stream_resumption_gap_seconds_total",
-        "counter",
+        Kind::Counter,
         "Time between the last packet on the old session and the first on the new one, summed.",
-        total.as_secs_f64(),
+        Value::F(total.as_secs_f64()),
     );
-    family(
+    write_family(
         &mut out,
         "relay_stream_resumption_last_gap_seconds",
-        "gauge",
+        Kind::Gauge,
         "That time for the latest resumption.",
-        last.as_secs_f64(),
+        Value::F(last.as_secs_f64()),
     );
     out
 }
@@ -122,28 +114,28 @@ fn render_offer(state: &OfferState, pipe: &PipeCounters) -> String {
             get(&pipe.rejected),
         ),
     ] {
-        family(&mut out, name, "counter", help, value);
+        write_family(&mut out, name, Kind::Counter, help, Value::U(value));
     }
-    family(
+    write_family(
         &mut out,
         "relay_offer_outage_seconds_total",
-        "counter",
+        Kind::Counter,
         "Time from a link being declared dead to the next being up, summed.",
-        total.as_secs_f64(),
+        Value::F(total.as_secs_f64()),
     );
-    family(
+    write_family(
         &mut out,
         "relay_offer_last_outage_seconds",
-        "gauge",
+        Kind::Gauge,
         "That time for the latest outage.",
-        last.as_secs_f64(),
+        Value::F(last.as_secs_f64()),
     );
-    family(
+    write_family(
         &mut out,
         "relay_offer_link_up",
-        "gauge",
+        Kind::Gauge,
         "1 while a link is up.",
-        u8::from(!links.is_empty()),
+        Value::U(u64::from(!links.is_empty())),
     );
     out
 }

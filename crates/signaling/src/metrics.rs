@@ -410,16 +410,23 @@ fn metric_name_part(name: &str) -> String {
         .collect()
 }
 
-#[derive(Clone, Copy)]
-enum Kind {
+/// A metric family's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up (names end in `_total`).
     Counter,
+    /// Goes up and down.
     Gauge,
 }
 
-#[derive(Clone, Copy)]
-enum Value {
+/// A sample's value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value {
+    /// An unsigned count.
     U(u64),
+    /// A signed number (RFC 3550 `lost` can go negative).
     I(i64),
+    /// Seconds, ratios.
     F(f64),
 }
 
@@ -466,21 +473,40 @@ impl Exposition {
             return;
         }
         self.names.push(name.to_owned());
-        let kind = match kind {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-        };
-        // Writing to a String cannot fail.
-        let _ = writeln!(self.text, "# HELP {name} {}", escape_help(help));
-        let _ = writeln!(self.text, "# TYPE {name} {kind}");
-        for (labels, value) in samples {
-            if labels.is_empty() {
-                let _ = writeln!(self.text, "{name} {value}");
-            } else {
-                let _ = writeln!(self.text, "{name}{{{labels}}} {value}");
-            }
+        write_family_text(&mut self.text, name, kind, help, samples);
+    }
+}
+
+/// HELP, TYPE, then a line per `(labels, value)` sample.
+fn write_family_text(
+    text: &mut String,
+    name: &str,
+    kind: Kind,
+    help: &str,
+    samples: impl IntoIterator<Item = (String, Value)>,
+) {
+    let kind = match kind {
+        Kind::Counter => "counter",
+        Kind::Gauge => "gauge",
+    };
+    // Writing to a String cannot fail.
+    let _ = writeln!(text, "# HELP {name} {}", escape_help(help));
+    let _ = writeln!(text, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(text, "{name} {value}");
+        } else {
+            let _ = writeln!(text, "{name}{{{labels}}} {value}");
         }
     }
+}
+
+/// Appends one family with a single unlabelled sample to `out`: for a
+/// process's own counters beside [`render`]'s (see
+/// [`ServerConfig::extra_metrics`](crate::ServerConfig::extra_metrics)).
+/// The caller keeps its names apart from the built-in ones.
+pub fn write_family(out: &mut String, name: &str, kind: Kind, help: &str, value: Value) {
+    write_family_text(out, name, kind, help, [(String::new(), value)]);
 }
 
 /// The text for `/metrics`, produced afresh on every scrape.
