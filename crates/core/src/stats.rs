@@ -43,6 +43,28 @@ pub enum DropCause {
 impl DropCause {
     const COUNT: usize = 6;
 
+    /// Every cause, in declaration order.
+    pub const ALL: [DropCause; DropCause::COUNT] = [
+        DropCause::SendQueueFull,
+        DropCause::ReceiveQueueFull,
+        DropCause::TooLarge,
+        DropCause::UnknownSource,
+        DropCause::Malformed,
+        DropCause::Unauthenticated,
+    ];
+
+    /// The cause as [`Drops`] names its field (`too_large`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            DropCause::SendQueueFull => "send_queue_full",
+            DropCause::ReceiveQueueFull => "receive_queue_full",
+            DropCause::TooLarge => "too_large",
+            DropCause::UnknownSource => "unknown_source",
+            DropCause::Malformed => "malformed",
+            DropCause::Unauthenticated => "unauthenticated",
+        }
+    }
+
     fn index(self) -> usize {
         self as usize
     }
@@ -68,14 +90,32 @@ pub struct Drops {
 }
 
 impl Drops {
+    /// The count for one cause.
+    pub fn get(&self, cause: DropCause) -> u64 {
+        match cause {
+            DropCause::SendQueueFull => self.send_queue_full,
+            DropCause::ReceiveQueueFull => self.receive_queue_full,
+            DropCause::TooLarge => self.too_large,
+            DropCause::UnknownSource => self.unknown_source,
+            DropCause::Malformed => self.malformed,
+            DropCause::Unauthenticated => self.unauthenticated,
+        }
+    }
+
+    fn get_mut(&mut self, cause: DropCause) -> &mut u64 {
+        match cause {
+            DropCause::SendQueueFull => &mut self.send_queue_full,
+            DropCause::ReceiveQueueFull => &mut self.receive_queue_full,
+            DropCause::TooLarge => &mut self.too_large,
+            DropCause::UnknownSource => &mut self.unknown_source,
+            DropCause::Malformed => &mut self.malformed,
+            DropCause::Unauthenticated => &mut self.unauthenticated,
+        }
+    }
+
     /// Sum over every cause.
     pub fn total(&self) -> u64 {
-        self.send_queue_full
-            + self.receive_queue_full
-            + self.too_large
-            + self.unknown_source
-            + self.malformed
-            + self.unauthenticated
+        DropCause::ALL.iter().map(|&c| self.get(c)).sum()
     }
 }
 
@@ -111,12 +151,9 @@ impl DropCounters {
 
     /// Adds every count to `drops` (a link's snapshot).
     pub fn add_to(&self, drops: &mut Drops) {
-        drops.send_queue_full += self.get(DropCause::SendQueueFull);
-        drops.receive_queue_full += self.get(DropCause::ReceiveQueueFull);
-        drops.too_large += self.get(DropCause::TooLarge);
-        drops.unknown_source += self.get(DropCause::UnknownSource);
-        drops.malformed += self.get(DropCause::Malformed);
-        drops.unauthenticated += self.get(DropCause::Unauthenticated);
+        for cause in DropCause::ALL {
+            *drops.get_mut(cause) += self.get(cause);
+        }
     }
 }
 

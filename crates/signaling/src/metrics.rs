@@ -45,7 +45,7 @@ use http::header::{
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use relay_core::{LinkStats, Mode, Transport};
+use relay_core::{DropCause, LinkStats, Mode, Transport};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -270,15 +270,12 @@ pub fn render(links: &[LinkMetrics], server: Option<&ServerCounters>) -> String 
         .iter()
         .filter_map(|(labels, link)| link.stats.as_ref().map(|s| (labels, s.drops)))
         .flat_map(|(labels, d)| {
-            [
-                ("send_queue_full", d.send_queue_full),
-                ("receive_queue_full", d.receive_queue_full),
-                ("too_large", d.too_large),
-                ("unknown_source", d.unknown_source),
-                ("malformed", d.malformed),
-                ("unauthenticated", d.unauthenticated),
-            ]
-            .map(|(cause, n)| (format!("{labels},{}", cause_label(cause)), Value::U(n)))
+            DropCause::ALL.map(|cause| {
+                (
+                    format!("{labels},{}", cause_label(cause.name())),
+                    Value::U(d.get(cause)),
+                )
+            })
         })
         .collect();
     out.family(
