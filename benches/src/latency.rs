@@ -98,12 +98,6 @@ impl Latency {
         }
         thin(points, max_points.max(2))
     }
-
-    /// Adds every sample of `other`.
-    pub fn merge(&mut self, other: &Latency) {
-        // Both have the same bounds, so this cannot fail.
-        let _ = self.hist.add(&other.hist);
-    }
 }
 
 /// Keeps at most `max` points, evenly by index, always the first and last.
@@ -183,14 +177,5 @@ mod tests {
         let points = few.cdf(100);
         assert_eq!(points.len(), 2);
         assert!((points[0].1 - 2.0 / 3.0).abs() < 1e-9);
-    }
-
-    #[test]
-    fn merge_adds_samples() {
-        let (mut a, mut b) = (Latency::new(), Latency::new());
-        a.record_ns(1_000);
-        b.record_ns(2_000);
-        a.merge(&b);
-        assert_eq!(a.count(), 2);
     }
 }

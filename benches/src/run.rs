@@ -138,11 +138,6 @@ impl RunResult {
     pub fn kernel_drops(&self) -> u64 {
         self.kernel.rcvbuf_errors + self.kernel.sndbuf_errors
     }
-
-    /// Packets the emulated network dropped sender → receiver.
-    pub fn netsim_drops(&self) -> u64 {
-        self.netsim.map_or(0, |(f, _)| f.dropped.total())
-    }
 }
 
 fn ratio(a: u64, b: u64) -> f64 {

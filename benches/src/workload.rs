@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use relay_core::{Packet, RTP_HEADER_LEN};
 
 /// Largest RTP packet a video frame is split into (DESIGN.md): leaves room
@@ -286,11 +286,6 @@ pub fn read_stamp(packet: &[u8]) -> Option<Stamp> {
         index: u32::from_be_bytes(s[8..12].try_into().ok()?),
         keyframe: s[12] & 1 == 1,
     })
-}
-
-/// Same as [`stamp`] but returning raw bytes (for the raw-UDP baseline).
-pub fn stamp_bytes(planned: &Planned, index: u32, sent_ns: u64) -> Bytes {
-    stamp(planned, index, sent_ns).into_bytes()
 }
 
 #[cfg(test)]
