@@ -16,13 +16,15 @@
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read};
-use std::net::UdpSocket;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-const RELAY: &str = env!("CARGO_BIN_EXE_relay");
+mod common;
+
+use common::{RELAY, find_field, free_udp_addr};
+
 const SENDER: &str = include_str!("media/sender.pipeline");
 const RECEIVER: &str = include_str!("media/receiver.pipeline");
 const VIDEO_DECODE: &str = include_str!("media/video-decode.chain");
@@ -106,7 +108,7 @@ fn run_chain(transport: &str, mode: &str) -> Result<String, String> {
     let mut procs = Procs::default();
 
     // The receiver listens on what will be the answerer's --out.
-    let out = format!("127.0.0.1:{}", free_udp_port());
+    let out = free_udp_addr();
     let receiver = procs.spawn(
         "receiver (gst-launch)",
         "gst-launch-1.0",
@@ -128,15 +130,16 @@ fn run_chain(transport: &str, mode: &str) -> Result<String, String> {
     let listening = procs.wait_line(answer, "`listening` line", Duration::from_secs(10), |l| {
         l.starts_with("listening")
     })?;
-    let signal =
-        field(&listening, "signal").ok_or_else(|| procs.fail(format!("no signal= in {listening:?}")))?;
-    if field(&listening, "out").as_deref() != Some(out.as_str()) || !signal.starts_with("http://127.0.0.1:") {
+    let signal = find_field(&listening, "signal")
+        .map(str::to_string)
+        .ok_or_else(|| procs.fail(format!("no signal= in {listening:?}")))?;
+    if find_field(&listening, "out") != Some(out.as_str()) || !signal.starts_with("http://127.0.0.1:") {
         return Err(procs.fail(format!(
             "answerer printed {listening:?}; expected `listening signal=http://127.0.0.1:PORT out={out}`"
         )));
     }
 
-    let input = format!("127.0.0.1:{}", free_udp_port());
+    let input = free_udp_addr();
     let offer = procs.spawn(
         "relay offer",
         RELAY,
@@ -308,22 +311,8 @@ fn args(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
 }
 
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("bind a UDP port on loopback")
-        .port()
-}
-
 fn port_of(addr: &str) -> &str {
     addr.rsplit(':').next().unwrap_or(addr)
-}
-
-/// `key=value` from a whitespace-separated line.
-fn field(line: &str, key: &str) -> Option<String> {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
-        .map(str::to_string)
 }
 
 /// Runs a command to completion (bounded) and returns its stdout; panics with stderr otherwise.

@@ -52,11 +52,15 @@ pub fn first_line(out: &mut BufReader<ChildStdout>) -> String {
     line
 }
 
-/// The value of `key=value` in a status line.
-pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
+/// The value of `key=value` in a status line, if there.
+pub fn find_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     line.split_whitespace()
         .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
-        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+}
+
+/// The value of `key=value` in a status line.
+pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    find_field(line, key).unwrap_or_else(|| panic!("no {key}= in {line:?}"))
 }
 
 /// A loopback UDP address that was free a moment ago (bound, read, closed).
