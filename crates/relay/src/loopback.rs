@@ -578,7 +578,15 @@ a=sctp-port:5000\r\n";
                         .unwrap();
                     assert_eq!(got.bytes(), p.bytes());
                 }
-                let (there, back) = split(proxy.stats());
+                // The proxy counts a datagram after sending it on, so the
+                // receiver can see the last one before the count does.
+                let deadline = Instant::now() + Duration::from_secs(1);
+                let mut counted = split(proxy.stats());
+                while counted.0 - there_before < 20_000 && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    counted = split(proxy.stats());
+                }
+                let (there, back) = counted;
                 assert!(
                     there - there_before >= 20_000 && back - back_before < 20_000,
                     "{transport} {mode}: offerer to answerer {} bytes, back {} bytes",
