@@ -113,7 +113,7 @@ impl FromStr for StreamSpec {
                             bad(format!("rtcp={value:?} is neither a port nor an IP:PORT address"))
                         })?,
                     };
-                    if rtcp == rtp {
+                    if rtcp == rtp && rtp.port() != 0 {
                         return Err(bad(
                             "rtcp= is the RTP address; leave it out to multiplex RTCP on the RTP port".into(),
                         ));
@@ -157,7 +157,8 @@ pub fn check_streams(streams: &[StreamSpec], routed: bool) -> Result<(), String>
     }
     let mut addrs = Vec::new();
     for s in streams {
-        for a in std::iter::once(s.rtp).chain(s.rtcp) {
+        // Port 0 (any free port) never collides.
+        for a in std::iter::once(s.rtp).chain(s.rtcp).filter(|a| a.port() != 0) {
             if addrs.contains(&a) {
                 return Err(format!("address {a} is used by two streams"));
             }
