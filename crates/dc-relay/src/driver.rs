@@ -610,6 +610,9 @@ impl Driver {
             }
         }
         self.dc = Some(id);
+        if let Some(peer_accepts) = self.pc.sctp().and_then(|sctp| sctp.max_message_size()) {
+            self.shared.limit_packet_size(peer_accepts as usize);
+        }
         self.lock_peer();
         if let Some(ch) = self.shared.channel.get() {
             ch.stats
