@@ -563,3 +563,47 @@ async fn peers_smaller_max_message_size_is_the_links_limit() {
     }
     assert_eq!((a.stats().packets_sent, a.stats().drops.too_large), (1, 1));
 }
+
+/// A datagram the kernel refuses to send is counted in the link's drops,
+/// not only logged. The offer carries an extra host candidate at the
+/// broadcast address, which a socket without SO_BROADCAST may not send to
+/// (EACCES): the answerer's ICE checks towards it fail, the other pair
+/// connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datagrams_the_kernel_refuses_are_counted() {
+    let offerer = DcOfferer::bind(DcConfig::default(), Mode::Reliable)
+        .await
+        .expect("bind offerer");
+    let mut offer = offerer.offer();
+    let host = offer
+        .sdp
+        .lines()
+        .find(|l| l.starts_with("a=candidate:"))
+        .expect("a host candidate")
+        .to_string();
+    // foundation component transport priority address port typ host
+    let mut fields: Vec<&str> = host.split(' ').collect();
+    fields[0] = "a=candidate:1";
+    fields[4] = "255.255.255.255";
+    let broadcast = fields.join(" ");
+    offer.sdp = offer.sdp.replacen(&host, &format!("{broadcast}\r\n{host}"), 1);
+    let answerer = DcAnswerer::bind(DcConfig::default(), &offer)
+        .await
+        .expect("bind answerer");
+    let answer = answerer.answer();
+    let (_a, b) = tokio::time::timeout(STEP, async {
+        tokio::try_join!(offerer.connect(&answer), answerer.accept())
+    })
+    .await
+    .expect("setup within 10 s")
+    .expect("setup");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while b.stats().drops.send_queue_full == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        b.stats().drops.send_queue_full > 0,
+        "no refused datagram counted: {:?}",
+        b.stats().drops
+    );
+}
