@@ -11,9 +11,14 @@ use std::time::Duration;
 /// message for either half) or IP-fragmented.
 pub const DEFAULT_MAX_PACKET_SIZE: usize = relay_core::MIN_MAX_PACKET_SIZE;
 
-/// Largest message an SCTP association here accepts or sends: the default
-/// `a=max-message-size` of RFC 8841 section 6.1.
-pub const MAX_MESSAGE_SIZE: usize = 65_536;
+/// Largest message a link here accepts or sends, and the
+/// `a=max-message-size` (RFC 8841 section 6) it advertises: the largest UDP
+/// payload over IPv4 (65,535 less the 20-byte IP and 8-byte UDP headers).
+/// Each message is one RTP or RTCP packet, which the relay writes as one
+/// UDP datagram to its media server; RFC 8841's default of 65,536 would
+/// let a peer send packets of 65,508 to 65,536 bytes that no socket can
+/// write.
+pub const MAX_MESSAGE_SIZE: usize = 65_507;
 
 /// Settings for one side of a data-channel link.
 ///
@@ -124,7 +129,8 @@ impl DcConfig {
     }
 
     /// Largest packet accepted by `send` (default and minimum 1,400, at most
-    /// 65,536, the SCTP max-message-size).
+    /// [`MAX_MESSAGE_SIZE`]). The link's own limit is lower if the peer
+    /// advertises a smaller `a=max-message-size`.
     pub fn max_packet_size(mut self, bytes: usize) -> Self {
         self.max_packet_size = bytes.clamp(relay_core::MIN_MAX_PACKET_SIZE, MAX_MESSAGE_SIZE);
         self

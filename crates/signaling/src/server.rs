@@ -489,7 +489,7 @@ impl SignalingServer {
         self.stop.send_replace(true);
         for (id, entry) in self.state.registry.drain_for_shutdown() {
             entry.session.close();
-            info!(%id, transport = %entry.transport, mode = %entry.mode, "signaling session closed: server shutting down");
+            info!(%id, transport = %entry.transport, mode = %entry.current_mode(), "signaling session closed: server shutting down");
         }
     }
 }
@@ -614,7 +614,12 @@ async fn create_session(state: &State, req: Request<Incoming>) -> Response<Body>
             );
         }
     };
-    info!(%id, %transport, %mode, "signaling session created");
+    if offer.bare_w3c {
+        // No mode yet: the channel the peer opens sets it (Entry::current_mode).
+        info!(%id, %transport, "signaling session created for a bare W3C offer");
+    } else {
+        info!(%id, %transport, %mode, "signaling session created");
+    }
     watch_session(state, id.clone(), accepted.session);
 
     let mut response = if offer.bare_w3c {
@@ -643,7 +648,7 @@ fn watch_session(state: &State, id: String, session: Arc<dyn crate::Session>) {
         tokio::select! {
             reason = session.closed() => {
                 if let Some(entry) = registry.remove(&id) {
-                    info!(%id, transport = %entry.transport, mode = %entry.mode, %reason, "signaling session removed");
+                    info!(%id, transport = %entry.transport, mode = %entry.current_mode(), %reason, "signaling session removed");
                 }
             }
             // Shutdown closes and forgets every session itself.
@@ -657,7 +662,7 @@ fn delete_session(state: &State, id: &str) -> Response<Body> {
         return no_session(id);
     };
     entry.session.close();
-    info!(%id, transport = %entry.transport, mode = %entry.mode, "signaling session removed: deleted by request");
+    info!(%id, transport = %entry.transport, mode = %entry.current_mode(), "signaling session removed: deleted by request");
     reply::no_content()
 }
 
@@ -699,7 +704,7 @@ fn info_of(id: String, entry: &Entry) -> SessionInfo {
     SessionInfo {
         id,
         transport: entry.transport,
-        mode: entry.mode,
+        mode: stats.as_ref().map_or(entry.mode, |stats| stats.mode),
         state: if stats.is_some() {
             SessionState::Up
         } else {

@@ -123,6 +123,34 @@ async fn bare_w3c_offer_is_a_dc_offer_answered_bare() {
     server.shutdown().await;
 }
 
+/// A bare W3C offer names no mode; the dc answerer relays the channel the
+/// peer opens in that channel's mode. Once it is up, the listing says which.
+#[tokio::test]
+async fn bare_w3c_session_is_listed_in_the_mode_of_the_peers_channel() {
+    let dc = FakeAnswerer::new(Transport::Dc);
+    let server = start(ServerConfig::default(), &[Arc::clone(&dc)]).await;
+    let addr = server.local_addr();
+    let reply = post(addr, &[], &json!({"type": "offer", "sdp": "v=0\r\n"})).await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    // The peer opened an unordered, maxRetransmits=0 channel.
+    dc.session(0).come_up_in(Mode::Unreliable);
+
+    let all = listed(&server).await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].state, SessionState::Up);
+    assert_eq!(all[0].stats.as_ref().map(|s| s.mode), Some(Mode::Unreliable));
+    assert_eq!(
+        all[0].mode,
+        Mode::Unreliable,
+        "the listing says the channel's mode"
+    );
+    let path = format!("/v1/sessions/{}", all[0].id);
+    let one: SessionInfo =
+        serde_json::from_slice(&request(addr, Method::GET, &path, &[], "").await.body).unwrap();
+    assert_eq!(one.mode, Mode::Unreliable);
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn bare_w3c_offer_without_dc_is_400_naming_the_transports() {
     let rtp = FakeAnswerer::new(Transport::RtpUdp);
