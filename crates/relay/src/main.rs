@@ -203,6 +203,7 @@ impl LinkArgs {
             bind_ip: self.bind,
             advertise_ip: self.advertise,
             liveness_timeout: Duration::from_secs_f64(self.liveness_timeout),
+            clock_rates: relay_core::ClockRates::new(),
         })
     }
 }
