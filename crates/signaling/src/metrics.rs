@@ -128,11 +128,14 @@ pub struct SessionRefusals {
     pub unavailable: u64,
     /// `500`: the answerer failed.
     pub internal: u64,
+    /// `403`: a browser page's request from an origin the server does not
+    /// allow (CORS; see [`ServerConfig::cors_origin`](crate::ServerConfig::cors_origin)).
+    pub origin_not_allowed: u64,
 }
 
 impl SessionRefusals {
     /// Every cause with its label value, in a fixed order.
-    pub fn by_cause(&self) -> [(&'static str, u64); 7] {
+    pub fn by_cause(&self) -> [(&'static str, u64); 8] {
         [
             ("unauthorized", self.unauthorized),
             ("bad_offer", self.bad_offer),
@@ -141,6 +144,7 @@ impl SessionRefusals {
             ("session_limit", self.session_limit),
             ("unavailable", self.unavailable),
             ("internal", self.internal),
+            ("origin_not_allowed", self.origin_not_allowed),
         ]
     }
 }
@@ -814,6 +818,7 @@ relay_signaling_sessions_refused_total{cause="timeout"} 0
 relay_signaling_sessions_refused_total{cause="session_limit"} 3
 relay_signaling_sessions_refused_total{cause="unavailable"} 0
 relay_signaling_sessions_refused_total{cause="internal"} 0
+relay_signaling_sessions_refused_total{cause="origin_not_allowed"} 0
 # HELP relay_sessions_active Relay sessions live now (connecting or up).
 # TYPE relay_sessions_active gauge
 relay_sessions_active 2
