@@ -3,6 +3,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use relay_core::ClockRates;
+
 /// Largest packet [`DcLink`](crate::DcLink) sends by default: the relay
 /// contract's minimum. With the 28 bytes of SCTP common and DATA chunk
 /// headers and about 37 of DTLS record, a packet this size still leaves in one
@@ -46,6 +48,7 @@ pub struct DcConfig {
     pub(crate) sctp_receive_window: u32,
     pub(crate) socket_buffer: usize,
     pub(crate) gather_timeout: Duration,
+    pub(crate) clock_rates: ClockRates,
 }
 
 impl Default for DcConfig {
@@ -69,6 +72,7 @@ impl Default for DcConfig {
             sctp_receive_window: 1024 * 1024,
             socket_buffer: relay_core::udp::DEFAULT_SOCKET_BUFFER,
             gather_timeout: Duration::from_secs(2),
+            clock_rates: ClockRates::new(),
         }
     }
 }
@@ -103,6 +107,16 @@ impl DcConfig {
     /// consent checks (RFC 7675) run at a fifth of it.
     pub fn liveness_timeout(mut self, d: Duration) -> Self {
         self.liveness_timeout = d;
+        self
+    }
+
+    /// RTP clock rates of the dynamic payload types the link carries, as
+    /// the SDP the relay does not see gives them (`a=rtpmap:111
+    /// opus/48000/2` is `111=48000`), for RFC 3550 jitter in the link's
+    /// stats. Static payload types (RFC 3551) are known without; a stream
+    /// whose rate is unknown reports loss but no jitter. None by default.
+    pub fn clock_rates(mut self, rates: ClockRates) -> Self {
+        self.clock_rates = rates;
         self
     }
 

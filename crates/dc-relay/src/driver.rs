@@ -197,6 +197,8 @@ pub(crate) struct DriverConfig {
     pub(crate) receive_queue: usize,
     pub(crate) liveness_timeout: Duration,
     pub(crate) stats_interval: Duration,
+    /// For the stats of the channel the peer opens.
+    pub(crate) clock_rates: relay_core::ClockRates,
 }
 
 pub(crate) struct Driver {
@@ -630,6 +632,7 @@ impl Driver {
                     mode,
                     self.config.send_queue,
                     self.config.receive_queue,
+                    self.config.clock_rates.clone(),
                 ));
             }
         }

@@ -30,7 +30,12 @@ pub(crate) struct Channel {
 }
 
 impl Channel {
-    pub(crate) fn new(mode: Mode, send_queue: usize, receive_queue: usize) -> Channel {
+    pub(crate) fn new(
+        mode: Mode,
+        send_queue: usize,
+        receive_queue: usize,
+        clock_rates: relay_core::ClockRates,
+    ) -> Channel {
         // Unreliable: fresh media beats stale media, so a full queue drops
         // the oldest packet. Reliable: the producer waits.
         let overflow = if mode.is_reliable() {
@@ -40,7 +45,7 @@ impl Channel {
         };
         Channel {
             mode,
-            stats: StatsRecorder::new(Transport::Dc, mode),
+            stats: StatsRecorder::new(Transport::Dc, mode).with_clock_rates(clock_rates),
             inbox: PacketQueue::new(receive_queue, overflow),
             outbox: PacketQueue::new(send_queue, overflow),
         }

@@ -124,6 +124,7 @@ fn driver_config(config: &DcConfig) -> DriverConfig {
         receive_queue: config.receive_queue,
         liveness_timeout: config.liveness_timeout,
         stats_interval: config.keepalive_interval(),
+        clock_rates: config.clock_rates.clone(),
     }
 }
 
@@ -188,9 +189,12 @@ impl DcOfferer {
             sockets.iter().map(|s| s.local).collect(),
         ));
         // The channel's queues exist before anything can arrive.
-        let _ = shared
-            .channel
-            .set(Channel::new(mode, config.send_queue(), config.receive_queue));
+        let _ = shared.channel.set(Channel::new(
+            mode,
+            config.send_queue(),
+            config.receive_queue,
+            config.clock_rates.clone(),
+        ));
         Ok(DcOfferer {
             pc,
             sockets,

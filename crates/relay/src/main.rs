@@ -203,6 +203,12 @@ impl LinkArgs {
             bind_ip: self.bind,
             advertise_ip: self.advertise,
             liveness_timeout: Duration::from_secs_f64(self.liveness_timeout),
+            // ClockRateArg checked the bounds ClockRate::new checks.
+            clock_rates: self
+                .clock_rates
+                .iter()
+                .filter_map(|c| relay_core::ClockRate::new(c.0, c.1).ok())
+                .collect(),
         })
     }
 }

@@ -77,6 +77,21 @@ async fn offer_creates_a_session_with_location_and_answer() {
     for path in [format!("/v1/sessions/{id}/stats"), format!("/v1/sessions/{id}")] {
         let reply = request(addr, Method::GET, &path, &[], "").await;
         assert_eq!(reply.status, StatusCode::OK, "{path}");
+        // Durations are seconds, with the unit in the name.
+        let stats = &reply.json()["stats"];
+        assert!(
+            stats["uptime_seconds"]
+                .as_f64()
+                .is_some_and(|s| (0.0..60.0).contains(&s)),
+            "{stats}"
+        );
+        assert!(
+            stats["rtt_seconds"].is_null() && stats["setup_time_seconds"].is_null(),
+            "{stats}"
+        );
+        for unitless in ["rtt", "setup_time", "uptime"] {
+            assert!(stats.get(unitless).is_none(), "{unitless} in {stats}");
+        }
         let info: SessionInfo = serde_json::from_slice(&reply.body).unwrap();
         assert_eq!(info.id, id);
         assert_eq!(info.state, SessionState::Up);
