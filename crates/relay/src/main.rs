@@ -48,6 +48,11 @@ enum Command {
         /// Serve signaling beyond loopback without a token (trusted networks only).
         #[arg(long, conflicts_with = "token")]
         no_token: bool,
+        /// Let browser pages from this origin (scheme://host[:port]) signal
+        /// to this relay (CORS; repeatable; none by default, `*` for any).
+        /// Requests from other origins are refused before anything happens.
+        #[arg(long = "cors-origin", value_name = "ORIGIN")]
+        cors_origins: Vec<String>,
         #[command(flatten)]
         tls: TlsArgs,
         /// Also serve GET /metrics (Prometheus) on this address; it is always
@@ -161,34 +166,13 @@ struct LinkArgs {
     /// 90 kHz streams (or unknown dynamic ones) get keyframe requests.
     /// Dynamic payload types without one report jitter as unknown.
     #[arg(long = "clock-rate", value_name = "PT=HZ")]
-    clock_rates: Vec<ClockRateArg>,
-}
-
-/// One `--clock-rate PT=HZ`.
-#[derive(Debug, Clone, Copy)]
-struct ClockRateArg(u8, u32);
-
-impl std::str::FromStr for ClockRateArg {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("{s:?} is not PT=HZ with PT 0-127 and HZ 1-10000000, e.g. 111=48000");
-        let (pt, hz) = s.split_once('=').ok_or_else(bad)?;
-        let pt: u8 = pt.trim().parse().ok().filter(|p| *p <= 127).ok_or_else(bad)?;
-        let hz: u32 = hz
-            .trim()
-            .parse()
-            .ok()
-            .filter(|h| (1..=10_000_000).contains(h))
-            .ok_or_else(bad)?;
-        Ok(ClockRateArg(pt, hz))
-    }
+    clock_rates: Vec<relay_core::ClockRate>,
 }
 
 impl LinkArgs {
     fn pipe_options(&self) -> PipeOptions {
         PipeOptions {
-            clock_rates: self.clock_rates.iter().map(|c| (c.0, c.1)).collect(),
+            clock_rates: self.clock_rates.iter().copied().collect(),
         }
     }
 
@@ -203,12 +187,7 @@ impl LinkArgs {
             bind_ip: self.bind,
             advertise_ip: self.advertise,
             liveness_timeout: Duration::from_secs_f64(self.liveness_timeout),
-            // ClockRateArg checked the bounds ClockRate::new checks.
-            clock_rates: self
-                .clock_rates
-                .iter()
-                .filter_map(|c| relay_core::ClockRate::new(c.0, c.1).ok())
-                .collect(),
+            clock_rates: self.clock_rates.iter().copied().collect(),
         })
     }
 }
@@ -263,6 +242,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             out,
             token,
             no_token,
+            cors_origins,
             tls,
             metrics_listen,
             link,
@@ -276,6 +256,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
                 tls: tls.identity()?,
                 metrics_listen,
                 pipe: link.pipe_options(),
+                cors_origins,
             };
             answer(config, link.options()?).await
         }
@@ -404,6 +385,7 @@ struct AnswerConfig {
     tls: Option<TlsIdentity>,
     metrics_listen: Option<SocketAddr>,
     pipe: PipeOptions,
+    cors_origins: Vec<String>,
 }
 
 async fn answer(config: AnswerConfig, options: LinkOptions) -> Result<ExitCode, String> {
@@ -414,6 +396,7 @@ async fn answer(config: AnswerConfig, options: LinkOptions) -> Result<ExitCode, 
         tls,
         metrics_listen,
         pipe: pipe_options,
+        cors_origins,
     } = config;
     let continuity = Arc::new(Continuity::default());
     // Every session's pipe counts into these, for /metrics.
@@ -452,6 +435,9 @@ async fn answer(config: AnswerConfig, options: LinkOptions) -> Result<ExitCode, 
         .extra_metrics(relay::metrics::answer_source(continuity, totals));
     if let Some(identity) = tls {
         server_config = server_config.tls(identity);
+    }
+    for origin in cors_origins {
+        server_config = server_config.cors_origin(origin);
     }
     let server = SignalingServer::bind(listen, server_config, relay::answerers(&options, sink))
         .await

@@ -51,7 +51,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use relay_core::{CloseReason, Packet, PacketKind, RelayLink};
+use relay_core::{ClockRates, CloseReason, Packet, PacketKind, RelayLink};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
@@ -101,6 +101,9 @@ pub struct PipeCounters {
     pub keepalives: AtomicU64,
     /// Link RTP whose payload type no stream takes (dropped).
     pub unrouted: AtomicU64,
+    /// Link packets the local socket refused to send (the consumer's port
+    /// unreachable, a datagram over 65,507 bytes).
+    pub local_send_failed: AtomicU64,
     /// Keyframe requests (PLI + FIR) the relay sent its local source.
     pub keyframe_requests: AtomicU64,
     /// Keyframe requests the relay sent over the link after an outage.
@@ -133,7 +136,7 @@ impl PipeCounters {
 pub struct PipeOptions {
     /// Payload type clock rates: a stream at 90 kHz, or on a payload type
     /// of unknown rate, is treated as video and gets keyframe requests.
-    pub clock_rates: std::collections::BTreeMap<u8, u32>,
+    pub clock_rates: ClockRates,
 }
 
 /// A local socket the pipe could not open.
@@ -230,11 +233,9 @@ impl Shared {
     /// Whether `pt` is (or may be) video: 90 kHz, or of unknown rate on a
     /// dynamic type (a PLI for an audio stream is ignored by its sender).
     fn is_video(&self, pt: u8) -> bool {
-        match self.options.clock_rates.get(&pt).copied() {
-            Some(hz) => hz == 90_000,
-            // RFC 3551: 0-23 audio, 24-34 video; 96-127 dynamic.
-            None => pt > 23,
-        }
+        // Configured, else RFC 3551's static rate (every static video type
+        // runs at 90 kHz); a dynamic type of unknown rate may be video.
+        self.options.clock_rates.get(pt).is_none_or(|hz| hz == 90_000)
     }
 
     /// Asks the local source of `ssrc` for a keyframe, unless asked
@@ -590,7 +591,10 @@ impl Pipe {
                 };
                 match socket.send_to(packet.bytes(), dest).await {
                     Ok(_) => shared.counters.count(|c| &c.to_local),
-                    Err(e) => tracing::debug!(%dest, error = %e, "local send failed"),
+                    Err(e) => {
+                        shared.counters.count(|c| &c.local_send_failed);
+                        tracing::debug!(%dest, error = %e, "local send failed");
+                    }
                 }
             }
         };

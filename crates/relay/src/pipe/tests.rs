@@ -194,7 +194,9 @@ async fn a_video_stream_resuming_after_an_outage_asks_the_far_source_over_the_li
     let counters = Arc::new(PipeCounters::default());
     let spec = StreamSpec::muxed(out.local_addr().unwrap());
     let options = PipeOptions {
-        clock_rates: [(111, 48_000)].into_iter().collect(),
+        clock_rates: [relay_core::ClockRate::new(111, 48_000).unwrap()]
+            .into_iter()
+            .collect(),
     };
     let pipe = Pipe::bind(Side::Answer, &[spec], options, counters.clone()).unwrap();
     let (link, far) = mem_pair();
