@@ -33,6 +33,7 @@ pub mod loopback;
 pub mod metrics;
 pub mod pipe;
 pub mod reconnect;
+pub mod sdp;
 mod session;
 
 use std::net::IpAddr;

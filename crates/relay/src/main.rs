@@ -167,13 +167,32 @@ struct LinkArgs {
     /// Dynamic payload types without one report jitter as unknown.
     #[arg(long = "clock-rate", value_name = "PT=HZ")]
     clock_rates: Vec<relay_core::ClockRate>,
+    /// Read payload types' clock rates from an SDP file's a=rtpmap lines,
+    /// as ffmpeg's -sdp_file and GStreamer write them (repeatable;
+    /// --clock-rate wins for a payload type both name).
+    #[arg(long, value_name = "FILE")]
+    sdp: Vec<std::path::PathBuf>,
 }
 
 impl LinkArgs {
-    fn pipe_options(&self) -> PipeOptions {
-        PipeOptions {
-            clock_rates: self.clock_rates.iter().copied().collect(),
+    /// --sdp files' rates, then --clock-rate's (a later entry wins).
+    fn clock_rates(&self) -> Result<relay_core::ClockRates, String> {
+        let mut rates = relay_core::ClockRates::new();
+        for path in &self.sdp {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read --sdp {}: {e}", path.display()))?;
+            rates.extend(
+                relay::sdp::clock_rates(&text).map_err(|e| format!("--sdp {}: {e}", path.display()))?,
+            );
         }
+        rates.extend(self.clock_rates.iter().copied());
+        Ok(rates)
+    }
+
+    fn pipe_options(&self) -> Result<PipeOptions, String> {
+        Ok(PipeOptions {
+            clock_rates: self.clock_rates()?,
+        })
     }
 
     fn options(&self) -> Result<LinkOptions, String> {
@@ -187,7 +206,7 @@ impl LinkArgs {
             bind_ip: self.bind,
             advertise_ip: self.advertise,
             liveness_timeout: Duration::from_secs_f64(self.liveness_timeout),
-            clock_rates: self.clock_rates.iter().copied().collect(),
+            clock_rates: self.clock_rates()?,
         })
     }
 }
@@ -255,7 +274,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
                 token,
                 tls: tls.identity()?,
                 metrics_listen,
-                pipe: link.pipe_options(),
+                pipe: link.pipe_options()?,
                 cors_origins,
             };
             answer(config, link.options()?).await
@@ -272,7 +291,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             link,
         } => {
             relay::pipe::spec::check_streams(&input, false).map_err(|e| format!("--in: {e}"))?;
-            let pipe_options = link.pipe_options();
+            let pipe_options = link.pipe_options()?;
             let plan = relay::reconnect::OfferPlan {
                 transport,
                 mode: mode.unwrap_or(transport.default_mode()),
