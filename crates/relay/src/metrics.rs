@@ -53,7 +53,7 @@ fn write_pipe(out: &mut String, pipe: &PipeCounters) {
         ),
         (
             "relay_local_packets_not_rtcp_total",
-            "RTP-shaped datagrams on a local RTCP port, dropped (never relayed as media).",
+            "RTP with a payload on a local RTCP port, dropped (never relayed as media).",
             get(&pipe.not_rtcp),
         ),
         (

@@ -237,9 +237,10 @@ fn two_sfus(transport: &str, mode: &str) {
         metric(&text, "relay_keyframe_requests_relayed_total") >= 1,
         "{text}"
     );
-    assert_eq!(metric(&text, "relay_local_packets_keepalive_total"), 1, "{text}");
-    // Two announcements and the stray RTP packet.
-    assert_eq!(metric(&text, "relay_local_packets_not_rtcp_total"), 3, "{text}");
+    // Two announcements and the header-only packet on the media port.
+    assert_eq!(metric(&text, "relay_local_packets_keepalive_total"), 3, "{text}");
+    // The stray RTP packet on the RTCP port.
+    assert_eq!(metric(&text, "relay_local_packets_not_rtcp_total"), 1, "{text}");
     assert!(
         drain(&audio_a_rtcp, Duration::from_millis(100))
             .iter()

@@ -23,10 +23,11 @@
 //!   separate RTCP destination, so that a receiving SFU learns where to
 //!   send its feedback.
 //!
-//! On every port, what is not RTP/RTCP is counted and dropped; on an RTCP
-//! port, RTP is counted ([`PipeCounters::not_rtcp`]) and never relayed as
-//! media; a header-only RTP packet (12 bytes, Janus's hello) is counted as
-//! a keepalive and not relayed.
+//! On every port, what is not RTP/RTCP is counted and dropped; a
+//! header-only RTP packet (12 bytes, Janus's hello) is counted as a
+//! keepalive ([`PipeCounters::keepalives`]) and not relayed; other RTP on an
+//! RTCP port is counted ([`PipeCounters::not_rtcp`]) and never relayed as
+//! media.
 //!
 //! The relay asks its local source for keyframes ([`feedback`]) when a
 //! link comes up, when a new stream appears on a live link, and, over the
@@ -51,6 +52,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use relay_core::{ClockRates, CloseReason, Packet, PacketKind, RelayLink};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
@@ -95,9 +97,10 @@ pub struct PipeCounters {
     /// Local packets dropped because no link was up (before the first
     /// link, while reconnecting, or refused by a link that had just died).
     pub no_link: AtomicU64,
-    /// RTP-shaped datagrams that arrived on an RTCP port (dropped).
+    /// RTP with a payload that arrived on an RTCP port (dropped).
     pub not_rtcp: AtomicU64,
-    /// Header-only RTP packets (Janus's hello), dropped.
+    /// Header-only RTP packets (Janus's hello on its RTCP socket, or a
+    /// keepalive on a media port), dropped.
     pub keepalives: AtomicU64,
     /// Link RTP whose payload type no stream takes (dropped).
     pub unrouted: AtomicU64,
@@ -198,12 +201,44 @@ struct LocalEnd {
 impl LocalEnd {
     /// Where this stream's RTCP goes: its RTCP socket and destination, or
     /// the RTP ones when RTCP is multiplexed.
-    fn rtcp_target(&self) -> (&UdpSocket, Option<SocketAddr>) {
+    fn rtcp_target(&self) -> (&Arc<UdpSocket>, Option<SocketAddr>) {
         match &self.rtcp {
             Some(s) => (s, self.rtcp_dest.get()),
             None => (&self.rtp, self.rtp_dest.get()),
         }
     }
+}
+
+/// Most time a control packet (keyframe request, RTCP hello) may wait for
+/// its socket; a socket that stays unwritable this long has a dead peer.
+const CONTROL_SEND_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Sends a control packet the relay makes itself, from a context that
+/// cannot wait, and counts it with `which` once sent. A fresh socket is not
+/// known writable until the runtime has polled it (`try_send_to` would say
+/// WouldBlock right after a link comes up, and the packet would be lost),
+/// so the send runs on its own task.
+fn send_control(
+    socket: &Arc<UdpSocket>,
+    packet: Bytes,
+    dest: SocketAddr,
+    counters: &Arc<PipeCounters>,
+    which: Option<fn(&PipeCounters) -> &AtomicU64>,
+    what: &'static str,
+) {
+    let (socket, counters) = (socket.clone(), counters.clone());
+    tokio::spawn(async move {
+        match tokio::time::timeout(CONTROL_SEND_TIMEOUT, socket.send_to(&packet, dest)).await {
+            Ok(Ok(_)) => {
+                if let Some(which) = which {
+                    counters.count(which);
+                }
+                tracing::debug!(%dest, "{what} sent");
+            }
+            Ok(Err(error)) => tracing::debug!(%dest, %error, "{what} not sent"),
+            Err(_) => tracing::debug!(%dest, "{what} not sent: socket not writable"),
+        }
+    });
 }
 
 /// A stream the local side sends, by SSRC.
@@ -262,15 +297,15 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .request(ssrc, now);
         if let Some(request) = request {
-            // A control packet on an idle socket: try_send_to does not wait,
-            // and a full socket buffer here means the source is gone anyway.
-            match socket.try_send_to(&request, dest) {
-                Ok(_) => {
-                    self.counters.count(|c| &c.keyframe_requests);
-                    tracing::debug!(ssrc = format_args!("{ssrc:#010x}"), %dest, "asked the local source for a keyframe");
-                }
-                Err(error) => tracing::debug!(%dest, %error, "keyframe request not sent"),
-            }
+            tracing::debug!(ssrc = format_args!("{ssrc:#010x}"), %dest, "asking the local source for a keyframe");
+            send_control(
+                socket,
+                request,
+                dest,
+                &self.counters,
+                Some(|c| &c.keyframe_requests),
+                "keyframe request",
+            );
         }
     }
 
@@ -299,10 +334,8 @@ impl Shared {
         }
         let rr = feedback::empty_receiver_report(self.sender_ssrc);
         for end in &self.ends {
-            if let (Some(socket), Some(dest)) = (&end.rtcp, end.rtcp_dest.get())
-                && let Err(error) = socket.try_send_to(&rr, dest)
-            {
-                tracing::debug!(%dest, %error, "RTCP hello not sent");
+            if let (Some(socket), Some(dest)) = (&end.rtcp, end.rtcp_dest.get()) {
+                send_control(socket, rr.clone(), dest, &self.counters, None, "RTCP hello");
             }
         }
     }
@@ -582,7 +615,7 @@ impl Pipe {
                 };
                 let local = &shared.ends[end];
                 let (socket, dest) = match packet.kind() {
-                    PacketKind::Rtp => (&*local.rtp, local.rtp_dest.get()),
+                    PacketKind::Rtp => (&local.rtp, local.rtp_dest.get()),
                     PacketKind::Rtcp => local.rtcp_target(),
                 };
                 let Some(dest) = dest else {

@@ -175,7 +175,7 @@ async fn a_request_is_owed_until_the_source_announces_its_rtcp_socket() {
         Some(0)
     );
     assert_eq!(
-        counters.not_rtcp.load(Ordering::Relaxed),
+        counters.keepalives.load(Ordering::Relaxed),
         1,
         "the announcement is not relayed"
     );

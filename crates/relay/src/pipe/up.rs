@@ -76,14 +76,14 @@ pub(super) async fn local_to_link(
                 shared.destination_learned(end_index);
             }
         }
-        if kind == PacketKind::Rtp && (port == Port::Rtcp || n == RTP_HEADER_LEN) {
-            // Janus announces its feedback socket with header-only RTP;
-            // media on an RTCP port is a misconfiguration. Neither is relayed.
-            counters.count(if port == Port::Rtcp {
-                |c| &c.not_rtcp
-            } else {
-                |c| &c.keepalives
-            });
+        if kind == PacketKind::Rtp && n == RTP_HEADER_LEN {
+            // Janus announces its feedback socket with header-only RTP.
+            counters.count(|c| &c.keepalives);
+            continue;
+        }
+        if kind == PacketKind::Rtp && port == Port::Rtcp {
+            // Media on an RTCP port is a misconfiguration: never relayed.
+            counters.count(|c| &c.not_rtcp);
             continue;
         }
         let packet = match Packet::parse(Bytes::copy_from_slice(&buf[..n])) {
