@@ -343,7 +343,7 @@ def janus_lib():
     raise RuntimeError("Janus plugins not found (install Debian's `janus` package)")
 
 
-def write_janus_config(root, name, http_port, rtp_range, plugin, iface):
+def write_janus_config(root, name, http_port, rtp_range, plugin, ip, iface):
     """A config folder with only what this instance needs: the HTTP transport and one
     plugin (symlinked into its own folders, so Janus loads nothing else and starts fast)."""
     lib = janus_lib()
@@ -365,6 +365,7 @@ def write_janus_config(root, name, http_port, rtp_range, plugin, iface):
 	debug_level = 4
 	debug_timestamps = true
 	server_name = "sfu-relay-test-{name}"
+	interface = "{ip}"	# the address in SDP; Janus finds none by itself here
 	session_timeout = 0
 	protected_folders = []
 }}
@@ -405,7 +406,7 @@ admin: {{
 
 
 async def start_janus(procs, workdir, name, http_port, rtp_range, plugin, ip, iface):
-    conf = write_janus_config(workdir, name, http_port, rtp_range, plugin, iface)
+    conf = write_janus_config(workdir, name, http_port, rtp_range, plugin, ip, iface)
     p = procs.start(f"janus {name}", ["janus", "-F", conf, "-o"], os.path.join(workdir, f"janus-{name}.log"),
                     stdout=open(os.path.join(workdir, f"janus-{name}.log"), "ab"))
     base = f"http://{ip}:{http_port}/janus"
@@ -657,6 +658,19 @@ class RelayPair:
         return {side: self._log(side) for side in ("offer", "answer")}
 
 
+def session_counters(logfile):
+    """The key=value counters of the relay's last `session ended` log line (what it carried each
+    way: on the answering side to_link is RTCP from Janus B going back, on the offering side
+    to_local is that feedback delivered to Janus A's forwarder)."""
+    line = next((l for l in reversed(tail(logfile, 200).splitlines()) if "session ended" in l), "")
+    counters = {}
+    for word in line.split():
+        k, eq, v = word.partition("=")
+        if eq and v.isdigit():
+            counters[k] = int(v)
+    return counters
+
+
 # --- Scenarios -----------------------------------------------------------------------------
 
 
@@ -681,17 +695,21 @@ async def run_scenario(kind, transport, mode, ctx):
             relay.start()
             targets = relay.forward_targets()
         viewer = Viewer(ctx["janus_b"], mp.id)
+        # t_event: when the viewer asked to watch (a) or the forward was requested (b); keyframe
+        # requests count from there. t0: the origin of the criterion (viewer connected / forward
+        # answered).
         if kind == "a":
             forwards = await pub.forward(args.ip, *targets)
             await asyncio.sleep(LATE_VIEWER_S)
-            t_join = time.monotonic()
+            t_event = time.monotonic()
             t0 = await viewer.join()
-            result["connect_s"] = round(t0 - t_join, 3)
+            result["connect_s"] = round(t0 - t_event, 3)
         else:
             t_join = time.monotonic()
             await viewer.join()
             result["connect_s"] = round(time.monotonic() - t_join, 3)
             await asyncio.sleep(LIVE_BEFORE_FORWARD_S)
+            t_event = time.monotonic()
             forwards = await pub.forward(args.ip, *targets)
             t0 = time.monotonic()
         await asyncio.sleep(SETTLE_S + MEASURE_S + GRACE_S)
@@ -707,8 +725,8 @@ async def run_scenario(kind, transport, mode, ctx):
             "first_frame_s": None if first is None else round(first - t0, 3),
             "decoded_total": len(viewer.decoded),
             "unreadable": sum(1 for (_, n, _) in viewer.decoded if n is None),
-            "keyframe_requests_at_publisher": sum(1 for t in KEYFRAME_REQUESTS if t >= t0 - 0.05
-                                                  and t < measure_to),
+            "keyframe_requests_at_publisher": sum(1 for t in KEYFRAME_REQUESTS
+                                                  if t_event <= t < measure_to),
         })
         result["ok"] = result["ratio"] >= PASS_RATIO
     except Exception as e:  # one broken scenario must not hide the others
@@ -722,6 +740,7 @@ async def run_scenario(kind, transport, mode, ctx):
         if relay:
             relay.stop()
             result["relay_logs"] = relay.logs()
+            result["relay_counters"] = {side: session_counters(path) for side, path in relay.logs().items()}
         await mp.destroy()
     result["wall_s"] = round(time.monotonic() - started, 1)
     print(json.dumps(result), flush=True)
@@ -777,5 +796,16 @@ async def main():
         log(f"done in {time.monotonic() - t_start:.1f} s")
 
 
+def _terminated(signum, _frame):
+    # SIGTERM from the test's guard (timeout, failure): unwind through every `finally`,
+    # which stops Janus and the relays.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    signal.signal(signal.SIGTERM, _terminated)
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt as e:
+        log(f"interrupted ({e}); everything this run started is stopped")
+        sys.exit(130)
