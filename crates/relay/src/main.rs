@@ -8,13 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use relay::pipe::{Continuity, Local, Pipe, PipeCounters};
+use relay::pipe::{Continuity, Pipe, PipeCounters, PipeOptions, Side, StreamSpec};
 use relay::reconnect::{OfferPlan, OfferState};
 use relay::{Established, LinkOptions};
 use relay_core::{Mode, Transport};
 use relay_signaling::metrics::serve_metrics;
 use relay_signaling::{Fingerprint, ServerConfig, SignalingClient, SignalingServer, TlsIdentity};
-use tokio::net::UdpSocket;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -34,9 +33,13 @@ enum Command {
         /// Address for the signaling server (HTTP, or HTTPS with the TLS flags).
         #[arg(long, default_value = "127.0.0.1:8080")]
         signal_listen: SocketAddr,
-        /// Where received RTP/RTCP goes (the local consumer: SFU, ffmpeg, GStreamer).
-        #[arg(long)]
-        out: SocketAddr,
+        /// Where received RTP goes (the local consumer: SFU, ffmpeg,
+        /// GStreamer), as ADDR[,rtcp=PORT|ADDR][,pt=N]...: `rtcp=` sends
+        /// RTCP to its own port (an SFU mountpoint's RTCP port; its
+        /// feedback is relayed back), `pt=` routes that payload type here.
+        /// Repeatable: one --out per stream, at most one without pt=.
+        #[arg(long, required = true, value_name = "STREAM")]
+        out: Vec<StreamSpec>,
         /// Require `Authorization: Bearer TOKEN` on signaling requests and
         /// /metrics. Listening beyond loopback without one, a random token is
         /// generated and printed (`token=` in the status line).
@@ -65,9 +68,13 @@ enum Command {
         /// Delivery mode (default: the transport's first).
         #[arg(long)]
         mode: Option<Mode>,
-        /// Where the local sender (SFU, ffmpeg, GStreamer) sends RTP/RTCP.
-        #[arg(long = "in")]
-        input: SocketAddr,
+        /// Where the local sender (SFU, ffmpeg, GStreamer) sends RTP, as
+        /// ADDR[,rtcp=PORT|ADDR]: with `rtcp=` the relay also listens there
+        /// for the sender's RTCP and sends feedback (keyframe requests,
+        /// the far receiver's RTCP) back to whoever sent to it. Repeatable:
+        /// several streams (audio, video) on one link.
+        #[arg(long = "in", required = true, value_name = "STREAM")]
+        input: Vec<StreamSpec>,
         /// Bearer token for the signaling server (and this side's /metrics).
         #[arg(long, env = "RELAY_TOKEN", hide_env_values = true)]
         token: Option<String>,
@@ -149,9 +156,42 @@ struct LinkArgs {
     /// Seconds of silence after which the peer is considered dead.
     #[arg(long, default_value_t = 5.0)]
     liveness_timeout: f64,
+    /// RTP clock rate of a payload type, PT=HZ (repeatable), e.g.
+    /// 111=48000 for Opus: jitter is computed at this rate, and only
+    /// 90 kHz streams (or unknown dynamic ones) get keyframe requests.
+    /// Dynamic payload types without one report jitter as unknown.
+    #[arg(long = "clock-rate", value_name = "PT=HZ")]
+    clock_rates: Vec<ClockRateArg>,
+}
+
+/// One `--clock-rate PT=HZ`.
+#[derive(Debug, Clone, Copy)]
+struct ClockRateArg(u8, u32);
+
+impl std::str::FromStr for ClockRateArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not PT=HZ with PT 0-127 and HZ 1-10000000, e.g. 111=48000");
+        let (pt, hz) = s.split_once('=').ok_or_else(bad)?;
+        let pt: u8 = pt.trim().parse().ok().filter(|p| *p <= 127).ok_or_else(bad)?;
+        let hz: u32 = hz
+            .trim()
+            .parse()
+            .ok()
+            .filter(|h| (1..=10_000_000).contains(h))
+            .ok_or_else(bad)?;
+        Ok(ClockRateArg(pt, hz))
+    }
 }
 
 impl LinkArgs {
+    fn pipe_options(&self) -> PipeOptions {
+        PipeOptions {
+            clock_rates: self.clock_rates.iter().map(|c| (c.0, c.1)).collect(),
+        }
+    }
+
     fn options(&self) -> Result<LinkOptions, String> {
         if !(self.liveness_timeout.is_finite() && self.liveness_timeout > 0.0) {
             return Err(format!(
@@ -221,6 +261,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             metrics_listen,
             link,
         } => {
+            relay::pipe::spec::check_streams(&out, true).map_err(|e| format!("--out: {e}"))?;
             let token = answer_token(signal_listen, token, no_token);
             let config = AnswerConfig {
                 listen: signal_listen,
@@ -228,6 +269,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
                 token,
                 tls: tls.identity()?,
                 metrics_listen,
+                pipe: link.pipe_options(),
             };
             answer(config, link.options()?).await
         }
@@ -242,6 +284,8 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             reconnect,
             link,
         } => {
+            relay::pipe::spec::check_streams(&input, false).map_err(|e| format!("--in: {e}"))?;
+            let pipe_options = link.pipe_options();
             let plan = relay::reconnect::OfferPlan {
                 transport,
                 mode: mode.unwrap_or(transport.default_mode()),
@@ -255,7 +299,14 @@ async fn run(command: Command) -> Result<ExitCode, String> {
                 Some(fp) => client.with_fingerprint(fp),
                 None => client,
             };
-            offer(client, plan, input, metrics_listen.map(|a| (a, token))).await
+            offer(
+                client,
+                plan,
+                &input,
+                pipe_options,
+                metrics_listen.map(|a| (a, token)),
+            )
+            .await
         }
         Command::Compare {
             packets,
@@ -342,10 +393,11 @@ fn answer_token(listen: SocketAddr, token: Option<String>, no_token: bool) -> Op
 /// What `relay answer` serves.
 struct AnswerConfig {
     listen: SocketAddr,
-    out: SocketAddr,
+    out: Vec<StreamSpec>,
     token: Option<String>,
     tls: Option<TlsIdentity>,
     metrics_listen: Option<SocketAddr>,
+    pipe: PipeOptions,
 }
 
 async fn answer(config: AnswerConfig, options: LinkOptions) -> Result<ExitCode, String> {
@@ -355,36 +407,35 @@ async fn answer(config: AnswerConfig, options: LinkOptions) -> Result<ExitCode, 
         token,
         tls,
         metrics_listen,
+        pipe: pipe_options,
     } = config;
-    let out_bind = SocketAddr::new(
-        if out.is_ipv4() {
-            IpAddr::from([0, 0, 0, 0])
-        } else {
-            IpAddr::from([0u16; 8])
-        },
-        0,
-    );
     let continuity = Arc::new(Continuity::default());
+    // Every session's pipe counts into these, for /metrics.
+    let totals = Arc::new(PipeCounters::default());
     let sessions = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let sink = {
-        let continuity = continuity.clone();
+        let (continuity, totals, out) = (continuity.clone(), totals.clone(), out.clone());
         Arc::new(move |e: Established| {
-            let continuity = continuity.clone();
+            let (continuity, totals, out, pipe_options) = (
+                continuity.clone(),
+                totals.clone(),
+                out.clone(),
+                pipe_options.clone(),
+            );
             let session = sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tokio::spawn(async move {
-                let socket = match std_udp(out_bind) {
-                    Ok(s) => s,
+                let counters = Arc::new(PipeCounters::with_total(totals));
+                let pipe = match Pipe::bind(Side::Answer, &out, pipe_options, counters.clone()) {
+                    Ok(p) => p.with_continuity(continuity, session),
                     Err(error) => {
-                        tracing::error!(%error, "cannot open a socket towards --out; closing the session");
+                        tracing::error!(%error, "cannot open sockets towards --out; closing the session");
                         e.link.close();
                         return;
                     }
                 };
-                tracing::info!(transport = %e.transport, mode = %e.link.mode(), %out, "link up; relaying to --out");
-                let counters = Arc::new(PipeCounters::default());
+                let outs = out.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" ");
+                tracing::info!(transport = %e.transport, mode = %e.link.mode(), out = %outs, "link up; relaying to --out");
                 let link = e.link.clone();
-                let pipe = Pipe::start(socket, Local::Fixed(out), counters.clone())
-                    .with_continuity(continuity, session);
                 let reason = pipe.carry(e.link).await;
                 log_end(&*link, &counters, &reason);
             });
@@ -392,7 +443,7 @@ async fn answer(config: AnswerConfig, options: LinkOptions) -> Result<ExitCode, 
     };
     let mut server_config = ServerConfig::default()
         .token(token.clone())
-        .extra_metrics(relay::metrics::continuity_source(continuity));
+        .extra_metrics(relay::metrics::answer_source(continuity, totals));
     if let Some(identity) = tls {
         server_config = server_config.tls(identity);
     }
@@ -407,7 +458,8 @@ async fn answer(config: AnswerConfig, options: LinkOptions) -> Result<ExitCode, 
         ),
         None => None,
     };
-    let mut status = format!("listening signal={} out={out}", server.url());
+    let outs: Vec<String> = out.iter().map(|s| s.to_string()).collect();
+    let mut status = format!("listening signal={} out={}", server.url(), outs.join(" out="));
     if let Some(fp) = server.tls_fingerprint() {
         status.push_str(&format!(" signal_fingerprint={}", fp.hex()));
     }
@@ -430,12 +482,22 @@ async fn answer(config: AnswerConfig, options: LinkOptions) -> Result<ExitCode, 
 async fn offer(
     client: SignalingClient,
     plan: OfferPlan,
-    input: SocketAddr,
+    input: &[StreamSpec],
+    pipe_options: PipeOptions,
     metrics_listen: Option<(SocketAddr, Option<String>)>,
 ) -> Result<ExitCode, String> {
-    let socket = std_udp(input).map_err(|e| format!("cannot listen for RTP on --in {input}: {e}"))?;
     let counters = Arc::new(PipeCounters::default());
-    let pipe = Pipe::start(socket, Local::LastSender, counters.clone());
+    let pipe = Pipe::bind(Side::Offer, input, pipe_options, counters.clone())
+        .map_err(|e| format!("cannot listen on --in: {e}"))?;
+    let ins: Vec<String> = pipe
+        .local_addrs()
+        .iter()
+        .map(|(rtp, rtcp)| match rtcp {
+            Some(rtcp) => format!("{rtp},rtcp={rtcp}"),
+            None => rtp.to_string(),
+        })
+        .collect();
+    let input = ins.join(" in=");
     let state = Arc::new(OfferState::default());
     let metrics = match metrics_listen {
         Some((addr, token)) => {
@@ -481,13 +543,6 @@ async fn offer(
     Ok(code)
 }
 
-fn std_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    UdpSocket::from_std(relay_core::udp::bind_udp(
-        addr,
-        relay_core::udp::DEFAULT_SOCKET_BUFFER,
-    )?)
-}
-
 fn log_end(link: &dyn relay_core::RelayLink, counters: &PipeCounters, reason: &relay_core::CloseReason) {
     use std::sync::atomic::Ordering::Relaxed;
     let s = link.stats();
@@ -497,6 +552,11 @@ fn log_end(link: &dyn relay_core::RelayLink, counters: &PipeCounters, reason: &r
         to_local = counters.to_local.load(Relaxed),
         rejected = counters.rejected.load(Relaxed),
         foreign = counters.foreign.load(Relaxed),
+        not_rtcp = counters.not_rtcp.load(Relaxed),
+        keepalives = counters.keepalives.load(Relaxed),
+        unrouted = counters.unrouted.load(Relaxed),
+        keyframe_requests = counters.keyframe_requests.load(Relaxed),
+        keyframe_requests_relayed = counters.keyframe_requests_relayed.load(Relaxed),
         no_link = counters.no_link.load(Relaxed),
         sent = s.packets_sent,
         received = s.packets_received,

@@ -11,10 +11,84 @@ use relay_signaling::metrics::{self, Kind, LinkMetrics, MetricsSource, Role, Val
 use crate::pipe::{Continuity, PipeCounters};
 use crate::reconnect::OfferState;
 
-/// The answering side's streams resuming on new sessions (see
-/// [`Continuity`]).
-pub fn continuity_source(continuity: Arc<Continuity>) -> MetricsSource {
-    Arc::new(move || render_continuity(&continuity))
+/// The answering side: streams resuming on new sessions (see
+/// [`Continuity`]) and the local `--out` pipes of every session, summed.
+pub fn answer_source(continuity: Arc<Continuity>, pipes: Arc<PipeCounters>) -> MetricsSource {
+    Arc::new(move || {
+        let mut out = render_continuity(&continuity);
+        write_pipe(&mut out, &pipes);
+        out
+    })
+}
+
+/// The local side of a pipe (`--in` or `--out`): what it relayed, dropped,
+/// and the keyframe requests it made and passed on.
+fn write_pipe(out: &mut String, pipe: &PipeCounters) {
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    for (name, help, value) in [
+        (
+            "relay_local_packets_to_link_total",
+            "Local packets relayed onto a link.",
+            get(&pipe.to_link),
+        ),
+        (
+            "relay_local_packets_to_local_total",
+            "Link packets sent to the local side.",
+            get(&pipe.to_local),
+        ),
+        (
+            "relay_local_packets_no_link_total",
+            "Local packets dropped because no link was up (before the first, or reconnecting).",
+            get(&pipe.no_link),
+        ),
+        (
+            "relay_local_packets_rejected_total",
+            "Local datagrams that were not RTP/RTCP or too large for the link.",
+            get(&pipe.rejected),
+        ),
+        (
+            "relay_local_packets_foreign_total",
+            "Local datagrams from an address not allowed to send (answering side: not --out's IP).",
+            get(&pipe.foreign),
+        ),
+        (
+            "relay_local_packets_not_rtcp_total",
+            "RTP-shaped datagrams on a local RTCP port, dropped (never relayed as media).",
+            get(&pipe.not_rtcp),
+        ),
+        (
+            "relay_local_packets_keepalive_total",
+            "Header-only RTP packets (an SFU's hello, e.g. Janus announcing its RTCP socket), dropped.",
+            get(&pipe.keepalives),
+        ),
+        (
+            "relay_local_packets_unrouted_total",
+            "Link RTP whose payload type no --out takes, dropped.",
+            get(&pipe.unrouted),
+        ),
+        (
+            "relay_local_packets_no_destination_total",
+            "Link packets with nowhere to go yet (no local sender seen to latch onto).",
+            get(&pipe.no_destination),
+        ),
+        (
+            "relay_keyframe_requests_total",
+            "Keyframe requests (PLI + FIR) this relay sent its local source: link up, new stream, outage.",
+            get(&pipe.keyframe_requests),
+        ),
+        (
+            "relay_keyframe_requests_to_link_total",
+            "Keyframe requests this relay sent over the link for a stream that resumed after an outage.",
+            get(&pipe.keyframe_requests_to_link),
+        ),
+        (
+            "relay_keyframe_requests_relayed_total",
+            "RTCP from the link holding the far receivers' own PLI/FIR, passed to the local source.",
+            get(&pipe.keyframe_requests_relayed),
+        ),
+    ] {
+        write_family(out, name, Kind::Counter, help, Value::U(value));
+    }
 }
 
 fn render_continuity(c: &Continuity) -> String {
@@ -76,7 +150,6 @@ fn render_offer(state: &OfferState, pipe: &PipeCounters) -> String {
         .collect();
     let mut out = metrics::render(&links, None);
     let (outages, last, total) = state.outages();
-    let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     for (name, help, value) in [
         (
             "relay_offer_links_established_total",
@@ -93,29 +166,10 @@ fn render_offer(state: &OfferState, pipe: &PipeCounters) -> String {
             "Outages (a link died) ended by a new link.",
             outages,
         ),
-        (
-            "relay_local_packets_to_link_total",
-            "Local packets relayed onto a link.",
-            get(&pipe.to_link),
-        ),
-        (
-            "relay_local_packets_to_local_total",
-            "Link packets sent to the local side.",
-            get(&pipe.to_local),
-        ),
-        (
-            "relay_local_packets_no_link_total",
-            "Local packets dropped because no link was up (before the first, or reconnecting).",
-            get(&pipe.no_link),
-        ),
-        (
-            "relay_local_packets_rejected_total",
-            "Local datagrams that were not RTP/RTCP or too large for the link.",
-            get(&pipe.rejected),
-        ),
     ] {
         write_family(&mut out, name, Kind::Counter, help, Value::U(value));
     }
+    write_pipe(&mut out, pipe);
     write_family(
         &mut out,
         "relay_offer_outage_seconds_total",

@@ -14,7 +14,7 @@ use tokio::net::UdpSocket;
 
 use super::*;
 use crate::Established;
-use crate::pipe::{Continuity, Local, PipeCounters};
+use crate::pipe::{Continuity, PipeCounters, PipeOptions, Side, StreamSpec};
 
 /// HTTP signaling with a netsim proxy placed in every session's media
 /// path; `set` changes the impairment of every proxy, now and later.
@@ -87,9 +87,15 @@ async fn black_hole(transport: Transport, mode: Mode) {
     let sink: crate::LinkSink = Arc::new(move |e: Established| {
         let (c, session) = (c.clone(), next_session.fetch_add(1, Ordering::Relaxed));
         tokio::spawn(async move {
-            let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-            let pipe = Pipe::start(socket, Local::Fixed(out_addr), Arc::new(PipeCounters::default()))
-                .with_continuity(c, session);
+            let out = [StreamSpec::muxed(out_addr)];
+            let pipe = Pipe::bind(
+                Side::Answer,
+                &out,
+                PipeOptions::default(),
+                Arc::new(PipeCounters::default()),
+            )
+            .unwrap()
+            .with_continuity(c, session);
             pipe.carry(e.link).await;
         });
     });
@@ -107,10 +113,10 @@ async fn black_hole(transport: Transport, mode: Mode) {
     };
 
     // Offering side: `relay offer --reconnect`.
-    let input = udp().await;
-    let in_addr: SocketAddr = input.local_addr().unwrap();
     let counters = Arc::new(PipeCounters::default());
-    let pipe = Pipe::start(input, Local::LastSender, counters.clone());
+    let input = [StreamSpec::muxed("127.0.0.1:0".parse().unwrap())];
+    let pipe = Pipe::bind(Side::Offer, &input, PipeOptions::default(), counters.clone()).unwrap();
+    let in_addr: SocketAddr = pipe.local_addrs()[0].0;
     let state = OfferState::default();
     let plan = OfferPlan {
         transport,

@@ -71,6 +71,14 @@ pub fn free_udp_addr() -> String {
         .to_string()
 }
 
+/// A loopback TCP address that was free a moment ago.
+pub fn free_tcp_addr() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("bind a loopback TCP socket")
+        .to_string()
+}
+
 /// Starts `relay answer` relaying to `out` (plus `extra` flags) and returns
 /// it with its signaling URL.
 pub fn answer(out: &str, extra: &[&str]) -> (Guard, String) {

@@ -1,0 +1,734 @@
+//! Moving packets between a link and the local media servers (an SFU,
+//! ffmpeg, GStreamer) that send and receive plain RTP/RTCP over UDP.
+//!
+//! A pipe has one or more local streams ([`StreamSpec`]), each an RTP
+//! address with an optional separate RTCP address, because SFUs do not
+//! multiplex RTCP on their forwarding ports: Janus's `rtp_forward` listens
+//! for feedback on a per-forwarder RTCP socket, a streaming mountpoint
+//! sends its keyframe requests from its RTCP port.
+//!
+//! - **Offering side** ([`Side::Offer`], `relay offer --in`): the relay
+//!   binds every stream's addresses and the local source sends there.
+//!   Where to send back is learned from what arrives (latching, as SFUs
+//!   do): RTCP and keyframe requests for a stream go to the last sender of
+//!   RTCP (or of the 12-byte RTP-shaped "hello" Janus sends to announce
+//!   its feedback socket) on the stream's RTCP port, or, without one, to
+//!   the last sender on its RTP port.
+//! - **Answering side** ([`Side::Answer`], `relay answer --out`): every
+//!   address is a destination; the relay sends from sockets of its own,
+//!   per session, and accepts packets only from the destinations' IPs. RTP
+//!   from the link goes to the stream its payload type is routed to
+//!   ([`spec::route`]); RTCP to the stream whose SSRCs it names. At link
+//!   up, and every [`RTCP_HELLO_INTERVAL`], an empty RR goes to each
+//!   separate RTCP destination, so that a receiving SFU learns where to
+//!   send its feedback.
+//!
+//! On every port, what is not RTP/RTCP is counted and dropped; on an RTCP
+//! port, RTP is counted ([`PipeCounters::not_rtcp`]) and never relayed as
+//! media; a header-only RTP packet (12 bytes, Janus's hello) is counted as
+//! a keepalive and not relayed.
+//!
+//! The relay asks its local source for keyframes ([`feedback`]) when a
+//! link comes up, when a new stream appears on a live link, and, over the
+//! link, when a stream resumes after an outage. Keyframe requests from the
+//! far side (an SFU's PLI/FIR) pass through unchanged.
+//!
+//! A [`Pipe`] owns the local sockets and outlives links: `relay offer
+//! --reconnect` carries one link after another over the same `--in`
+//! sockets, and local packets that arrive while no link is up are dropped
+//! and counted ([`PipeCounters::no_link`]), never silently lost.
+//! [`Continuity`] notices, on the answering side, an RTP stream that
+//! resumes on a new session and counts the packets missing across the gap.
+
+mod continuity;
+pub mod feedback;
+pub mod spec;
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use relay_core::{CloseReason, LinkError, Packet, PacketKind, RTP_HEADER_LEN, RelayLink};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+
+pub use continuity::{CONTINUITY_MAX_STREAMS, Continuity, Resumed, SessionStreams};
+pub use spec::{BadStreamSpec, StreamSpec};
+
+use feedback::{KeyframeRequests, MAX_TRACKED_SSRCS, OUTAGE_GAP};
+
+/// How often the answering side repeats its empty RR to each separate RTCP
+/// destination: RFC 3550's minimum RTCP interval, so that an SFU restarted
+/// behind `--out` learns the relay's RTCP socket again within seconds.
+pub const RTCP_HELLO_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Which side of a link a pipe serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// `relay offer`: stream addresses are bound; destinations are latched.
+    Offer,
+    /// `relay answer`: stream addresses are destinations; only their IPs
+    /// may send.
+    Answer,
+}
+
+/// Counters of one pipe, over all its streams.
+#[derive(Debug, Default)]
+pub struct PipeCounters {
+    /// Where every count is added too (`relay answer`'s process-wide
+    /// totals across sessions).
+    total: Option<Arc<PipeCounters>>,
+    /// Local packets relayed onto the link.
+    pub to_link: AtomicU64,
+    /// Link packets sent to the local side.
+    pub to_local: AtomicU64,
+    /// Local datagrams that were not RTP/RTCP or were too large for the link.
+    pub rejected: AtomicU64,
+    /// Local datagrams from an address not allowed to send.
+    pub foreign: AtomicU64,
+    /// Link packets with nowhere to go yet (no local sender seen).
+    pub no_destination: AtomicU64,
+    /// Local packets dropped because no link was up (before the first
+    /// link, while reconnecting, or refused by a link that had just died).
+    pub no_link: AtomicU64,
+    /// RTP-shaped datagrams that arrived on an RTCP port (dropped).
+    pub not_rtcp: AtomicU64,
+    /// Header-only RTP packets (Janus's hello), dropped.
+    pub keepalives: AtomicU64,
+    /// Link RTP whose payload type no stream takes (dropped).
+    pub unrouted: AtomicU64,
+    /// Keyframe requests (PLI + FIR) the relay sent its local source.
+    pub keyframe_requests: AtomicU64,
+    /// Keyframe requests the relay sent over the link after an outage.
+    pub keyframe_requests_to_link: AtomicU64,
+    /// RTCP from the link holding a PLI or FIR (the far receivers' own
+    /// requests), passed on to the local source.
+    pub keyframe_requests_relayed: AtomicU64,
+}
+
+impl PipeCounters {
+    /// Counters that also add every count to `total`.
+    pub fn with_total(total: Arc<PipeCounters>) -> PipeCounters {
+        PipeCounters {
+            total: Some(total),
+            ..PipeCounters::default()
+        }
+    }
+
+    /// Adds one to the counter `which` picks, here and in the total.
+    fn count(&self, which: fn(&PipeCounters) -> &AtomicU64) {
+        which(self).fetch_add(1, Ordering::Relaxed);
+        if let Some(total) = &self.total {
+            which(total).fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What a pipe needs to know about the media.
+#[derive(Debug, Clone, Default)]
+pub struct PipeOptions {
+    /// Payload type clock rates: a stream at 90 kHz, or on a payload type
+    /// of unknown rate, is treated as video and gets keyframe requests.
+    pub clock_rates: std::collections::BTreeMap<u8, u32>,
+}
+
+/// A local socket the pipe could not open.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the {what} socket {addr}: {source}")]
+pub struct BindError {
+    what: &'static str,
+    addr: SocketAddr,
+    source: std::io::Error,
+}
+
+/// A destination: fixed (answering side) or learned from the last sender
+/// (offering side).
+#[derive(Debug)]
+struct Dest {
+    fixed: Option<SocketAddr>,
+    latched: Mutex<Option<SocketAddr>>,
+}
+
+impl Dest {
+    fn fixed(addr: SocketAddr) -> Dest {
+        Dest {
+            fixed: Some(addr),
+            latched: Mutex::new(None),
+        }
+    }
+
+    fn latched() -> Dest {
+        Dest {
+            fixed: None,
+            latched: Mutex::new(None),
+        }
+    }
+
+    fn get(&self) -> Option<SocketAddr> {
+        self.fixed
+            .or_else(|| *self.latched.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Latches `from`; true if that changed the destination.
+    fn latch(&self, from: SocketAddr) -> bool {
+        let mut l = self.latched.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = *l != Some(from);
+        *l = Some(from);
+        changed
+    }
+}
+
+/// One local stream's sockets and destinations.
+#[derive(Debug)]
+struct LocalEnd {
+    spec: StreamSpec,
+    rtp: Arc<UdpSocket>,
+    rtcp: Option<Arc<UdpSocket>>,
+    rtp_dest: Dest,
+    rtcp_dest: Dest,
+}
+
+impl LocalEnd {
+    /// Where this stream's RTCP goes: its RTCP socket and destination, or
+    /// the RTP ones when RTCP is multiplexed.
+    fn rtcp_target(&self) -> (&UdpSocket, Option<SocketAddr>) {
+        match &self.rtcp {
+            Some(s) => (s, self.rtcp_dest.get()),
+            None => (&self.rtp, self.rtp_dest.get()),
+        }
+    }
+}
+
+/// A stream the local side sends, by SSRC.
+#[derive(Debug, Clone, Copy)]
+struct Source {
+    end: usize,
+    payload_type: u8,
+    /// A keyframe request is owed but the stream's feedback destination is
+    /// not known yet.
+    pending: bool,
+}
+
+/// State the local → link tasks and the link → local direction share.
+#[derive(Debug)]
+struct Shared {
+    side: Side,
+    ends: Vec<LocalEnd>,
+    counters: Arc<PipeCounters>,
+    options: PipeOptions,
+    sender_ssrc: u32,
+    sources: Mutex<HashMap<u32, Source>>,
+    requests: Mutex<KeyframeRequests>,
+    link_up: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    /// Whether `pt` is (or may be) video: 90 kHz, or of unknown rate on a
+    /// dynamic type (a PLI for an audio stream is ignored by its sender).
+    fn is_video(&self, pt: u8) -> bool {
+        match self.options.clock_rates.get(&pt).copied() {
+            Some(hz) => hz == 90_000,
+            // RFC 3551: 0-23 audio, 24-34 video; 96-127 dynamic.
+            None => pt > 23,
+        }
+    }
+
+    /// Asks the local source of `ssrc` for a keyframe, unless asked
+    /// recently; owed until the stream's feedback destination is known.
+    fn ask_keyframe(&self, ssrc: u32, now: Instant) {
+        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(source) = sources.get_mut(&ssrc) else {
+            return;
+        };
+        if !self.is_video(source.payload_type) {
+            return;
+        }
+        let end = &self.ends[source.end];
+        let (socket, dest) = end.rtcp_target();
+        let Some(dest) = dest else {
+            source.pending = true;
+            return;
+        };
+        source.pending = false;
+        drop(sources);
+        let request = self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .request(ssrc, now);
+        if let Some(request) = request {
+            // A control packet on an idle socket: try_send_to does not wait,
+            // and a full socket buffer here means the source is gone anyway.
+            match socket.try_send_to(&request, dest) {
+                Ok(_) => {
+                    self.counters.count(|c| &c.keyframe_requests);
+                    tracing::debug!(ssrc = format_args!("{ssrc:#010x}"), %dest, "asked the local source for a keyframe");
+                }
+                Err(error) => tracing::debug!(%dest, %error, "keyframe request not sent"),
+            }
+        }
+    }
+
+    /// A link is up: ask for a keyframe on every known stream, and tell
+    /// receiving SFUs where our RTCP comes from.
+    fn link_came_up(&self) {
+        self.link_up.store(true, Ordering::Relaxed);
+        let now = Instant::now();
+        let ssrcs: Vec<u32> = self
+            .sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        for ssrc in ssrcs {
+            self.ask_keyframe(ssrc, now);
+        }
+        self.hello();
+    }
+
+    /// Answering side: an empty RR to every separate RTCP destination.
+    fn hello(&self) {
+        if self.side != Side::Answer {
+            return;
+        }
+        let rr = feedback::empty_receiver_report(self.sender_ssrc);
+        for end in &self.ends {
+            if let (Some(socket), Some(dest)) = (&end.rtcp, end.rtcp_dest.get())
+                && let Err(error) = socket.try_send_to(&rr, dest)
+            {
+                tracing::debug!(%dest, %error, "RTCP hello not sent");
+            }
+        }
+    }
+
+    /// The first packet of `ssrc` on stream `end`: remember it, and ask for
+    /// a keyframe if a link is up (a stream joining a live link).
+    fn new_source(&self, end: usize, ssrc: u32, payload_type: u8) {
+        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        if sources.contains_key(&ssrc) {
+            return;
+        }
+        if sources.len() >= MAX_TRACKED_SSRCS {
+            return;
+        }
+        sources.insert(
+            ssrc,
+            Source {
+                end,
+                payload_type,
+                pending: false,
+            },
+        );
+        drop(sources);
+        tracing::info!(stream = %self.ends[end].spec, ssrc = format_args!("{ssrc:#010x}"), payload_type, "new local RTP stream");
+        if self.link_up.load(Ordering::Relaxed) {
+            self.ask_keyframe(ssrc, Instant::now());
+        }
+    }
+
+    /// Stream `end`'s feedback destination became known: send what is owed.
+    fn destination_learned(&self, end: usize) {
+        let owed: Vec<u32> = self
+            .sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, s)| s.end == end && s.pending)
+            .map(|(ssrc, _)| *ssrc)
+            .collect();
+        let now = Instant::now();
+        for ssrc in owed {
+            self.ask_keyframe(ssrc, now);
+        }
+    }
+
+    /// The stream a relayed RTCP packet belongs to: the first SSRC it names
+    /// that the link delivered to a stream or a local source sent on one;
+    /// else the first stream.
+    fn rtcp_end(&self, ssrcs: &[u32], link_ssrcs: &HashMap<u32, LinkStream>) -> usize {
+        let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        ssrcs
+            .iter()
+            .find_map(|s| {
+                link_ssrcs
+                    .get(s)
+                    .map(|l| l.end)
+                    .or_else(|| sources.get(s).map(|x| x.end))
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// A stream arriving over the link, by SSRC.
+#[derive(Debug, Clone, Copy)]
+struct LinkStream {
+    end: usize,
+    last: Instant,
+}
+
+/// Local sockets relaying to whichever link is attached.
+///
+/// The local → link direction runs for the pipe's whole life, one task per
+/// socket; the link → local direction runs inside [`Pipe::carry`], once
+/// per link.
+pub struct Pipe {
+    shared: Arc<Shared>,
+    current: watch::Sender<Option<Arc<dyn RelayLink>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    continuity: Option<(Arc<Continuity>, u64)>,
+}
+
+impl std::fmt::Debug for Pipe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipe")
+            .field("side", &self.shared.side)
+            .field("streams", &self.streams())
+            .field("counters", &self.shared.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+fn bind(what: &'static str, addr: SocketAddr) -> Result<Arc<UdpSocket>, BindError> {
+    relay_core::udp::bind_udp(addr, relay_core::udp::DEFAULT_SOCKET_BUFFER)
+        .and_then(UdpSocket::from_std)
+        .map(Arc::new)
+        .map_err(|source| BindError { what, addr, source })
+}
+
+fn unspecified_like(addr: SocketAddr) -> SocketAddr {
+    let ip = if addr.is_ipv4() {
+        IpAddr::from([0, 0, 0, 0])
+    } else {
+        IpAddr::from([0u16; 8])
+    };
+    SocketAddr::new(ip, 0)
+}
+
+impl Pipe {
+    /// Opens the sockets of `streams` for `side` and starts reading them;
+    /// until a link is attached, local packets are counted in
+    /// [`PipeCounters::no_link`]. Must run inside a tokio runtime.
+    pub fn bind(
+        side: Side,
+        streams: &[StreamSpec],
+        options: PipeOptions,
+        counters: Arc<PipeCounters>,
+    ) -> Result<Pipe, BindError> {
+        let mut ends = Vec::with_capacity(streams.len());
+        for spec in streams {
+            let end = match side {
+                Side::Offer => LocalEnd {
+                    rtp: bind("RTP", spec.rtp)?,
+                    rtcp: spec.rtcp.map(|a| bind("RTCP", a)).transpose()?,
+                    rtp_dest: Dest::latched(),
+                    rtcp_dest: Dest::latched(),
+                    spec: spec.clone(),
+                },
+                Side::Answer => LocalEnd {
+                    rtp: bind("RTP", unspecified_like(spec.rtp))?,
+                    rtcp: spec.rtcp.map(|a| bind("RTCP", unspecified_like(a))).transpose()?,
+                    rtp_dest: Dest::fixed(spec.rtp),
+                    rtcp_dest: spec.rtcp.map(Dest::fixed).unwrap_or_else(Dest::latched),
+                    spec: spec.clone(),
+                },
+            };
+            ends.push(end);
+        }
+        let shared = Arc::new(Shared {
+            side,
+            ends,
+            counters,
+            options,
+            sender_ssrc: rand::random(),
+            sources: Mutex::new(HashMap::new()),
+            requests: Mutex::new(KeyframeRequests::new(0)),
+            link_up: Default::default(),
+        });
+        *shared.requests.lock().unwrap_or_else(|e| e.into_inner()) =
+            KeyframeRequests::new(shared.sender_ssrc);
+        let (current, watcher) = watch::channel::<Option<Arc<dyn RelayLink>>>(None);
+        let mut tasks = Vec::new();
+        for (i, end) in shared.ends.iter().enumerate() {
+            tasks.push(tokio::spawn(local_to_link(
+                shared.clone(),
+                i,
+                Port::Rtp,
+                watcher.clone(),
+            )));
+            if end.rtcp.is_some() {
+                tasks.push(tokio::spawn(local_to_link(
+                    shared.clone(),
+                    i,
+                    Port::Rtcp,
+                    watcher.clone(),
+                )));
+            }
+        }
+        Ok(Pipe {
+            shared,
+            current,
+            tasks,
+            continuity: None,
+        })
+    }
+
+    /// Reports RTP streams this pipe delivers locally to `continuity`, as
+    /// session `session`, so a stream resuming after a reconnect is noticed.
+    pub fn with_continuity(mut self, continuity: Arc<Continuity>, session: u64) -> Pipe {
+        self.continuity = Some((continuity, session));
+        self
+    }
+
+    /// The pipe's counters.
+    pub fn counters(&self) -> &Arc<PipeCounters> {
+        &self.shared.counters
+    }
+
+    /// The streams, as given.
+    pub fn streams(&self) -> Vec<&StreamSpec> {
+        self.shared.ends.iter().map(|e| &e.spec).collect()
+    }
+
+    /// Each stream's local socket addresses (RTP, RTCP): on the offering
+    /// side, where the local source sends (resolves port 0).
+    pub fn local_addrs(&self) -> Vec<(SocketAddr, Option<SocketAddr>)> {
+        self.shared
+            .ends
+            .iter()
+            .map(|e| {
+                let addr = |s: &UdpSocket| s.local_addr().ok();
+                (
+                    addr(&e.rtp).unwrap_or(e.spec.rtp),
+                    e.rtcp.as_deref().and_then(addr),
+                )
+            })
+            .collect()
+    }
+
+    /// Makes `link` the one local packets go to from now on, before
+    /// [`carry`](Pipe::carry) starts the other direction (so that a caller
+    /// can announce "ready" only once nothing sent after it is dropped).
+    /// A new link asks the local sources for keyframes.
+    pub fn attach(&self, link: Arc<dyn RelayLink>) {
+        let previous = self.current.send_replace(Some(link.clone()));
+        if !previous.is_some_and(|p| Arc::ptr_eq(&p, &link)) {
+            self.shared.link_came_up();
+        }
+    }
+
+    /// Relays over `link` until it closes; returns why it closed. The pipe
+    /// is then without a link until the next `carry`.
+    pub async fn carry(&self, link: Arc<dyn RelayLink>) -> CloseReason {
+        self.attach(link.clone());
+        let shared = self.shared.clone();
+        // Dropped when this carry ends, which publishes the session's
+        // streams to the shared tracker.
+        let mut streams = self.continuity.as_ref().map(|(c, session)| c.session(*session));
+        let mut far_requests = KeyframeRequests::new(shared.sender_ssrc);
+        let mut link_ssrcs: HashMap<u32, LinkStream> = HashMap::new();
+        let specs: Vec<StreamSpec> = shared.ends.iter().map(|e| e.spec.clone()).collect();
+        let down = async {
+            while let Ok(packet) = link.recv().await {
+                let now = Instant::now();
+                let end = match packet.kind() {
+                    PacketKind::Rtp => {
+                        let (ssrc, pt) = (packet.ssrc(), packet.payload_type().unwrap_or(0));
+                        let (end, resumed) = match link_ssrcs.get_mut(&ssrc) {
+                            Some(s) => {
+                                let silent = now.saturating_duration_since(s.last);
+                                s.last = now;
+                                (s.end, silent >= OUTAGE_GAP)
+                            }
+                            None => {
+                                let Some(end) = spec::route(&specs, pt) else {
+                                    shared.counters.count(|c| &c.unrouted);
+                                    continue;
+                                };
+                                if link_ssrcs.len() >= MAX_TRACKED_SSRCS {
+                                    link_ssrcs.clear();
+                                }
+                                link_ssrcs.insert(ssrc, LinkStream { end, last: now });
+                                (end, false)
+                            }
+                        };
+                        // A video stream resuming after an outage: its
+                        // receivers need a keyframe from the far source.
+                        if resumed
+                            && shared.is_video(pt)
+                            && let Some(request) = far_requests.request(ssrc, now)
+                            && let Ok(request) = Packet::parse(request)
+                            && link.send(request).await.is_ok()
+                        {
+                            shared.counters.count(|c| &c.keyframe_requests_to_link);
+                        }
+                        if let (Some(streams), Some(seq)) = (&mut streams, packet.sequence_number()) {
+                            streams.observe(ssrc, seq);
+                        }
+                        end
+                    }
+                    PacketKind::Rtcp => {
+                        let summary = feedback::summarize(packet.bytes()).unwrap_or_default();
+                        if summary.keyframe_request {
+                            shared.counters.count(|c| &c.keyframe_requests_relayed);
+                        }
+                        shared.rtcp_end(&summary.ssrcs, &link_ssrcs)
+                    }
+                };
+                let local = &shared.ends[end];
+                let (socket, dest) = match packet.kind() {
+                    PacketKind::Rtp => (&*local.rtp, local.rtp_dest.get()),
+                    PacketKind::Rtcp => local.rtcp_target(),
+                };
+                let Some(dest) = dest else {
+                    shared.counters.count(|c| &c.no_destination);
+                    continue;
+                };
+                match socket.send_to(packet.bytes(), dest).await {
+                    Ok(_) => shared.counters.count(|c| &c.to_local),
+                    Err(e) => tracing::debug!(%dest, error = %e, "local send failed"),
+                }
+            }
+        };
+        let hello = async {
+            let mut tick = tokio::time::interval(RTCP_HELLO_INTERVAL);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                shared.hello();
+            }
+        };
+        tokio::select! {
+            _ = down => {},
+            _ = hello => {},
+            _ = link.closed() => {},
+        }
+        self.shared.link_up.store(false, Ordering::Relaxed);
+        self.current.send_replace(None);
+        link.closed().await
+    }
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Which of a stream's sockets a task reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Port {
+    Rtp,
+    Rtcp,
+}
+
+/// Most SSRCs a local → link task remembers having seen before it starts
+/// over (and asks the shared table again).
+const SEEN_CACHE: usize = 256;
+
+/// The local → link direction of one socket: runs until the pipe is dropped.
+async fn local_to_link(
+    shared: Arc<Shared>,
+    end_index: usize,
+    port: Port,
+    mut current: watch::Receiver<Option<Arc<dyn RelayLink>>>,
+) {
+    let end = &shared.ends[end_index];
+    let counters = &*shared.counters;
+    let (socket, dest, allowed_ip) = match port {
+        Port::Rtp => (end.rtp.clone(), &end.rtp_dest, end.rtp_dest.fixed.map(|a| a.ip())),
+        Port::Rtcp => (
+            end.rtcp.clone().expect("an RTCP task has an RTCP socket"),
+            &end.rtcp_dest,
+            end.rtcp_dest.fixed.map(|a| a.ip()),
+        ),
+    };
+    let latches = shared.side == Side::Offer;
+    // RTCP for this stream goes where RTP comes from when it has no RTCP port.
+    let rtcp_follows = port == Port::Rtcp || end.rtcp.is_none();
+    let mut buf = vec![0u8; 65_536];
+    // Per-packet state kept here, so the shared copies (the watch channel's
+    // lock, the destination and source tables) are touched only when they change.
+    let mut link = current.borrow_and_update().clone();
+    let mut sender_seen: Option<SocketAddr> = None;
+    let mut seen: HashSet<u32> = HashSet::new();
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                // ICMP port unreachable from a consumer not yet listening
+                // surfaces here on Linux; keep going.
+                tracing::debug!(error = %e, "local receive error");
+                continue;
+            }
+        };
+        if allowed_ip.is_some_and(|ip| ip != from.ip()) {
+            counters.count(|c| &c.foreign);
+            continue;
+        }
+        let kind = match relay_core::classify(&buf[..n]) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::debug!(%from, error = %e, "local datagram is not RTP/RTCP");
+                counters.count(|c| &c.rejected);
+                continue;
+            }
+        };
+        if latches && sender_seen != Some(from) {
+            sender_seen = Some(from);
+            if dest.latch(from) && rtcp_follows {
+                tracing::info!(stream = %end.spec, %from, ?port, "feedback destination learned");
+                shared.destination_learned(end_index);
+            }
+        }
+        if kind == PacketKind::Rtp && (port == Port::Rtcp || n == RTP_HEADER_LEN) {
+            // Janus announces its feedback socket with header-only RTP;
+            // media on an RTCP port is a misconfiguration. Neither is relayed.
+            counters.count(if port == Port::Rtcp {
+                |c| &c.not_rtcp
+            } else {
+                |c| &c.keepalives
+            });
+            continue;
+        }
+        let packet = match Packet::parse(Bytes::copy_from_slice(&buf[..n])) {
+            Ok(p) => p,
+            Err(_) => {
+                counters.count(|c| &c.rejected);
+                continue;
+            }
+        };
+        if kind == PacketKind::Rtp && !seen.contains(&packet.ssrc()) {
+            if seen.len() >= SEEN_CACHE {
+                seen.clear();
+            }
+            seen.insert(packet.ssrc());
+            shared.new_source(end_index, packet.ssrc(), packet.payload_type().unwrap_or(0));
+        }
+        // The sender lives in the Pipe, which aborts this task on drop.
+        if current.has_changed().unwrap_or(false) {
+            link = current.borrow_and_update().clone();
+        }
+        let Some(link) = &link else {
+            counters.count(|c| &c.no_link);
+            continue;
+        };
+        match link.send(packet).await {
+            Ok(()) => counters.count(|c| &c.to_link),
+            Err(LinkError::TooLarge { size, max }) => {
+                tracing::warn!(
+                    size,
+                    max,
+                    "local packet too large for the link; lower the sender's MTU"
+                );
+                counters.count(|c| &c.rejected);
+            }
+            Err(LinkError::Closed(_)) => counters.count(|c| &c.no_link),
+        }
+    }
+}
