@@ -52,7 +52,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaBlackhole
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 from aiortc.rtcrtpsender import RTCRtpSender
-from aiortc.rtcrtpreceiver import RTCRtpReceiver  # noqa: F401  (patched below if needed)
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
 # --- What is measured -------------------------------------------------------------------
 
@@ -76,7 +76,9 @@ ROW_H = 40  # each of the two barcode rows; the rest of the frame is grey
 
 
 def log(*args):
-    print(f"[{time.strftime('%H:%M:%S')}]", *args, file=sys.stderr, flush=True)
+    now = time.time()
+    stamp = time.strftime("%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+    print(f"[{stamp}]", *args, file=sys.stderr, flush=True)
 
 
 # --- Frames that carry their own number --------------------------------------------------
@@ -145,10 +147,25 @@ _orig_send_keyframe = RTCRtpSender._send_keyframe
 
 def _counting_send_keyframe(self):
     KEYFRAME_REQUESTS.append(time.monotonic())
+    log("publisher: keyframe requested")
     return _orig_send_keyframe(self)
 
 
 RTCRtpSender._send_keyframe = _counting_send_keyframe
+
+# And the PLIs the viewer sends to Janus B (aiortc sends one when a frame fails to decode).
+VIEWER_PLIS = []  # time.monotonic() of each
+_orig_send_pli = RTCRtpReceiver._send_rtcp_pli
+
+
+async def _counting_send_pli(self, media_ssrc):
+    VIEWER_PLIS.append(time.monotonic())
+    if len(VIEWER_PLIS) < 2 or VIEWER_PLIS[-1] - VIEWER_PLIS[-2] > 0.5:
+        log("viewer: sends PLI (and more, every frame that fails to decode)")
+    return await _orig_send_pli(self, media_ssrc)
+
+
+RTCRtpReceiver._send_rtcp_pli = _counting_send_pli
 
 
 # --- Janus over its HTTP API (janus.transport.http) --------------------------------------
@@ -576,7 +593,10 @@ class Viewer:
                 frame = await track.recv()
             except Exception:
                 return
-            self.decoded.append((time.monotonic(), read_number(frame), bool(getattr(frame, "key_frame", False))))
+            n = read_number(frame)
+            if not self.decoded:
+                log(f"viewer: first frame decoded (number {n})")
+            self.decoded.append((time.monotonic(), n, bool(getattr(frame, "key_frame", False))))
 
     async def close(self):
         for t in self.tasks:
@@ -702,7 +722,9 @@ async def run_scenario(kind, transport, mode, ctx):
             forwards = await pub.forward(args.ip, *targets)
             await asyncio.sleep(LATE_VIEWER_S)
             t_event = time.monotonic()
+            log(f"viewer joins mountpoint {mp.id}")
             t0 = await viewer.join()
+            log("viewer connected")
             result["connect_s"] = round(t0 - t_event, 3)
         else:
             t_join = time.monotonic()
@@ -710,6 +732,7 @@ async def run_scenario(kind, transport, mode, ctx):
             result["connect_s"] = round(time.monotonic() - t_join, 3)
             await asyncio.sleep(LIVE_BEFORE_FORWARD_S)
             t_event = time.monotonic()
+            log("adding the forward")
             forwards = await pub.forward(args.ip, *targets)
             t0 = time.monotonic()
         await asyncio.sleep(SETTLE_S + MEASURE_S + GRACE_S)
@@ -728,6 +751,15 @@ async def run_scenario(kind, transport, mode, ctx):
             "keyframe_requests_at_publisher": sum(1 for t in KEYFRAME_REQUESTS
                                                   if t_event <= t < measure_to),
         })
+        # When things happened, in seconds from t0 (negative: before it), for a reader who
+        # wants to know why a scenario lost frames.
+        rel = lambda ts: [round(t - t0, 3) for t in ts if t_event - 0.5 <= t < measure_to]
+        result["timeline"] = {
+            "event": round(t_event - t0, 3),
+            "keyframe_requests_at_publisher": rel(KEYFRAME_REQUESTS),
+            "viewer_plis": rel(VIEWER_PLIS),
+            "viewer_keyframes": rel([t for (t, _, k) in viewer.decoded if k]),
+        }
         result["ok"] = result["ratio"] >= PASS_RATIO
     except Exception as e:  # one broken scenario must not hide the others
         result.update({"ok": False, "error": f"{type(e).__name__}: {e}"})
