@@ -168,7 +168,9 @@ impl Row {
             self.num("first_frame_s")
                 .map_or("never".to_string(), |s| format!("{s:.2} s")),
             self.num("keyframe_requests_at_publisher").unwrap_or(0.0),
-            self.0.get("relay_logs").map_or("-".to_string(), |l| l.to_string())
+            self.0
+                .get("relay_logs")
+                .map_or("-".to_string(), |l| l.to_string())
         )
     }
 }
@@ -319,7 +321,18 @@ impl Netns {
         let ns = Netns { name };
         let n = ns.name.as_str();
         ip(&["-n", n, "link", "set", "lo", "up"])?;
-        ip(&["-n", n, "link", "add", NS_IFACE, "type", "veth", "peer", "name", NS_PEER_IFACE])?;
+        ip(&[
+            "-n",
+            n,
+            "link",
+            "add",
+            NS_IFACE,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            NS_PEER_IFACE,
+        ])?;
         ip(&["-n", n, "addr", "add", &format!("{NS_IP}/24"), "dev", NS_IFACE])?;
         ip(&["-n", n, "link", "set", NS_IFACE, "up"])?;
         ip(&["-n", n, "link", "set", NS_PEER_IFACE, "up"])?;
@@ -335,7 +348,10 @@ impl Drop for Netns {
             }
         }
         if let Err(e) = ip(&["netns", "del", &self.name]) {
-            notice(&format!("janus: could not delete network namespace {}: {e}", self.name));
+            notice(&format!(
+                "janus: could not delete network namespace {}: {e}",
+                self.name
+            ));
         }
     }
 }
@@ -381,13 +397,17 @@ fn peers_python() -> PathBuf {
 }
 
 fn check_janus() {
+    // `janus --version` prints the version and exits 1; `--help` exits 0.
     let ok = Command::new("janus")
-        .arg("--version")
+        .arg("--help")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    assert!(ok, "`janus` is missing: run scripts/install-deps.sh (Debian's janus 1.1.2)");
+    assert!(
+        ok,
+        "`janus` is missing: run scripts/install-deps.sh (Debian's janus 1.1.2)"
+    );
 }
 
 /// On the real stderr: the test harness captures `eprintln!`, and a skip or the result table

@@ -38,7 +38,6 @@ import itertools
 import json
 import os
 import random
-import shutil
 import signal
 import socket
 import subprocess
@@ -612,17 +611,12 @@ class Viewer:
 # --- The relay -----------------------------------------------------------------------------
 
 
-def relay_cli_has_stream_specs(relay):
-    """Whether this relay takes `--in ADDR,rtcp=PORT` (separate RTCP per stream)."""
-    out = subprocess.run([relay, "offer", "--help"], capture_output=True, text=True).stdout
-    return "rtcp=" in out
-
-
 class RelayPair:
-    def __init__(self, procs, relay, workdir, ip, ports, transport, mode, mountpoint, stream_specs):
+    """`relay answer` into the mountpoint and `relay offer` to it, one stream spec per medium."""
+
+    def __init__(self, procs, relay, workdir, ip, ports, transport, mode, mountpoint):
         self.procs, self.relay, self.workdir, self.ip = procs, relay, workdir, ip
         self.transport, self.mode, self.mp = transport, mode, mountpoint
-        self.stream_specs = stream_specs
         # The offerer's local sockets, where Janus A forwards: (media port, RTCP port).
         self.video_in = (ports.udp(), ports.udp())
         self.audio_in = (ports.udp(), ports.udp())
@@ -635,18 +629,14 @@ class RelayPair:
     def start(self):
         ip = self.ip
         clock = [a for pt, hz in CLOCK_RATES.items() for a in ("--clock-rate", f"{pt}={hz}")]
-        if self.stream_specs:
-            outs = ["--out", f"{ip}:{self.mp.video[0]},rtcp={self.mp.video[1]},pt={VIDEO_PT}",
-                    "--out", f"{ip}:{self.mp.audio[0]},rtcp={self.mp.audio[1]},pt={AUDIO_PT}"] + clock
-            ins = ["--in", f"{ip}:{self.video_in[0]},rtcp={self.video_in[1]}",
-                   "--in", f"{ip}:{self.audio_in[0]},rtcp={self.audio_in[1]}"] + clock
-        else:
-            # Before per-stream specs: one --in/--out with RTCP muxed on it, so only video
-            # can go through (a mountpoint takes one medium per port).
-            outs = ["--out", f"{ip}:{self.mp.video[0]}"]
-            ins = ["--in", f"{ip}:{self.video_in[0]}"]
-        env_log = {"RELAY_LOG": os.environ.get("RELAY_LOG", "info")}
-        os.environ.update(env_log)
+        # Answering side: each --out is a destination, the mountpoint's media port with its
+        # RTCP port; packets are routed to it by payload type.
+        outs = ["--out", f"{ip}:{self.mp.video[0]},rtcp={self.mp.video[1]},pt={VIDEO_PT}",
+                "--out", f"{ip}:{self.mp.audio[0]},rtcp={self.mp.audio[1]},pt={AUDIO_PT}"] + clock
+        # Offering side: each --in is bound; Janus A's forwarder sends RTP to the first port and
+        # announces its RTCP socket on the second, where the relay sends keyframe requests back.
+        ins = ["--in", f"{ip}:{self.video_in[0]},rtcp={self.video_in[1]}",
+               "--in", f"{ip}:{self.audio_in[0]},rtcp={self.audio_in[1]}"] + clock
         self.answer = self.procs.start(
             "relay answer",
             [self.relay, "answer", "--signal-listen", f"{ip}:{self.signal_port}", "--no-token",
@@ -664,10 +654,7 @@ class RelayPair:
 
     def forward_targets(self):
         """(video, audio) for rtp_forward: (port, rtcp_port) each."""
-        if self.stream_specs:
-            return self.video_in, self.audio_in
-        # Muxed: the forwarder's RTCP socket announces itself on --in too.
-        return (self.video_in[0], self.video_in[0]), None
+        return self.video_in, self.audio_in
 
     def stop(self):
         for p in (self.offer, self.answer):
@@ -710,8 +697,7 @@ async def run_scenario(kind, transport, mode, ctx):
             # where to send keyframe requests.
             targets = (mp.video, mp.audio)
         else:
-            relay = RelayPair(procs, args.relay, args.workdir, args.ip, ports, transport, mode, mp,
-                              ctx["stream_specs"])
+            relay = RelayPair(procs, args.relay, args.workdir, args.ip, ports, transport, mode, mp)
             relay.start()
             targets = relay.forward_targets()
         viewer = Viewer(ctx["janus_b"], mp.id)
@@ -800,9 +786,6 @@ async def main():
     if args.only:
         want = args.only.split(",")
         links = [(t, m) for (t, m) in links if t in want or f"{t}:{m}" in want]
-    stream_specs = bool(args.relay) and relay_cli_has_stream_specs(args.relay)
-    if args.relay:
-        log(f"relay {args.relay}: {'per-stream --in/--out with rtcp=' if stream_specs else 'one muxed --in/--out (video only)'}")
 
     procs = Procs()
     ports = Ports(args.ip)
@@ -815,8 +798,7 @@ async def main():
                                     args.ip, args.iface)
         pub = Publisher(janus_a)
         await pub.start()
-        ctx = {"pub": pub, "args": args, "procs": procs, "ports": ports, "janus_b": janus_b,
-               "stream_specs": stream_specs}
+        ctx = {"pub": pub, "args": args, "procs": procs, "ports": ports, "janus_b": janus_b}
         for transport, mode in links:
             for kind in args.scenarios.split(","):
                 await run_scenario(kind, transport, mode, ctx)
