@@ -218,6 +218,7 @@ impl Path {
             }
             Subject::Link(transport, mode) => {
                 let mut config = LoopbackConfig::default();
+                config.link.clock_rates = crate::workload::clock_rates();
                 if let Some(impairment) = &scenario.impairment {
                     config = config.impairment(impairment.clone(), seed);
                 }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use relay_core::udp::KernelUdpCounters;
-use relay_core::{Drops, LinkStats, SsrcReceiver, default_clock_rate};
+use relay_core::{Drops, LinkStats, SsrcReceived, SsrcReceiver};
 use relay_netsim::DirectionStats;
 use tokio::sync::oneshot;
 
@@ -23,7 +23,7 @@ use crate::latency::Latency;
 use crate::path::{Path, Sent};
 use crate::scenario::{Scenario, Subject};
 use crate::sys;
-use crate::workload::{Workload, read_stamp, stamp};
+use crate::workload::{Workload, clock_rates, read_stamp, stamp};
 
 /// How long a run may take to drain after the sender stops.
 #[derive(Debug, Clone, Copy)]
@@ -163,6 +163,13 @@ struct Received {
     jitter_ms: Option<f64>,
 }
 
+/// Mean jitter in ms over the streams whose clock rate is known; `None`
+/// if there is none.
+fn mean_jitter_ms(streams: &[SsrcReceived]) -> Option<f64> {
+    let known: Vec<f64> = streams.iter().filter_map(|r| r.jitter_seconds).collect();
+    (!known.is_empty()).then(|| known.iter().sum::<f64>() * 1e3 / known.len() as f64)
+}
+
 /// Distinct-packet accounting by run-wide index.
 struct Seen(Vec<u64>);
 
@@ -237,6 +244,7 @@ async fn run(
         // paced workloads (on a flood it means nothing and costs the
         // baseline time the links spend elsewhere).
         let raw_jitter = matches!(subject, Subject::RawUdp) && !flood;
+        let clock_rates = clock_rates();
         tokio::spawn(async move {
             let mut latency = latency;
             let mut keyframe_latency = Latency::new();
@@ -272,7 +280,7 @@ async fn run(
                             let ssrc = u32::from_be_bytes([b[8], b[9], b[10], b[11]]);
                             jitter
                                 .entry(ssrc)
-                                .or_insert_with(|| SsrcReceiver::new(seq, default_clock_rate(b[1] & 0x7f), epoch))
+                                .or_insert_with(|| SsrcReceiver::new(seq, clock_rates.get(b[1] & 0x7f), epoch))
                                 .on_packet(seq, ts, b.len(), at);
                         }
                     }) => {
@@ -284,9 +292,8 @@ async fn run(
                     }
                 }
             }
-            let jitter_ms = (!jitter.is_empty()).then(|| {
-                jitter.iter().map(|(s, r)| r.snapshot(*s).jitter_ms).sum::<f64>() / jitter.len() as f64
-            });
+            let snapshots: Vec<SsrcReceived> = jitter.iter().map(|(s, r)| r.snapshot(*s)).collect();
+            let jitter_ms = mean_jitter_ms(&snapshots);
             Received {
                 delivered,
                 delivered_bytes: bytes,
@@ -395,11 +402,9 @@ async fn run(
         (Some(a), Some(b)) => Some(add_drops(a, b)),
         _ => None,
     };
-    let jitter_ms = receiver_stats.as_ref().map_or(received.jitter_ms, |s| {
-        (!s.received_ssrcs.is_empty()).then(|| {
-            s.received_ssrcs.iter().map(|r| r.jitter_ms).sum::<f64>() / s.received_ssrcs.len() as f64
-        })
-    });
+    let jitter_ms = receiver_stats
+        .as_ref()
+        .map_or(received.jitter_ms, |s| mean_jitter_ms(&s.received_ssrcs));
     let mut problems = Vec::new();
     for (end, name) in [(&path.sender, "sending"), (&path.receiver, "receiving")] {
         if let Some(reason) = end.close_reason() {

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use relay_core::{Packet, RTP_HEADER_LEN};
+use relay_core::{ClockRate, ClockRates, Packet, RTP_HEADER_LEN};
 
 /// Largest RTP packet a video frame is split into (DESIGN.md): leaves room
 /// for any tunnel under a 1,500-byte MTU.
@@ -40,11 +40,18 @@ pub const STAMP_LEN: usize = 13;
 /// Smallest packet the harness can send: header plus stamp.
 pub const MIN_PACKET: usize = RTP_HEADER_LEN + STAMP_LEN;
 
-/// Payload types used: 96 (dynamic, 90 kHz) for video and synthetic
-/// traffic, 0 (PCMU, 8 kHz) for audio, so RFC 3550 jitter comes out in the
-/// right units without configuration.
+/// Payload types used: 96 (dynamic, 90 kHz as the harness's SDP would say)
+/// for video and synthetic traffic, 0 (PCMU, static, 8 kHz) for audio.
 const PT_VIDEO: u8 = 96;
 const PT_AUDIO: u8 = 0;
+
+/// The clock rates of the payload types the harness sends, for RFC 3550
+/// jitter: the dynamic video type is configured, as a relay between real
+/// SFUs is from their SDP; PCMU's is static.
+pub fn clock_rates() -> ClockRates {
+    // 96 and 90 kHz are in range: ClockRate::new cannot refuse them.
+    ClockRates::new().with(ClockRate::new(PT_VIDEO, 90_000).expect("a valid clock rate"))
+}
 
 /// A traffic shape.
 #[derive(Debug, Clone, PartialEq)]

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use crate::{CloseReason, LinkError, Mode, Packet, RelayLink, build_rtp};
+use crate::{ClockRate, ClockRates, CloseReason, LinkError, Mode, Packet, RelayLink, build_rtp};
 
 /// A link on its way to being ready.
 pub type LinkFuture = Pin<Box<dyn Future<Output = Result<Box<dyn RelayLink>, String>> + Send>>;
@@ -334,7 +334,13 @@ pub async fn paced_packets_arrive_and_stats_match(factory: &dyn PairFactory, mod
     if mode.is_reliable() {
         assert_eq!((r.expected, r.lost), (N as u64, 0));
     }
-    assert!(r.jitter.is_finite() && r.jitter >= 0.0);
+    // Payload type 96 is dynamic and no rate is configured: jitter is
+    // unknown, never computed at a guessed clock rate.
+    assert_eq!(
+        (r.clock_rate, r.jitter, r.jitter_seconds),
+        (None, None, None),
+        "jitter of an unconfigured dynamic payload type"
+    );
     assert_eq!(sa.packets_received, from_b as u64);
     assert!(
         sa.setup_time.is_some() && sb.setup_time.is_some(),
@@ -445,6 +451,63 @@ pub async fn close_reaches_the_peer(factory: &dyn PairFactory, mode: Mode) {
     a.close();
     b.close();
     assert_eq!(a.close_reason(), Some(CloseReason::Local));
+}
+
+/// The clock rates [`configured_clock_rates_reach_the_stats`] expects both
+/// ends to be configured with: Opus on payload type 111 at 48 kHz.
+pub fn clock_rates() -> ClockRates {
+    ClockRates::new().with(ClockRate::new(111, 48_000).expect("111=48000 is a valid clock rate"))
+}
+
+/// A backend applies its configured clock rates (see [`clock_rates`]) to
+/// both ends' stats: payload type 111 gets jitter at 48 kHz, dynamic type
+/// 100, which nobody configured, gets none. `factory` must configure both
+/// ends with [`clock_rates`]; the suite's own factories need not.
+pub async fn configured_clock_rates_reach_the_stats(factory: &dyn PairFactory, mode: Mode) {
+    const OPUS: u32 = 0x0c10;
+    const UNKNOWN: u32 = 0x0c20;
+    let (a, b) = pair(factory, mode).await;
+    for (from, to, side) in [(&a, &b, "answerer"), (&b, &a, "offerer")] {
+        // 20 ms of Opus is 960 timestamp units; a few packets per stream,
+        // since the first packet is never lost (see first_packet_not_lost).
+        for seq in 0..3u16 {
+            for (pt, ssrc) in [(111, OPUS), (100, UNKNOWN)] {
+                let p = Packet::parse(build_rtp(pt, seq, u32::from(seq) * 960, ssrc, b"media"))
+                    .expect("valid RTP");
+                within("send", from.send(p)).await.expect("send");
+            }
+        }
+        let mut seen = (false, false);
+        while seen != (true, true) {
+            let p = recv_one("packets of both streams", &**to).await;
+            seen.0 |= p.ssrc() == OPUS;
+            seen.1 |= p.ssrc() == UNKNOWN;
+        }
+        let stats = to.stats();
+        let ssrc = |ssrc: u32| {
+            *stats
+                .received_ssrcs
+                .iter()
+                .find(|r| r.ssrc == ssrc)
+                .unwrap_or_else(|| panic!("{side}: no stats for SSRC {ssrc:#x}: {stats:?}"))
+        };
+        let opus = ssrc(OPUS);
+        assert_eq!(
+            opus.clock_rate,
+            Some(48_000),
+            "{side}: configured rate not applied: {opus:?}"
+        );
+        assert!(
+            opus.jitter_seconds.is_some_and(|j| j.is_finite() && j >= 0.0),
+            "{side}: {opus:?}"
+        );
+        let unknown = ssrc(UNKNOWN);
+        assert_eq!(
+            (unknown.clock_rate, unknown.jitter, unknown.jitter_seconds),
+            (None, None, None),
+            "{side}: an unconfigured dynamic payload type has no jitter: {unknown:?}"
+        );
+    }
 }
 
 /// Expands to one `#[tokio::test]` per conformance check for one backend

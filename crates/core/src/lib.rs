@@ -12,7 +12,9 @@
 //!   becomes a [`CloseReason`].
 //! - [`Mode`] and [`Transport`]: what carries the link and how it delivers.
 //! - [`LinkStats`] and [`StatsRecorder`]: counters, drops by cause, per-SSRC
-//!   loss and interarrival jitter as RFC 3550 appendix A computes them.
+//!   loss and interarrival jitter as RFC 3550 appendix A computes them, at
+//!   the clock rates of [`ClockRates`] (a dynamic payload type's is unknown
+//!   unless configured). Durations are seconds.
 //! - [`PacketQueue`]: the bounded queue with drop-oldest or back-pressure
 //!   that backends put between the network and the application.
 //! - Session descriptions ([`OfferRequest`], [`RtpUdpDescription`],
@@ -60,6 +62,6 @@ pub use mode::{Mode, Transport, UnknownMode, UnknownTransport};
 pub use packet::{Packet, PacketError, PacketKind, RTCP_MIN_LEN, RTP_HEADER_LEN, build_rtp, classify};
 pub use queue::{Overflow, PacketQueue, Pushed};
 pub use stats::{
-    DropCause, DropCounters, Drops, LinkStats, SsrcReceived, SsrcReceiver, SsrcSent, StatsRecorder, WarnOnce,
-    default_clock_rate,
+    ClockRate, ClockRates, DropCause, DropCounters, Drops, InvalidClockRate, LinkStats, MAX_CLOCK_RATE,
+    SsrcReceived, SsrcReceiver, SsrcSent, StatsRecorder, WarnOnce, static_clock_rate,
 };

@@ -16,6 +16,19 @@ pub const MIN_MAX_PACKET_SIZE: usize = 1400;
 pub const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a link closed.
+///
+/// In JSON: `{"reason":"liveness_timeout","detail":5.0}`, the detail of a
+/// liveness timeout in seconds like every duration sfu-relay reports.
+///
+/// ```
+/// use std::time::Duration;
+/// use relay_core::CloseReason;
+/// let silent = CloseReason::LivenessTimeout(Duration::from_millis(2500));
+/// let json = serde_json::to_string(&silent).unwrap();
+/// assert_eq!(json, r#"{"reason":"liveness_timeout","detail":2.5}"#);
+/// assert_eq!(serde_json::from_str::<CloseReason>(&json).unwrap(), silent);
+/// assert!(serde_json::from_str::<CloseReason>(r#"{"reason":"liveness_timeout","detail":-1}"#).is_err());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "reason", content = "detail", rename_all = "snake_case")]
 pub enum CloseReason {
@@ -23,23 +36,26 @@ pub enum CloseReason {
     Local,
     /// The peer closed the link (and said so).
     PeerClosed,
-    /// Nothing was heard from the peer for this long.
-    LivenessTimeout(#[serde(with = "millis")] Duration),
+    /// Nothing was heard from the peer for this long (JSON detail: seconds).
+    LivenessTimeout(#[serde(with = "seconds")] Duration),
     /// The transport failed; the text says how.
     Transport(String),
 }
 
-mod millis {
+/// A `Duration` as seconds (`f64`).
+mod seconds {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis() as u64)
+        s.serialize_f64(d.as_secs_f64())
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_millis(u64::deserialize(d)?))
+        let seconds = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(seconds)
+            .map_err(|_| D::Error::custom(format!("{seconds} is not a duration in seconds")))
     }
 }
 

@@ -5,8 +5,19 @@
 //! arithmetic is tested without sockets or sleeps. [`StatsRecorder`] is the
 //! thread-safe accumulator every backend feeds; [`LinkStats`] is the
 //! serialisable snapshot it produces.
+//!
+//! Units: every duration in the JSON form is seconds, with the unit in the
+//! field name (`rtt_seconds`, `jitter_seconds`), as on `/metrics`. The one
+//! exception is `jitter`, which RFC 3550 defines in RTP timestamp units.
+//!
+//! Jitter needs the stream's RTP clock rate, which the SDP carries and a
+//! relay does not see: only RFC 3551's static payload types have a known
+//! rate ([`static_clock_rate`]); any other is configured in [`ClockRates`]
+//! or reported as unknown (`null`), never computed at a guessed rate.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::str::FromStr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -182,26 +193,214 @@ pub struct SsrcReceived {
     /// Cumulative number of packets lost (appendix A.3); negative when
     /// duplicates outnumber losses, as the RFC allows.
     pub lost: i64,
-    /// Interarrival jitter in RTP timestamp units (appendix A.8).
-    pub jitter: f64,
-    /// The clock rate used to convert arrival times (see
-    /// [`default_clock_rate`]).
-    pub clock_rate: u32,
-    /// Jitter in milliseconds at that clock rate.
-    pub jitter_ms: f64,
+    /// Interarrival jitter in RTP timestamp units (appendix A.8); `None`
+    /// when the clock rate is unknown.
+    pub jitter: Option<f64>,
+    /// The RTP clock rate of the stream's payload type, in Hz: a static
+    /// payload type's ([`static_clock_rate`]) or a configured one
+    /// ([`ClockRates`]); `None` when neither knows it.
+    pub clock_rate: Option<u32>,
+    /// `jitter` in seconds; `None` when the clock rate is unknown.
+    pub jitter_seconds: Option<f64>,
 }
 
-/// The clock rate assumed for a payload type: the RFC 3551 static types,
-/// and 90 kHz (video) for dynamic ones. A relay does not see the SDP, so
-/// audio on a dynamic payload type (Opus at 48 kHz) reports jitter in the
-/// wrong unit unless configured with [`StatsRecorder::with_clock_rate`].
-pub fn default_clock_rate(payload_type: u8) -> u32 {
+/// The RTP clock rate of an RFC 3551 static payload type (tables 4 and 5),
+/// or `None` for a reserved, unassigned or dynamic (96–127) one, whose rate
+/// only the SDP knows (Opus on 111 runs at 48 kHz, VP8 on 96 at 90 kHz).
+///
+/// ```
+/// use relay_core::static_clock_rate;
+/// assert_eq!(static_clock_rate(0), Some(8_000)); // PCMU
+/// assert_eq!(static_clock_rate(34), Some(90_000)); // H263
+/// assert_eq!(static_clock_rate(111), None); // dynamic: Opus, or anything
+/// ```
+pub fn static_clock_rate(payload_type: u8) -> Option<u32> {
     match payload_type {
-        0..=9 | 12 | 13 | 15 | 18 => 8_000,
-        10 | 11 => 44_100,
-        16 => 11_025,
-        17 => 22_050,
-        _ => 90_000,
+        // PCMU, GSM, G723, DVI4/8000, LPC, PCMA, G722 (whose RTP clock is
+        // 8 kHz although it samples at 16, RFC 3551 section 4.5.2), QCELP,
+        // CN, G728, G729.
+        0 | 3..=5 | 7..=9 | 12 | 13 | 15 | 18 => Some(8_000),
+        6 => Some(16_000),       // DVI4/16000
+        10 | 11 => Some(44_100), // L16 stereo, mono
+        14 => Some(90_000),      // MPA
+        16 => Some(11_025),      // DVI4/11025
+        17 => Some(22_050),      // DVI4/22050
+        // CelB, JPEG, nv, H261, MPV, MP2T, H263.
+        25 | 26 | 28 | 31..=34 => Some(90_000),
+        _ => None,
+    }
+}
+
+/// Largest clock rate [`ClockRate`] accepts. RTP clocks in use top out at
+/// 90 kHz (video) and 192 kHz (audio); 10 MHz leaves room and still
+/// catches a rate typed with extra zeros.
+pub const MAX_CLOCK_RATE: u32 = 10_000_000;
+
+/// One payload type's RTP clock rate, as the SDP's `a=rtpmap` gives it
+/// (`a=rtpmap:111 opus/48000/2` is `111=48000`). Parsed from `PT=HZ`.
+///
+/// ```
+/// use relay_core::ClockRate;
+/// let opus: ClockRate = "111=48000".parse()?;
+/// assert_eq!((opus.payload_type(), opus.hz()), (111, 48_000));
+/// assert!("111=0".parse::<ClockRate>().is_err());
+/// assert!("128=90000".parse::<ClockRate>().is_err());
+/// # Ok::<(), relay_core::InvalidClockRate>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockRate {
+    payload_type: u8,
+    hz: u32,
+}
+
+impl ClockRate {
+    /// `hz` for `payload_type`: the type must be 0..=127 (7 bits in the
+    /// RTP header), the rate 1..=[`MAX_CLOCK_RATE`].
+    pub fn new(payload_type: u8, hz: u32) -> Result<ClockRate, InvalidClockRate> {
+        if payload_type > 127 {
+            return Err(InvalidClockRate::PayloadType(payload_type.to_string()));
+        }
+        if !(1..=MAX_CLOCK_RATE).contains(&hz) {
+            return Err(InvalidClockRate::Rate {
+                payload_type,
+                hz: hz.to_string(),
+            });
+        }
+        Ok(ClockRate { payload_type, hz })
+    }
+
+    /// The payload type.
+    pub fn payload_type(self) -> u8 {
+        self.payload_type
+    }
+
+    /// Its clock rate in Hz.
+    pub fn hz(self) -> u32 {
+        self.hz
+    }
+}
+
+impl FromStr for ClockRate {
+    type Err = InvalidClockRate;
+
+    fn from_str(s: &str) -> Result<ClockRate, InvalidClockRate> {
+        let Some((pt, hz)) = s.split_once('=') else {
+            return Err(InvalidClockRate::Syntax(s.to_owned()));
+        };
+        let (pt, hz) = (pt.trim(), hz.trim());
+        let payload_type = pt
+            .parse::<u8>()
+            .ok()
+            .filter(|pt| *pt <= 127)
+            .ok_or_else(|| InvalidClockRate::PayloadType(pt.to_owned()))?;
+        let rate = |hz: &str| InvalidClockRate::Rate {
+            payload_type,
+            hz: hz.to_owned(),
+        };
+        let hz = hz.parse::<u32>().map_err(|_| rate(hz))?;
+        ClockRate::new(payload_type, hz)
+    }
+}
+
+impl fmt::Display for ClockRate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.payload_type, self.hz)
+    }
+}
+
+/// Why a `PT=HZ` clock rate was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidClockRate {
+    /// Not of the form `PT=HZ`.
+    #[error("clock rate {0:?} is not PT=HZ (for example 111=48000 for Opus)")]
+    Syntax(String),
+    /// The payload type is not a number from 0 to 127.
+    #[error("payload type {0:?} is not an RTP payload type (0 to 127)")]
+    PayloadType(String),
+    /// The rate is not a whole number of Hz from 1 to [`MAX_CLOCK_RATE`].
+    #[error(
+        "clock rate {hz:?} for payload type {payload_type} is not a whole number of Hz from 1 to {MAX_CLOCK_RATE} \
+         (as in the SDP's a=rtpmap, e.g. 48000 for Opus, 90000 for video)"
+    )]
+    Rate {
+        /// The payload type it was for.
+        payload_type: u8,
+        /// The rate as given.
+        hz: String,
+    },
+}
+
+/// The RTP clock rate of each payload type on a link, for jitter: the ones
+/// configured (from the SDP the relay does not see), then RFC 3551's static
+/// ones. Empty by default.
+///
+/// ```
+/// use relay_core::{ClockRate, ClockRates};
+/// let rates: ClockRates = ["111=48000", "96=90000"]
+///     .iter()
+///     .map(|e| e.parse::<ClockRate>())
+///     .collect::<Result<_, _>>()?;
+/// assert_eq!(rates.get(111), Some(48_000)); // configured
+/// assert_eq!(rates.get(0), Some(8_000)); // static PCMU
+/// assert_eq!(rates.get(100), None); // dynamic, not configured: unknown
+/// # Ok::<(), relay_core::InvalidClockRate>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClockRates(BTreeMap<u8, u32>);
+
+impl ClockRates {
+    /// No configured rate: only static payload types are known.
+    pub fn new() -> ClockRates {
+        ClockRates::default()
+    }
+
+    /// Adds `rate` (replacing an earlier one for its payload type).
+    pub fn with(mut self, rate: ClockRate) -> ClockRates {
+        self.insert(rate);
+        self
+    }
+
+    /// Adds `rate`, returning the rate it replaced for its payload type.
+    pub fn insert(&mut self, rate: ClockRate) -> Option<u32> {
+        self.0.insert(rate.payload_type, rate.hz)
+    }
+
+    /// The clock rate of `payload_type`: configured, else static, else
+    /// `None`.
+    pub fn get(&self, payload_type: u8) -> Option<u32> {
+        self.0
+            .get(&payload_type)
+            .copied()
+            .or_else(|| static_clock_rate(payload_type))
+    }
+
+    /// The configured rates, by payload type.
+    pub fn iter(&self) -> impl Iterator<Item = ClockRate> + '_ {
+        self.0
+            .iter()
+            .map(|(&payload_type, &hz)| ClockRate { payload_type, hz })
+    }
+
+    /// Whether no rate is configured.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromIterator<ClockRate> for ClockRates {
+    /// Later entries for a payload type replace earlier ones.
+    fn from_iter<I: IntoIterator<Item = ClockRate>>(iter: I) -> ClockRates {
+        let mut rates = ClockRates::new();
+        rates.extend(iter);
+        rates
+    }
+}
+
+impl Extend<ClockRate> for ClockRates {
+    fn extend<I: IntoIterator<Item = ClockRate>>(&mut self, iter: I) {
+        for rate in iter {
+            self.insert(rate);
+        }
     }
 }
 
@@ -214,7 +413,7 @@ pub fn default_clock_rate(payload_type: u8) -> u32 {
 /// strangers on a multicast group.
 #[derive(Debug, Clone)]
 pub struct SsrcReceiver {
-    clock_rate: u32,
+    clock_rate: Option<u32>,
     max_seq: u16,
     /// Sequence-number wraps, times 2^16 (appendix A.1's `cycles`, kept
     /// in 64 bits so `expected` stays right past 2^32 packets).
@@ -230,10 +429,11 @@ pub struct SsrcReceiver {
 }
 
 impl SsrcReceiver {
-    /// Starts accounting with the first packet's sequence number.
-    pub fn new(first_seq: u16, clock_rate: u32, epoch: Instant) -> SsrcReceiver {
+    /// Starts accounting with the first packet's sequence number. Without
+    /// a `clock_rate` (Hz) loss is still counted but jitter is not.
+    pub fn new(first_seq: u16, clock_rate: Option<u32>, epoch: Instant) -> SsrcReceiver {
         SsrcReceiver {
-            clock_rate,
+            clock_rate: clock_rate.filter(|&hz| hz > 0),
             max_seq: first_seq,
             cycles: 0,
             base_seq: first_seq as u32,
@@ -296,10 +496,13 @@ impl SsrcReceiver {
         self.transit = None;
     }
 
-    /// Appendix A.8: J(i) = J(i-1) + (|D(i-1,i)| - J(i-1))/16.
+    /// Appendix A.8: J(i) = J(i-1) + (|D(i-1,i)| - J(i-1))/16, when the
+    /// clock rate is known.
     fn update_jitter(&mut self, rtp_timestamp: u32, arrival: Instant) {
-        let arrival_units =
-            arrival.saturating_duration_since(self.epoch).as_secs_f64() * self.clock_rate as f64;
+        let Some(hz) = self.clock_rate else {
+            return;
+        };
+        let arrival_units = arrival.saturating_duration_since(self.epoch).as_secs_f64() * f64::from(hz);
         // Transit times are compared modulo 2^32 like the timestamps.
         let transit = (arrival_units as i64).wrapping_sub(rtp_timestamp as i64);
         if let Some(prev) = self.transit {
@@ -328,9 +531,9 @@ impl SsrcReceiver {
             bytes: self.bytes,
             expected,
             lost: expected as i64 - self.received as i64,
-            jitter: self.jitter,
+            jitter: self.clock_rate.map(|_| self.jitter),
             clock_rate: self.clock_rate,
-            jitter_ms: self.jitter * 1000.0 / self.clock_rate as f64,
+            jitter_seconds: self.clock_rate.map(|hz| self.jitter / f64::from(hz)),
         }
     }
 }
@@ -360,14 +563,16 @@ pub struct LinkStats {
     pub rtcp_received: u64,
     /// Packets the relay dropped, by cause.
     pub drops: Drops,
-    /// Round-trip time, where the transport measures one.
-    #[serde(with = "opt_millis")]
+    /// Round-trip time, where the transport measures one (JSON
+    /// `rtt_seconds`).
+    #[serde(rename = "rtt_seconds", with = "opt_seconds")]
     pub rtt: Option<Duration>,
-    /// Time from starting to establish the link to it being ready.
-    #[serde(with = "opt_millis")]
+    /// Time from starting to establish the link to it being ready (JSON
+    /// `setup_time_seconds`).
+    #[serde(rename = "setup_time_seconds", with = "opt_seconds")]
     pub setup_time: Option<Duration>,
-    /// Time since the link was created.
-    #[serde(with = "opt_millis")]
+    /// Time since the link was created (JSON `uptime_seconds`).
+    #[serde(rename = "uptime_seconds", with = "opt_seconds")]
     pub uptime: Option<Duration>,
     /// Per-SSRC send counters, sorted by SSRC.
     pub sent_ssrcs: Vec<SsrcSent>,
@@ -375,23 +580,22 @@ pub struct LinkStats {
     pub received_ssrcs: Vec<SsrcReceived>,
 }
 
-mod opt_millis {
+/// `Option<Duration>` as seconds (`f64`) or `null`.
+mod opt_seconds {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match d {
-            Some(d) => s.serialize_some(&(d.as_secs_f64() * 1000.0)),
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
             None => s.serialize_none(),
         }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let ms = Option::<f64>::deserialize(d)?;
-        Ok(ms
-            .filter(|m| m.is_finite() && *m >= 0.0)
-            .map(|m| Duration::from_secs_f64(m / 1000.0)))
+        let seconds = Option::<f64>::deserialize(d)?;
+        Ok(seconds.and_then(|s| Duration::try_from_secs_f64(s).ok()))
     }
 }
 
@@ -415,7 +619,7 @@ pub struct StatsRecorder {
     setup_us: AtomicU64,
     sent: Mutex<HashMap<u32, SsrcSent>>,
     received: Mutex<HashMap<u32, SsrcReceiver>>,
-    clock_rates: HashMap<u8, u32>,
+    clock_rates: ClockRates,
 }
 
 impl StatsRecorder {
@@ -436,15 +640,16 @@ impl StatsRecorder {
             setup_us: AtomicU64::new(u64::MAX),
             sent: Mutex::new(HashMap::new()),
             received: Mutex::new(HashMap::new()),
-            clock_rates: HashMap::new(),
+            clock_rates: ClockRates::new(),
         }
     }
 
-    /// Uses `hz` as the clock rate of `payload_type` for jitter.
-    pub fn with_clock_rate(mut self, payload_type: u8, hz: u32) -> StatsRecorder {
-        if hz > 0 {
-            self.clock_rates.insert(payload_type & 0x7f, hz);
-        }
+    /// Computes jitter with `rates` for the payload types they configure
+    /// (static payload types are known without). An SSRC takes the rate of
+    /// its first packet's payload type; one whose rate is unknown reports
+    /// loss but no jitter.
+    pub fn with_clock_rates(mut self, rates: ClockRates) -> StatsRecorder {
+        self.clock_rates = rates;
         self
     }
 
@@ -481,11 +686,7 @@ impl StatsRecorder {
             packet.payload_type(),
         ) {
             (Some(seq), Some(ts), Some(pt)) => {
-                let clock = self
-                    .clock_rates
-                    .get(&pt)
-                    .copied()
-                    .unwrap_or_else(|| default_clock_rate(pt));
+                let clock = self.clock_rates.get(pt);
                 let mut received = lock(&self.received);
                 received
                     .entry(packet.ssrc())
@@ -576,7 +777,7 @@ mod tests {
 
     fn rx(seqs: &[u16]) -> SsrcReceived {
         let t0 = Instant::now();
-        let mut r = SsrcReceiver::new(seqs[0], 90_000, t0);
+        let mut r = SsrcReceiver::new(seqs[0], Some(90_000), t0);
         for &s in seqs {
             r.on_packet(s, 0, 100, t0);
         }
@@ -594,7 +795,7 @@ mod tests {
     #[test]
     fn counts_stay_right_past_two_to_the_32_packets() {
         let t0 = Instant::now();
-        let mut r = SsrcReceiver::new(0, 90_000, t0);
+        let mut r = SsrcReceiver::new(0, Some(90_000), t0);
         r.on_packet(0, 0, 100, t0);
         // As if 2^32 - 2^16 packets had already been received in order.
         r.cycles = (1u64 << 32) - u64::from(RTP_SEQ_MOD);
@@ -644,24 +845,24 @@ mod tests {
     #[test]
     fn jitter_follows_appendix_a8() {
         let t0 = Instant::now();
-        let mut r = SsrcReceiver::new(0, 8_000, t0);
+        let mut r = SsrcReceiver::new(0, Some(8_000), t0);
         // 20 ms packets (160 units); the second arrives 5 ms late (40 units),
         // the third on time again.
         r.on_packet(0, 0, 10, t0);
         r.on_packet(1, 160, 10, t0 + Duration::from_millis(25));
-        let j1 = r.snapshot(0).jitter;
+        let j1 = r.snapshot(0).jitter.unwrap();
         assert!((j1 - 40.0 / 16.0).abs() < 0.01, "{j1}");
         r.on_packet(2, 320, 10, t0 + Duration::from_millis(40));
-        let j2 = r.snapshot(0).jitter;
+        let j2 = r.snapshot(0).jitter.unwrap();
         let want = j1 + (40.0 - j1) / 16.0;
         assert!((j2 - want).abs() < 0.01, "{j2} vs {want}");
-        assert!((r.snapshot(0).jitter_ms - j2 / 8.0).abs() < 1e-9);
+        assert!((r.snapshot(0).jitter_seconds.unwrap() - j2 / 8_000.0).abs() < 1e-12);
     }
 
     #[test]
     fn constant_transit_has_zero_jitter() {
         let t0 = Instant::now();
-        let mut r = SsrcReceiver::new(0, 90_000, t0);
+        let mut r = SsrcReceiver::new(0, Some(90_000), t0);
         for i in 0..100u32 {
             r.on_packet(
                 i as u16,
@@ -670,7 +871,7 @@ mod tests {
                 t0 + Duration::from_micros(i as u64 * 33_333),
             );
         }
-        assert!(r.snapshot(0).jitter < 1.0);
+        assert!(r.snapshot(0).jitter.unwrap() < 1.0);
     }
 
     #[test]
@@ -702,7 +903,15 @@ mod tests {
         assert_eq!(s.drops.total(), 4);
         assert_eq!(s.rtt, Some(Duration::from_micros(1500)));
         let mut json = serde_json::to_value(&s).unwrap();
-        assert_eq!(json["rtt"], 1.5);
+        assert_eq!(json["rtt_seconds"], 0.0015);
+        assert!(json["setup_time_seconds"].is_null());
+        assert!(json["uptime_seconds"].as_f64().unwrap() < 60.0);
+        // PT 96 is dynamic and not configured: no clock rate, no jitter.
+        let ssrc = &json["received_ssrcs"][0];
+        assert_eq!(ssrc["expected"], 1);
+        for field in ["clock_rate", "jitter", "jitter_seconds"] {
+            assert!(ssrc[field].is_null(), "{field}: {ssrc}");
+        }
         assert_eq!(json["drops"]["unauthenticated"], 3);
         // Stats from a peer that predates the field still parse.
         json["drops"].as_object_mut().unwrap().remove("unauthenticated");
@@ -716,5 +925,121 @@ mod tests {
         assert_eq!(json["transport"], "rtp-udp");
         let back: LinkStats = serde_json::from_value(json).unwrap();
         assert_eq!(back.packets_sent, 2);
+        assert_eq!(back.rtt, Some(Duration::from_micros(1500)));
+    }
+
+    /// `count` packets of one stream, sent every `period` with timestamps
+    /// `ts_step` apart, arriving `late` behind schedule on every other
+    /// packet; returns the stream's stats from a recorder with `rates`.
+    fn paced(pt: u8, rates: ClockRates, ts_step: u32, late: Duration) -> SsrcReceived {
+        const PERIOD: Duration = Duration::from_millis(20);
+        let rec = StatsRecorder::new(Transport::RtpUdp, Mode::Unreliable).with_clock_rates(rates);
+        let t0 = Instant::now();
+        for i in 0..200u16 {
+            let p = Packet::parse(build_rtp(pt, i, u32::from(i) * ts_step, 5, &[0; 40])).unwrap();
+            let arrival = t0 + PERIOD * u32::from(i) + if i % 2 == 1 { late } else { Duration::ZERO };
+            rec.on_received(&p, arrival);
+        }
+        rec.snapshot().received_ssrcs[0]
+    }
+
+    #[test]
+    fn opus_at_its_configured_48_khz_has_the_jitter_of_its_arrivals() {
+        // 20 ms frames of 48 kHz Opus are 960 timestamp units apart.
+        let opus = ClockRates::new().with("111=48000".parse().unwrap());
+        let on_time = paced(111, opus.clone(), 960, Duration::ZERO);
+        assert_eq!(on_time.clock_rate, Some(48_000));
+        assert!(on_time.jitter_seconds.unwrap() < 50e-6, "{on_time:?}");
+        // Every other packet 4 ms late: |D| is 4 ms for every pair, so
+        // jitter converges to 4 ms (192 units at 48 kHz).
+        let late = paced(111, opus, 960, Duration::from_millis(4));
+        let seconds = late.jitter_seconds.unwrap();
+        assert!((seconds - 0.004).abs() < 0.000_1, "{late:?}");
+        assert!((late.jitter.unwrap() - 192.0).abs() < 5.0, "{late:?}");
+    }
+
+    #[test]
+    fn a_dynamic_payload_type_without_a_configured_rate_has_no_jitter() {
+        let s = paced(111, ClockRates::new(), 960, Duration::from_millis(4));
+        assert_eq!((s.clock_rate, s.jitter, s.jitter_seconds), (None, None, None));
+        // Loss does not need the clock.
+        assert_eq!((s.packets, s.expected, s.lost), (200, 200, 0));
+        // Another type's rate does not apply to it.
+        let other = ClockRates::new().with("96=90000".parse().unwrap());
+        assert_eq!(paced(111, other, 960, Duration::ZERO).jitter_seconds, None);
+    }
+
+    #[test]
+    fn static_pcmu_is_8_khz_without_configuration() {
+        // 20 ms of PCMU is 160 units at 8 kHz.
+        let s = paced(0, ClockRates::new(), 160, Duration::from_millis(4));
+        assert_eq!(s.clock_rate, Some(8_000));
+        assert!((s.jitter_seconds.unwrap() - 0.004).abs() < 0.000_1, "{s:?}");
+        assert!((s.jitter.unwrap() - 32.0).abs() < 1.0, "{s:?}");
+    }
+
+    #[test]
+    fn static_payload_types_are_rfc_3551s() {
+        let known: Vec<(u8, u32)> = (0..=127u8)
+            .filter_map(|pt| static_clock_rate(pt).map(|hz| (pt, hz)))
+            .collect();
+        let mut want = vec![(6, 16_000), (10, 44_100), (11, 44_100), (14, 90_000)];
+        want.extend([0, 3, 4, 5, 7, 8, 9, 12, 13, 15, 18].map(|pt| (pt, 8_000)));
+        want.extend([(16, 11_025), (17, 22_050)]);
+        want.extend([25, 26, 28, 31, 32, 33, 34].map(|pt| (pt, 90_000)));
+        want.sort();
+        assert_eq!(known, want);
+    }
+
+    #[test]
+    fn a_configured_rate_overrides_a_static_one() {
+        let rates = ClockRates::new().with(ClockRate::new(0, 16_000).unwrap());
+        assert_eq!(rates.get(0), Some(16_000));
+        assert_eq!(rates.get(8), Some(8_000));
+    }
+
+    #[test]
+    fn clock_rate_entries_parse_or_say_what_is_wrong() {
+        let ok: ClockRate = " 111 = 48000 ".parse().unwrap();
+        assert_eq!((ok.payload_type(), ok.hz()), (111, 48_000));
+        assert_eq!(ok.to_string(), "111=48000");
+        assert_eq!("127=10000000".parse::<ClockRate>().unwrap().hz(), MAX_CLOCK_RATE);
+        for (entry, want) in [
+            ("111", InvalidClockRate::Syntax("111".into())),
+            ("opus/48000", InvalidClockRate::Syntax("opus/48000".into())),
+            ("128=90000", InvalidClockRate::PayloadType("128".into())),
+            ("-1=90000", InvalidClockRate::PayloadType("-1".into())),
+            ("=90000", InvalidClockRate::PayloadType("".into())),
+            ("opus=48000", InvalidClockRate::PayloadType("opus".into())),
+        ] {
+            assert_eq!(entry.parse::<ClockRate>(), Err(want), "{entry}");
+        }
+        for hz in ["0", "-8000", "48k", "", "10000001", "99999999999"] {
+            let entry = format!("111={hz}");
+            let err = entry.parse::<ClockRate>().unwrap_err();
+            assert_eq!(
+                err,
+                InvalidClockRate::Rate {
+                    payload_type: 111,
+                    hz: hz.into()
+                },
+                "{entry}"
+            );
+            assert!(err.to_string().contains("from 1 to 10000000"), "{err}");
+        }
+        assert!(ClockRate::new(200, 8_000).is_err());
+        assert!(ClockRate::new(0, 0).is_err());
+    }
+
+    #[test]
+    fn later_entries_for_a_payload_type_win() {
+        let rates: ClockRates = ["96=90000", "111=48000", "96=48000"]
+            .iter()
+            .map(|e| e.parse::<ClockRate>().unwrap())
+            .collect();
+        assert_eq!(
+            rates.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+            ["96=48000", "111=48000"]
+        );
     }
 }

@@ -3,6 +3,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use relay_core::ClockRates;
+
 /// Largest packet [`DcLink`](crate::DcLink) sends by default: the relay
 /// contract's minimum. With the 28 bytes of SCTP common and DATA chunk
 /// headers and about 37 of DTLS record, a packet this size still leaves in one
@@ -11,9 +13,14 @@ use std::time::Duration;
 /// message for either half) or IP-fragmented.
 pub const DEFAULT_MAX_PACKET_SIZE: usize = relay_core::MIN_MAX_PACKET_SIZE;
 
-/// Largest message an SCTP association here accepts or sends: the default
-/// `a=max-message-size` of RFC 8841 section 6.1.
-pub const MAX_MESSAGE_SIZE: usize = 65_536;
+/// Largest message a link here accepts or sends, and the
+/// `a=max-message-size` (RFC 8841 section 6) it advertises: the largest UDP
+/// payload over IPv4 (65,535 less the 20-byte IP and 8-byte UDP headers).
+/// Each message is one RTP or RTCP packet, which the relay writes as one
+/// UDP datagram to its media server; RFC 8841's default of 65,536 would
+/// let a peer send packets of 65,508 to 65,536 bytes that no socket can
+/// write.
+pub const MAX_MESSAGE_SIZE: usize = 65_507;
 
 /// Settings for one side of a data-channel link.
 ///
@@ -41,6 +48,7 @@ pub struct DcConfig {
     pub(crate) sctp_receive_window: u32,
     pub(crate) socket_buffer: usize,
     pub(crate) gather_timeout: Duration,
+    pub(crate) clock_rates: ClockRates,
 }
 
 impl Default for DcConfig {
@@ -64,6 +72,7 @@ impl Default for DcConfig {
             sctp_receive_window: 1024 * 1024,
             socket_buffer: relay_core::udp::DEFAULT_SOCKET_BUFFER,
             gather_timeout: Duration::from_secs(2),
+            clock_rates: ClockRates::new(),
         }
     }
 }
@@ -101,6 +110,16 @@ impl DcConfig {
         self
     }
 
+    /// RTP clock rates of the dynamic payload types the link carries, as
+    /// the SDP the relay does not see gives them (`a=rtpmap:111
+    /// opus/48000/2` is `111=48000`), for RFC 3550 jitter in the link's
+    /// stats. Static payload types (RFC 3551) are known without; a stream
+    /// whose rate is unknown reports loss but no jitter. None by default.
+    pub fn clock_rates(mut self, rates: ClockRates) -> Self {
+        self.clock_rates = rates;
+        self
+    }
+
     /// Bytes handed to SCTP and not yet acknowledged (or abandoned) before
     /// the relay stops feeding it (default 512 KiB). Beyond it, reliable
     /// sends wait and unreliable sends drop the oldest queued packet.
@@ -124,7 +143,8 @@ impl DcConfig {
     }
 
     /// Largest packet accepted by `send` (default and minimum 1,400, at most
-    /// 65,536, the SCTP max-message-size).
+    /// [`MAX_MESSAGE_SIZE`]). The link's own limit is lower if the peer
+    /// advertises a smaller `a=max-message-size`.
     pub fn max_packet_size(mut self, bytes: usize) -> Self {
         self.max_packet_size = bytes.clamp(relay_core::MIN_MAX_PACKET_SIZE, MAX_MESSAGE_SIZE);
         self

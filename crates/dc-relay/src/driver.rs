@@ -41,7 +41,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use relay_core::{CloseReason, DropCause, Mode, Packet, Pushed};
+use relay_core::{CloseReason, DropCause, DropCounters, Mode, Packet, Pushed};
 use rtc::data_channel::RTCDataChannelId;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent};
@@ -134,7 +134,9 @@ impl Socket {
         }
     }
 
-    fn transmit(&mut self, data: BytesMut, to: SocketAddr) {
+    /// Sends, or queues while the kernel's buffer is full; a datagram the
+    /// kernel refuses is counted in `drops` (see [`refused`]).
+    fn transmit(&mut self, data: BytesMut, to: SocketAddr, drops: &DropCounters) {
         if !self.pending.is_empty() {
             self.pending.push_back((data, to));
             return;
@@ -142,22 +144,40 @@ impl Socket {
         match self.udp.try_send_to(&data, to) {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.pending.push_back((data, to)),
-            // ICMP errors and the like: the datagram is lost, which every
-            // layer above copes with (retransmission or not caring).
-            Err(e) => tracing::debug!(%to, error = %e, "UDP send failed"),
+            Err(e) => refused(&e, data.len(), to, drops),
         }
     }
 
-    fn flush_pending(&mut self) {
+    fn flush_pending(&mut self, drops: &DropCounters) {
         while let Some((data, to)) = self.pending.front() {
             match self.udp.try_send_to(data, *to) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => tracing::debug!(to = %to, error = %e, "UDP send failed"),
+                Err(e) => refused(&e, data.len(), *to, drops),
             }
             self.pending.pop_front();
         }
     }
+}
+
+/// Linux's EMSGSIZE (asm-generic/errno.h), which std reports only as
+/// `ErrorKind::Uncategorized`.
+const EMSGSIZE: i32 = 90;
+
+/// Counts a datagram the kernel refused to send; it is lost, which every
+/// layer above copes with (SCTP and DTLS retransmit, ICE checks again).
+/// Longer than the path takes (EMSGSIZE) is `too_large`; any other refusal
+/// (no buffer, a destination that cannot be reached or may not be sent to)
+/// is `send_queue_full`, as rtp-udp-relay counts a refused send: the
+/// kernel's send path is the link's last queue.
+fn refused(e: &io::Error, len: usize, to: SocketAddr, drops: &DropCounters) {
+    let cause = if cfg!(target_os = "linux") && e.raw_os_error() == Some(EMSGSIZE) {
+        DropCause::TooLarge
+    } else {
+        DropCause::SendQueueFull
+    };
+    tracing::debug!(%to, len, error = %e, cause = cause.name(), "UDP send failed; datagram dropped");
+    drops.add(cause, 1);
 }
 
 /// Which end of the signaling exchange this driver is.
@@ -177,6 +197,8 @@ pub(crate) struct DriverConfig {
     pub(crate) receive_queue: usize,
     pub(crate) liveness_timeout: Duration,
     pub(crate) stats_interval: Duration,
+    /// For the stats of the channel the peer opens.
+    pub(crate) clock_rates: relay_core::ClockRates,
 }
 
 pub(crate) struct Driver {
@@ -293,7 +315,11 @@ impl Driver {
             match wake {
                 Wake::Closed | Wake::Timer => {}
                 Wake::Readable => self.drain_sockets(),
-                Wake::Writable => self.sockets.iter_mut().for_each(Socket::flush_pending),
+                Wake::Writable => {
+                    for s in &mut self.sockets {
+                        s.flush_pending(&shared.wire_drops);
+                    }
+                }
                 Wake::Send(p) => self.send_one(p, Instant::now()),
                 Wake::RxSpace => {}
             }
@@ -413,7 +439,7 @@ impl Driver {
             let from = out.transport.local_addr;
             let i = self.sockets.iter().position(|s| s.local == from).unwrap_or(0);
             if let Some(s) = self.sockets.get_mut(i) {
-                s.transmit(out.message, to);
+                s.transmit(out.message, to, &self.shared.wire_drops);
             }
         }
     }
@@ -606,10 +632,14 @@ impl Driver {
                     mode,
                     self.config.send_queue,
                     self.config.receive_queue,
+                    self.config.clock_rates.clone(),
                 ));
             }
         }
         self.dc = Some(id);
+        if let Some(peer_accepts) = self.pc.sctp().and_then(|sctp| sctp.max_message_size()) {
+            self.shared.limit_packet_size(peer_accepts as usize);
+        }
         self.lock_peer();
         if let Some(ch) = self.shared.channel.get() {
             ch.stats
@@ -674,7 +704,9 @@ impl Driver {
         }
         self.flush_writes();
         while self.pc.poll_event().is_some() {}
-        self.sockets.iter_mut().for_each(Socket::flush_pending);
+        for s in &mut self.sockets {
+            s.flush_pending(&self.shared.wire_drops);
+        }
         if let Some(ch) = self.shared.channel.get() {
             let reason = self.shared.close.reason().unwrap_or(CloseReason::Local);
             ch.inbox.close(reason.clone());

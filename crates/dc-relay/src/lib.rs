@@ -12,7 +12,10 @@
 //! - **DTLS** (RFC 6347) encrypts everything; each side pins the other's
 //!   certificate fingerprint from the SDP.
 //! - **SCTP** (RFC 9260, over DTLS per RFC 8261) carries messages with
-//!   per-stream reliability and its own congestion and flow control.
+//!   per-stream reliability and its own congestion and flow control. The
+//!   answerer is the DTLS server (`a=setup:passive`), which in `rtc` makes
+//!   its SCTP the side that accepts the offerer's INIT rather than racing
+//!   one of its own.
 //! - **DCEP** (RFC 8832) opens the channel in-band: the offerer sends
 //!   `DATA_CHANNEL_OPEN` with the channel type, the answerer acknowledges.
 //!

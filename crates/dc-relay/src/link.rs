@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
@@ -30,7 +30,12 @@ pub(crate) struct Channel {
 }
 
 impl Channel {
-    pub(crate) fn new(mode: Mode, send_queue: usize, receive_queue: usize) -> Channel {
+    pub(crate) fn new(
+        mode: Mode,
+        send_queue: usize,
+        receive_queue: usize,
+        clock_rates: relay_core::ClockRates,
+    ) -> Channel {
         // Unreliable: fresh media beats stale media, so a full queue drops
         // the oldest packet. Reliable: the producer waits.
         let overflow = if mode.is_reliable() {
@@ -40,7 +45,7 @@ impl Channel {
         };
         Channel {
             mode,
-            stats: StatsRecorder::new(Transport::Dc, mode),
+            stats: StatsRecorder::new(Transport::Dc, mode).with_clock_rates(clock_rates),
             inbox: PacketQueue::new(receive_queue, overflow),
             outbox: PacketQueue::new(send_queue, overflow),
         }
@@ -60,7 +65,9 @@ pub(crate) struct Shared {
     /// and waits on `rx_space`; `recv` signals it after taking one.
     pub(crate) rx_blocked: AtomicBool,
     pub(crate) rx_space: Notify,
-    pub(crate) max_packet_size: usize,
+    /// The configured limit, lowered when the channel opens to the peer's
+    /// `a=max-message-size` if that is smaller (see `limit_packet_size`).
+    max_packet_size: AtomicUsize,
     pub(crate) local_addrs: Vec<SocketAddr>,
     /// ICE connection state, for error messages.
     pub(crate) ice_state: Mutex<String>,
@@ -77,7 +84,7 @@ impl Shared {
             setup_error: Mutex::new(None),
             rx_blocked: AtomicBool::new(false),
             rx_space: Notify::new(),
-            max_packet_size,
+            max_packet_size: AtomicUsize::new(max_packet_size),
             local_addrs,
             ice_state: Mutex::new("new".to_string()),
             wire_drops: DropCounters::default(),
@@ -97,6 +104,26 @@ impl Shared {
         }
         tracing::debug!(locals = ?self.local_addrs, %reason, "dc link closed");
         true
+    }
+
+    /// Largest packet `send` takes.
+    pub(crate) fn max_packet_size(&self) -> usize {
+        self.max_packet_size.load(Ordering::Relaxed)
+    }
+
+    /// Lowers the limit to what the peer accepts (its `a=max-message-size`,
+    /// as SCTP negotiated it), so a packet the stack would refuse is refused
+    /// by `send` with [`LinkError::TooLarge`] instead of being lost after
+    /// it. Called once the channel is open, before the link is handed out.
+    pub(crate) fn limit_packet_size(&self, peer_accepts: usize) {
+        self.max_packet_size.fetch_min(peer_accepts, Ordering::Relaxed);
+        if peer_accepts < relay_core::MIN_MAX_PACKET_SIZE {
+            tracing::warn!(
+                peer_accepts,
+                relay_needs = relay_core::MIN_MAX_PACKET_SIZE,
+                "peer's a=max-message-size is below the relay's packet size; larger packets are refused"
+            );
+        }
     }
 
     /// Fails setup with an error for the waiting `connect`/`accept`.
@@ -197,7 +224,7 @@ impl RelayLink for DcLink {
     }
 
     fn max_packet_size(&self) -> usize {
-        self.s().max_packet_size
+        self.s().max_packet_size()
     }
 
     async fn send(&self, packet: Packet) -> Result<(), LinkError> {
@@ -206,7 +233,7 @@ impl RelayLink for DcLink {
         if let Some(reason) = s.close.reason() {
             return Err(LinkError::Closed(reason));
         }
-        if let Err(e) = check_size(packet.len(), s.max_packet_size) {
+        if let Err(e) = check_size(packet.len(), s.max_packet_size()) {
             ch.stats.on_drop(DropCause::TooLarge);
             return Err(e);
         }

@@ -9,15 +9,16 @@ use relay_core::{Mode, SdpType, W3cDescription};
 use rtc::data_channel::RTCDataChannelInit;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::setting_engine::{SctpMaxMessageSize, SettingEngineBuilder};
 use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use tokio::net::UdpSocket;
 
 use crate::driver::{Driver, DriverConfig, Role, Socket};
 use crate::gather;
 use crate::link::{Channel, CloseOnDrop, DcLink, Shared};
-use crate::{DcConfig, DcError};
+use crate::{DcConfig, DcError, MAX_MESSAGE_SIZE};
 
 /// SCTP packet budget: one 1,400-byte message plus the 12-byte common
 /// header and 16-byte DATA chunk header, so every relay-sized RTP packet is
@@ -89,6 +90,18 @@ async fn prepare(config: &DcConfig) -> Result<(RTCPeerConnection, Vec<Socket>), 
         // multicast traffic and hide them (RFC 8828 does not apply to
         // server-to-server relaying).
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        // Answer `a=setup:passive`: as DTLS server the answerer's SCTP
+        // endpoint is the one `rtc` gives a server config, so it accepts the
+        // offerer's INIT and sends none of its own. As DTLS client (the
+        // default, `active`) it only initiates and refuses any INIT, and a
+        // peer that sends one too (Chromium, aiortc: RFC 8841 section 9.3
+        // has both ends initiate) gets its INIT dropped; if the peer also
+        // missed ours (Chromium starts SCTP after DTLS and drops what came
+        // before), the channel waits a full RTO of 1 s for our retransmission.
+        // RFC 8829 section 5.3.1 lets an answerer take either role.
+        .with_answering_dtls_role(RTCDtlsRole::Server)
+        // What the relay can pass on (see MAX_MESSAGE_SIZE), not RFC 8841's 64 KiB.
+        .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(MAX_MESSAGE_SIZE as u32))
         .with_sctp_mtu(SCTP_MTU)
         .with_sctp_max_receive_buffer_size(config.sctp_receive_window)
         .build();
@@ -111,6 +124,7 @@ fn driver_config(config: &DcConfig) -> DriverConfig {
         receive_queue: config.receive_queue,
         liveness_timeout: config.liveness_timeout,
         stats_interval: config.keepalive_interval(),
+        clock_rates: config.clock_rates.clone(),
     }
 }
 
@@ -175,9 +189,12 @@ impl DcOfferer {
             sockets.iter().map(|s| s.local).collect(),
         ));
         // The channel's queues exist before anything can arrive.
-        let _ = shared
-            .channel
-            .set(Channel::new(mode, config.send_queue(), config.receive_queue));
+        let _ = shared.channel.set(Channel::new(
+            mode,
+            config.send_queue(),
+            config.receive_queue,
+            config.clock_rates.clone(),
+        ));
         Ok(DcOfferer {
             pc,
             sockets,

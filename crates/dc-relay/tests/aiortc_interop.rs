@@ -259,3 +259,39 @@ async fn aiortc_answers_reliable_channel() {
 async fn aiortc_answers_unreliable_channel() {
     aiortc_answers(Mode::Unreliable).await;
 }
+
+/// Chromium starts SCTP in a task posted once DTLS is up, drops what
+/// arrives before, and then sends its INIT whatever its DTLS role. An
+/// answerer that initiates too (the DTLS client's part in `rtc`) loses its
+/// INIT in that gap and, having no SCTP server config, refuses the peer's;
+/// the channel then opens only when its own INIT is retransmitted, one RTO
+/// (1 s, RFC 9260 section 6.3.1) later. Here aiortc plays that peer, 100 ms
+/// late: the answerer must accept its INIT and open well before an RTO.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_starting_sctp_late_opens_without_waiting_for_an_rto() {
+    const LATE: Duration = Duration::from_millis(100);
+    let Some(python) = venv_python() else { return };
+    let late = LATE.as_millis().to_string();
+    let mut peer = Peer::spawn(&python, &["offer", "reliable", "--late-sctp", &late]);
+    let offer = peer.read_description().await;
+    let answerer = DcAnswerer::bind(DcConfig::default(), &offer)
+        .await
+        .expect("answer aiortc's offer");
+    peer.write_description(&answerer.answer()).await;
+    peer.drain_stdout();
+    let link = tokio::time::timeout(STEP, answerer.accept())
+        .await
+        .unwrap_or_else(|_| panic!("aiortc's channel did not open; peer: {:?}", peer.log()))
+        .expect("accept aiortc's channel");
+    let setup = link.stats().setup_time.expect("setup time");
+    eprintln!("setup with SCTP {late} ms late: {setup:?}");
+    // Bind, ICE and DTLS with aiortc take 20-60 ms here; an RTO adds 1 s.
+    assert!(
+        setup < LATE + Duration::from_millis(500),
+        "channel opened {setup:?} after the offer: an SCTP INIT waited for its retransmission; peer: {:?}",
+        peer.log()
+    );
+    exchange(&link, Mode::Reliable, &peer).await;
+    link.close();
+    peer.finish().await;
+}

@@ -466,3 +466,144 @@ async fn soak_200_flood_sessions() {
         started.elapsed()
     );
 }
+
+/// Each packet leaves the relay as one UDP datagram (to the media server),
+/// so a dc link carries at most 65,507 bytes, the largest IPv4 UDP payload:
+/// it advertises that as its `a=max-message-size` (a peer's `send` then
+/// refuses more) and refuses more itself with `TooLarge`, counted. RFC
+/// 8841's default of 65,536 let packets of 65,508 bytes and up through the
+/// link only to be lost at the UDP write after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packets_larger_than_a_udp_payload_are_refused_and_counted() {
+    const UDP_PAYLOAD: usize = 65_507;
+    let config = DcConfig::default().max_packet_size(usize::MAX);
+    let offerer = DcOfferer::bind(config.clone(), Mode::Reliable)
+        .await
+        .expect("bind offerer");
+    let offer = offerer.offer();
+    let answerer = DcAnswerer::bind(config, &offer).await.expect("bind answerer");
+    let answer = answerer.answer();
+    for d in [&offer, &answer] {
+        assert!(
+            d.sdp.contains(&format!("a=max-message-size:{UDP_PAYLOAD}\r\n")),
+            "{:?} advertises another maximum:\n{}",
+            d.kind,
+            d.sdp
+        );
+    }
+    let (a, b) = tokio::time::timeout(STEP, async {
+        tokio::try_join!(offerer.connect(&answer), answerer.accept())
+    })
+    .await
+    .expect("setup within 10 s")
+    .expect("setup");
+    assert_eq!(
+        (a.max_packet_size(), b.max_packet_size()),
+        (UDP_PAYLOAD, UDP_PAYLOAD)
+    );
+
+    let largest = numbered(1, 0, UDP_PAYLOAD);
+    a.send(largest.clone()).await.expect("the largest packet is sent");
+    let got = tokio::time::timeout(STEP, b.recv())
+        .await
+        .expect("within 10 s")
+        .expect("recv");
+    assert_eq!(got, largest);
+    for size in [UDP_PAYLOAD + 1, 65_536] {
+        match a.send(numbered(1, 1, size)).await {
+            Err(LinkError::TooLarge { size: s, max }) => assert_eq!((s, max), (size, UDP_PAYLOAD)),
+            other => panic!("{size}-byte packet: {other:?}, expected TooLarge"),
+        }
+    }
+    assert_eq!(a.stats().drops.too_large, 2);
+    assert_eq!(a.stats().packets_sent, 1);
+}
+
+/// A peer that advertises a smaller `a=max-message-size` lowers the link's
+/// limit: a larger packet is refused by `send` with `TooLarge`, not taken,
+/// counted as sent and then refused by the stack where nobody sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_smaller_max_message_size_is_the_links_limit() {
+    const PEER_MAX: usize = 16_384;
+    let config = DcConfig::default().max_packet_size(usize::MAX);
+    let offerer = DcOfferer::bind(config.clone(), Mode::Reliable)
+        .await
+        .expect("bind offerer");
+    let answerer = DcAnswerer::bind(config, &offerer.offer())
+        .await
+        .expect("bind answerer");
+    let mut answer = answerer.answer();
+    let advertised = answer
+        .sdp
+        .lines()
+        .find(|l| l.starts_with("a=max-message-size:"))
+        .expect("the answer advertises a maximum")
+        .to_string();
+    answer.sdp = answer
+        .sdp
+        .replace(&advertised, &format!("a=max-message-size:{PEER_MAX}"));
+    let (a, b) = tokio::time::timeout(STEP, async {
+        tokio::try_join!(offerer.connect(&answer), answerer.accept())
+    })
+    .await
+    .expect("setup within 10 s")
+    .expect("setup");
+    assert_eq!(a.max_packet_size(), PEER_MAX);
+
+    let largest = numbered(1, 0, PEER_MAX);
+    a.send(largest.clone()).await.expect("the peer's largest is sent");
+    let got = tokio::time::timeout(STEP, b.recv())
+        .await
+        .expect("within 10 s")
+        .expect("recv");
+    assert_eq!(got, largest);
+    match a.send(numbered(1, 1, PEER_MAX + 1)).await {
+        Err(LinkError::TooLarge { max, .. }) => assert_eq!(max, PEER_MAX),
+        other => panic!("{other:?}, expected TooLarge"),
+    }
+    assert_eq!((a.stats().packets_sent, a.stats().drops.too_large), (1, 1));
+}
+
+/// A datagram the kernel refuses to send is counted in the link's drops,
+/// not only logged. The offer carries an extra host candidate at the
+/// broadcast address, which a socket without SO_BROADCAST may not send to
+/// (EACCES): the answerer's ICE checks towards it fail, the other pair
+/// connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datagrams_the_kernel_refuses_are_counted() {
+    let offerer = DcOfferer::bind(DcConfig::default(), Mode::Reliable)
+        .await
+        .expect("bind offerer");
+    let mut offer = offerer.offer();
+    let host = offer
+        .sdp
+        .lines()
+        .find(|l| l.starts_with("a=candidate:"))
+        .expect("a host candidate")
+        .to_string();
+    // foundation component transport priority address port typ host
+    let mut fields: Vec<&str> = host.split(' ').collect();
+    fields[0] = "a=candidate:1";
+    fields[4] = "255.255.255.255";
+    let broadcast = fields.join(" ");
+    offer.sdp = offer.sdp.replacen(&host, &format!("{broadcast}\r\n{host}"), 1);
+    let answerer = DcAnswerer::bind(DcConfig::default(), &offer)
+        .await
+        .expect("bind answerer");
+    let answer = answerer.answer();
+    let (_a, b) = tokio::time::timeout(STEP, async {
+        tokio::try_join!(offerer.connect(&answer), answerer.accept())
+    })
+    .await
+    .expect("setup within 10 s")
+    .expect("setup");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while b.stats().drops.send_queue_full == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        b.stats().drops.send_queue_full > 0,
+        "no refused datagram counted: {:?}",
+        b.stats().drops
+    );
+}

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use relay_core::{DEFAULT_LIVENESS_TIMEOUT, Mode};
+use relay_core::{ClockRates, DEFAULT_LIVENESS_TIMEOUT, Mode};
 
 use crate::QuicError;
 use crate::roq::VARINT_MAX;
@@ -47,6 +47,7 @@ pub struct QuicConfig {
     pub(crate) socket_buffer_bytes: usize,
     pub(crate) receive_queue: usize,
     pub(crate) flow_id: u64,
+    pub(crate) clock_rates: ClockRates,
 }
 
 impl Default for QuicConfig {
@@ -61,6 +62,7 @@ impl Default for QuicConfig {
             // About 40 ms of 1,200-byte packets at 1 Gbit/s.
             receive_queue: 4096,
             flow_id: 0,
+            clock_rates: ClockRates::new(),
         }
     }
 }
@@ -84,6 +86,16 @@ impl QuicConfig {
     /// `connect` and `accept` wait.
     pub fn liveness_timeout(mut self, timeout: Duration) -> Self {
         self.liveness_timeout = timeout;
+        self
+    }
+
+    /// RTP clock rates of the dynamic payload types the link carries, as
+    /// the SDP the relay does not see gives them (`a=rtpmap:111
+    /// opus/48000/2` is `111=48000`), for RFC 3550 jitter in the link's
+    /// stats. Static payload types (RFC 3551) are known without; a stream
+    /// whose rate is unknown reports loss but no jitter. None by default.
+    pub fn clock_rates(mut self, rates: ClockRates) -> Self {
+        self.clock_rates = rates;
         self
     }
 

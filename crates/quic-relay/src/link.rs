@@ -114,7 +114,7 @@ impl QuicLink {
         } else {
             None
         };
-        let stats = StatsRecorder::new(Transport::Quic, mode);
+        let stats = StatsRecorder::new(Transport::Quic, mode).with_clock_rates(config.clock_rates.clone());
         stats.set_setup_time(setup_time);
         stats.set_rtt(conn.rtt());
         let inbox_policy = if mode.is_reliable() {

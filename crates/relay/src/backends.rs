@@ -155,6 +155,7 @@ fn rtp_udp_config(options: &LinkOptions) -> rtp_udp_relay::RtpUdpConfig {
         .bind(media_addr(options))
         .advertise_ip(options.advertise_ip)
         .liveness_timeout(options.liveness_timeout)
+        .clock_rates(options.clock_rates.clone())
 }
 
 #[cfg(feature = "quic")]
@@ -162,6 +163,7 @@ fn quic_config(options: &LinkOptions) -> quic_relay::QuicConfig {
     quic_relay::QuicConfig::default()
         .bind(media_addr(options))
         .liveness_timeout(options.liveness_timeout)
+        .clock_rates(options.clock_rates.clone())
 }
 
 #[cfg(feature = "dc")]
@@ -170,6 +172,7 @@ fn dc_config(options: &LinkOptions) -> dc_relay::DcConfig {
         .bind_addrs(vec![media_addr(options)])
         .advertise_ip(options.advertise_ip)
         .liveness_timeout(options.liveness_timeout)
+        .clock_rates(options.clock_rates.clone())
 }
 
 /// Answers one transport's offers, handing established links to the sink.

@@ -33,13 +33,14 @@ pub mod loopback;
 pub mod metrics;
 pub mod pipe;
 pub mod reconnect;
+pub mod sdp;
 mod session;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use relay_core::{Mode, RelayLink, Transport};
+use relay_core::{ClockRates, Mode, RelayLink, Transport};
 use relay_signaling::{Answerer, ClientError};
 
 pub use backends::compiled_transports;
@@ -53,6 +54,10 @@ pub struct LinkOptions {
     pub advertise_ip: Option<IpAddr>,
     /// Silence after which the peer is dead (default 5 s).
     pub liveness_timeout: Duration,
+    /// RTP clock rates of dynamic payload types, for jitter in the links'
+    /// stats (default none: only RFC 3551 static types are known; see
+    /// [`ClockRates`]).
+    pub clock_rates: ClockRates,
 }
 
 impl Default for LinkOptions {
@@ -61,6 +66,7 @@ impl Default for LinkOptions {
             bind_ip: IpAddr::from([127, 0, 0, 1]),
             advertise_ip: None,
             liveness_timeout: relay_core::DEFAULT_LIVENESS_TIMEOUT,
+            clock_rates: ClockRates::new(),
         }
     }
 }

@@ -48,6 +48,11 @@ enum Command {
         /// Serve signaling beyond loopback without a token (trusted networks only).
         #[arg(long, conflicts_with = "token")]
         no_token: bool,
+        /// Let browser pages from this origin (scheme://host[:port]) signal
+        /// to this relay (CORS; repeatable; none by default, `*` for any).
+        /// Requests from other origins are refused before anything happens.
+        #[arg(long = "cors-origin", value_name = "ORIGIN")]
+        cors_origins: Vec<String>,
         #[command(flatten)]
         tls: TlsArgs,
         /// Also serve GET /metrics (Prometheus) on this address; it is always
@@ -161,35 +166,33 @@ struct LinkArgs {
     /// 90 kHz streams (or unknown dynamic ones) get keyframe requests.
     /// Dynamic payload types without one report jitter as unknown.
     #[arg(long = "clock-rate", value_name = "PT=HZ")]
-    clock_rates: Vec<ClockRateArg>,
-}
-
-/// One `--clock-rate PT=HZ`.
-#[derive(Debug, Clone, Copy)]
-struct ClockRateArg(u8, u32);
-
-impl std::str::FromStr for ClockRateArg {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("{s:?} is not PT=HZ with PT 0-127 and HZ 1-10000000, e.g. 111=48000");
-        let (pt, hz) = s.split_once('=').ok_or_else(bad)?;
-        let pt: u8 = pt.trim().parse().ok().filter(|p| *p <= 127).ok_or_else(bad)?;
-        let hz: u32 = hz
-            .trim()
-            .parse()
-            .ok()
-            .filter(|h| (1..=10_000_000).contains(h))
-            .ok_or_else(bad)?;
-        Ok(ClockRateArg(pt, hz))
-    }
+    clock_rates: Vec<relay_core::ClockRate>,
+    /// Read payload types' clock rates from an SDP file's a=rtpmap lines,
+    /// as ffmpeg's -sdp_file and GStreamer write them (repeatable;
+    /// --clock-rate wins for a payload type both name).
+    #[arg(long, value_name = "FILE")]
+    sdp: Vec<std::path::PathBuf>,
 }
 
 impl LinkArgs {
-    fn pipe_options(&self) -> PipeOptions {
-        PipeOptions {
-            clock_rates: self.clock_rates.iter().map(|c| (c.0, c.1)).collect(),
+    /// --sdp files' rates, then --clock-rate's (a later entry wins).
+    fn clock_rates(&self) -> Result<relay_core::ClockRates, String> {
+        let mut rates = relay_core::ClockRates::new();
+        for path in &self.sdp {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read --sdp {}: {e}", path.display()))?;
+            rates.extend(
+                relay::sdp::clock_rates(&text).map_err(|e| format!("--sdp {}: {e}", path.display()))?,
+            );
         }
+        rates.extend(self.clock_rates.iter().copied());
+        Ok(rates)
+    }
+
+    fn pipe_options(&self) -> Result<PipeOptions, String> {
+        Ok(PipeOptions {
+            clock_rates: self.clock_rates()?,
+        })
     }
 
     fn options(&self) -> Result<LinkOptions, String> {
@@ -203,6 +206,7 @@ impl LinkArgs {
             bind_ip: self.bind,
             advertise_ip: self.advertise,
             liveness_timeout: Duration::from_secs_f64(self.liveness_timeout),
+            clock_rates: self.clock_rates()?,
         })
     }
 }
@@ -257,6 +261,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             out,
             token,
             no_token,
+            cors_origins,
             tls,
             metrics_listen,
             link,
@@ -269,7 +274,8 @@ async fn run(command: Command) -> Result<ExitCode, String> {
                 token,
                 tls: tls.identity()?,
                 metrics_listen,
-                pipe: link.pipe_options(),
+                pipe: link.pipe_options()?,
+                cors_origins,
             };
             answer(config, link.options()?).await
         }
@@ -285,7 +291,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             link,
         } => {
             relay::pipe::spec::check_streams(&input, false).map_err(|e| format!("--in: {e}"))?;
-            let pipe_options = link.pipe_options();
+            let pipe_options = link.pipe_options()?;
             let plan = relay::reconnect::OfferPlan {
                 transport,
                 mode: mode.unwrap_or(transport.default_mode()),
@@ -398,6 +404,7 @@ struct AnswerConfig {
     tls: Option<TlsIdentity>,
     metrics_listen: Option<SocketAddr>,
     pipe: PipeOptions,
+    cors_origins: Vec<String>,
 }
 
 async fn answer(config: AnswerConfig, options: LinkOptions) -> Result<ExitCode, String> {
@@ -408,6 +415,7 @@ async fn answer(config: AnswerConfig, options: LinkOptions) -> Result<ExitCode, 
         tls,
         metrics_listen,
         pipe: pipe_options,
+        cors_origins,
     } = config;
     let continuity = Arc::new(Continuity::default());
     // Every session's pipe counts into these, for /metrics.
@@ -446,6 +454,9 @@ async fn answer(config: AnswerConfig, options: LinkOptions) -> Result<ExitCode, 
         .extra_metrics(relay::metrics::answer_source(continuity, totals));
     if let Some(identity) = tls {
         server_config = server_config.tls(identity);
+    }
+    for origin in cors_origins {
+        server_config = server_config.cors_origin(origin);
     }
     let server = SignalingServer::bind(listen, server_config, relay::answerers(&options, sink))
         .await

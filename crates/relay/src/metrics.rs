@@ -72,6 +72,11 @@ fn write_pipe(out: &mut String, pipe: &PipeCounters) {
             get(&pipe.no_destination),
         ),
         (
+            "relay_local_packets_send_failed_total",
+            "Link packets the local socket refused to send (consumer port unreachable, datagram too large).",
+            get(&pipe.local_send_failed),
+        ),
+        (
             "relay_keyframe_requests_total",
             "Keyframe requests (PLI + FIR) this relay sent its local source: link up, new stream, outage.",
             get(&pipe.keyframe_requests),

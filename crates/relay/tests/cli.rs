@@ -166,7 +166,9 @@ fn input_address_in_use_is_reported() {
     assert!(!ok);
     let line = last_line(&err);
     assert!(
-        line.contains(&format!("cannot listen for RTP on --in {addr}")),
+        line.contains(&format!(
+            "cannot listen on --in: cannot open the RTP socket {addr}"
+        )),
         "{line}"
     );
 }
@@ -194,4 +196,54 @@ fn bad_liveness_timeout_is_refused() {
     ]);
     assert!(!ok);
     assert!(last_line(&err).contains("--liveness-timeout"), "{err}");
+}
+
+/// The raw response to `request` (a whole HTTP/1.1 request) at `url`.
+fn http_raw(url: &str, request: &str) -> String {
+    use std::io::{Read, Write};
+    let host = url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(host).expect("connect signaling");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    let _ = s.read_to_string(&mut response);
+    response
+}
+
+#[test]
+fn cors_origin_lets_that_page_signal_and_refuses_others() {
+    let (_answer, url) = answer(&["--cors-origin", "https://app.example"]);
+    let host = url.trim_start_matches("http://");
+    let preflight = |origin: &str| {
+        http_raw(
+            &url,
+            &format!(
+                "OPTIONS /v1/sessions HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\n\
+                 Access-Control-Request-Method: POST\r\n\
+                 Access-Control-Request-Headers: authorization, content-type\r\nConnection: close\r\n\r\n"
+            ),
+        )
+    };
+    let allowed = preflight("https://app.example").to_ascii_lowercase();
+    assert!(allowed.starts_with("http/1.1 204"), "{allowed}");
+    assert!(
+        allowed.contains("access-control-allow-origin: https://app.example"),
+        "{allowed}"
+    );
+    assert!(allowed.contains("authorization"), "{allowed}");
+    let refused = preflight("https://evil.example");
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    // A "simple" cross-origin POST from elsewhere: refused, and no session left behind.
+    let body = r#"{"type":"offer","sdp":"v=0"}"#;
+    let post = http_raw(
+        &url,
+        &format!(
+            "POST /v1/sessions HTTP/1.1\r\nHost: {host}\r\nOrigin: https://evil.example\r\n\
+             Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(post.starts_with("HTTP/1.1 403"), "{post}");
+    let sessions = common::http_get_body(&url, "/v1/sessions");
+    assert!(!sessions.contains("\"id\""), "{sessions}");
 }

@@ -304,6 +304,16 @@ fn bad_stream_specs_are_refused_with_the_syntax() {
             vec!["answer", "--out", "127.0.0.1:1", "--clock-rate", "111"],
             "PT=HZ",
         ),
+        (
+            vec![
+                "answer",
+                "--out",
+                "127.0.0.1:1",
+                "--sdp",
+                "/nonexistent/stream.sdp",
+            ],
+            "cannot read --sdp /nonexistent/stream.sdp",
+        ),
     ] {
         let out = std::process::Command::new(RELAY).args(&args).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -70,7 +70,7 @@ pub mod stun;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use relay_core::CloseReason;
+use relay_core::{ClockRates, CloseReason};
 
 pub use link::{RtpUdpAnswerer, RtpUdpLink, RtpUdpOfferer};
 
@@ -97,6 +97,7 @@ pub struct RtpUdpConfig {
     pub(crate) receive_queue: usize,
     pub(crate) max_packet_size: usize,
     pub(crate) ssrcs: Vec<u32>,
+    pub(crate) clock_rates: ClockRates,
 }
 
 impl Default for RtpUdpConfig {
@@ -112,6 +113,7 @@ impl Default for RtpUdpConfig {
             receive_queue: 4096,
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
             ssrcs: Vec::new(),
+            clock_rates: ClockRates::new(),
         }
     }
 }
@@ -133,6 +135,16 @@ impl RtpUdpConfig {
     /// Silence after which the peer is declared dead (default 5 s).
     pub fn liveness_timeout(mut self, d: Duration) -> Self {
         self.liveness_timeout = d;
+        self
+    }
+
+    /// RTP clock rates of the dynamic payload types the link carries, as
+    /// the SDP the relay does not see gives them (`a=rtpmap:111
+    /// opus/48000/2` is `111=48000`), for RFC 3550 jitter in the link's
+    /// stats. Static payload types (RFC 3551) are known without; a stream
+    /// whose rate is unknown reports loss but no jitter. None by default.
+    pub fn clock_rates(mut self, rates: ClockRates) -> Self {
+        self.clock_rates = rates;
         self
     }
 

@@ -316,7 +316,7 @@ impl RtpUdpLink {
             outbound,
             goodbye,
             keepalive,
-            stats: StatsRecorder::new(Transport::RtpUdp, mode),
+            stats: StatsRecorder::new(Transport::RtpUdp, mode).with_clock_rates(config.clock_rates.clone()),
             inbox: PacketQueue::new(config.receive_queue, Overflow::DropOldest),
             close: CloseSignal::new(),
             ready: watch::Sender::new(false),

@@ -29,6 +29,9 @@ const PIPE_BYTES: usize = 64 * 1024;
 /// The bearer token the fuzzed server expects.
 const TOKEN: &str = "t";
 
+/// The one origin the fuzzed server lets browser pages call it from.
+const ORIGIN: &str = "https://a.example";
+
 thread_local! {
     /// One runtime per fuzzing thread, built on first use.
     static RUNTIME: Option<Runtime> = tokio::runtime::Builder::new_current_thread()
@@ -38,7 +41,8 @@ thread_local! {
 }
 
 /// Feeds `bytes` as the whole input of one HTTP/1.1 connection to a
-/// signaling server (token `t`, one rtp-udp answerer that always answers
+/// signaling server (token `t`, CORS origin `https://a.example`, one
+/// rtp-udp answerer that always answers
 /// `{"addr":"127.0.0.1:5004"}`), closes the client's sending side, and
 /// returns the status of the first final (non-1xx) response, if one comes
 /// within 200 ms.
@@ -58,6 +62,7 @@ async fn exchange(bytes: &[u8]) -> Option<u16> {
     let (stop, stop_rx) = watch::channel(false);
     let config = ServerConfig::default()
         .token(Some(TOKEN.to_owned()))
+        .cors_origin(ORIGIN)
         .request_read_timeout(READ_TIMEOUT);
     let mut answerers: HashMap<Transport, Arc<dyn Answerer>> = HashMap::new();
     answerers.insert(Transport::RtpUdp, Arc::new(FixedAnswer));

@@ -135,6 +135,32 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Browser pages (CORS)
+//!
+//! A page served from another origin can signal too, once its origin is
+//! allowed with [`ServerConfig::cors_origin`] (none by default):
+//!
+//! - A request without `Origin` (curl, [`SignalingClient`], another
+//!   server) is served as always.
+//! - From an allowed origin, every response carries
+//!   `Access-Control-Allow-Origin` (that origin), `Vary: Origin` and
+//!   `Access-Control-Expose-Headers: Location`; a preflight `OPTIONS` with
+//!   `Access-Control-Request-Method` gets `204` with the path's methods,
+//!   `Authorization` and `Content-Type` as allowed headers and a max age,
+//!   without a token.
+//! - From any other origin, a preflight and any request (a `text/plain`
+//!   POST, which a browser sends without asking first, included) get `403`
+//!   with a JSON error before anything else happens: no session is made.
+//!   Refused offers count as `cause="origin_not_allowed"` on `/metrics`.
+//!
+//! ```
+//! use relay_signaling::ServerConfig;
+//! let config = ServerConfig::default()
+//!     .token(Some("s3cret".into()))
+//!     .cors_origin("https://app.example")
+//!     .cors_origin("http://localhost:5173");
+//! ```
+//!
 //! Counters for Prometheus are on `GET /metrics` (same token rule);
 //! [`metrics`] renders them and serves them for a process without a
 //! signaling server.
@@ -142,6 +168,7 @@
 
 mod auth;
 mod client;
+mod cors;
 mod fuzz;
 mod listener;
 pub mod metrics;

@@ -128,11 +128,14 @@ pub struct SessionRefusals {
     pub unavailable: u64,
     /// `500`: the answerer failed.
     pub internal: u64,
+    /// `403`: a browser page's request from an origin the server does not
+    /// allow (CORS; see [`ServerConfig::cors_origin`](crate::ServerConfig::cors_origin)).
+    pub origin_not_allowed: u64,
 }
 
 impl SessionRefusals {
     /// Every cause with its label value, in a fixed order.
-    pub fn by_cause(&self) -> [(&'static str, u64); 7] {
+    pub fn by_cause(&self) -> [(&'static str, u64); 8] {
         [
             ("unauthorized", self.unauthorized),
             ("bad_offer", self.bad_offer),
@@ -141,6 +144,7 @@ impl SessionRefusals {
             ("session_limit", self.session_limit),
             ("unavailable", self.unavailable),
             ("internal", self.internal),
+            ("origin_not_allowed", self.origin_not_allowed),
         ]
     }
 }
@@ -296,11 +300,14 @@ pub fn render(links: &[LinkMetrics], server: Option<&ServerCounters>) -> String 
         ),
         (
             "relay_link_jitter_seconds",
-            "Interarrival jitter (RFC 3550 A.8) of the worst received SSRC.",
+            "Interarrival jitter (RFC 3550 A.8) of the worst received SSRC whose clock rate is known.",
             |s| {
+                // An SSRC with an unknown clock rate has no jitter, which
+                // is not 0: it is left out, and a link without any known
+                // one has no sample.
                 s.received_ssrcs
                     .iter()
-                    .map(|r| r.jitter_ms / 1000.0)
+                    .filter_map(|r| r.jitter_seconds)
                     .reduce(f64::max)
                     .map(Value::F)
             },
@@ -721,9 +728,9 @@ mod tests {
                     bytes: 6000,
                     expected: 7,
                     lost: 2,
-                    jitter: 90.0,
-                    clock_rate: 90_000,
-                    jitter_ms: 1.0,
+                    jitter: Some(90.0),
+                    clock_rate: Some(90_000),
+                    jitter_seconds: Some(0.001),
                 },
                 SsrcReceived {
                     ssrc: 2,
@@ -731,9 +738,20 @@ mod tests {
                     bytes: 4800,
                     expected: 4,
                     lost: -1,
-                    jitter: 180.0,
-                    clock_rate: 90_000,
-                    jitter_ms: 2.5,
+                    jitter: Some(225.0),
+                    clock_rate: Some(90_000),
+                    jitter_seconds: Some(0.0025),
+                },
+                // A dynamic payload type without a configured clock rate.
+                SsrcReceived {
+                    ssrc: 3,
+                    packets: 100,
+                    bytes: 1000,
+                    expected: 100,
+                    lost: 0,
+                    jitter: None,
+                    clock_rate: None,
+                    jitter_seconds: None,
                 },
             ],
         }
@@ -800,6 +818,7 @@ relay_signaling_sessions_refused_total{cause="timeout"} 0
 relay_signaling_sessions_refused_total{cause="session_limit"} 3
 relay_signaling_sessions_refused_total{cause="unavailable"} 0
 relay_signaling_sessions_refused_total{cause="internal"} 0
+relay_signaling_sessions_refused_total{cause="origin_not_allowed"} 0
 # HELP relay_sessions_active Relay sessions live now (connecting or up).
 # TYPE relay_sessions_active gauge
 relay_sessions_active 2
@@ -836,7 +855,7 @@ relay_link_dropped_packets_total{session="ab12",transport="rtp-udp",mode="unreli
 # HELP relay_link_packets_lost Packets lost over all received SSRCs (RFC 3550 A.3 cumulative loss; negative when duplicates outnumber losses).
 # TYPE relay_link_packets_lost gauge
 relay_link_packets_lost{session="ab12",transport="rtp-udp",mode="unreliable",role="answer"} 1
-# HELP relay_link_jitter_seconds Interarrival jitter (RFC 3550 A.8) of the worst received SSRC.
+# HELP relay_link_jitter_seconds Interarrival jitter (RFC 3550 A.8) of the worst received SSRC whose clock rate is known.
 # TYPE relay_link_jitter_seconds gauge
 relay_link_jitter_seconds{session="ab12",transport="rtp-udp",mode="unreliable",role="answer"} 0.0025
 # HELP relay_link_rtt_seconds Round-trip time, where the transport measures one.
@@ -859,6 +878,16 @@ relay_link_retransmits_total{session="ab12",transport="rtp-udp",mode="unreliable
             }
             assert_eq!(text, EXPECTED);
         }
+    }
+
+    #[test]
+    fn unknown_jitter_is_no_sample_not_zero() {
+        let mut link = links().remove(0);
+        let stats = link.stats.as_mut().unwrap();
+        stats.received_ssrcs.retain(|r| r.clock_rate.is_none());
+        let text = render(&[link], None);
+        assert!(!text.contains("relay_link_jitter_seconds"), "{text}");
+        assert!(text.contains("relay_link_packets_lost{"), "{text}");
     }
 
     /// The line format of version 0.0.4, checked strictly enough to catch

@@ -16,6 +16,16 @@ pub(crate) struct Entry {
     pub session: Arc<dyn Session>,
 }
 
+impl Entry {
+    /// The session's mode: its link's once up, else the one it was offered
+    /// in. A bare W3C offer names no mode (`mode` holds the dc default), and
+    /// the dc answerer relays the channel the peer opens in that channel's
+    /// mode, so until then only the link can say.
+    pub fn current_mode(&self) -> Mode {
+        self.session.stats().map_or(self.mode, |stats| stats.mode)
+    }
+}
+
 impl std::fmt::Debug for Entry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Entry")

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::cors::{self, Cors, Verdict};
 use crate::listener::{self, ConnectionCounters, Handler, Limits, Listener, stopped};
 use crate::metrics::{self, LinkMetrics, MetricsSource, Role, ServerCounters, SessionRefusals};
 use crate::offer::{names, parse_offer};
@@ -65,7 +66,8 @@ const SHUTDOWN_BOUND: Duration = Duration::from_secs(6);
 ///     .token(Some("s3cret".into()))
 ///     .max_body_bytes(32 * 1024)
 ///     .max_sessions(64)
-///     .max_connections(128);
+///     .max_connections(128)
+///     .cors_origin("https://app.example");
 /// ```
 #[derive(Clone)]
 pub struct ServerConfig {
@@ -77,6 +79,7 @@ pub struct ServerConfig {
     request_read_timeout: Duration,
     tls: Option<TlsIdentity>,
     extra_metrics: Option<MetricsSource>,
+    cors_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -90,6 +93,7 @@ impl Default for ServerConfig {
             request_read_timeout: DEFAULT_REQUEST_READ_TIMEOUT,
             tls: None,
             extra_metrics: None,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -105,6 +109,7 @@ impl fmt::Debug for ServerConfig {
             .field("request_read_timeout", &self.request_read_timeout)
             .field("tls", &self.tls)
             .field("extra_metrics", &self.extra_metrics.is_some())
+            .field("cors_origins", &self.cors_origins)
             .finish()
     }
 }
@@ -180,6 +185,23 @@ impl ServerConfig {
         self
     }
 
+    /// Lets browser pages from `origin` call the server (CORS); repeat for
+    /// more origins. `origin` is what a browser sends in `Origin`:
+    /// `scheme://host[:port]`, no path (`https://app.example`); `*` allows
+    /// every origin. None by default: a request that carries an `Origin`
+    /// is refused with `403`, while requests without one (curl, other
+    /// servers, [`SignalingClient`](crate::SignalingClient)) are served.
+    /// [`SignalingServer::bind`] refuses anything else.
+    ///
+    /// ```
+    /// use relay_signaling::ServerConfig;
+    /// let config = ServerConfig::default().cors_origin("https://app.example");
+    /// ```
+    pub fn cors_origin(mut self, origin: impl Into<String>) -> Self {
+        self.cors_origins.push(origin.into());
+        self
+    }
+
     fn limits(&self) -> Limits {
         Limits {
             max_connections: self.max_connections,
@@ -207,6 +229,11 @@ pub enum ServerError {
     /// `Some("")` as the token would accept `Authorization: Bearer ` from anyone.
     #[error("the signaling token is empty; pass a non-empty token or none")]
     EmptyToken,
+    /// A CORS origin that no browser sends.
+    #[error(
+        "CORS origin {0:?} is not an origin: give scheme://host[:port] without a path, as a browser sends it in Origin (e.g. https://app.example), or *"
+    )]
+    InvalidCorsOrigin(String),
 }
 
 /// What every connection task shares.
@@ -216,6 +243,7 @@ pub(crate) struct State {
     /// The registered transports, in [`Transport::ALL`] order, for messages.
     served: Vec<Transport>,
     registry: Arc<Registry>,
+    cors: Cors,
     /// Becomes `true` at shutdown; session watchers and connections stop.
     stop: watch::Receiver<bool>,
     sessions_created: AtomicU64,
@@ -234,6 +262,7 @@ struct RefusalCounters {
     session_limit: AtomicU64,
     unavailable: AtomicU64,
     internal: AtomicU64,
+    origin_not_allowed: AtomicU64,
 }
 
 impl RefusalCounters {
@@ -247,6 +276,7 @@ impl RefusalCounters {
             session_limit: get(&self.session_limit),
             unavailable: get(&self.unavailable),
             internal: get(&self.internal),
+            origin_not_allowed: get(&self.origin_not_allowed),
         }
     }
 
@@ -254,6 +284,7 @@ impl RefusalCounters {
     fn count(&self, status: StatusCode) {
         let counter = match status {
             StatusCode::UNAUTHORIZED => &self.unauthorized,
+            StatusCode::FORBIDDEN => &self.origin_not_allowed,
             StatusCode::PAYLOAD_TOO_LARGE => &self.too_large,
             StatusCode::REQUEST_TIMEOUT => &self.timeout,
             StatusCode::SERVICE_UNAVAILABLE => &self.unavailable,
@@ -271,6 +302,7 @@ impl State {
         stop: watch::Receiver<bool>,
     ) -> State {
         let registry = Registry::new(config.max_sessions);
+        let cors = Cors::new(&config.cors_origins);
         let served = Transport::ALL
             .into_iter()
             .filter(|t| answerers.contains_key(t))
@@ -280,6 +312,7 @@ impl State {
             answerers,
             served,
             registry,
+            cors,
             stop,
             sessions_created: AtomicU64::new(0),
             refusals: RefusalCounters::default(),
@@ -386,6 +419,9 @@ impl SignalingServer {
         if config.token.as_deref() == Some("") {
             return Err(ServerError::EmptyToken);
         }
+        if let Some(bad) = config.cors_origins.iter().find(|o| !cors::check_origin(o)) {
+            return Err(ServerError::InvalidCorsOrigin(bad.clone()));
+        }
         let mut by_transport = HashMap::new();
         for answerer in answerers {
             let transport = answerer.transport();
@@ -489,7 +525,7 @@ impl SignalingServer {
         self.stop.send_replace(true);
         for (id, entry) in self.state.registry.drain_for_shutdown() {
             entry.session.close();
-            info!(%id, transport = %entry.transport, mode = %entry.mode, "signaling session closed: server shutting down");
+            info!(%id, transport = %entry.transport, mode = %entry.current_mode(), "signaling session closed: server shutting down");
         }
     }
 }
@@ -509,11 +545,37 @@ impl Handler for State {
 }
 
 /// Answers one request. Never panics; every refusal is a JSON error.
+///
+/// A request from a browser page on an origin that is not allowed is
+/// refused first, before its body is read or anything is created (see
+/// [`cors`]); one from an allowed origin may read the response.
 async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
+    match state.cors.verdict(req.headers()) {
+        Verdict::NoOrigin => respond(state, req, false).await,
+        Verdict::Allowed(origin) => {
+            let mut response = respond(state, req, true).await;
+            cors::allow(&mut response, origin);
+            response
+        }
+        Verdict::Refused(origin) => {
+            if Route::parse(req.uri().path()) == Some(Route::Sessions) && req.method() == Method::POST {
+                state.refusals.count(StatusCode::FORBIDDEN);
+            }
+            cors::refuse(&origin)
+        }
+    }
+}
+
+/// [`handle`] once the origin is settled; `cross_origin` when the request
+/// came from an allowed browser page's origin.
+async fn respond(state: &State, req: Request<Incoming>, cross_origin: bool) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let Some(route) = Route::parse(&path) else {
         return reject(StatusCode::NOT_FOUND, format!("no such path {path}"));
     };
+    if cross_origin && cors::is_preflight(req.method(), req.headers()) {
+        return cors::preflight(route);
+    }
     if route.needs_token()
         && let Some(refusal) = metrics::authorize(state.config.token.as_deref(), &req)
     {
@@ -614,7 +676,12 @@ async fn create_session(state: &State, req: Request<Incoming>) -> Response<Body>
             );
         }
     };
-    info!(%id, %transport, %mode, "signaling session created");
+    if offer.bare_w3c {
+        // No mode yet: the channel the peer opens sets it (Entry::current_mode).
+        info!(%id, %transport, "signaling session created for a bare W3C offer");
+    } else {
+        info!(%id, %transport, %mode, "signaling session created");
+    }
     watch_session(state, id.clone(), accepted.session);
 
     let mut response = if offer.bare_w3c {
@@ -643,7 +710,7 @@ fn watch_session(state: &State, id: String, session: Arc<dyn crate::Session>) {
         tokio::select! {
             reason = session.closed() => {
                 if let Some(entry) = registry.remove(&id) {
-                    info!(%id, transport = %entry.transport, mode = %entry.mode, %reason, "signaling session removed");
+                    info!(%id, transport = %entry.transport, mode = %entry.current_mode(), %reason, "signaling session removed");
                 }
             }
             // Shutdown closes and forgets every session itself.
@@ -657,7 +724,7 @@ fn delete_session(state: &State, id: &str) -> Response<Body> {
         return no_session(id);
     };
     entry.session.close();
-    info!(%id, transport = %entry.transport, mode = %entry.mode, "signaling session removed: deleted by request");
+    info!(%id, transport = %entry.transport, mode = %entry.current_mode(), "signaling session removed: deleted by request");
     reply::no_content()
 }
 
@@ -699,7 +766,7 @@ fn info_of(id: String, entry: &Entry) -> SessionInfo {
     SessionInfo {
         id,
         transport: entry.transport,
-        mode: entry.mode,
+        mode: stats.as_ref().map_or(entry.mode, |stats| stats.mode),
         state: if stats.is_some() {
             SessionState::Up
         } else {

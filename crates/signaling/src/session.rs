@@ -155,7 +155,9 @@ pub struct SessionInfo {
     pub id: String,
     /// The transport carrying it.
     pub transport: Transport,
-    /// Its delivery mode.
+    /// Its delivery mode: the link's once up. While a session from a bare
+    /// W3C offer is connecting, the dc default, as the peer has not yet
+    /// opened the channel whose mode it will take.
     pub mode: Mode,
     /// Connecting or up.
     pub state: SessionState,

@@ -77,6 +77,21 @@ async fn offer_creates_a_session_with_location_and_answer() {
     for path in [format!("/v1/sessions/{id}/stats"), format!("/v1/sessions/{id}")] {
         let reply = request(addr, Method::GET, &path, &[], "").await;
         assert_eq!(reply.status, StatusCode::OK, "{path}");
+        // Durations are seconds, with the unit in the name.
+        let stats = &reply.json()["stats"];
+        assert!(
+            stats["uptime_seconds"]
+                .as_f64()
+                .is_some_and(|s| (0.0..60.0).contains(&s)),
+            "{stats}"
+        );
+        assert!(
+            stats["rtt_seconds"].is_null() && stats["setup_time_seconds"].is_null(),
+            "{stats}"
+        );
+        for unitless in ["rtt", "setup_time", "uptime"] {
+            assert!(stats.get(unitless).is_none(), "{unitless} in {stats}");
+        }
         let info: SessionInfo = serde_json::from_slice(&reply.body).unwrap();
         assert_eq!(info.id, id);
         assert_eq!(info.state, SessionState::Up);
@@ -120,6 +135,34 @@ async fn bare_w3c_offer_is_a_dc_offer_answered_bare() {
     );
     // The whole body is the offer, in the dc default mode.
     assert_eq!(dc.last_call(), (Transport::Dc.default_mode(), offer));
+    server.shutdown().await;
+}
+
+/// A bare W3C offer names no mode; the dc answerer relays the channel the
+/// peer opens in that channel's mode. Once it is up, the listing says which.
+#[tokio::test]
+async fn bare_w3c_session_is_listed_in_the_mode_of_the_peers_channel() {
+    let dc = FakeAnswerer::new(Transport::Dc);
+    let server = start(ServerConfig::default(), &[Arc::clone(&dc)]).await;
+    let addr = server.local_addr();
+    let reply = post(addr, &[], &json!({"type": "offer", "sdp": "v=0\r\n"})).await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    // The peer opened an unordered, maxRetransmits=0 channel.
+    dc.session(0).come_up_in(Mode::Unreliable);
+
+    let all = listed(&server).await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].state, SessionState::Up);
+    assert_eq!(all[0].stats.as_ref().map(|s| s.mode), Some(Mode::Unreliable));
+    assert_eq!(
+        all[0].mode,
+        Mode::Unreliable,
+        "the listing says the channel's mode"
+    );
+    let path = format!("/v1/sessions/{}", all[0].id);
+    let one: SessionInfo =
+        serde_json::from_slice(&request(addr, Method::GET, &path, &[], "").await.body).unwrap();
+    assert_eq!(one.mode, Mode::Unreliable);
     server.shutdown().await;
 }
 

@@ -3,6 +3,11 @@
     dc_peer.py offer reliable|unreliable   # opens the channel
     dc_peer.py answer                      # answers and takes the peer's channel
 
+Either takes `--late-sctp MS`: SCTP starts MS milliseconds after DTLS is up,
+and what arrives before is dropped (aiortc has no receiver for it yet), as
+in Chromium, which starts SCTP in a task posted once DTLS is up and then sends
+its INIT whatever its DTLS role.
+
 Signaling is one line of W3C JSON each way on stdin/stdout
 ({"type": "offer", "sdp": ...}). Once the channel is open the peer sends
 COUNT RTP packets (one binary message each, paced 1 ms apart, built exactly
@@ -18,6 +23,7 @@ import sys
 
 import aioice.ice
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.rtcsctptransport import RTCSctpTransport
 
 COUNT = 50
 SSRC = 0x0A1C0DE0
@@ -33,6 +39,17 @@ def rtp_packet(seq: int) -> bytes:
     """RTP v2, PT 96, timestamp seq*3000, a payload derived from seq."""
     header = struct.pack("!BBHII", 0x80, 96, seq & 0xFFFF, (seq * 3000) & 0xFFFFFFFF, SSRC)
     return header + bytes((seq + i) % 256 for i in range(SIZE - 12))
+
+
+def start_sctp_late(delay_ms: int) -> None:
+    start = RTCSctpTransport.start
+
+    async def late_start(self, remoteCaps, remotePort):
+        await asyncio.sleep(delay_ms / 1000)
+        say(event="sctp-start")
+        await start(self, remoteCaps, remotePort)
+
+    RTCSctpTransport.start = late_start
 
 
 def say(**event) -> None:
@@ -76,11 +93,16 @@ def wire(channel, done: asyncio.Event) -> None:
 
 
 async def main() -> None:
-    role = sys.argv[1]
+    args = sys.argv[1:]
+    if "--late-sctp" in args:
+        at = args.index("--late-sctp")
+        start_sctp_late(int(args[at + 1]))
+        del args[at : at + 2]
+    role = args[0]
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     done = asyncio.Event()
     if role == "offer":
-        unreliable = sys.argv[2] == "unreliable"
+        unreliable = args[1] == "unreliable"
         kwargs = {"ordered": False, "maxRetransmits": 0} if unreliable else {"ordered": True}
         wire(pc.createDataChannel("aiortc", **kwargs), done)
         # aiortc gathers every candidate in setLocalDescription: non-trickle.

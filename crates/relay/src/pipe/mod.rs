@@ -43,15 +43,15 @@
 mod continuity;
 pub mod feedback;
 pub mod spec;
+mod up;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use relay_core::{CloseReason, LinkError, Packet, PacketKind, RTP_HEADER_LEN, RelayLink};
+use relay_core::{ClockRates, CloseReason, Packet, PacketKind, RelayLink};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
@@ -59,6 +59,7 @@ pub use continuity::{CONTINUITY_MAX_STREAMS, Continuity, Resumed, SessionStreams
 pub use spec::{BadStreamSpec, StreamSpec};
 
 use feedback::{KeyframeRequests, MAX_TRACKED_SSRCS, OUTAGE_GAP};
+use up::{Port, local_to_link};
 
 /// How often the answering side repeats its empty RR to each separate RTCP
 /// destination: RFC 3550's minimum RTCP interval, so that an SFU restarted
@@ -100,6 +101,9 @@ pub struct PipeCounters {
     pub keepalives: AtomicU64,
     /// Link RTP whose payload type no stream takes (dropped).
     pub unrouted: AtomicU64,
+    /// Link packets the local socket refused to send (the consumer's port
+    /// unreachable, a datagram over 65,507 bytes).
+    pub local_send_failed: AtomicU64,
     /// Keyframe requests (PLI + FIR) the relay sent its local source.
     pub keyframe_requests: AtomicU64,
     /// Keyframe requests the relay sent over the link after an outage.
@@ -132,7 +136,7 @@ impl PipeCounters {
 pub struct PipeOptions {
     /// Payload type clock rates: a stream at 90 kHz, or on a payload type
     /// of unknown rate, is treated as video and gets keyframe requests.
-    pub clock_rates: std::collections::BTreeMap<u8, u32>,
+    pub clock_rates: ClockRates,
 }
 
 /// A local socket the pipe could not open.
@@ -229,11 +233,9 @@ impl Shared {
     /// Whether `pt` is (or may be) video: 90 kHz, or of unknown rate on a
     /// dynamic type (a PLI for an audio stream is ignored by its sender).
     fn is_video(&self, pt: u8) -> bool {
-        match self.options.clock_rates.get(&pt).copied() {
-            Some(hz) => hz == 90_000,
-            // RFC 3551: 0-23 audio, 24-34 video; 96-127 dynamic.
-            None => pt > 23,
-        }
+        // Configured, else RFC 3551's static rate (every static video type
+        // runs at 90 kHz); a dynamic type of unknown rate may be video.
+        self.options.clock_rates.get(pt).is_none_or(|hz| hz == 90_000)
     }
 
     /// Asks the local source of `ssrc` for a keyframe, unless asked
@@ -589,7 +591,10 @@ impl Pipe {
                 };
                 match socket.send_to(packet.bytes(), dest).await {
                     Ok(_) => shared.counters.count(|c| &c.to_local),
-                    Err(e) => tracing::debug!(%dest, error = %e, "local send failed"),
+                    Err(e) => {
+                        shared.counters.count(|c| &c.local_send_failed);
+                        tracing::debug!(%dest, error = %e, "local send failed");
+                    }
                 }
             }
         };
@@ -620,115 +625,5 @@ impl Drop for Pipe {
     }
 }
 
-/// Which of a stream's sockets a task reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Port {
-    Rtp,
-    Rtcp,
-}
-
-/// Most SSRCs a local → link task remembers having seen before it starts
-/// over (and asks the shared table again).
-const SEEN_CACHE: usize = 256;
-
-/// The local → link direction of one socket: runs until the pipe is dropped.
-async fn local_to_link(
-    shared: Arc<Shared>,
-    end_index: usize,
-    port: Port,
-    mut current: watch::Receiver<Option<Arc<dyn RelayLink>>>,
-) {
-    let end = &shared.ends[end_index];
-    let counters = &*shared.counters;
-    let (socket, dest, allowed_ip) = match port {
-        Port::Rtp => (end.rtp.clone(), &end.rtp_dest, end.rtp_dest.fixed.map(|a| a.ip())),
-        Port::Rtcp => (
-            end.rtcp.clone().expect("an RTCP task has an RTCP socket"),
-            &end.rtcp_dest,
-            end.rtcp_dest.fixed.map(|a| a.ip()),
-        ),
-    };
-    let latches = shared.side == Side::Offer;
-    // RTCP for this stream goes where RTP comes from when it has no RTCP port.
-    let rtcp_follows = port == Port::Rtcp || end.rtcp.is_none();
-    let mut buf = vec![0u8; 65_536];
-    // Per-packet state kept here, so the shared copies (the watch channel's
-    // lock, the destination and source tables) are touched only when they change.
-    let mut link = current.borrow_and_update().clone();
-    let mut sender_seen: Option<SocketAddr> = None;
-    let mut seen: HashSet<u32> = HashSet::new();
-    loop {
-        let (n, from) = match socket.recv_from(&mut buf).await {
-            Ok(r) => r,
-            Err(e) => {
-                // ICMP port unreachable from a consumer not yet listening
-                // surfaces here on Linux; keep going.
-                tracing::debug!(error = %e, "local receive error");
-                continue;
-            }
-        };
-        if allowed_ip.is_some_and(|ip| ip != from.ip()) {
-            counters.count(|c| &c.foreign);
-            continue;
-        }
-        let kind = match relay_core::classify(&buf[..n]) {
-            Ok(k) => k,
-            Err(e) => {
-                tracing::debug!(%from, error = %e, "local datagram is not RTP/RTCP");
-                counters.count(|c| &c.rejected);
-                continue;
-            }
-        };
-        if latches && sender_seen != Some(from) {
-            sender_seen = Some(from);
-            if dest.latch(from) && rtcp_follows {
-                tracing::info!(stream = %end.spec, %from, ?port, "feedback destination learned");
-                shared.destination_learned(end_index);
-            }
-        }
-        if kind == PacketKind::Rtp && (port == Port::Rtcp || n == RTP_HEADER_LEN) {
-            // Janus announces its feedback socket with header-only RTP;
-            // media on an RTCP port is a misconfiguration. Neither is relayed.
-            counters.count(if port == Port::Rtcp {
-                |c| &c.not_rtcp
-            } else {
-                |c| &c.keepalives
-            });
-            continue;
-        }
-        let packet = match Packet::parse(Bytes::copy_from_slice(&buf[..n])) {
-            Ok(p) => p,
-            Err(_) => {
-                counters.count(|c| &c.rejected);
-                continue;
-            }
-        };
-        if kind == PacketKind::Rtp && !seen.contains(&packet.ssrc()) {
-            if seen.len() >= SEEN_CACHE {
-                seen.clear();
-            }
-            seen.insert(packet.ssrc());
-            shared.new_source(end_index, packet.ssrc(), packet.payload_type().unwrap_or(0));
-        }
-        // The sender lives in the Pipe, which aborts this task on drop.
-        if current.has_changed().unwrap_or(false) {
-            link = current.borrow_and_update().clone();
-        }
-        let Some(link) = &link else {
-            counters.count(|c| &c.no_link);
-            continue;
-        };
-        match link.send(packet).await {
-            Ok(()) => counters.count(|c| &c.to_link),
-            Err(LinkError::TooLarge { size, max }) => {
-                tracing::warn!(
-                    size,
-                    max,
-                    "local packet too large for the link; lower the sender's MTU"
-                );
-                counters.count(|c| &c.rejected);
-            }
-            Err(LinkError::Closed(_)) => counters.count(|c| &c.no_link),
-        }
-    }
-}
+#[cfg(test)]
+mod tests;

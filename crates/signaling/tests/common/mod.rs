@@ -44,7 +44,7 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 /// A session the test controls.
 pub struct FakeSession {
     transport: Transport,
-    mode: Mode,
+    mode: Mutex<Mode>,
     signal: CloseSignal,
     pub close_calls: AtomicUsize,
     up: Mutex<bool>,
@@ -61,6 +61,13 @@ impl FakeSession {
         *self.up.lock().unwrap() = true;
     }
 
+    /// The link comes up in `mode`, as a dc link does in the mode of the
+    /// channel the peer opened, whatever the offer said.
+    pub fn come_up_in(&self, mode: Mode) {
+        *self.mode.lock().unwrap() = mode;
+        self.come_up();
+    }
+
     pub fn closes(&self) -> usize {
         self.close_calls.load(Ordering::SeqCst)
     }
@@ -72,7 +79,7 @@ impl Session for FakeSession {
         self.up
             .lock()
             .unwrap()
-            .then(|| StatsRecorder::new(self.transport, self.mode).snapshot())
+            .then(|| StatsRecorder::new(self.transport, *self.mode.lock().unwrap()).snapshot())
     }
 
     fn close(&self) {
@@ -145,7 +152,7 @@ impl Answerer for FakeAnswerer {
         }
         let session = Arc::new(FakeSession {
             transport: self.transport,
-            mode,
+            mode: Mutex::new(mode),
             signal: CloseSignal::new(),
             close_calls: AtomicUsize::new(0),
             up: Mutex::new(false),
