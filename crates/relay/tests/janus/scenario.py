@@ -637,6 +637,9 @@ class RelayPair:
         # announces its RTCP socket on the second, where the relay sends keyframe requests back.
         ins = ["--in", f"{ip}:{self.video_in[0]},rtcp={self.video_in[1]}",
                "--in", f"{ip}:{self.audio_in[0]},rtcp={self.audio_in[1]}"] + clock
+        # The relay's own debug lines are few (feedback destinations learned, keyframe requests,
+        # RTCP hellos not sent) and explain most failures; the libraries stay at info.
+        os.environ.setdefault("RELAY_LOG", "info,relay=debug")
         self.answer = self.procs.start(
             "relay answer",
             [self.relay, "answer", "--signal-listen", f"{ip}:{self.signal_port}", "--no-token",
