@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond the Rust toolchain: real RTP
-# senders and receivers (ffmpeg, GStreamer) from Debian. Idempotent: does
-# nothing when everything is already there.
+# senders and receivers (ffmpeg, GStreamer) and a real SFU (Janus) from Debian.
+# Idempotent: does nothing when everything is already there.
 set -euo pipefail
 
 # Every package is checked on its own, so a machine that has some of them gets the rest.
@@ -10,8 +10,10 @@ set -euo pipefail
 # gstreamer1.0-plugins-bad:  h264parse, checksumsink
 # gstreamer1.0-plugins-ugly: x264enc
 # gstreamer1.0-libav:        avdec_h264
+# janus:                     Janus 1.1.2, the two SFUs of crates/relay/tests/janus.rs
+# iproute2:                  `ip netns`/veth, the namespace that test runs Janus in
 packages=(ffmpeg gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav janus iproute2)
 need=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
@@ -25,4 +27,4 @@ if [ ${#need[@]} -gt 0 ]; then
   "${sudo_cmd[@]}" apt-get update -qq
   "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-echo "install-deps: ffmpeg $(ffmpeg -version | head -1 | awk '{print $3}'), gstreamer $(gst-launch-1.0 --version | head -1 | awk '{print $NF}')"
+echo "install-deps: ffmpeg $(ffmpeg -version | head -1 | awk '{print $3}'), gstreamer $(gst-launch-1.0 --version | head -1 | awk '{print $NF}'), janus $(janus --version 2>/dev/null | awk '/^Janus version/ {print $NF}' | tr -d '()')"

@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=target/peers-venv
-# package==version, one per peer (RoQ interop: aioquic; data-channel interop: aiortc).
+# package==version, one per peer (RoQ interop: aioquic; data-channel interop and the
+# Janus end-to-end test, tests/janus.rs: aiortc).
 packages=(aioquic==1.7.2 aiortc==1.16.0)
 
 if [ ! -x "$venv/bin/python" ]; then
