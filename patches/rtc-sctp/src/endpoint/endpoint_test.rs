@@ -21,8 +21,6 @@ use crate::chunk::{ErrorCauseProtocolViolation, PROTOCOL_VIOLATION};
 use crate::packet::{CommonHeader, Packet};
 use crate::param::param_outgoing_reset_request::ParamOutgoingResetRequest;
 use crate::param::param_reconfig_response::ParamReconfigResponse;
-use assert_matches::assert_matches;
-use lazy_static::lazy_static;
 use log::{info, trace};
 use std::collections::VecDeque;
 use std::net::Ipv6Addr;
@@ -31,10 +29,16 @@ use std::str::FromStr;
 use std::sync::Mutex;
 use std::{cmp, mem, net::UdpSocket, time::Duration};
 
-lazy_static! {
-    pub static ref SERVER_PORTS: Mutex<RangeFrom<u16>> = Mutex::new(4433..);
-    pub static ref CLIENT_PORTS: Mutex<RangeFrom<u16>> = Mutex::new(44433..);
+// sfu-relay: std in place of the assert_matches and lazy_static dev-dependencies
+// (see Cargo.toml).
+macro_rules! assert_matches {
+    ($e:expr, $p:pat $(,)?) => {
+        assert!(matches!($e, $p))
+    };
 }
+
+pub static SERVER_PORTS: Mutex<RangeFrom<u16>> = Mutex::new(4433..);
+pub static CLIENT_PORTS: Mutex<RangeFrom<u16>> = Mutex::new(44433..);
 
 fn min_opt<T: Ord>(x: Option<T>, y: Option<T>) -> Option<T> {
     match (x, y) {
