@@ -1,8 +1,10 @@
 use crate::util::{AssociationIdGenerator, RandomAssociationIdGenerator};
 
 use crate::TimerConfig;
+use crate::association::timer::{RTO_INITIAL, RTO_MAX, RTO_MIN};
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// MTU for inbound packet (from DTLS)
 pub(crate) const RECEIVE_MTU: usize = 8192;
@@ -61,6 +63,9 @@ pub struct TransportConfig {
     max_num_outbound_streams: u16,
     max_num_inbound_streams: u16,
     timer_config: TimerConfig,
+    rto_initial: Duration,
+    rto_min: Duration,
+    rto_max: Duration,
 }
 
 impl Default for TransportConfig {
@@ -72,6 +77,9 @@ impl Default for TransportConfig {
             max_num_outbound_streams: u16::MAX,
             max_num_inbound_streams: u16::MAX,
             timer_config: TimerConfig::default(),
+            rto_initial: Duration::from_millis(RTO_INITIAL),
+            rto_min: Duration::from_millis(RTO_MIN),
+            rto_max: Duration::from_millis(RTO_MAX),
         }
     }
 }
@@ -112,6 +120,43 @@ impl TransportConfig {
     pub fn with_timer_config(mut self, value: TimerConfig) -> Self {
         self.timer_config = value;
         self
+    }
+
+    /// Sets RTO.Initial, the retransmission timeout used before the first RTT
+    /// measurement (RFC 9260 §6.3.1 C1). Default 1 s, as RFC 9260 §16 recommends.
+    pub fn with_rto_initial(mut self, value: Duration) -> Self {
+        self.rto_initial = value;
+        self
+    }
+
+    /// Sets RTO.Min, the floor of the measured retransmission timeout (RFC 9260
+    /// §6.3.1 C6). Default 200 ms, as libdatachannel; RFC 9260 §16 suggests 1 s.
+    pub fn with_rto_min(mut self, value: Duration) -> Self {
+        self.rto_min = value;
+        self
+    }
+
+    /// Sets RTO.Max, the cap of the retransmission timeout and of its doubling
+    /// on each T3-rtx expiry (RFC 9260 §6.3.1 C7, §6.3.3 E2). Default 10 s;
+    /// RFC 9260 §16 suggests 60 s. Raised to RTO.Min if below it.
+    pub fn with_rto_max(mut self, value: Duration) -> Self {
+        self.rto_max = value;
+        self
+    }
+
+    /// The configured RTO.Initial.
+    pub fn rto_initial(&self) -> Duration {
+        self.rto_initial
+    }
+
+    /// The configured RTO.Min.
+    pub fn rto_min(&self) -> Duration {
+        self.rto_min
+    }
+
+    /// The configured RTO.Max.
+    pub fn rto_max(&self) -> Duration {
+        self.rto_max
     }
 
     /// The configured SCTP port.

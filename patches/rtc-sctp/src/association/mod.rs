@@ -398,7 +398,11 @@ impl Association {
             my_max_num_inbound_streams: config.max_num_inbound_streams(),
             max_payload_size,
 
-            rto_mgr: RtoManager::new(),
+            rto_mgr: RtoManager::new(
+                config.rto_initial().as_millis() as u64,
+                config.rto_min().as_millis() as u64,
+                config.rto_max().as_millis() as u64,
+            ),
             timers: TimerTable::new(config.timer_config()),
 
             mtu,

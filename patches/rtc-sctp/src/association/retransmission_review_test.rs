@@ -221,7 +221,8 @@ fn t2_backoff_does_not_compound_simultaneous_t3_expirations() -> Result<()> {
         let mut now = Instant::now();
         a.timers.start(Timer::T2Shutdown, now, 1000);
         a.timers.start(Timer::T3RTX, now, 1000);
-        for interval in [2, 4, 8, 16] {
+        // sfu-relay: both back off to RTO.Max, now 10 s (was 60 s).
+        for interval in [2, 4, 8, 10] {
             now = a.timers.get(Timer::T2Shutdown).unwrap();
             assert_eq!(Some(now), a.timers.get(Timer::T3RTX));
             a.handle_timeout(now);
@@ -302,7 +303,9 @@ fn public_rtt_reports_measurements_independently_of_backoff() {
         a.rto_mgr.backoff();
         assert_eq!(Duration::from_millis(80), a.rtt());
     }
-    assert_eq!(16_000, a.rto_mgr.get_rto());
+    // sfu-relay: RTO.Min is now 200 ms, so the measured 80 ms RTT gives an
+    // RTO of 80 + 4 * 40 = 240 ms (was raised to 1 s) before four doublings.
+    assert_eq!(3_840, a.rto_mgr.get_rto());
     a.rto_mgr.set_new_rtt(160);
     assert_eq!(Duration::from_millis(90), a.rtt());
 }

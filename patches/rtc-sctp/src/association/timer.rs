@@ -166,29 +166,58 @@ impl TimerTable {
 }
 
 // RFC 9260 §16 recommends a one-second initial RTO.  This value is used by
-// both T1-init and T1-cookie before an RTT measurement is available.
-const RTO_INITIAL: u64 = 1000; // msec
-const RTO_MIN: u64 = 1000; // msec
-const RTO_MAX: u64 = 60000; // msec
+// both T1-init and T1-cookie before an RTT measurement is available, and by
+// DATA until the first one is.
+pub(crate) const RTO_INITIAL: u64 = 1000; // msec
+// RFC 9260 §16 recommends RTO.Min = 1 s and RTO.Max = 60 s. With those, one
+// lost DATA chunk that fast retransmit cannot recover costs at least a second
+// even on a 20 ms path, and a few consecutive losses back the timer off to
+// tens of seconds. WebRTC stacks run tighter bounds: libdatachannel sets
+// RTO.Min 200 ms (Linux TCP's minimum RTO) and caps RTO.Max at 10 s.
+// Both are per association in `TransportConfig`.
+pub(crate) const RTO_MIN: u64 = 200; // msec
+pub(crate) const RTO_MAX: u64 = 10000; // msec
 const RTO_ALPHA: u64 = 1;
 const RTO_BETA: u64 = 2;
 const RTO_BASE: u64 = 8;
 
 /// rtoManager manages Rtx timeout values.
 /// This is an implementation of RFC 9260 sec 6.3.1.
-#[derive(Default, Debug)]
+#[derive(Debug)]
 pub(crate) struct RtoManager {
     pub(crate) srtt: u64,
     pub(crate) rttvar: f64,
     pub(crate) rto: u64,
     pub(crate) no_update: bool,
+    rto_initial: u64,
+    rto_min: u64,
+    rto_max: u64,
+}
+
+impl Default for RtoManager {
+    fn default() -> Self {
+        RtoManager {
+            srtt: 0,
+            rttvar: 0.0,
+            rto: 0,
+            no_update: false,
+            rto_initial: RTO_INITIAL,
+            rto_min: RTO_MIN,
+            rto_max: RTO_MAX,
+        }
+    }
 }
 
 impl RtoManager {
-    /// newRTOManager creates a new rtoManager.
-    pub(crate) fn new() -> Self {
+    /// newRTOManager creates a new rtoManager with RTO.Initial, RTO.Min and
+    /// RTO.Max in msec (RFC 9260 sec 6.3.1 C1, C6, C7).
+    pub(crate) fn new(rto_initial: u64, rto_min: u64, rto_max: u64) -> Self {
+        let rto_max = rto_max.max(rto_min);
         RtoManager {
-            rto: RTO_INITIAL,
+            rto: rto_initial,
+            rto_initial,
+            rto_min,
+            rto_max,
             ..Default::default()
         }
     }
@@ -211,7 +240,7 @@ impl RtoManager {
             self.srtt = ((RTO_BASE - RTO_ALPHA) * self.srtt + RTO_ALPHA * rtt) / RTO_BASE;
         }
 
-        self.rto = (self.srtt + (4.0 * self.rttvar) as u64).clamp(RTO_MIN, RTO_MAX);
+        self.rto = (self.srtt + (4.0 * self.rttvar) as u64).clamp(self.rto_min, self.rto_max);
 
         self.srtt
     }
@@ -224,7 +253,7 @@ impl RtoManager {
     /// RFC 9260 6.3.3 E2: retain backoff until a new RTT measurement updates RTO.
     pub(crate) fn backoff(&mut self) {
         if !self.no_update {
-            self.rto = self.rto.saturating_mul(2).min(RTO_MAX);
+            self.rto = self.rto.saturating_mul(2).min(self.rto_max);
         }
     }
 
@@ -236,7 +265,7 @@ impl RtoManager {
 
         self.srtt = 0;
         self.rttvar = 0.0;
-        self.rto = RTO_INITIAL;
+        self.rto = self.rto_initial;
     }
 
     /// set RTO value for testing
@@ -246,6 +275,9 @@ impl RtoManager {
     }
 }
 
+// Backoff of the control timers (T1-init, T1-cookie, T2-shutdown, RECONFIG),
+// capped at the default RTO.Max; T3-rtx backs off in RtoManager, capped at
+// the configured one.
 fn calculate_next_timeout(rto: u64, n_rtos: usize) -> u64 {
     // RFC 4096 sec 6.3.3.  Handle T3-rtx Expiration
     //   E2)  For the destination address for which the timer expires, set RTO
@@ -265,7 +297,7 @@ mod tests {
 
     #[test]
     fn rto_backoff_respects_pinned_rto() {
-        let mut rto = RtoManager::new();
+        let mut rto = RtoManager::default();
         rto.set_rto(1000, true);
         rto.backoff();
         assert_eq!(1000, rto.get_rto());
@@ -280,7 +312,10 @@ mod tests {
     #[test]
     fn rto_manager_uses_rfc9260_initial_rto() {
         assert_eq!(RTO_INITIAL, 1000);
-        assert_eq!(RtoManager::new().get_rto(), RTO_INITIAL);
+        assert_eq!(
+            RtoManager::new(RTO_INITIAL, RTO_MIN, RTO_MAX).get_rto(),
+            RTO_INITIAL
+        );
     }
 
     #[test]
@@ -288,7 +323,8 @@ mod tests {
         let now = Instant::now();
         let mut timers = TimerTable::new(TimerConfig::default());
 
-        timers.start(Timer::T1Init, now, RtoManager::new().get_rto());
+        let rto = RtoManager::new(RTO_INITIAL, RTO_MIN, RTO_MAX);
+        timers.start(Timer::T1Init, now, rto.get_rto());
 
         assert_eq!(timers.next_timeout(), Some(now + Duration::from_secs(1)));
     }
@@ -303,9 +339,9 @@ mod tests {
             let mut now = Instant::now();
             // A new procedure uses the current RTO, including previous DATA
             // backoff. Later DATA RTT updates/backoffs cannot compound it.
-            timers.start(timer, now, 8000);
-            assert_eq!(Some(now + Duration::from_secs(8)), timers.get(timer));
-            for interval in [16, 32, 60, 60] {
+            timers.start(timer, now, 2000);
+            assert_eq!(Some(now + Duration::from_secs(2)), timers.get(timer));
+            for interval in [4, 8, 10, 10] {
                 now = timers.get(timer).unwrap();
                 assert_eq!((true, false), {
                     let (expired, failed, _) = timers.is_expired(timer, now);

@@ -1,0 +1,239 @@
+//! Loss recovery under scripted loss (sfu-relay patch).
+//!
+//! A sender and a receiver association joined by an in-memory path with a
+//! fixed one-way delay and an explicit clock: no sockets, no wall clock. A
+//! loss script decides, for each DATA TSN and each of its transmissions,
+//! whether the path drops the packet carrying it. SACKs are never dropped.
+
+use super::*;
+use crate::config::{INITIAL_MTU, max_payload_size_for_mtu};
+
+const ONE_WAY: Duration = Duration::from_millis(10);
+const SI: u16 = 1;
+const PPI: PayloadProtocolIdentifier = PayloadProtocolIdentifier::Binary;
+
+/// Decides whether the path drops DATA message `index` (its TSN minus the
+/// first TSN sent after the handshake) on its `nth` transmission (1-based).
+type LossScript = Box<dyn FnMut(u32, u32) -> bool>;
+
+struct Path {
+    now: Instant,
+    sender: Association,
+    receiver: Association,
+    /// Packets on the wire: arrival time, whether bound for the receiver, bytes.
+    wire: VecDeque<(Instant, bool, Bytes)>,
+    loss: LossScript,
+    first_tsn: u32,
+    /// When each message index was put on the wire, one entry per transmission.
+    sent_at: HashMap<u32, Vec<Instant>>,
+    /// When the receiving application read each message index.
+    delivered: HashMap<u32, Instant>,
+    sender_events: Vec<Event>,
+}
+
+impl Path {
+    /// Runs the handshake without loss and opens stream `SI` on the sender.
+    fn new(config: TransportConfig, loss: LossScript) -> Path {
+        let now = Instant::now();
+        let addr = SocketAddr::from_str("0.0.0.0:0").unwrap();
+        let payload = max_payload_size_for_mtu(INITIAL_MTU);
+        let config = Arc::new(config);
+        let server = Arc::new(ServerConfig::new((*config).clone()));
+        let new_association = |server: Option<Arc<ServerConfig>>, aid| {
+            let udp = TransportProtocol::UDP;
+            Association::new(server, config.clone(), payload, aid, addr, addr, udp, now)
+        };
+        let mut path = Path {
+            now,
+            sender: new_association(None, 1),
+            receiver: new_association(Some(server), 2),
+            wire: VecDeque::new(),
+            loss: Box::new(|_, _| false),
+            first_tsn: 0,
+            sent_at: HashMap::new(),
+            delivered: HashMap::new(),
+            sender_events: vec![],
+        };
+        path.run_for(Duration::from_millis(100));
+        assert_eq!(path.sender.state(), AssociationState::Established);
+        assert_eq!(path.receiver.state(), AssociationState::Established);
+        path.sender_events.clear();
+        path.sender.open_stream(SI, PPI).unwrap();
+        path.first_tsn = path.sender.my_next_tsn;
+        path.loss = loss;
+        path
+    }
+
+    /// Queues message `index` (`len` bytes, one DATA chunk) on stream `SI`.
+    fn write(&mut self, index: u32, len: usize) {
+        let mut message = vec![0u8; len.max(4)];
+        message[..4].copy_from_slice(&index.to_be_bytes());
+        let mut stream = self.sender.stream(SI).unwrap();
+        stream
+            .write_sctp(self.now, &Bytes::from(message), PPI)
+            .unwrap();
+    }
+
+    fn run_for(&mut self, duration: Duration) {
+        let end = self.now + duration;
+        for _ in 0..1_000_000 {
+            self.transmit();
+            self.read();
+            let next = [
+                self.wire.front().map(|(at, _, _)| *at),
+                self.sender.poll_timeout(),
+                self.receiver.poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            match next {
+                Some(at) if at <= end => self.now = self.now.max(at),
+                _ => {
+                    self.now = end;
+                    return;
+                }
+            }
+            while self.wire.front().is_some_and(|(at, _, _)| *at <= self.now) {
+                let (_, to_receiver, raw) = self.wire.pop_front().unwrap();
+                let packet = Packet::unmarshal(&raw).unwrap();
+                let to = if to_receiver {
+                    &mut self.receiver
+                } else {
+                    &mut self.sender
+                };
+                to.handle_inbound(packet, self.now).unwrap();
+            }
+            self.sender.handle_timeout(self.now);
+            self.receiver.handle_timeout(self.now);
+        }
+        panic!("the path did not settle");
+    }
+
+    fn transmit(&mut self) {
+        while let Some(out) = self.sender.poll_transmit(self.now) {
+            let Payload::RawEncode(raws) = out.message else {
+                unreachable!()
+            };
+            for raw in raws {
+                let packet = Packet::unmarshal(&raw).unwrap();
+                let mut dropped = false;
+                for chunk in &packet.chunks {
+                    if let Some(d) = chunk.as_any().downcast_ref::<ChunkPayloadData>() {
+                        let index = d.tsn.wrapping_sub(self.first_tsn);
+                        let sends = self.sent_at.entry(index).or_default();
+                        sends.push(self.now);
+                        dropped |= (self.loss)(index, sends.len() as u32);
+                    }
+                }
+                if !dropped {
+                    self.wire.push_back((self.now + ONE_WAY, true, raw));
+                }
+            }
+        }
+        while let Some(out) = self.receiver.poll_transmit(self.now) {
+            let Payload::RawEncode(raws) = out.message else {
+                unreachable!()
+            };
+            for raw in raws {
+                self.wire.push_back((self.now + ONE_WAY, false, raw));
+            }
+        }
+    }
+
+    fn read(&mut self) {
+        while let Some(event) = self.sender.poll() {
+            self.sender_events.push(event);
+        }
+        while self.receiver.poll().is_some() {}
+        let Ok(mut stream) = self.receiver.stream(SI) else {
+            return;
+        };
+        while let Ok(Some(chunks)) = stream.read_sctp() {
+            let mut buf = vec![0u8; chunks.len()];
+            chunks.read(&mut buf).unwrap();
+            let index = u32::from_be_bytes(buf[..4].try_into().unwrap());
+            self.delivered.entry(index).or_insert(self.now);
+        }
+    }
+
+    /// Time from the first transmission of message `index` to its delivery.
+    fn latency(&self, index: u32) -> Option<Duration> {
+        let delivered = self.delivered.get(&index)?;
+        Some(delivered.duration_since(self.sent_at[&index][0]))
+    }
+
+    /// Intervals between consecutive transmissions of message `index`.
+    fn resend_intervals(&self, index: u32) -> Vec<Duration> {
+        let sends = &self.sent_at[&index];
+        sends.windows(2).map(|w| w[1] - w[0]).collect()
+    }
+
+    /// Sends pairs of small messages without loss so that every SACK is
+    /// immediate (every second packet) and the RTT, 2 * ONE_WAY, is measured.
+    fn warm_up(&mut self, pairs: u32) -> u32 {
+        for i in 0..pairs {
+            self.write(2 * i, 100);
+            self.write(2 * i + 1, 100);
+            self.run_for(Duration::from_millis(50));
+        }
+        assert_eq!(self.delivered.len() as u32, 2 * pairs);
+        2 * pairs
+    }
+}
+
+// (a) RTO.Min: a lost lone message (nothing after it to trigger fast
+// retransmit) is resent after RTO.Min on a 20 ms path, not after a second.
+#[test]
+fn lost_tail_message_is_resent_after_rto_min() {
+    let mut path = Path::new(
+        TransportConfig::default(),
+        Box::new(|index, nth| index == 20 && nth == 1),
+    );
+    let tail = path.warm_up(10);
+    assert_eq!(path.sender.rto_mgr.get_rto(), 200, "RTO.Min bounds the RTO");
+    path.write(tail, 100);
+    path.run_for(Duration::from_secs(3));
+    let latency = path.latency(tail).expect("the tail message is delivered");
+    assert!(
+        latency < Duration::from_millis(300),
+        "a lost tail message took {latency:?}"
+    );
+}
+
+#[test]
+fn rto_bounds_are_configurable() {
+    let config = TransportConfig::default()
+        .with_rto_min(Duration::from_millis(50))
+        .with_rto_max(Duration::from_millis(400));
+    let mut path = Path::new(config, Box::new(|_, _| false));
+    path.warm_up(10);
+    let rto = path.sender.rto_mgr.get_rto();
+    assert!(
+        (50..200).contains(&rto),
+        "RTO {rto} ms, below the default RTO.Min"
+    );
+    for _ in 0..4 {
+        path.sender.rto_mgr.backoff();
+    }
+    assert_eq!(path.sender.rto_mgr.get_rto(), 400);
+}
+
+// (a) RTO.Max: the T3-rtx backoff doubles from RTO.Initial (no RTT measured
+// yet) and stops at 10 s instead of 60 s.
+#[test]
+fn t3_backoff_is_capped_at_rto_max() {
+    let mut path = Path::new(
+        TransportConfig::default(),
+        Box::new(|index, nth| index == 0 && nth <= 5),
+    );
+    path.write(0, 100);
+    path.run_for(Duration::from_secs(40));
+    let secs: Vec<u64> = path
+        .resend_intervals(0)
+        .iter()
+        .map(Duration::as_secs)
+        .collect();
+    assert_eq!(secs, [1, 2, 4, 8, 10]);
+    assert_eq!(path.latency(0), Some(Duration::from_secs(25) + ONE_WAY));
+}
