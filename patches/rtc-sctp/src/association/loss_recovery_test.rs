@@ -94,6 +94,8 @@ impl Path {
                     return;
                 }
             }
+            // One datagram at a time, each answered before the next is read,
+            // as a socket loop would: a SACK per packet, not per batch.
             while self.wire.front().is_some_and(|(at, _, _)| *at <= self.now) {
                 let (_, to_receiver, raw) = self.wire.pop_front().unwrap();
                 let packet = Packet::unmarshal(&raw).unwrap();
@@ -103,6 +105,7 @@ impl Path {
                     &mut self.sender
                 };
                 to.handle_inbound(packet, self.now).unwrap();
+                self.transmit();
             }
             self.sender.handle_timeout(self.now);
             self.receiver.handle_timeout(self.now);
@@ -236,4 +239,33 @@ fn t3_backoff_is_capped_at_rto_max() {
         .collect();
     assert_eq!(secs, [1, 2, 4, 8, 10]);
     assert_eq!(path.latency(0), Some(Duration::from_secs(25) + ONE_WAY));
+}
+
+// (b) Two losses in one window: the first starts Fast Recovery, the second is
+// reported missing by the SACKs that arrive during it. RFC 9260 §7.2.4 counts
+// those miss indications (HTNA) on every SACK, so the second loss is fast
+// retransmitted too instead of waiting for T3-rtx.
+#[test]
+fn second_loss_in_one_recovery_window_is_fast_retransmitted() {
+    let base = 20;
+    let mut path = Path::new(
+        TransportConfig::default(),
+        Box::new(move |index, nth| nth == 1 && (index == base + 2 || index == base + 8)),
+    );
+    assert_eq!(path.warm_up(base / 2), base);
+    let mtu = path.sender.mtu;
+    path.sender.cwnd = 30 * mtu;
+    path.sender.ssthresh = 30 * mtu;
+    for index in base..base + 20 {
+        path.write(index, 1000);
+    }
+    path.run_for(Duration::from_secs(2));
+    assert_eq!(path.delivered.len() as u32, base + 20);
+    assert_eq!(path.sender.stats.get_num_fast_retrans(), 2);
+    assert_eq!(path.sender.stats.get_num_t3timeouts(), 0);
+    let latency = path.latency(base + 8).unwrap();
+    assert!(
+        latency < Duration::from_millis(100),
+        "second loss took {latency:?}"
+    );
 }

@@ -1477,7 +1477,16 @@ impl Association {
             self.rwnd = d.advertised_receiver_window_credit - bytes_outstanding;
         }
 
-        self.process_fast_retransmission(d.cumulative_tsn_ack, htna, cum_tsn_ack_point_advanced)?;
+        let highest_reported = d.gap_ack_blocks.iter().fold(d.cumulative_tsn_ack, |h, g| {
+            let end = d.cumulative_tsn_ack.wrapping_add(g.end as u32);
+            if sna32lt(h, end) { end } else { h }
+        });
+        self.process_fast_retransmission(
+            d.cumulative_tsn_ack,
+            htna,
+            highest_reported,
+            cum_tsn_ack_point_advanced,
+        )?;
 
         if self.use_forward_tsn {
             // RFC 3758 Sec 3.5 C1
@@ -1948,24 +1957,24 @@ impl Association {
         &mut self,
         cum_tsn_ack_point: u32,
         htna: u32,
+        highest_reported: u32,
         cum_tsn_ack_point_advanced: bool,
     ) -> Result<()> {
-        // HTNA algorithm - RFC 4960 Sec 7.2.4
-        // Increment missIndicator of each chunks that the SACK reported missing
-        // when either of the following is met:
-        // a)  Not in fast-recovery
-        //     miss indications are incremented only for missing TSNs prior to the
-        //     highest TSN newly acknowledged in the SACK.
-        // b)  In fast-recovery AND the Cumulative TSN Ack Point advanced
+        // HTNA algorithm - RFC 9260 Sec 7.2.4
+        // On every SACK, increment missIndicator of each chunk that the SACK
+        // reports missing:
+        // a)  miss indications are incremented only for missing TSNs prior to the
+        //     highest TSN newly acknowledged in the SACK, in Fast Recovery too,
+        //     so a second loss in one recovery window is fast retransmitted
+        //     instead of waiting for T3-rtx;
+        // b)  in fast-recovery AND the Cumulative TSN Ack Point advanced
         //     the miss indications are incremented for all TSNs reported missing
-        //     in the SACK.
-        if !self.in_fast_recovery || cum_tsn_ack_point_advanced {
-            let max_tsn = if !self.in_fast_recovery {
-                // a) increment only for missing TSNs prior to the HTNA
-                htna
+        //     in the SACK (below the highest TSN it reports received).
+        {
+            let max_tsn = if self.in_fast_recovery && cum_tsn_ack_point_advanced {
+                highest_reported.wrapping_add(1)
             } else {
-                // b) increment for all TSNs reported missing
-                cum_tsn_ack_point.wrapping_add(self.inflight_queue.len() as u32 + 1)
+                htna
             };
 
             let mut tsn = cum_tsn_ack_point.wrapping_add(1);
@@ -1973,6 +1982,11 @@ impl Association {
                 if let Some(c) = self.inflight_queue.get_mut(tsn) {
                     if c.is_outstanding() && c.miss_indicator < 3 {
                         c.miss_indicator += 1;
+                        // 1) Mark the DATA chunk(s) with three miss indications
+                        //    for retransmission, in Fast Recovery as well.
+                        if c.miss_indicator == 3 {
+                            self.will_retransmit_fast = true;
+                        }
                         if c.miss_indicator == 3 && !self.in_fast_recovery {
                             // 2)  If not in Fast Recovery, adjust the ssthresh and cwnd of the
                             //     destination address(es) to which the missing DATA chunks were
