@@ -269,3 +269,44 @@ fn second_loss_in_one_recovery_window_is_fast_retransmitted() {
         "second loss took {latency:?}"
     );
 }
+
+// (c) T3-rtx keeps running after Path.Max.Retrans (5) expiries: a path that
+// comes back after a 45 s outage still gets the data through.
+#[test]
+fn t3_keeps_retransmitting_after_five_expiries() {
+    let mut path = Path::new(
+        TransportConfig::default(),
+        Box::new(|index, nth| index == 0 && nth <= 7),
+    );
+    path.write(0, 100);
+    path.run_for(Duration::from_secs(60));
+    assert_eq!(path.sent_at[&0].len(), 8);
+    assert_eq!(path.latency(0), Some(Duration::from_secs(45) + ONE_WAY));
+}
+
+// (c) ...and when the peer stays unreachable, the association fails after
+// Association.Max.Retrans (10) consecutive expiries (RFC 9260 §8.1): closed,
+// reported to the application, not left with data in flight and no timer.
+#[test]
+fn t3_blackout_fails_the_association_after_max_retrans() {
+    let mut path = Path::new(TransportConfig::default(), Box::new(|_, _| true));
+    path.write(0, 100);
+    path.run_for(Duration::from_secs(300));
+    assert_eq!(
+        path.sent_at[&0].len(),
+        11,
+        "one send and ten retransmissions"
+    );
+    assert_eq!(path.sender.state(), AssociationState::Closed);
+    assert!(
+        path.sender_events.iter().any(|e| matches!(
+            e,
+            Event::AssociationLost {
+                reason: AssociationError::TimedOut,
+                ..
+            }
+        )),
+        "{:?}",
+        path.sender_events
+    );
+}

@@ -3426,11 +3426,13 @@ impl Association {
             }
 
             Timer::T3RTX => {
-                // T3-rtx timer will not fail by design
-                // Justifications:
-                //  * ICE would fail if the connectivity is lost
-                //  * WebRTC spec is not clear how this incident should be reported to ULP
+                // RFC 9260 §8.1: the error counter exceeded Association.Max.Retrans,
+                // so the peer is unreachable: stop, enter CLOSED and report it
+                // (AssociationLost on every stream). Stopping the timer and
+                // staying ESTABLISHED instead stalled the data in flight forever,
+                // silently, when ICE did not notice the outage.
                 error!("[{}] retransmission failure: T3-rtx (DATA)", self.side);
+                let _ = self.close(AssociationError::TimedOut);
             }
 
             _ => {}

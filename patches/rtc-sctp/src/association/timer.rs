@@ -3,6 +3,10 @@ use std::time::{Duration, Instant};
 pub(crate) const ACK_INTERVAL: u64 = 200;
 const MAX_INIT_RETRANS: usize = 8;
 const PATH_MAX_RETRANS: usize = 5;
+// RFC 9260 §8.1, §16: Association.Max.Retrans. On a single-homed association
+// T3-rtx expiries count against it, not against Path.Max.Retrans (5), which
+// only marks one of several destinations inactive (§8.2).
+const ASSOC_MAX_RETRANS: usize = 10;
 const NO_MAX_RETRANS: usize = usize::MAX;
 const TIMER_COUNT: usize = 6;
 
@@ -18,9 +22,11 @@ pub struct TimerConfig {
     pub max_t1_cookie_retrans: usize,
     /// How many times SHUTDOWN may be retransmitted (T2-shutdown).
     pub max_t2_shutdown_retrans: usize,
-    /// How many times a DATA chunk may be retransmitted on T3-rtx expiry.
-    ///
-    /// Defaults to unlimited, leaving reliability to the per-stream partial-reliability settings.
+    /// How many consecutive T3-rtx expiries, without new DATA acknowledged, are
+    /// tolerated before the peer is considered unreachable and the association is
+    /// closed with [`AssociationError::TimedOut`](crate::AssociationError::TimedOut)
+    /// (Association.Max.Retrans, RFC 9260 §8.1). Defaults to 10; `usize::MAX`
+    /// keeps retransmitting at RTO.Max for as long as the association lives.
     pub max_t3_rtx_retrans: usize,
     /// How many times a RE-CONFIG chunk (stream reset) may be retransmitted.
     pub max_reconfig_retrans: usize,
@@ -34,7 +40,7 @@ impl Default for TimerConfig {
             max_t1_init_retrans: MAX_INIT_RETRANS,
             max_t1_cookie_retrans: MAX_INIT_RETRANS,
             max_t2_shutdown_retrans: NO_MAX_RETRANS,
-            max_t3_rtx_retrans: PATH_MAX_RETRANS,
+            max_t3_rtx_retrans: ASSOC_MAX_RETRANS,
             max_reconfig_retrans: PATH_MAX_RETRANS,
             max_ack_retrans: PATH_MAX_RETRANS,
         }
