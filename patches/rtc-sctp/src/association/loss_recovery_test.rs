@@ -24,6 +24,8 @@ struct Path {
     wire: VecDeque<(Instant, bool, Bytes)>,
     loss: LossScript,
     first_tsn: u32,
+    /// When the application wrote each message index.
+    written_at: HashMap<u32, Instant>,
     /// When each message index was put on the wire, one entry per transmission.
     sent_at: HashMap<u32, Vec<Instant>>,
     /// When the receiving application read each message index.
@@ -50,6 +52,7 @@ impl Path {
             wire: VecDeque::new(),
             loss: Box::new(|_, _| false),
             first_tsn: 0,
+            written_at: HashMap::new(),
             sent_at: HashMap::new(),
             delivered: HashMap::new(),
             sender_events: vec![],
@@ -68,6 +71,7 @@ impl Path {
     fn write(&mut self, index: u32, len: usize) {
         let mut message = vec![0u8; len.max(4)];
         message[..4].copy_from_slice(&index.to_be_bytes());
+        self.written_at.insert(index, self.now);
         let mut stream = self.sender.stream(SI).unwrap();
         stream
             .write_sctp(self.now, &Bytes::from(message), PPI)
@@ -160,10 +164,10 @@ impl Path {
         }
     }
 
-    /// Time from the first transmission of message `index` to its delivery.
+    /// Time from the write of message `index` to its delivery.
     fn latency(&self, index: u32) -> Option<Duration> {
         let delivered = self.delivered.get(&index)?;
-        Some(delivered.duration_since(self.sent_at[&index][0]))
+        Some(delivered.duration_since(self.written_at[&index]))
     }
 
     /// Intervals between consecutive transmissions of message `index`.
@@ -309,4 +313,18 @@ fn t3_blackout_fails_the_association_after_max_retrans() {
         "{:?}",
         path.sender_events
     );
+}
+
+// (d) Initial cwnd of 10 MTU: a ten-packet burst (a small keyframe) leaves in
+// the first flight instead of three packets and then slow start.
+#[test]
+fn ten_packet_burst_goes_out_in_the_first_flight() {
+    let mut path = Path::new(TransportConfig::default(), Box::new(|_, _| false));
+    for index in 0..10 {
+        path.write(index, 1100);
+    }
+    path.run_for(Duration::from_secs(1));
+    for index in 0..10 {
+        assert_eq!(path.latency(index), Some(ONE_WAY), "message {index}");
+    }
 }
