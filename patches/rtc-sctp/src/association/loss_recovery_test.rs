@@ -31,6 +31,11 @@ struct Path {
     /// When the receiving application read each message index.
     delivered: HashMap<u32, Instant>,
     sender_events: Vec<Event>,
+    /// Decides whether the path drops a SACK, given the message index it
+    /// acknowledges cumulatively.
+    sack_loss: LossScript,
+    /// SACKs the receiver sent: when, cumulative message index, gap blocks.
+    sacks: Vec<(Instant, u32, usize)>,
 }
 
 impl Path {
@@ -56,6 +61,8 @@ impl Path {
             sent_at: HashMap::new(),
             delivered: HashMap::new(),
             sender_events: vec![],
+            sack_loss: Box::new(|_, _| false),
+            sacks: vec![],
         };
         path.run_for(Duration::from_millis(100));
         assert_eq!(path.sender.state(), AssociationState::Established);
@@ -143,7 +150,19 @@ impl Path {
                 unreachable!()
             };
             for raw in raws {
-                self.wire.push_back((self.now + ONE_WAY, false, raw));
+                let packet = Packet::unmarshal(&raw).unwrap();
+                let mut dropped = false;
+                for chunk in &packet.chunks {
+                    if let Some(sack) = chunk.as_any().downcast_ref::<ChunkSelectiveAck>() {
+                        let index = sack.cumulative_tsn_ack.wrapping_sub(self.first_tsn);
+                        let gaps = sack.gap_ack_blocks.len();
+                        self.sacks.push((self.now, index, gaps));
+                        dropped |= (self.sack_loss)(index, 0);
+                    }
+                }
+                if !dropped {
+                    self.wire.push_back((self.now + ONE_WAY, false, raw));
+                }
             }
         }
     }
@@ -176,12 +195,13 @@ impl Path {
         sends.windows(2).map(|w| w[1] - w[0]).collect()
     }
 
-    /// Sends pairs of small messages without loss so that every SACK is
-    /// immediate (every second packet) and the RTT, 2 * ONE_WAY, is measured.
+    /// Sends pairs of messages, one packet each, without loss so that every
+    /// SACK is immediate (every second packet) and the RTT, 2 * ONE_WAY, is
+    /// measured.
     fn warm_up(&mut self, pairs: u32) -> u32 {
         for i in 0..pairs {
-            self.write(2 * i, 100);
-            self.write(2 * i + 1, 100);
+            self.write(2 * i, 600);
+            self.write(2 * i + 1, 600);
             self.run_for(Duration::from_millis(50));
         }
         assert_eq!(self.delivered.len() as u32, 2 * pairs);
@@ -327,4 +347,74 @@ fn ten_packet_burst_goes_out_in_the_first_flight() {
     for index in 0..10 {
         assert_eq!(path.latency(index), Some(ONE_WAY), "message {index}");
     }
+}
+
+// (e) A gap is SACKed at once (RFC 9260 §6.7), not after the 200 ms delay.
+#[test]
+fn out_of_order_tsn_is_sacked_at_once() {
+    let base = 20;
+    let mut path = Path::new(
+        TransportConfig::default(),
+        Box::new(move |index, nth| index == base && nth == 1),
+    );
+    path.warm_up(base / 2);
+    path.write(base, 1000);
+    path.write(base + 1, 1000);
+    path.run_for(Duration::from_secs(1));
+    let arrival = path.sent_at[&(base + 1)][0] + ONE_WAY;
+    assert!(
+        path.sacks.iter().any(|&(at, _, gaps)| at == arrival && gaps == 1),
+        "{:?}",
+        path.sacks
+    );
+}
+
+// (e) The retransmission that fills the gap is SACKed at once too, as TCP
+// does (RFC 5681 §4.2): after a T3-rtx the sender's cwnd is one MTU, and a
+// delayed SACK would hold everything behind it for another 200 ms.
+#[test]
+fn gap_filling_retransmission_is_sacked_at_once() {
+    let base = 20;
+    let mut path = Path::new(
+        TransportConfig::default(),
+        Box::new(move |index, nth| index == base && nth == 1),
+    );
+    path.warm_up(base / 2);
+    path.write(base, 1000);
+    path.write(base + 1, 1000);
+    path.run_for(Duration::from_secs(2));
+    assert_eq!(path.sender.stats.get_num_t3timeouts(), 1);
+    let filled = path.sent_at[&base][1] + ONE_WAY;
+    let sack = path.sacks.iter().find(|&&(_, index, _)| index == base + 1);
+    assert_eq!(sack.map(|&(at, _, _)| at), Some(filled), "{:?}", path.sacks);
+}
+
+// (e) RFC 9260 §6.2: a packet with duplicate DATA and no new DATA MUST be
+// SACKed immediately. Here the SACK for a lone message is lost, so T3-rtx
+// resends it; the duplicate's SACK must not wait for the delayed-SACK timer.
+#[test]
+fn duplicate_data_is_sacked_at_once() {
+    let base = 20;
+    // An RTO well above the 200 ms SACK delay, so that the lost SACK, not
+    // the delay, is what makes T3-rtx resend.
+    let config = TransportConfig::default().with_rto_min(Duration::from_millis(500));
+    let mut path = Path::new(config, Box::new(|_, _| false));
+    path.warm_up(base / 2);
+    let mut sacks_of_base = 0;
+    path.sack_loss = Box::new(move |index, _| {
+        sacks_of_base += u32::from(index == base);
+        index == base && sacks_of_base == 1
+    });
+    path.write(base, 100);
+    path.run_for(Duration::from_secs(2));
+    assert_eq!(path.sender.stats.get_num_t3timeouts(), 1);
+    let duplicate = path.sent_at[&base][1] + ONE_WAY;
+    let sacks: Vec<Instant> = path
+        .sacks
+        .iter()
+        .filter(|&&(_, index, _)| index == base)
+        .map(|&(at, _, _)| at)
+        .collect();
+    assert_eq!(sacks.len(), 2, "{:?}", path.sacks);
+    assert_eq!(sacks[1], duplicate);
 }

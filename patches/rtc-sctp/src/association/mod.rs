@@ -1338,6 +1338,8 @@ impl Association {
         self.stats.inc_datas();
 
         let can_push = self.payload_queue.can_push(d, self.peer_last_tsn);
+        // Chunks wait in the payload queue only beyond a gap.
+        let had_gap = !self.payload_queue.is_empty();
         let mut stream_handle_data = false;
         if can_push {
             if self.get_or_create_stream(d.stream_identifier).is_some() {
@@ -1402,7 +1404,14 @@ impl Association {
             }
         }
 
-        let immediate_sack = d.immediate_sack;
+        // SACK at once, not after the delayed-SACK timer:
+        // - a packet with duplicate DATA (RFC 9260 §6.2: MUST), which tells
+        //   the sender its T3-rtx fired for a lost SACK;
+        // - DATA that arrives while there is a gap, including the chunk that
+        //   fills it (as TCP does, RFC 5681 §4.2): after a T3-rtx the sender
+        //   has a one-MTU cwnd and waits for this SACK to send anything else.
+        //   A gap that this chunk opens is handled below (RFC 9260 §6.7).
+        let immediate_sack = d.immediate_sack || !can_push || had_gap;
 
         if stream_handle_data && let Some(s) = self.streams.get_mut(&d.stream_identifier) {
             self.events.push_back(Event::DatagramReceived);
