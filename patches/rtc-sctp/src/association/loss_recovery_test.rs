@@ -363,7 +363,9 @@ fn out_of_order_tsn_is_sacked_at_once() {
     path.run_for(Duration::from_secs(1));
     let arrival = path.sent_at[&(base + 1)][0] + ONE_WAY;
     assert!(
-        path.sacks.iter().any(|&(at, _, gaps)| at == arrival && gaps == 1),
+        path.sacks
+            .iter()
+            .any(|&(at, _, gaps)| at == arrival && gaps == 1),
         "{:?}",
         path.sacks
     );
@@ -417,4 +419,100 @@ fn duplicate_data_is_sacked_at_once() {
         .collect();
     assert_eq!(sacks.len(), 2, "{:?}", path.sacks);
     assert_eq!(sacks[1], duplicate);
+}
+
+/// Loss model for `measure_video_under_loss`: Gilbert with a 100% loss bad
+/// state; `p_bad_to_good = 1` makes it independent (random) loss.
+struct Gilbert {
+    state: u64,
+    bad: bool,
+    p_good_to_bad: f64,
+    p_bad_to_good: f64,
+}
+
+impl Gilbert {
+    fn new(seed: u64, mean_loss: f64, mean_burst: f64) -> Self {
+        let p_bad_to_good = 1.0 / mean_burst;
+        Gilbert {
+            state: seed.max(1),
+            bad: false,
+            p_good_to_bad: p_bad_to_good * mean_loss / (1.0 - mean_loss),
+            p_bad_to_good,
+        }
+    }
+
+    fn uniform(&mut self) -> f64 {
+        // xorshift64*
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        (self.state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn drops(&mut self) -> bool {
+        let flip = if self.bad {
+            self.p_bad_to_good
+        } else {
+            self.p_good_to_bad
+        };
+        if self.uniform() < flip {
+            self.bad = !self.bad;
+        }
+        self.bad
+    }
+}
+
+/// Not a pass/fail test: prints one-way latency percentiles of a 2.5 Mbit/s
+/// video workload (30 fps, 1,100-byte packets, a keyframe 5x a delta frame
+/// every 2 s, 20 s, then 15 s to drain) over the in-memory path (10 ms one
+/// way) under the issue's loss patterns. Each direction has its own chain,
+/// advanced per DATA packet (forward) and per SACK (reverse); FORWARD TSN
+/// and handshake packets are never dropped. The unreliable case is
+/// unordered with maxRetransmits=0. Run with
+/// `cargo test -p rtc-sctp measure_video_under_loss -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement"]
+fn measure_video_under_loss() {
+    for (name, mean_loss, mean_burst) in [("1% random", 0.01, 1.0), ("5% burst 4", 0.05, 4.0)] {
+        for unreliable in [false, true] {
+            let mut forward = Gilbert::new(7, mean_loss, mean_burst);
+            let mut reverse = Gilbert::new(11, mean_loss, mean_burst);
+            let mut path = Path::new(
+                TransportConfig::default(),
+                Box::new(move |_, _| forward.drops()),
+            );
+            path.sack_loss = Box::new(move |_, _| reverse.drops());
+            if unreliable {
+                let mut stream = path.sender.stream(SI).unwrap();
+                stream
+                    .set_reliability_params(true, ReliabilityType::Rexmit, 0)
+                    .unwrap();
+            }
+            let frame = Duration::from_micros(33_333);
+            let mut index = 0;
+            for f in 0..600 {
+                let packets = if f % 60 == 0 { 44 } else { 9 };
+                for _ in 0..packets {
+                    path.write(index, 1100);
+                    index += 1;
+                }
+                path.run_for(frame);
+            }
+            path.run_for(Duration::from_secs(15));
+            let mut latencies: Vec<Duration> = (0..index).filter_map(|i| path.latency(i)).collect();
+            latencies.sort();
+            let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
+            println!(
+                "{name:>10} {:>10}: delivered {:6.2}%  p50 {:>9.1?}  p99 {:>9.1?}  max {:>9.1?}  \
+                 fast retransmits {}  T3 expiries {}",
+                if unreliable { "unreliable" } else { "reliable" },
+                100.0 * latencies.len() as f64 / index as f64,
+                pct(0.5),
+                pct(0.99),
+                latencies.last().unwrap(),
+                path.sender.stats.get_num_fast_retrans(),
+                path.sender.stats.get_num_t3timeouts(),
+            );
+        }
+    }
 }
