@@ -11,3 +11,7 @@ if [ -f scripts/install-python-peers.sh ]; then
 fi
 
 cargo test --workspace --locked "$@"
+# The patched SCTP under dc-relay (patches/rtc-sctp, wired with [patch.crates-io])
+# is not a workspace member, so its own tests, the loss-recovery regressions
+# among them, run here by name.
+cargo test -p rtc-sctp --locked "$@"
