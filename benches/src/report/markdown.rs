@@ -18,7 +18,7 @@ pub struct Rendered {
     pub plots: Vec<(String, String)>,
 }
 
-fn ms(v: f64) -> String {
+pub(super) fn ms(v: f64) -> String {
     if v >= 100.0 {
         format!("{v:.0}")
     } else if v >= 10.0 {
@@ -28,7 +28,7 @@ fn ms(v: f64) -> String {
     }
 }
 
-fn opt_ms(v: Option<f64>) -> String {
+pub(super) fn opt_ms(v: Option<f64>) -> String {
     v.map_or("-".into(), ms)
 }
 
@@ -39,7 +39,7 @@ fn ratio(a: f64, b: Option<f64>) -> String {
     }
 }
 
-fn drops(r: &RunResult) -> String {
+pub(super) fn drops(r: &RunResult) -> String {
     format!(
         "{} / {} / {}",
         r.netsim.map_or("-".into(), |(f, b)| format!(
@@ -117,7 +117,17 @@ pub fn render(m: &Matrix, machine: &Machine, versions: &[(String, String)], comm
         "| load average (1/5/15 min) | before {}; after {} (other builds share these 2 cores) |",
         m.load.0, m.load.1
     );
-    let _ = writeln!(md, "| matrix wall time | {:.0} s |\n", m.elapsed.as_secs_f64());
+    let _ = writeln!(md, "| matrix wall time | {:.0} s |", m.elapsed.as_secs_f64());
+    let _ = writeln!(
+        md,
+        "| scenarios | {}{} |\n",
+        m.scenarios.iter().map(|s| s.name).collect::<Vec<_>>().join(", "),
+        if c.only.is_empty() {
+            ""
+        } else {
+            " (a subset, chosen with --scenario)"
+        }
+    );
     if !relay::compiled_transports().contains(&Transport::Dc) {
         let _ = writeln!(
             md,
@@ -161,14 +171,19 @@ pub fn render(m: &Matrix, machine: &Machine, versions: &[(String, String)], comm
     );
     let _ = writeln!(
         md,
-        "- Run lengths: video {:.1} s, audio {:.1} s ({} runs each on the clean network, median by p99), max-rate {:.2} s x {} (median by delivered packets/s). \
+        "- Run lengths: video {:.1} s, audio {:.1} s ({} runs each on the clean network, {} on each impaired one, median by p99), max-rate {:.2} s x {} (median by delivered packets/s). \
+         WAN scenarios: video only, {:.1} s x {} seeds. \
+         Each repetition has its own netsim seed, the same for every path in it (so they meet the same network); `runs' p99` lists every repetition. \
          Repetitions interleave the paths so drifting machine load hits them alike. \
          Unreliable paths drain until {} ms without arrivals; reliable ones until everything arrived (at most {} s).",
         c.video.as_secs_f64(),
         c.audio.as_secs_f64(),
         c.clean_paced_reps,
+        c.impaired_paced_reps,
         c.flood.as_secs_f64(),
         c.flood_reps,
+        c.wan.as_secs_f64(),
+        c.wan_reps,
         c.drain.idle.as_millis(),
         c.drain.reliable_limit.as_secs()
     );
@@ -190,111 +205,11 @@ pub fn render(m: &Matrix, machine: &Machine, versions: &[(String, String)], comm
          `kernel` (UDP receive/send buffer overflows on the whole machine during the run, from /proc/net/snmp): loss the kernel caused is not the transport's.\n"
     );
 
-    // Setup.
-    let _ = writeln!(md, "## Setup time\n");
-    let _ = writeln!(
-        md,
-        "`total`: offer made → both ends ready, in process (certificate generation included). \
-         `connect → ready`: the offering link's own `LinkStats::setup_time`. Milliseconds.\n"
-    );
-    let _ = writeln!(
-        md,
-        "| path | clean total p50 | p90 | max | clean connect → ready p50 | max | 20 ms delay total p50 | connect → ready p50 |\n|---|---|---|---|---|---|---|---|"
-    );
-    for &subject in &m.subjects {
-        let clean = m.setup("clean", subject);
-        let delayed = m.setup("delay20", subject);
-        let p = |s: Option<&SetupSamples>, link: bool, q: f64| {
-            s.and_then(|s| percentile_ms(if link { &s.link } else { &s.total }, q))
-        };
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
-            subject.label(),
-            opt_ms(p(clean, false, 50.0)),
-            opt_ms(p(clean, false, 90.0)),
-            opt_ms(p(clean, false, 100.0)),
-            opt_ms(p(clean, true, 50.0)),
-            opt_ms(p(clean, true, 100.0)),
-            opt_ms(p(delayed, false, 50.0)),
-            opt_ms(p(delayed, true, 50.0)),
-        );
+    if !m.setups.is_empty() {
+        setup_section(&mut md, m);
     }
-    md.push('\n');
-
-    // Loss and head-of-line blocking.
-    let _ = writeln!(md, "## Loss and head-of-line blocking ({video})\n");
-    let _ = writeln!(
-        md,
-        "p99 one-way latency in ms and delivered share per scenario. Unreliable modes lose what the network loses and keep their latency; \
-         reliable modes deliver everything and pay for it in the tail: a lost packet holds back every packet behind it until the retransmission arrives.\n"
-    );
-    let _ = write!(md, "| path |");
-    for s in &m.scenarios {
-        let _ = write!(md, " {} p99 | {} delivered |", s.name, s.name);
-    }
-    let _ = writeln!(md);
-    let _ = writeln!(md, "|---|{}", "---|---|".repeat(m.scenarios.len()));
-    for &subject in &m.subjects {
-        let _ = write!(md, "| {} |", subject.label());
-        for s in &m.scenarios {
-            match m.cell(s.name, &video, subject) {
-                Some(r) => {
-                    let _ = write!(
-                        md,
-                        " {} | {:.2}% |",
-                        ms(r.latency.summary().p99),
-                        r.delivered_ratio() * 100.0
-                    );
-                }
-                None => md.push_str(" - | - |"),
-            }
-        }
-        md.push('\n');
-    }
-    md.push('\n');
-
-    // Summary plots.
-    plots.push(throughput_plot(m, &flood));
-    plots.push(cpu_plot(m, &video, &flood));
-    let _ = writeln!(md, "## Throughput and CPU cost (clean)\n");
-    let _ = writeln!(
-        md,
-        "Max-rate: 1,200-byte packets as fast as the sender can hand them over (median of {} runs; unreliable paths drop what they cannot carry). \
-         Sustained: {} packets with at most {SUSTAINED_WINDOW} not yet received (the receiver confirms in process, not on the wire): \
-         what the path carries without overload loss. On this 2-core machine a sender spinning on a cheap `send` takes CPU from the \
-         transport it floods, so for unreliable paths the sustained figure is the fairer capacity; the goals use max-rate, as specified.\n",
-        c.flood_reps, c.sustained_packets
-    );
-    let _ = writeln!(
-        md,
-        "| path | max-rate offered Mbit/s | max-rate delivered | max-rate Mbit/s | x raw (paired) | sustained Mbit/s | sustained delivered | CPU µs/pkt (max-rate) |\n|---|---|---|---|---|---|---|---|"
-    );
-    for &subject in &m.subjects {
-        let cell = m.cell("clean", &flood, subject);
-        let sustained = m.sustained_mbps(subject);
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
-            subject.label(),
-            cell.map_or("-".into(), |r| format!("{:.0}", r.offered_bps() / 1e6)),
-            cell.map_or("-".into(), |r| format!("{:.2}%", r.delivered_ratio() * 100.0)),
-            cell.map_or("-".into(), |r| format!("{:.0}", r.throughput_bps() / 1e6)),
-            m.paired_ratio(subject)
-                .map_or("-".into(), |(r, _)| format!("{r:.2}x")),
-            sustained.map_or("-".into(), |(v, _)| format!("{v:.0}")),
-            sustained.map_or("-".into(), |(_, share)| format!("{:.2}%", share * 100.0)),
-            cell.map_or("-".into(), |r| format!("{:.2}", r.cpu_us_per_packet())),
-        );
-    }
-    md.push('\n');
-    let _ = writeln!(md, "![throughput](results/throughput.svg)\n");
-    let _ = writeln!(md, "![CPU per packet](results/cpu-per-packet.svg)\n");
-    let _ = writeln!(
-        md,
-        "CPU per packet on the paced workloads is dominated by waking idle threads for each frame (every packet crosses two or more tasks), \
-         not by the per-packet work: compare paths with each other, not with the max-rate figure.\n"
-    );
+    lan_sections(&mut md, &mut plots, m, &video, &flood);
+    super::wan::render(&mut md, m, &video);
 
     // Per scenario.
     let _ = writeln!(md, "## Scenarios\n");
@@ -303,8 +218,8 @@ pub fn render(m: &Matrix, machine: &Machine, versions: &[(String, String)], comm
         let name = format!("latency-{}.svg", scenario.name);
         plots.push((name.clone(), latency_plot(m, scenario, &video)));
         let _ = writeln!(md, "![latency CDF, {video}, {}](results/{name})\n", scenario.name);
-        for (workload, _) in c.workloads() {
-            let reps = c.reps(scenario.name, &workload);
+        for (workload, _) in c.workloads_for(scenario) {
+            let reps = c.reps(scenario, &workload);
             let wname = workload.name();
             let raw = m.cell(scenario.name, &wname, Subject::RawUdp);
             let raw_bps = raw.map(|r| r.throughput_bps());
@@ -368,7 +283,7 @@ pub fn render(m: &Matrix, machine: &Machine, versions: &[(String, String)], comm
             } else {
                 let _ = writeln!(
                     md,
-                    "| path | delivered | p50 ms | p90 | p99 | p99.9 | max | keyframe p99 | jitter ms | Mbit/s | x raw | CPU µs/pkt | KiB/link | drops netsim / link / kernel |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+                    "| path | delivered | p50 ms | p90 | p99 | p99.9 | max | runs' p99 | keyframe p99 | jitter ms | Mbit/s | x raw | CPU µs/pkt | KiB/link | drops netsim / link / kernel |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
                 );
                 for &subject in &m.subjects {
                     let Some(r) = m.cell(scenario.name, &wname, subject) else {
@@ -378,7 +293,7 @@ pub fn render(m: &Matrix, machine: &Machine, versions: &[(String, String)], comm
                     let l = r.latency.summary();
                     let _ = writeln!(
                         md,
-                        "| {} | {:.2}% | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {:.2} | {} | {} |{}",
+                        "| {} | {:.2}% | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {:.2} | {} | {} |{}",
                         subject.label(),
                         r.delivered_ratio() * 100.0,
                         ms(l.p50),
@@ -386,6 +301,11 @@ pub fn render(m: &Matrix, machine: &Machine, versions: &[(String, String)], comm
                         ms(l.p99),
                         ms(l.p999),
                         ms(l.max),
+                        m.spread(scenario.name, &wname, subject, |r| r.latency.summary().p99)
+                            .iter()
+                            .map(|v| ms(*v))
+                            .collect::<Vec<_>>()
+                            .join(", "),
                         if r.keyframe_latency.count() > 0 {
                             ms(r.keyframe_latency.summary().p99)
                         } else {
@@ -413,6 +333,124 @@ pub fn render(m: &Matrix, machine: &Machine, versions: &[(String, String)], comm
         md.push('\n');
     }
     Rendered { markdown: md, plots }
+}
+
+/// Setup times: clean and through the 20 ms delay.
+fn setup_section(md: &mut String, m: &Matrix) {
+    let _ = writeln!(md, "## Setup time\n");
+    let _ = writeln!(
+        md,
+        "`total`: offer made → both ends ready, in process (certificate generation included). \
+         `connect → ready`: the offering link's own `LinkStats::setup_time`. Milliseconds.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| path | clean total p50 | p90 | max | clean connect → ready p50 | max | 20 ms delay total p50 | connect → ready p50 |\n|---|---|---|---|---|---|---|---|"
+    );
+    for &subject in &m.subjects {
+        let clean = m.setup("clean", subject);
+        let delayed = m.setup("delay20", subject);
+        let p = |s: Option<&SetupSamples>, link: bool, q: f64| {
+            s.and_then(|s| percentile_ms(if link { &s.link } else { &s.total }, q))
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            subject.label(),
+            opt_ms(p(clean, false, 50.0)),
+            opt_ms(p(clean, false, 90.0)),
+            opt_ms(p(clean, false, 100.0)),
+            opt_ms(p(clean, true, 50.0)),
+            opt_ms(p(clean, true, 100.0)),
+            opt_ms(p(delayed, false, 50.0)),
+            opt_ms(p(delayed, true, 50.0)),
+        );
+    }
+    md.push('\n');
+}
+
+/// The LAN scenarios' summaries: loss and head-of-line blocking across
+/// them, then throughput and CPU on the clean network (when it ran).
+fn lan_sections(md: &mut String, plots: &mut Vec<(String, String)>, m: &Matrix, video: &str, flood: &str) {
+    let c = &m.config;
+    let lan: Vec<_> = m.scenarios.iter().filter(|s| !s.wan).collect();
+    if !lan.is_empty() {
+        // Loss and head-of-line blocking.
+        let _ = writeln!(md, "## Loss and head-of-line blocking ({video})\n");
+        let _ = writeln!(
+            md,
+            "p99 one-way latency in ms and delivered share per scenario. Unreliable modes lose what the network loses and keep their latency; \
+         reliable modes deliver everything and pay for it in the tail: a lost packet holds back every packet behind it until the retransmission arrives.\n"
+        );
+        let _ = write!(md, "| path |");
+        for s in &lan {
+            let _ = write!(md, " {} p99 | {} delivered |", s.name, s.name);
+        }
+        let _ = writeln!(md);
+        let _ = writeln!(md, "|---|{}", "---|---|".repeat(lan.len()));
+        for &subject in &m.subjects {
+            let _ = write!(md, "| {} |", subject.label());
+            for s in &lan {
+                match m.cell(s.name, video, subject) {
+                    Some(r) => {
+                        let _ = write!(
+                            md,
+                            " {} | {:.2}% |",
+                            ms(r.latency.summary().p99),
+                            r.delivered_ratio() * 100.0
+                        );
+                    }
+                    None => md.push_str(" - | - |"),
+                }
+            }
+            md.push('\n');
+        }
+        md.push('\n');
+    }
+    if !m.scenarios.iter().any(|s| s.name == "clean") {
+        return;
+    }
+    // Summary plots.
+    plots.push(throughput_plot(m, flood));
+    plots.push(cpu_plot(m, video, flood));
+    let _ = writeln!(md, "## Throughput and CPU cost (clean)\n");
+    let _ = writeln!(
+        md,
+        "Max-rate: 1,200-byte packets as fast as the sender can hand them over (median of {} runs; unreliable paths drop what they cannot carry). \
+         Sustained: {} packets with at most {SUSTAINED_WINDOW} not yet received (the receiver confirms in process, not on the wire): \
+         what the path carries without overload loss. On this 2-core machine a sender spinning on a cheap `send` takes CPU from the \
+         transport it floods, so for unreliable paths the sustained figure is the fairer capacity; the goals use max-rate, as specified.\n",
+        c.flood_reps, c.sustained_packets
+    );
+    let _ = writeln!(
+        md,
+        "| path | max-rate offered Mbit/s | max-rate delivered | max-rate Mbit/s | x raw (paired) | sustained Mbit/s | sustained delivered | CPU µs/pkt (max-rate) |\n|---|---|---|---|---|---|---|---|"
+    );
+    for &subject in &m.subjects {
+        let cell = m.cell("clean", flood, subject);
+        let sustained = m.sustained_mbps(subject);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            subject.label(),
+            cell.map_or("-".into(), |r| format!("{:.0}", r.offered_bps() / 1e6)),
+            cell.map_or("-".into(), |r| format!("{:.2}%", r.delivered_ratio() * 100.0)),
+            cell.map_or("-".into(), |r| format!("{:.0}", r.throughput_bps() / 1e6)),
+            m.paired_ratio(subject)
+                .map_or("-".into(), |(r, _)| format!("{r:.2}x")),
+            sustained.map_or("-".into(), |(v, _)| format!("{v:.0}")),
+            sustained.map_or("-".into(), |(_, share)| format!("{:.2}%", share * 100.0)),
+            cell.map_or("-".into(), |r| format!("{:.2}", r.cpu_us_per_packet())),
+        );
+    }
+    md.push('\n');
+    let _ = writeln!(md, "![throughput](results/throughput.svg)\n");
+    let _ = writeln!(md, "![CPU per packet](results/cpu-per-packet.svg)\n");
+    let _ = writeln!(
+        md,
+        "CPU per packet on the paced workloads is dominated by waking idle threads for each frame (every packet crosses two or more tasks), \
+         not by the per-packet work: compare paths with each other, not with the max-rate figure.\n"
+    );
 }
 
 fn latency_plot(m: &Matrix, scenario: &Scenario, video: &str) -> String {

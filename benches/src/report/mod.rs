@@ -3,17 +3,20 @@
 //! ([`render`]).
 
 mod goals;
+mod json;
 mod markdown;
 mod matrix;
+mod wan;
 
 pub use goals::{Goal, Verdict, goals};
+pub use json::to_json;
 pub use markdown::{Rendered, render};
-pub use matrix::run_matrix;
+pub use matrix::{run_matrix, run_seed};
 
 use std::time::Duration;
 
 use crate::run::{Drain, RunResult};
-use crate::scenario::{Scenario, Subject};
+use crate::scenario::{Scenario, Subject, scenarios};
 use crate::workload::Workload;
 
 /// The video workload's bitrate: a 720p30 conference stream.
@@ -39,6 +42,13 @@ pub struct ReportConfig {
     /// Video and audio runs per path on the clean network (where the
     /// latency goals are judged); the median by p99 is reported.
     pub clean_paced_reps: usize,
+    /// Video and audio runs per path on each impaired LAN scenario, each
+    /// with its own netsim seed; the median by p99 is reported.
+    pub impaired_paced_reps: usize,
+    /// Seconds of video per run on a WAN scenario.
+    pub wan: Duration,
+    /// Video runs (seeds) per path on each WAN scenario.
+    pub wan_reps: usize,
     /// Packets of the sustained-throughput measurement per path.
     pub sustained_packets: u64,
     /// Setups per path on the clean network.
@@ -49,6 +59,8 @@ pub struct ReportConfig {
     pub drain: Drain,
     /// Seed of every netsim proxy (each run gets its own derived from it).
     pub seed: u64,
+    /// Run only the scenarios with these names (`--scenario`); empty: all.
+    pub only: Vec<String>,
 }
 
 impl ReportConfig {
@@ -62,11 +74,18 @@ impl ReportConfig {
             flood: Duration::from_secs(1),
             flood_reps: 3,
             clean_paced_reps: 3,
+            impaired_paced_reps: 3,
+            // Three seeds of 8 s: 24 s of video per path and scenario, so
+            // an event that happens a few times a minute shows at least once
+            // (5% timed bursts: about 60 bursts).
+            wan: Duration::from_secs(8),
+            wan_reps: 3,
             sustained_packets: 200_000,
             setup_samples: 20,
             setup_delay_samples: 5,
             drain: Drain::default(),
             seed: 1,
+            only: Vec::new(),
         }
     }
 
@@ -79,6 +98,11 @@ impl ReportConfig {
             flood: Duration::from_millis(200),
             flood_reps: 1,
             clean_paced_reps: 1,
+            impaired_paced_reps: 1,
+            // Long enough for the outage (1 s) to sit between a second of
+            // path on each side.
+            wan: Duration::from_secs(3),
+            wan_reps: 3,
             sustained_packets: 30_000,
             setup_samples: 5,
             setup_delay_samples: 1,
@@ -90,18 +114,20 @@ impl ReportConfig {
         }
     }
 
-    /// Runs of `workload` per path in `scenario`.
-    pub fn reps(&self, scenario: &str, workload: &Workload) -> usize {
+    /// Runs (each with its own seed) of `workload` per path in `scenario`.
+    pub fn reps(&self, scenario: &Scenario, workload: &Workload) -> usize {
         if workload.is_flood() {
             self.flood_reps
-        } else if scenario == "clean" {
+        } else if scenario.wan {
+            self.wan_reps
+        } else if scenario.impairment.is_none() {
             self.clean_paced_reps
         } else {
-            1
+            self.impaired_paced_reps
         }
     }
 
-    /// The workloads of every scenario, with their run time.
+    /// The workloads of the LAN scenarios, with their run time.
     pub fn workloads(&self) -> Vec<(Workload, Duration)> {
         vec![
             (
@@ -118,6 +144,45 @@ impl ReportConfig {
             ),
             (Workload::Flood { size: FLOOD_SIZE }, self.flood),
         ]
+    }
+
+    /// The workloads of `scenario`: all of them on the LAN scenarios,
+    /// video alone (longer) on WAN ones, where the question is latency
+    /// under loss and a max-rate run would measure congestion control.
+    pub fn workloads_for(&self, scenario: &Scenario) -> Vec<(Workload, Duration)> {
+        if scenario.wan {
+            vec![(
+                Workload::Video {
+                    bitrate: VIDEO_BITRATE,
+                },
+                self.wan,
+            )]
+        } else {
+            self.workloads()
+        }
+    }
+
+    /// The scenarios this configuration runs, in matrix order; an error
+    /// names the unknown ones and the known ones.
+    pub fn selected_scenarios(&self) -> Result<Vec<Scenario>, String> {
+        let all = scenarios();
+        let unknown: Vec<&str> = self
+            .only
+            .iter()
+            .filter(|name| !all.iter().any(|s| s.name == name.as_str()))
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            return Err(format!(
+                "unknown scenario {}: the scenarios are {}",
+                unknown.join(", "),
+                all.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        Ok(all
+            .into_iter()
+            .filter(|s| self.only.is_empty() || self.only.iter().any(|n| n == s.name))
+            .collect())
     }
 }
 
@@ -187,6 +252,24 @@ impl Matrix {
             }
         });
         reps.get(reps.len().saturating_sub(1) / 2).copied()
+    }
+
+    /// `value` of every repetition of one cell, sorted: the spread behind
+    /// the median [`Matrix::cell`] reports.
+    pub fn spread(
+        &self,
+        scenario: &str,
+        workload: &str,
+        subject: Subject,
+        value: impl Fn(&RunResult) -> f64,
+    ) -> Vec<f64> {
+        let mut all: Vec<f64> = self
+            .reps(scenario, workload, subject)
+            .into_iter()
+            .map(value)
+            .collect();
+        all.sort_by(f64::total_cmp);
+        all
     }
 
     /// Sustained Mbit/s of `subject` and the share of packets delivered.
@@ -284,6 +367,30 @@ pub fn locked_versions(lock: &str, names: &[&str]) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scenarios_can_be_picked_by_name_and_keep_their_seeds() {
+        let mut c = ReportConfig::quick();
+        assert_eq!(c.selected_scenarios().unwrap().len(), scenarios().len());
+        c.only = vec!["wan-outage".into(), "wan-burst5".into()];
+        let picked: Vec<_> = c.selected_scenarios().unwrap().iter().map(|s| s.name).collect();
+        assert_eq!(picked, ["wan-burst5", "wan-outage"]);
+        c.only.push("wan-typo".into());
+        let e = c.selected_scenarios().unwrap_err();
+        assert!(
+            e.starts_with("unknown scenario wan-typo: the scenarios are clean, "),
+            "{e}"
+        );
+        // A row's seed depends on its place in the full matrix only.
+        assert_eq!(run_seed(1, "wan-burst5", 0, 2), 7003);
+        assert_ne!(run_seed(1, "wan-burst5", 0, 0), run_seed(1, "wan-loss1", 0, 0));
+        // WAN scenarios run video alone, over several seeds.
+        let wan = &scenarios()[7];
+        let full = ReportConfig::full();
+        assert_eq!(full.workloads_for(wan).len(), 1);
+        assert!(full.reps(wan, &full.workloads_for(wan)[0].0) >= 3);
+        assert!(full.reps(&scenarios()[1], &full.workloads()[0].0) >= 3);
+    }
 
     #[test]
     fn nearest_rank_percentiles() {
