@@ -14,7 +14,7 @@ pub enum Verdict {
     Pass,
     /// Not met.
     Miss,
-    /// The transport was not in this build or the run failed.
+    /// The transport was not in this build, its scenario was not selected, or the run failed.
     NotRun,
 }
 
@@ -63,7 +63,8 @@ pub fn goals(m: &Matrix) -> Vec<Goal> {
         .map(|r| r.delivered_pps());
     let pps = |s| m.cell("clean", &flood, s).map(|r| r.delivered_pps());
     let gbps = |s| m.cell("clean", &flood, s).map(|r| r.throughput_bps() / 1e9);
-    let not_run = || "not in this build (or the run failed)".to_string();
+    let not_run =
+        || "not run: not in this build, not selected with --scenario, or the run failed".to_string();
 
     for (subject, factor) in [(RTP_UDP, 0.8), (QUIC_DGRAM, 0.5)] {
         let (measured, ok) = match (pps(subject), raw_pps, m.paired_ratio(subject)) {
