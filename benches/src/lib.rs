@@ -10,8 +10,11 @@
 //!   stats, RoQ framing, netsim decisions).
 //! - `cargo run --release -p relay-bench -- report [--quick]`: the scenario
 //!   matrix (clean, 1% loss, 5% burst loss, 20 ± 5 ms delay, 50 Mbit/s cap)
-//!   × every path × video, audio and max-rate workloads; writes
-//!   `docs/results.md` and SVG plots under `docs/results/`.
+//!   × every path × video, audio and max-rate workloads, then four WAN
+//!   paths of 40 ms RTT (no loss, 1% loss, 5% timed burst loss, a 1 s
+//!   outage) with video over several seeds; writes `docs/results.md` and
+//!   SVG plots under `docs/results/`. `--scenario NAME` runs only some
+//!   scenarios, `--json FILE` writes every run as a row for scripts.
 //!
 //! The pieces, each with one job:
 //!
@@ -23,6 +26,7 @@
 //! - [`run`]: one measured run: sender and receiver tasks, latency,
 //!   delivery, CPU, memory, kernel and netsim drops.
 //! - [`latency`]: HdrHistogram percentiles and CDF points.
+//! - [`outage`]: how a path came back from a black hole (pure).
 //! - [`scenario`], [`report`], [`svg`], [`sys`]: the matrix, the markdown
 //!   and its plots, and what the machine says about itself.
 //!
@@ -38,6 +42,7 @@
 #![warn(missing_docs)]
 
 pub mod latency;
+pub mod outage;
 pub mod path;
 pub mod report;
 

@@ -1,10 +1,11 @@
-//! `relay-bench report [--quick]`: runs the scenario matrix and writes
-//! `docs/results.md` and `docs/results/*.svg`. Progress goes to stderr.
+//! `relay-bench report [--quick] [--scenario NAME]... [--json FILE]`: runs
+//! the scenario matrix and writes `docs/results.md` and
+//! `docs/results/*.svg` (and every run as JSON). Progress goes to stderr.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use relay_bench::report::{ReportConfig, locked_versions, render, run_matrix};
+use relay_bench::report::{ReportConfig, locked_versions, render, run_matrix, to_json};
 
 #[derive(Parser)]
 #[command(name = "relay-bench", about = "sfu-relay benchmark harness")]
@@ -26,6 +27,14 @@ enum Command {
         /// Seed of the netsim proxies.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Run only this scenario (repeatable: --scenario wan-burst5 --scenario wan-outage).
+        /// The markdown then covers only what ran; write it outside docs/ with --out.
+        #[arg(long = "scenario", value_name = "NAME")]
+        scenarios: Vec<String>,
+        /// Also write every run as a JSON row (scenario, path, workload, seed,
+        /// delivered, latency percentiles, drops by cause, setup time) to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
     },
 }
 
@@ -49,7 +58,13 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let Command::Report { quick, out, seed } = Cli::parse().command;
+    let Command::Report {
+        quick,
+        out,
+        seed,
+        scenarios,
+        json,
+    } = Cli::parse().command;
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = out.unwrap_or_else(|| workspace.join("docs"));
     let mut config = if quick {
@@ -58,6 +73,11 @@ fn main() -> std::process::ExitCode {
         ReportConfig::full()
     };
     config.seed = seed;
+    config.only = scenarios.clone();
+    if let Err(e) = config.selected_scenarios() {
+        eprintln!("{e}");
+        return std::process::ExitCode::FAILURE;
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -79,12 +99,22 @@ fn main() -> std::process::ExitCode {
         machine.cores,
         relay::compiled_transports()
     );
-    let matrix = runtime.block_on(run_matrix(config, |line| eprintln!("{line}")));
+    let matrix = match runtime.block_on(run_matrix(config, |line| eprintln!("{line}"))) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("{e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let lock = std::fs::read_to_string(workspace.join("Cargo.lock")).unwrap_or_default();
     let versions = locked_versions(&lock, LISTED);
     let command = format!(
-        "cargo run --release -p relay-bench -- report{}",
-        if quick { " --quick" } else { "" }
+        "cargo run --release -p relay-bench -- report{}{}",
+        if quick { " --quick" } else { "" },
+        scenarios
+            .iter()
+            .map(|s| format!(" --scenario {s}"))
+            .collect::<String>()
     );
     let rendered = render(&matrix, &machine, &versions, &command);
 
@@ -98,6 +128,20 @@ fn main() -> std::process::ExitCode {
             eprintln!("cannot write {name}: {e}");
             return std::process::ExitCode::FAILURE;
         }
+    }
+    if let Some(path) = &json {
+        let text = match serde_json::to_string_pretty(&to_json(&matrix, &machine)) {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("cannot encode the results as JSON: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        if let Err(e) = std::fs::write(path, text) {
+            eprintln!("cannot write {}: {e}", path.display());
+            return std::process::ExitCode::FAILURE;
+        }
+        eprintln!("wrote {} ({} runs)", path.display(), matrix.runs.len());
     }
     let md = out.join("results.md");
     if let Err(e) = std::fs::write(&md, &rendered.markdown) {

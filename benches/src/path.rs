@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use relay::loopback::{LoopbackConfig, LoopbackPair, establish};
 use relay_core::udp::{DEFAULT_SOCKET_BUFFER, bind_udp};
 use relay_core::{LinkError, LinkStats, Packet, RelayLink};
-use relay_netsim::{Direction, DirectionStats, Proxy, ProxyConfig};
+use relay_netsim::{Direction, DirectionStats, ImpairmentConfig, Proxy, ProxyConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 
@@ -245,6 +245,16 @@ impl Path {
         self.raw_proxy
             .as_ref()
             .or_else(|| self.pair.as_ref().and_then(|p| p.proxy()))
+    }
+
+    /// Replaces the proxy's impairment both ways at run time (an outage:
+    /// `loss(1.0)`, then the scenario's own again). Fails on a path without
+    /// a proxy.
+    pub fn set_impairment(&self, config: ImpairmentConfig) -> Result<(), String> {
+        let proxy = self
+            .proxy()
+            .ok_or("this path has no netsim proxy to change: give the scenario an impairment")?;
+        proxy.set_config(config).map_err(|e| e.to_string())
     }
 
     /// The proxy's counters for sender → receiver and for the way back.

@@ -20,6 +20,7 @@ use relay_netsim::DirectionStats;
 use tokio::sync::oneshot;
 
 use crate::latency::Latency;
+use crate::outage::{Arrival, Recovery, recovery};
 use crate::path::{Path, Sent};
 use crate::scenario::{Scenario, Subject};
 use crate::sys;
@@ -54,6 +55,8 @@ pub struct RunResult {
     pub scenario: &'static str,
     /// Workload name.
     pub workload: String,
+    /// Seed of the run's netsim proxy (unused on a path without one).
+    pub seed: u64,
     /// Whether the workload was a flood.
     pub flood: bool,
     /// Path setup (see [`Path::setup`]).
@@ -103,6 +106,8 @@ pub struct RunResult {
     /// Set when a link closed during the run, or packets a reliable path
     /// owed never came.
     pub problem: Option<String>,
+    /// How the path came back from the scenario's outage, if it has one.
+    pub outage: Option<Recovery>,
 }
 
 impl RunResult {
@@ -161,6 +166,8 @@ struct Received {
     keyframe_latency: Latency,
     last: Option<Instant>,
     jitter_ms: Option<f64>,
+    /// Every arrival, kept only when the scenario has an outage.
+    arrivals: Vec<Arrival>,
 }
 
 /// Mean jitter in ms over the streams whose clock rate is known; `None`
@@ -207,10 +214,11 @@ pub async fn measure(
     sys::reset_peak();
     let baseline = sys::memory().rss;
     let path = Path::open(subject, scenario, seed).await?;
-    let result = run(
+    let mut result = run(
         &path, scenario, workload, duration, drain, latency, seen, baseline,
     )
     .await;
+    result.seed = seed;
     path.close().await;
     Ok(result)
 }
@@ -244,6 +252,7 @@ async fn run(
         // paced workloads (on a flood it means nothing and costs the
         // baseline time the links spend elsewhere).
         let raw_jitter = matches!(subject, Subject::RawUdp) && !flood;
+        let keep_arrivals = scenario.outage.is_some();
         let clock_rates = clock_rates();
         tokio::spawn(async move {
             let mut latency = latency;
@@ -252,6 +261,7 @@ async fn run(
             let mut buf = vec![0u8; 65_536];
             let (mut delivered, mut bytes, mut duplicates) = (0u64, 0u64, 0u64);
             let mut last = None;
+            let mut arrivals = Vec::new();
             let mut jitter: std::collections::HashMap<u32, SsrcReceiver> = Default::default();
             loop {
                 tokio::select! {
@@ -266,6 +276,9 @@ async fn run(
                         let at_ns = at.duration_since(epoch).as_nanos() as u64;
                         let ns = at_ns.saturating_sub(stamp.sent_ns);
                         latency.record_ns(ns);
+                        if keep_arrivals {
+                            arrivals.push(Arrival { at_ns, latency_ns: ns });
+                        }
                         if stamp.keyframe {
                             keyframe_latency.record_ns(ns);
                         }
@@ -302,6 +315,7 @@ async fn run(
                 keyframe_latency,
                 last,
                 jitter_ms,
+                arrivals,
             }
         })
     };
@@ -350,7 +364,26 @@ async fn run(
             (offered, offered_bytes, accepted, first, Instant::now(), lag)
         })
     };
-    let (offered, offered_bytes, accepted, first_send, last_send, sender_lag) = match sender.await {
+    // The outage, on this task beside the sender: black hole at the middle
+    // of the schedule, the scenario's own impairment again after it.
+    let outage = async {
+        let (outage, base) = (scenario.outage?, scenario.impairment.clone()?);
+        tokio::time::sleep_until(tokio::time::Instant::from_std(epoch) + outage.starts_at(duration)).await;
+        let down = Instant::now();
+        if let Err(e) = path.set_impairment(base.clone().loss(1.0)) {
+            tracing::warn!(error = %e, "cannot start the outage");
+            return None;
+        }
+        tokio::time::sleep(outage.length).await;
+        let up = Instant::now();
+        if let Err(e) = path.set_impairment(base) {
+            tracing::warn!(error = %e, "cannot end the outage");
+        }
+        let ns = |t: Instant| t.duration_since(epoch).as_nanos() as u64;
+        Some((ns(down), ns(up)))
+    };
+    let (sent, outage_window) = tokio::join!(sender, outage);
+    let (offered, offered_bytes, accepted, first_send, last_send, sender_lag) = match sent {
         Ok(r) => r,
         Err(e) => (0, 0, 0, None, Instant::now(), {
             tracing::warn!(error = %e, "sender task failed");
@@ -390,6 +423,7 @@ async fn run(
             keyframe_latency: Latency::new(),
             last: None,
             jitter_ms: None,
+            arrivals: Vec::new(),
         }
     });
     let cpu = sys::cpu_time().saturating_sub(cpu_before);
@@ -428,6 +462,7 @@ async fn run(
         subject,
         scenario: scenario.name,
         workload: workload.name(),
+        seed: 0,
         flood,
         setup: path.setup,
         link_setup: path.link_setup,
@@ -451,6 +486,7 @@ async fn run(
         netsim: path.netsim(),
         link_drops,
         problem,
+        outage: outage_window.map(|(down, up)| recovery(&received.arrivals, down, up)),
     }
 }
 
@@ -499,6 +535,41 @@ mod tests {
         assert!(r.latency.summary().p50 < 5.0);
         assert!(r.jitter_ms.is_some());
         assert!(r.problem.is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_outage_black_holes_the_middle_and_is_timed() {
+        let outage = crate::scenario::scenarios()
+            .into_iter()
+            .find(|s| s.name == "wan-outage")
+            .unwrap();
+        // 200 pps for 2.5 s: down from 0.75 s to 1.75 s.
+        let w = Workload::ConstantRate { size: 200, pps: 200 };
+        let r = measure(
+            Subject::RawUdp,
+            &outage,
+            &w,
+            Duration::from_millis(2500),
+            Drain::default(),
+            1,
+        )
+        .await
+        .unwrap();
+        let o = r.outage.expect("the scenario has an outage");
+        assert!(
+            o.down >= Duration::from_secs(1) && o.down < Duration::from_millis(1100),
+            "{o:?}"
+        );
+        // About 200 of 500 packets fell into the hole.
+        assert!((280..=320).contains(&r.delivered), "{} delivered", r.delivered);
+        // Raw UDP is back one path delay (20 ms ± 2) plus at most one packet gap (5 ms) later.
+        let back = o.first_arrival.expect("packets after the outage");
+        assert!(
+            back >= Duration::from_millis(15) && back < Duration::from_millis(60),
+            "{o:?}"
+        );
+        assert_eq!(o.fresh, o.first_arrival);
+        assert_eq!(o.stale, 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

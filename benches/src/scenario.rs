@@ -15,12 +15,55 @@ pub struct Scenario {
     /// The impairment in each direction; `None`: no proxy at all, the ends
     /// talk directly.
     pub impairment: Option<ImpairmentConfig>,
+    /// A WAN path ([`WAN_DELAY`] each way): runs the paced video workload
+    /// only, longer and over several seeds. These judge whether a transport
+    /// holds its latency under loss, not what it can carry.
+    pub wan: bool,
+    /// The path black-holes both ways for a while in the middle of each run.
+    pub outage: Option<Outage>,
 }
 
 impl Scenario {
     /// The delay the scenario configures (one way, before jitter).
     pub fn configured_delay(&self) -> Duration {
         self.impairment.as_ref().map_or(Duration::ZERO, |i| i.delay)
+    }
+
+    /// A scenario of the LAN matrix: no outage, not WAN.
+    fn lan(name: &'static str, title: &'static str, impairment: Option<ImpairmentConfig>) -> Scenario {
+        Scenario {
+            name,
+            title,
+            impairment,
+            wan: false,
+            outage: None,
+        }
+    }
+
+    /// A WAN scenario with this impairment (built on [`wan_path`]).
+    fn wan(name: &'static str, title: &'static str, impairment: ImpairmentConfig) -> Scenario {
+        Scenario {
+            name,
+            title,
+            impairment: Some(impairment),
+            wan: true,
+            outage: None,
+        }
+    }
+}
+
+/// A black hole: every packet both ways is lost for `length`, starting so
+/// that it sits in the middle of the run's send schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outage {
+    /// How long the path is down.
+    pub length: Duration,
+}
+
+impl Outage {
+    /// When the path goes down, from the start of a run of `duration`.
+    pub fn starts_at(&self, duration: Duration) -> Duration {
+        duration.saturating_sub(self.length) / 2
     }
 }
 
@@ -31,40 +74,77 @@ pub const JITTER: Duration = Duration::from_millis(5);
 /// Rate-cap scenario: 50 Mbit/s behind netsim's default 64 KiB drop-tail queue.
 pub const RATE_CAP: u64 = 50_000_000;
 
+/// WAN scenarios: 20 ms each way, a 40 ms RTT (two SFUs in neighbouring
+/// regions, say Frankfurt and London)...
+pub const WAN_DELAY: Duration = Duration::from_millis(20);
+/// ...with ±2 ms of jitter (uniform, no reordering): a quiet backbone path.
+pub const WAN_JITTER: Duration = Duration::from_millis(2);
+/// Mean burst of `wan-burst5`, in time: a short fade or a queue overflow at
+/// a busy hop, a few video packets or one audio packet long.
+pub const WAN_BURST: Duration = Duration::from_millis(20);
+/// How long `wan-outage` black-holes the path: long enough that every
+/// transport's retransmission timer backs off several times (a route
+/// change, a Wi-Fi roam), short enough that none gives up on the link.
+pub const WAN_OUTAGE: Duration = Duration::from_secs(1);
+
+/// The path every WAN scenario shares: [`WAN_DELAY`] ± [`WAN_JITTER`].
+pub fn wan_path() -> ImpairmentConfig {
+    ImpairmentConfig::default().delay(WAN_DELAY).jitter(WAN_JITTER)
+}
+
 /// The report's scenario matrix, in order. Every impairment applies to
 /// both directions alike (acknowledgements and retransmissions cross the
 /// same network as the media).
 pub fn scenarios() -> Vec<Scenario> {
     vec![
-        Scenario {
-            name: "clean",
-            title: "clean (no proxy, direct loopback)",
-            impairment: None,
-        },
-        Scenario {
-            name: "loss1",
-            title: "1% random loss",
-            impairment: Some(ImpairmentConfig::default().loss(0.01)),
-        },
-        Scenario {
-            name: "burst5",
-            title: "5% burst loss (Gilbert, mean burst 4 packets)",
-            impairment: Some(
+        Scenario::lan("clean", "clean (no proxy, direct loopback)", None),
+        Scenario::lan(
+            "loss1",
+            "1% random loss",
+            Some(ImpairmentConfig::default().loss(0.01)),
+        ),
+        Scenario::lan(
+            "burst5",
+            "5% burst loss (Gilbert, mean burst 4 packets)",
+            Some(
                 ImpairmentConfig::default().burst_loss(
                     GilbertElliott::from_mean_loss(0.05, DEFAULT_BURST_LENGTH)
                         .expect("5% with bursts of 4 is a valid chain"),
                 ),
             ),
-        },
+        ),
+        Scenario::lan(
+            "delay20",
+            "20 ms ± 5 ms delay",
+            Some(ImpairmentConfig::default().delay(DELAY).jitter(JITTER)),
+        ),
+        Scenario::lan(
+            "cap50",
+            "50 Mbit/s cap, 64 KiB drop-tail queue",
+            Some(ImpairmentConfig::default().rate(RATE_CAP, DEFAULT_QUEUE)),
+        ),
+        Scenario::wan(
+            "wan-delay40",
+            "WAN: 40 ms RTT (20 ms ± 2 ms each way), no loss",
+            wan_path(),
+        ),
+        Scenario::wan(
+            "wan-loss1",
+            "WAN: 40 ms RTT, 1% random loss",
+            wan_path().loss(0.01),
+        ),
+        Scenario::wan(
+            "wan-burst5",
+            "WAN: 40 ms RTT, 5% loss in bursts of 20 ms on average (timed)",
+            wan_path().timed_burst_loss(0.05, WAN_BURST),
+        ),
         Scenario {
-            name: "delay20",
-            title: "20 ms ± 5 ms delay",
-            impairment: Some(ImpairmentConfig::default().delay(DELAY).jitter(JITTER)),
-        },
-        Scenario {
-            name: "cap50",
-            title: "50 Mbit/s cap, 64 KiB drop-tail queue",
-            impairment: Some(ImpairmentConfig::default().rate(RATE_CAP, DEFAULT_QUEUE)),
+            outage: Some(Outage { length: WAN_OUTAGE }),
+            ..Scenario::wan(
+                "wan-outage",
+                "WAN: 40 ms RTT, the path black-holed for 1 s mid-run",
+                wan_path(),
+            )
         },
     ]
 }
@@ -126,10 +206,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn matrix_has_the_five_conditions_with_valid_impairments() {
+    fn matrix_has_the_nine_conditions_with_valid_impairments() {
         let s = scenarios();
         let names: Vec<_> = s.iter().map(|s| s.name).collect();
-        assert_eq!(names, ["clean", "loss1", "burst5", "delay20", "cap50"]);
+        assert_eq!(
+            names,
+            [
+                "clean",
+                "loss1",
+                "burst5",
+                "delay20",
+                "cap50",
+                "wan-delay40",
+                "wan-loss1",
+                "wan-burst5",
+                "wan-outage"
+            ]
+        );
+        for sc in &s {
+            assert_eq!(sc.wan, sc.name.starts_with("wan-"), "{}", sc.name);
+            assert_eq!(sc.outage.is_some(), sc.name == "wan-outage");
+            if sc.wan {
+                assert_eq!(sc.configured_delay(), WAN_DELAY);
+            }
+        }
+        let timed = s[7].impairment.as_ref().unwrap().timed_burst_loss.unwrap();
+        assert_eq!((timed.mean_loss, timed.mean_burst), (0.05, WAN_BURST));
+        let outage = s[8].outage.unwrap();
+        assert_eq!(
+            outage.starts_at(Duration::from_secs(8)),
+            Duration::from_millis(3500)
+        );
         for sc in &s {
             if let Some(i) = &sc.impairment {
                 i.validate().unwrap();

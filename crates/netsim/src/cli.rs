@@ -4,7 +4,7 @@ use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use crate::config::{DEFAULT_BURST_LENGTH, DEFAULT_QUEUE, GilbertElliott, ImpairmentConfig};
+use crate::config::{DEFAULT_BURST_LENGTH, DEFAULT_QUEUE, GilbertElliott, ImpairmentConfig, TimedBurstLoss};
 use crate::parse;
 use crate::proxy::{DirectionStats, NetsimError, Proxy, ProxyConfig};
 
@@ -38,12 +38,18 @@ pub struct NetsimArgs {
     /// Random loss per packet: 2% or 0.02.
     #[arg(long, value_name = "PERCENT")]
     pub loss: Option<String>,
-    /// Burst loss with this mean (Gilbert model: packets in a burst are all lost).
+    /// Burst loss with this mean (Gilbert model: packets in a burst are all
+    /// lost). Bursts are counted in packets (--burst-length) unless
+    /// --burst-duration gives them a length in time.
     #[arg(long, value_name = "PERCENT")]
     pub burst_loss: Option<String>,
     /// Mean burst length in packets for --burst-loss [default: 4].
-    #[arg(long, value_name = "PACKETS")]
+    #[arg(long, value_name = "PACKETS", conflicts_with = "burst_duration")]
     pub burst_length: Option<String>,
+    /// Mean burst duration for --burst-loss, e.g. 20ms: bursts follow time,
+    /// so a sender that sends rarely is not kept in one for seconds.
+    #[arg(long, value_name = "DURATION")]
+    pub burst_duration: Option<String>,
     /// Constant one-way delay: 20ms.
     #[arg(long, value_name = "DURATION")]
     pub delay: Option<String>,
@@ -111,12 +117,30 @@ impl NetsimArgs {
                 )?
             }
         };
+        let burst_duration = match (&self.burst_duration, &self.burst_loss) {
+            (None, _) => None,
+            (Some(text), None) => return Err(format!("--burst-duration {text}: needs --burst-loss")),
+            (Some(text), Some(_)) => {
+                let parsed = parse::duration(text).and_then(|d| {
+                    TimedBurstLoss::new(0.0, d)
+                        .validate()
+                        .map(|()| d)
+                        .map_err(|e| e.to_string())
+                });
+                Some(flag("--burst-duration", text, parsed)?)
+            }
+        };
         if let Some(text) = &self.burst_loss {
             let mean = flag("--burst-loss", text, parse::probability(text))?;
-            let chain = GilbertElliott::from_mean_loss(mean, burst_length).map_err(|e| {
-                format!("--burst-loss {text} with mean bursts of {burst_length} packets: {e}")
-            })?;
-            impairment.burst_loss = Some(chain);
+            match burst_duration {
+                Some(duration) => impairment = impairment.timed_burst_loss(mean, duration),
+                None => {
+                    let chain = GilbertElliott::from_mean_loss(mean, burst_length).map_err(|e| {
+                        format!("--burst-loss {text} with mean bursts of {burst_length} packets: {e}")
+                    })?;
+                    impairment.burst_loss = Some(chain);
+                }
+            }
         }
         if let Some(text) = &self.delay {
             impairment.delay = flag("--delay", text, parse::duration(text))?;
@@ -307,6 +331,21 @@ mod tests {
     }
 
     #[test]
+    fn burst_duration_makes_bursts_follow_time() {
+        let c = parse(&["--burst-loss", "5%", "--burst-duration", "20ms"]).unwrap();
+        assert_eq!(c.upstream.burst_loss, None);
+        assert_eq!(
+            c.upstream.timed_burst_loss,
+            Some(TimedBurstLoss::new(0.05, Duration::from_millis(20)))
+        );
+        assert_eq!(c.downstream, c.upstream);
+        // The per-packet form is unchanged.
+        let c = parse(&["--burst-loss", "5%"]).unwrap();
+        assert_eq!(c.upstream.timed_burst_loss, None);
+        assert!(c.upstream.burst_loss.is_some());
+    }
+
+    #[test]
     fn defaults_are_clean_and_documented() {
         let c = parse(&[]).unwrap();
         assert_eq!(c.upstream, ImpairmentConfig::default());
@@ -346,6 +385,23 @@ mod tests {
             err(&["--burst-loss", "5%", "--burst-length", "0.5"]).starts_with("--burst-length 0.5: must be")
         );
         assert!(err(&["--burst-loss", "90%"]).contains("at most 0.8 mean loss"));
+        assert!(err(&["--burst-duration", "20ms"]).starts_with("--burst-duration 20ms: needs --burst-loss"));
+        assert!(err(&["--burst-loss", "5%", "--burst-duration", "0"]).starts_with("--burst-duration 0: "));
+        assert!(
+            err(&["--burst-loss", "5%", "--burst-duration", "20"])
+                .starts_with("--burst-duration 20: needs a unit")
+        );
+        assert!(
+            err(&[
+                "--burst-loss",
+                "5%",
+                "--burst-duration",
+                "20ms",
+                "--burst-length",
+                "4"
+            ])
+            .contains("cannot be used with")
+        );
         let mut argv = vec!["relay", "--listen", "nowhere", "--to", "127.0.0.1:5004"];
         let e = Cli::try_parse_from(argv.clone())
             .unwrap()

@@ -43,6 +43,9 @@ pub enum ConfigError {
     /// A mean burst length below one packet.
     #[error("a mean burst length of {0} packets is below 1")]
     BurstLength(f64),
+    /// A timed burst of zero length.
+    #[error("a mean burst duration of {0:?} is too short: give at least 1us (e.g. 20ms)")]
+    BurstDuration(Duration),
     /// Mean loss and burst length no two-state chain can produce.
     #[error(
         "a mean loss of {loss} with mean bursts of {burst} packets is impossible: \
@@ -132,6 +135,64 @@ impl GilbertElliott {
     }
 }
 
+/// Burst loss that follows time, not packet count: a two-state chain
+/// (*good*: nothing lost, *bad*: everything lost) whose stays are
+/// exponentially distributed, `mean_burst` long in *bad* on average and
+/// [`TimedBurstLoss::mean_gap`] in *good*, so that the chain is in *bad*
+/// for `mean_loss` of the time.
+///
+/// Why not only [`GilbertElliott`]: a chain stepped per packet leaves a
+/// burst only when packets arrive, so a sender that sends one probe per
+/// retransmission timeout stays "in the burst" for as many timeouts as the
+/// burst has packets, seconds instead of the tens of milliseconds a real
+/// fade or queue overflow lasts. Here a burst ends when its time is up,
+/// whoever is sending; a paced stream (arrivals independent of the chain)
+/// loses `mean_loss` of its packets in the long run.
+///
+/// ```
+/// use relay_netsim::TimedBurstLoss;
+/// use std::time::Duration;
+///
+/// let chain = TimedBurstLoss::new(0.05, Duration::from_millis(20));
+/// // In bad 20 ms, then good 380 ms on average: 5% of the time.
+/// assert_eq!(chain.mean_gap(), Some(Duration::from_millis(380)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimedBurstLoss {
+    /// Long-run fraction of time in *bad*, i.e. of a paced stream lost.
+    pub mean_loss: f64,
+    /// Mean time in *bad* per burst.
+    pub mean_burst: Duration,
+}
+
+impl TimedBurstLoss {
+    /// A chain with this long-run loss and mean burst duration.
+    pub fn new(mean_loss: f64, mean_burst: Duration) -> TimedBurstLoss {
+        TimedBurstLoss {
+            mean_loss,
+            mean_burst,
+        }
+    }
+
+    /// Mean time in *good* between bursts, `mean_burst · (1 − p) / p`;
+    /// `None` when `mean_loss` is 0 (the chain never leaves *good*).
+    pub fn mean_gap(&self) -> Option<Duration> {
+        // Through whole nanoseconds, so 20 ms at 5% is exactly 380 ms.
+        (self.mean_loss > 0.0).then(|| {
+            let nanos = self.mean_burst.as_nanos() as f64 * (1.0 - self.mean_loss) / self.mean_loss;
+            Duration::from_nanos(nanos.round().min(u64::MAX as f64) as u64)
+        })
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        check_probability("timed burst mean loss", self.mean_loss)?;
+        if self.mean_burst < Duration::from_micros(1) {
+            return Err(ConfigError::BurstDuration(self.mean_burst));
+        }
+        Ok(())
+    }
+}
+
 /// How much the drop-tail queue in front of a rate cap holds. The packet
 /// being transmitted counts as queued until its last bit is out. A packet
 /// that finds the queue empty is always accepted, even when it is larger
@@ -172,8 +233,10 @@ pub struct RateLimit {
 pub struct ImpairmentConfig {
     /// Independent random loss, probability per packet.
     pub loss: f64,
-    /// Burst loss on top of `loss`.
+    /// Burst loss on top of `loss`, stepped per packet.
     pub burst_loss: Option<GilbertElliott>,
+    /// Burst loss on top of `loss`, following time.
+    pub timed_burst_loss: Option<TimedBurstLoss>,
     /// Probability that a packet is sent twice.
     pub duplicate: f64,
     /// Rate cap with its queue; `None` for no cap.
@@ -197,6 +260,7 @@ impl Default for ImpairmentConfig {
         ImpairmentConfig {
             loss: 0.0,
             burst_loss: None,
+            timed_burst_loss: None,
             duplicate: 0.0,
             rate: None,
             delay: Duration::ZERO,
@@ -217,6 +281,13 @@ impl ImpairmentConfig {
     /// Sets Gilbert–Elliott burst loss.
     pub fn burst_loss(mut self, chain: GilbertElliott) -> ImpairmentConfig {
         self.burst_loss = Some(chain);
+        self
+    }
+
+    /// Sets burst loss that follows time ([`TimedBurstLoss`]): `mean_loss`
+    /// of the time lost, in bursts of `mean_burst` on average.
+    pub fn timed_burst_loss(mut self, mean_loss: f64, mean_burst: Duration) -> ImpairmentConfig {
+        self.timed_burst_loss = Some(TimedBurstLoss::new(mean_loss, mean_burst));
         self
     }
 
@@ -266,6 +337,9 @@ impl ImpairmentConfig {
         if let Some(chain) = &self.burst_loss {
             chain.validate()?;
         }
+        if let Some(chain) = &self.timed_burst_loss {
+            chain.validate()?;
+        }
         if let Some(rate) = &self.rate {
             if rate.bits_per_second == 0 {
                 return Err(ConfigError::ZeroRate);
@@ -307,6 +381,24 @@ mod tests {
         assert_eq!(
             GilbertElliott::from_mean_loss(0.1, 0.5),
             Err(ConfigError::BurstLength(0.5))
+        );
+    }
+
+    #[test]
+    fn timed_burst_gap_gives_the_mean_loss() {
+        let ms = Duration::from_millis;
+        let chain = TimedBurstLoss::new(0.05, ms(20));
+        assert_eq!(chain.mean_gap(), Some(ms(380)));
+        let gap = chain.mean_gap().unwrap().as_secs_f64();
+        assert!((0.020 / (0.020 + gap) - 0.05).abs() < 1e-12);
+        assert_eq!(TimedBurstLoss::new(0.0, ms(20)).mean_gap(), None);
+        assert_eq!(TimedBurstLoss::new(1.0, ms(20)).mean_gap(), Some(Duration::ZERO));
+        let config = |p, burst| ImpairmentConfig::default().timed_burst_loss(p, burst).validate();
+        assert!(config(0.05, ms(20)).is_ok());
+        assert!(config(1.5, ms(20)).is_err());
+        assert_eq!(
+            config(0.05, Duration::ZERO),
+            Err(ConfigError::BurstDuration(Duration::ZERO))
         );
     }
 

@@ -4,7 +4,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::config::{ConfigError, ImpairmentConfig, QueueLimit};
+use crate::config::{ConfigError, ImpairmentConfig, QueueLimit, TimedBurstLoss};
 use crate::rng::SplitMix64;
 
 /// Why a packet (or a duplicate copy) was not delivered.
@@ -12,7 +12,8 @@ use crate::rng::SplitMix64;
 pub enum DropCause {
     /// Independent random loss ([`ImpairmentConfig::loss`]).
     RandomLoss,
-    /// Gilbert–Elliott burst loss ([`ImpairmentConfig::burst_loss`]).
+    /// Burst loss, per packet ([`ImpairmentConfig::burst_loss`]) or
+    /// timed ([`ImpairmentConfig::timed_burst_loss`]).
     BurstLoss,
     /// The rate cap's drop-tail queue was full.
     QueueOverflow,
@@ -50,7 +51,7 @@ impl Decision {
 pub struct DropCounts {
     /// Independent random loss.
     pub random_loss: u64,
-    /// Gilbert–Elliott burst loss.
+    /// Burst loss (either chain).
     pub burst_loss: u64,
     /// Rate queue full.
     pub queue_overflow: u64,
@@ -110,7 +111,11 @@ pub struct Impairment {
     burst_rng: SplitMix64,
     duplicate_rng: SplitMix64,
     jitter_rng: SplitMix64,
+    timed_rng: SplitMix64,
     burst_bad: bool,
+    /// Where the timed burst chain is; `None` until the first packet, and
+    /// again after its settings change.
+    timed: Option<TimedState>,
     /// Rate queue: (time the last bit leaves, length) per queued packet,
     /// oldest first.
     queue: VecDeque<(Instant, usize)>,
@@ -134,7 +139,9 @@ impl Impairment {
             burst_rng: SplitMix64::stream(seed, 2),
             duplicate_rng: SplitMix64::stream(seed, 3),
             jitter_rng: SplitMix64::stream(seed, 4),
+            timed_rng: SplitMix64::stream(seed, 5),
             burst_bad: false,
+            timed: None,
             queue: VecDeque::new(),
             queued_bytes: 0,
             in_flight: BinaryHeap::new(),
@@ -146,9 +153,13 @@ impl Impairment {
     /// Replaces the configuration from the next packet on. Packets already
     /// scheduled keep their release times; the random streams, the burst
     /// state and the rate queue carry over (a new rate applies to packets
-    /// arriving from now on).
+    /// arriving from now on). The timed burst chain carries over too unless
+    /// its own settings change; then it starts afresh at the next packet.
     pub fn set_config(&mut self, config: ImpairmentConfig) -> Result<(), ConfigError> {
         config.validate()?;
+        if config.timed_burst_loss != self.config.timed_burst_loss {
+            self.timed = None;
+        }
         self.config = config;
         Ok(())
     }
@@ -171,7 +182,8 @@ impl Impairment {
     /// Decides the fate of a packet of `len` bytes arriving at `now`.
     /// Arrival times must not go backwards.
     ///
-    /// The stages run in this order: burst loss, random loss, duplication,
+    /// The stages run in this order: burst loss (per packet, then timed),
+    /// random loss, duplication,
     /// then for each copy the in-flight cap, the rate queue, and delay with
     /// jitter (see the crate documentation for why).
     pub fn on_packet(&mut self, now: Instant, len: usize) -> Decision {
@@ -205,6 +217,11 @@ impl Impairment {
                 return self.drop_packet(DropCause::BurstLoss);
             }
         }
+        if let Some(chain) = self.config.timed_burst_loss
+            && self.timed_bad_at(chain, now)
+        {
+            return self.drop_packet(DropCause::BurstLoss);
+        }
         if self.config.loss > 0.0 && self.loss_rng.chance(self.config.loss) {
             return self.drop_packet(DropCause::RandomLoss);
         }
@@ -228,6 +245,52 @@ impl Impairment {
             // it was dropped too (and counted).
             (Err(cause), _) => Decision::Drop(cause),
         }
+    }
+
+    /// Advances the timed burst chain to `now` and says whether it is in
+    /// *bad* there.
+    fn timed_bad_at(&mut self, chain: TimedBurstLoss, now: Instant) -> bool {
+        let Some(gap) = chain.mean_gap() else {
+            return false; // 0% loss: never leaves good
+        };
+        if gap.is_zero() {
+            return true; // 100% loss: never leaves bad
+        }
+        // After this many mean cycles without a packet the chain has
+        // forgotten its state (correlation decays as e^(−t/τ) with τ under
+        // half a cycle: e^(−128) here), so a sender back from a long silence
+        // starts afresh instead of stepping through every burst it missed.
+        const FORGET_AFTER_CYCLES: u32 = 64;
+        let forget = (chain.mean_burst + gap).saturating_mul(FORGET_AFTER_CYCLES);
+        let mut state = match self.timed {
+            Some(state) if now.saturating_duration_since(state.next_flip) < forget => state,
+            // Start in the stationary distribution, so a short run loses
+            // the mean share from its first packet on.
+            _ => {
+                let bad = self.timed_rng.chance(chain.mean_loss);
+                TimedState {
+                    bad,
+                    next_flip: now + self.sojourn(bad, chain.mean_burst, gap),
+                }
+            }
+        };
+        while state.next_flip <= now {
+            state.bad = !state.bad;
+            state.next_flip += self.sojourn(state.bad, chain.mean_burst, gap);
+        }
+        self.timed = Some(state);
+        state.bad
+    }
+
+    /// An exponentially distributed stay in *bad* (mean `burst`) or *good*
+    /// (mean `gap`): −mean · ln(1 − U). At least a nanosecond, so the chain
+    /// always moves forward; at most about 30 years. (`ln` comes from the
+    /// platform's libm: a last-bit difference moves a flip by far less than
+    /// the nanosecond it is rounded to, so seeds replay across machines.)
+    fn sojourn(&mut self, bad: bool, burst: Duration, gap: Duration) -> Duration {
+        let mean = if bad { burst } else { gap }.as_nanos() as f64;
+        let nanos = -mean * (1.0 - self.timed_rng.next_f64()).ln();
+        Duration::from_nanos(nanos.clamp(1.0, 1e18) as u64)
     }
 
     fn drop_packet(&mut self, cause: DropCause) -> Decision {
@@ -293,6 +356,14 @@ impl Impairment {
         let nanos = (self.config.delay.as_nanos() as i128 + offset).max(0);
         Duration::from_nanos(nanos.min(u64::MAX as i128) as u64)
     }
+}
+
+/// Where the timed burst chain is.
+#[derive(Debug, Clone, Copy)]
+struct TimedState {
+    bad: bool,
+    /// When it next changes state.
+    next_flip: Instant,
 }
 
 /// Time for `len` bytes to leave at `bits_per_second`, rounded up to the
@@ -473,6 +544,141 @@ mod tests {
         }
     }
 
+    /// Runs of consecutive `BurstLoss` drops in `decisions`, in packets.
+    fn loss_runs(decisions: &[Decision]) -> Vec<u64> {
+        let mut runs = Vec::new();
+        let mut run_len = 0u64;
+        for d in decisions {
+            if *d == Decision::Drop(DropCause::BurstLoss) {
+                run_len += 1;
+            } else if run_len > 0 {
+                runs.push(run_len);
+                run_len = 0;
+            }
+        }
+        runs
+    }
+
+    #[test]
+    fn timed_burst_long_run_loss_and_burst_duration_match() {
+        // A paced stream, one packet per ms for 1,000 s: each burst shows
+        // as a run of losses about as many ms long as the burst.
+        let t0 = Instant::now();
+        let (mean_loss, burst) = (0.05, 20 * MS);
+        let mut l = link(ImpairmentConfig::default().timed_burst_loss(mean_loss, burst), 7);
+        let n = 1_000_000;
+        let decisions = run(&mut l, t0, n, MS, 200);
+        let runs = loss_runs(&decisions);
+        let lost: u64 = runs.iter().sum();
+        assert_eq!(l.stats().dropped.burst_loss, lost);
+
+        // The loss fraction is the time average of a two-state chain with
+        // correlation time τ = b·g/(b + g) (19 ms): variance ≈ 2·p(1−p)·τ/T.
+        let tau = 0.019;
+        let sigma = (2.0 * mean_loss * (1.0 - mean_loss) * tau / 1000.0).sqrt();
+        let measured = lost as f64 / n as f64;
+        assert!(
+            (measured - mean_loss).abs() <= 4.0 * sigma,
+            "mean loss {measured:.4}, expected {mean_loss} ± {:.4} (4σ)",
+            4.0 * sigma
+        );
+
+        // Burst durations are exponential (σ = mean): the mean of k bursts
+        // is within 4·mean/√k. Sampling at 1 ms misses a few bursts shorter
+        // than a packet gap, which biases the mean up by about 2.5%.
+        let mean_ms = lost as f64 / runs.len() as f64;
+        let tolerance = 4.0 * 20.0 / (runs.len() as f64).sqrt() + 0.5;
+        assert!(
+            (mean_ms - 20.0).abs() <= tolerance,
+            "mean burst {mean_ms:.2} ms over {} bursts, expected 20 ± {tolerance:.2}",
+            runs.len()
+        );
+        // About 1,000 s / 400 ms bursts.
+        assert!((2300..2700).contains(&runs.len()), "{} bursts", runs.len());
+    }
+
+    #[test]
+    fn a_sparse_sender_is_not_held_in_a_burst() {
+        // One packet per 200 ms for an hour, as a sender probing once per
+        // retransmission timeout does. The per-packet chain with the same
+        // 5% mean keeps such a sender in a burst for 4 packets on average,
+        // 800 ms, and for seconds at its longest; bursts that follow time
+        // are over long before the next probe.
+        let t0 = Instant::now();
+        let every = 200 * MS;
+        let n = 18_000;
+        let longest = |config: ImpairmentConfig| {
+            let mut l = link(config, 3);
+            let runs = loss_runs(&run(&mut l, t0, n, every, 200));
+            let mean = runs.iter().sum::<u64>() as f64 / runs.len() as f64;
+            (every * *runs.iter().max().unwrap() as u32, mean)
+        };
+        let per_packet = GilbertElliott::from_mean_loss(0.05, 4.0).unwrap();
+        let (stuck, mean_run) = longest(ImpairmentConfig::default().burst_loss(per_packet));
+        assert!(
+            stuck >= Duration::from_secs(2),
+            "per-packet chain: longest {stuck:?}"
+        );
+        assert!(mean_run > 3.0, "per-packet chain: mean run {mean_run}");
+
+        let (stuck, mean_run) = longest(ImpairmentConfig::default().timed_burst_loss(0.05, 20 * MS));
+        assert!(stuck <= 3 * every, "timed chain: longest {stuck:?}");
+        // A loss is followed by another only when a new burst happens to
+        // cover the next probe: about 5% of the time.
+        assert!(mean_run < 1.15, "timed chain: mean run {mean_run}");
+    }
+
+    #[test]
+    fn timed_burst_is_deterministic_and_independent_of_other_streams() {
+        let t0 = Instant::now();
+        let config = ImpairmentConfig::default().timed_burst_loss(0.05, 20 * MS);
+        let decide = |config: ImpairmentConfig, seed| run(&mut link(config, seed), t0, 50_000, MS, 200);
+        let a = decide(config.clone(), 42);
+        assert_eq!(a, decide(config.clone(), 42));
+        assert_ne!(a, decide(config.clone(), 43));
+        // Adding jitter does not change which packets are lost.
+        let lost =
+            |d: &[Decision]| -> Vec<bool> { d.iter().map(|d| matches!(d, Decision::Drop(_))).collect() };
+        let jittered = decide(config.clone().delay(20 * MS).jitter(2 * MS), 42);
+        assert_eq!(lost(&a), lost(&jittered));
+        // 0% never drops, 100% always does.
+        assert!(
+            decide(ImpairmentConfig::default().timed_burst_loss(0.0, 20 * MS), 1)
+                .iter()
+                .all(|d| matches!(d, Decision::Deliver(_)))
+        );
+        assert!(
+            decide(ImpairmentConfig::default().timed_burst_loss(1.0, 20 * MS), 1)
+                .iter()
+                .all(|d| *d == Decision::Drop(DropCause::BurstLoss))
+        );
+    }
+
+    #[test]
+    fn timed_burst_carries_over_unrelated_config_changes() {
+        // The harness black-holes the path with `loss(1.0)` and restores
+        // it: the timed chain must carry on where it was, not restart.
+        let t0 = Instant::now();
+        let base = ImpairmentConfig::default().timed_burst_loss(0.05, 20 * MS);
+        let mut plain = link(base.clone(), 9);
+        let mut switched = link(base.clone(), 9);
+        let mut differ = 0;
+        for i in 0..20_000u32 {
+            let now = t0 + MS * i;
+            if i == 5_000 {
+                switched.set_config(base.clone().loss(1.0)).unwrap();
+            }
+            if i == 6_000 {
+                switched.set_config(base.clone()).unwrap();
+            }
+            let (a, b) = (plain.on_packet(now, 200), switched.on_packet(now, 200));
+            if !(5_000..6_000).contains(&i) && a != b {
+                differ += 1;
+            }
+        }
+        assert_eq!(differ, 0);
+    }
+
     #[test]
     fn rate_cap_paces_to_the_rate_and_drops_at_the_tail() {
         // 1 Mbit/s, 1,000-byte packets: one every 8 ms. Offer 2 Mbit/s.
@@ -534,6 +740,8 @@ mod tests {
 
     #[test]
     fn no_reorder_keeps_order_under_jitter() {
+        // Order is kept unless asked otherwise.
+        assert!(!ImpairmentConfig::default().reorder);
         let t0 = Instant::now();
         let config = ImpairmentConfig::default()
             .delay(20 * MS)

@@ -6,7 +6,7 @@
 //! direction through its own [`Impairment`]. Every packet meets these stages
 //! in this order:
 //!
-//! 1. **Loss**: Gilbert–Elliott burst loss, then independent random loss.
+//! 1. **Loss**: burst loss (per packet, then timed), then independent random loss.
 //!    First, because a packet lost on the path never takes a queue slot.
 //! 2. **Duplication**: a copy then costs bottleneck time like any packet.
 //! 3. **Rate cap** (bits/s) behind a drop-tail queue (bytes or packets): the
@@ -20,6 +20,13 @@
 //! and `loss_bad` in each. With 0 and 1 (the Gilbert model) bursts average
 //! 1/r packets and the mean loss is p / (p + r);
 //! [`GilbertElliott::from_mean_loss`] solves for p and r.
+//!
+//! Because that chain only moves when a packet arrives, a sparse sender
+//! (one probe per retransmission timeout) stays in a burst for seconds. The
+//! timed chain, [`TimedBurstLoss`] (`--burst-loss 5% --burst-duration 20ms`),
+//! moves with time instead: exponential stays of `mean_burst` in *bad* and
+//! of `mean_burst·(1 − p)/p` in *good*, so bursts last as long in time
+//! whoever sends, and a paced stream loses p of its packets.
 //!
 //! The model is pure, in the sans-IO style: [`Impairment::on_packet`] takes
 //! the arrival time and length and returns a [`Decision`]. The same seed,
@@ -55,7 +62,7 @@ mod rng;
 pub use cli::{Directions, NetsimArgs, run_cli};
 pub use config::{
     ConfigError, DEFAULT_BURST_LENGTH, DEFAULT_MAX_IN_FLIGHT, DEFAULT_QUEUE, GilbertElliott,
-    ImpairmentConfig, QueueLimit, RateLimit,
+    ImpairmentConfig, QueueLimit, RateLimit, TimedBurstLoss,
 };
 pub use delay_line::DelayLine;
 pub use impairment::{Decision, DropCause, DropCounts, Impairment, ImpairmentStats};
