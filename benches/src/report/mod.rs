@@ -220,7 +220,7 @@ pub struct Matrix {
     pub load: (String, String),
     /// Sustained throughput on the clean network without overload:
     /// (path, time, packets delivered, packets sent), from
-    /// [`Path::windowed`].
+    /// [`Path::windowed`](crate::path::Path::windowed).
     pub sustained: Vec<(Subject, Duration, u64, u64)>,
 }
 
