@@ -18,7 +18,7 @@ struct Cli {
 enum Command {
     /// Runs every scenario x path x workload and writes the report.
     Report {
-        /// Short runs (about a minute): a look, not the committed numbers.
+        /// Short runs (a few minutes): a look, not the committed numbers.
         #[arg(long)]
         quick: bool,
         /// Directory for results.md and results/ (default: the workspace's docs/).

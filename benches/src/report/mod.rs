@@ -27,7 +27,7 @@ pub const FLOOD_SIZE: usize = 1_200;
 /// How long and how often each part of the matrix runs.
 #[derive(Debug, Clone)]
 pub struct ReportConfig {
-    /// `--quick`: short runs, for a look in about a minute.
+    /// `--quick`: short runs, for a look in a few minutes.
     pub quick: bool,
     /// Seconds of video per run.
     pub video: Duration,
