@@ -154,34 +154,37 @@ pub struct BindError {
 /// A destination: fixed (answering side) or learned from the last sender
 /// (offering side).
 #[derive(Debug)]
-struct Dest {
-    fixed: Option<SocketAddr>,
-    latched: Mutex<Option<SocketAddr>>,
+enum Dest {
+    Fixed(SocketAddr),
+    Latched(Mutex<Option<SocketAddr>>),
 }
 
 impl Dest {
-    fn fixed(addr: SocketAddr) -> Dest {
-        Dest {
-            fixed: Some(addr),
-            latched: Mutex::new(None),
-        }
+    fn latched() -> Dest {
+        Dest::Latched(Mutex::new(None))
     }
 
-    fn latched() -> Dest {
-        Dest {
-            fixed: None,
-            latched: Mutex::new(None),
+    fn fixed(&self) -> Option<SocketAddr> {
+        match self {
+            Dest::Fixed(a) => Some(*a),
+            Dest::Latched(_) => None,
         }
     }
 
     fn get(&self) -> Option<SocketAddr> {
-        self.fixed
-            .or_else(|| *self.latched.lock().unwrap_or_else(|e| e.into_inner()))
+        match self {
+            Dest::Fixed(a) => Some(*a),
+            Dest::Latched(l) => *l.lock().unwrap_or_else(|e| e.into_inner()),
+        }
     }
 
-    /// Latches `from`; true if that changed the destination.
+    /// Latches `from`; true if that changed the destination (never for a
+    /// fixed one).
     fn latch(&self, from: SocketAddr) -> bool {
-        let mut l = self.latched.lock().unwrap_or_else(|e| e.into_inner());
+        let Dest::Latched(l) = self else {
+            return false;
+        };
+        let mut l = l.lock().unwrap_or_else(|e| e.into_inner());
         let changed = *l != Some(from);
         *l = Some(from);
         changed
@@ -261,7 +264,8 @@ struct Shared {
     sender_ssrc: u32,
     sources: Mutex<HashMap<u32, Source>>,
     requests: Mutex<KeyframeRequests>,
-    link_up: std::sync::atomic::AtomicBool,
+    /// The link local packets go to, if one is up.
+    current: watch::Sender<Option<Arc<dyn RelayLink>>>,
 }
 
 impl Shared {
@@ -312,7 +316,6 @@ impl Shared {
     /// A link is up: ask for a keyframe on every known stream, and tell
     /// receiving SFUs where our RTCP comes from.
     fn link_came_up(&self) {
-        self.link_up.store(true, Ordering::Relaxed);
         let now = Instant::now();
         let ssrcs: Vec<u32> = self
             .sources
@@ -360,7 +363,7 @@ impl Shared {
         );
         drop(sources);
         tracing::info!(stream = %self.ends[end].spec, ssrc = format_args!("{ssrc:#010x}"), payload_type, "new local RTP stream");
-        if self.link_up.load(Ordering::Relaxed) {
+        if self.current.borrow().is_some() {
             self.ask_keyframe(ssrc, Instant::now());
         }
     }
@@ -412,7 +415,6 @@ struct LinkStream {
 /// per link.
 pub struct Pipe {
     shared: Arc<Shared>,
-    current: watch::Sender<Option<Arc<dyn RelayLink>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     continuity: Option<(Arc<Continuity>, u64)>,
 }
@@ -466,46 +468,34 @@ impl Pipe {
                 Side::Answer => LocalEnd {
                     rtp: bind("RTP", unspecified_like(spec.rtp))?,
                     rtcp: spec.rtcp.map(|a| bind("RTCP", unspecified_like(a))).transpose()?,
-                    rtp_dest: Dest::fixed(spec.rtp),
-                    rtcp_dest: spec.rtcp.map(Dest::fixed).unwrap_or_else(Dest::latched),
+                    rtp_dest: Dest::Fixed(spec.rtp),
+                    // Without an RTCP address, RTCP goes out of the RTP socket.
+                    rtcp_dest: spec.rtcp.map(Dest::Fixed).unwrap_or_else(Dest::latched),
                     spec: spec.clone(),
                 },
             };
             ends.push(end);
         }
+        let sender_ssrc = rand::random();
         let shared = Arc::new(Shared {
             side,
             ends,
             counters,
             options,
-            sender_ssrc: rand::random(),
+            sender_ssrc,
             sources: Mutex::new(HashMap::new()),
-            requests: Mutex::new(KeyframeRequests::new(0)),
-            link_up: Default::default(),
+            requests: Mutex::new(KeyframeRequests::new(sender_ssrc)),
+            current: watch::Sender::new(None),
         });
-        *shared.requests.lock().unwrap_or_else(|e| e.into_inner()) =
-            KeyframeRequests::new(shared.sender_ssrc);
-        let (current, watcher) = watch::channel::<Option<Arc<dyn RelayLink>>>(None);
         let mut tasks = Vec::new();
         for (i, end) in shared.ends.iter().enumerate() {
-            tasks.push(tokio::spawn(local_to_link(
-                shared.clone(),
-                i,
-                Port::Rtp,
-                watcher.clone(),
-            )));
+            tasks.push(tokio::spawn(local_to_link(shared.clone(), i, Port::Rtp)));
             if end.rtcp.is_some() {
-                tasks.push(tokio::spawn(local_to_link(
-                    shared.clone(),
-                    i,
-                    Port::Rtcp,
-                    watcher.clone(),
-                )));
+                tasks.push(tokio::spawn(local_to_link(shared.clone(), i, Port::Rtcp)));
             }
         }
         Ok(Pipe {
             shared,
-            current,
             tasks,
             continuity: None,
         })
@@ -549,7 +539,7 @@ impl Pipe {
     /// can announce "ready" only once nothing sent after it is dropped).
     /// A new link asks the local sources for keyframes.
     pub fn attach(&self, link: Arc<dyn RelayLink>) {
-        let previous = self.current.send_replace(Some(link.clone()));
+        let previous = self.shared.current.send_replace(Some(link.clone()));
         if !previous.is_some_and(|p| Arc::ptr_eq(&p, &link)) {
             self.shared.link_came_up();
         }
@@ -644,8 +634,7 @@ impl Pipe {
             _ = hello => {},
             _ = link.closed() => {},
         }
-        self.shared.link_up.store(false, Ordering::Relaxed);
-        self.current.send_replace(None);
+        self.shared.current.send_replace(None);
         link.closed().await
     }
 }

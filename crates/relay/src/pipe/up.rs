@@ -5,10 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use relay_core::{LinkError, Packet, PacketKind, RTP_HEADER_LEN, RelayLink};
-use tokio::sync::watch;
+use relay_core::{LinkError, Packet, PacketKind, RTP_HEADER_LEN};
 
-use super::{Shared, Side};
+use super::Shared;
 
 /// Which of a stream's sockets a task reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,23 +21,21 @@ pub(super) enum Port {
 const SEEN_CACHE: usize = 256;
 
 /// The local → link direction of one socket: runs until the pipe is dropped.
-pub(super) async fn local_to_link(
-    shared: Arc<Shared>,
-    end_index: usize,
-    port: Port,
-    mut current: watch::Receiver<Option<Arc<dyn RelayLink>>>,
-) {
+pub(super) async fn local_to_link(shared: Arc<Shared>, end_index: usize, port: Port) {
+    let mut current = shared.current.subscribe();
     let end = &shared.ends[end_index];
     let counters = &*shared.counters;
-    let (socket, dest, allowed_ip) = match port {
-        Port::Rtp => (end.rtp.clone(), &end.rtp_dest, end.rtp_dest.fixed.map(|a| a.ip())),
+    let (socket, dest) = match port {
+        Port::Rtp => (end.rtp.clone(), &end.rtp_dest),
         Port::Rtcp => (
             end.rtcp.clone().expect("an RTCP task has an RTCP socket"),
             &end.rtcp_dest,
-            end.rtcp_dest.fixed.map(|a| a.ip()),
         ),
     };
-    let latches = shared.side == Side::Offer;
+    // The answering side sends to fixed addresses and takes packets only
+    // from their IPs; the offering side takes them from anyone and latches.
+    let allowed_ip = dest.fixed().map(|a| a.ip());
+    let latches = allowed_ip.is_none();
     // RTCP for this stream goes where RTP comes from when it has no RTCP port.
     let rtcp_follows = port == Port::Rtcp || end.rtcp.is_none();
     let mut buf = vec![0u8; 65_536];
@@ -61,14 +58,15 @@ pub(super) async fn local_to_link(
             counters.count(|c| &c.foreign);
             continue;
         }
-        let kind = match relay_core::classify(&buf[..n]) {
-            Ok(k) => k,
+        let packet = match Packet::parse(Bytes::copy_from_slice(&buf[..n])) {
+            Ok(p) => p,
             Err(e) => {
                 tracing::debug!(%from, error = %e, "local datagram is not RTP/RTCP");
                 counters.count(|c| &c.rejected);
                 continue;
             }
         };
+        let kind = packet.kind();
         if latches && sender_seen != Some(from) {
             sender_seen = Some(from);
             if dest.latch(from) && rtcp_follows {
@@ -86,13 +84,6 @@ pub(super) async fn local_to_link(
             counters.count(|c| &c.not_rtcp);
             continue;
         }
-        let packet = match Packet::parse(Bytes::copy_from_slice(&buf[..n])) {
-            Ok(p) => p,
-            Err(_) => {
-                counters.count(|c| &c.rejected);
-                continue;
-            }
-        };
         if kind == PacketKind::Rtp && !seen.contains(&packet.ssrc()) {
             if seen.len() >= SEEN_CACHE {
                 seen.clear();
