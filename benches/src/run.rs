@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use relay_core::udp::KernelUdpCounters;
-use relay_core::{Drops, LinkStats, SsrcReceived, SsrcReceiver};
+use relay_core::{Drops, SsrcReceived, SsrcReceiver};
 use relay_netsim::DirectionStats;
 use tokio::sync::oneshot;
 
@@ -433,7 +433,7 @@ async fn run(
     let sender_stats = path.sender.stats();
     let receiver_stats = path.receiver.stats();
     let link_drops = match (&sender_stats, &receiver_stats) {
-        (Some(a), Some(b)) => Some(add_drops(a, b)),
+        (Some(a), Some(b)) => Some(a.drops + b.drops),
         _ => None,
     };
     let jitter_ms = receiver_stats
@@ -487,18 +487,6 @@ async fn run(
         link_drops,
         problem,
         outage: outage_window.map(|(down, up)| recovery(&received.arrivals, down, up)),
-    }
-}
-
-fn add_drops(a: &LinkStats, b: &LinkStats) -> Drops {
-    let (a, b) = (a.drops, b.drops);
-    Drops {
-        send_queue_full: a.send_queue_full + b.send_queue_full,
-        receive_queue_full: a.receive_queue_full + b.receive_queue_full,
-        too_large: a.too_large + b.too_large,
-        unknown_source: a.unknown_source + b.unknown_source,
-        malformed: a.malformed + b.malformed,
-        unauthenticated: a.unauthenticated + b.unauthenticated,
     }
 }
 

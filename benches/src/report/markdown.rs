@@ -51,7 +51,11 @@ pub(super) fn drops(r: &RunResult) -> String {
             let parts: Vec<String> = [
                 (d.send_queue_full, "send-q"),
                 (d.receive_queue_full, "recv-q"),
-                (d.total() - d.send_queue_full - d.receive_queue_full, "other"),
+                (d.expired, "expired"),
+                (
+                    d.total() - d.send_queue_full - d.receive_queue_full - d.expired,
+                    "other",
+                ),
             ]
             .iter()
             .filter(|(n, _)| *n > 0)

@@ -56,7 +56,8 @@ pub use description::{
 };
 pub use fingerprint::{Fingerprint, InvalidFingerprint};
 pub use link::{
-    CloseReason, CloseSignal, DEFAULT_LIVENESS_TIMEOUT, LinkError, MIN_MAX_PACKET_SIZE, RelayLink, check_size,
+    CloseReason, CloseSignal, DEFAULT_LIVENESS_TIMEOUT, DEFAULT_MAX_DELAY, LinkError, MIN_MAX_PACKET_SIZE,
+    RelayLink, check_size,
 };
 pub use mode::{Mode, Transport, UnknownMode, UnknownTransport};
 pub use packet::{Packet, PacketError, PacketKind, RTCP_MIN_LEN, RTP_HEADER_LEN, build_rtp, classify};

@@ -15,6 +15,15 @@ pub const MIN_MAX_PACKET_SIZE: usize = 1400;
 /// Default time without hearing from the peer before a link is declared dead.
 pub const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Default latency budget of the unreliable modes (`--max-delay`): how long
+/// a packet may wait on the sending side (in the link's queues and the
+/// transport stack's) before it is dropped as
+/// [`DropCause::Expired`](crate::DropCause::Expired) rather than delivered
+/// late. 200 ms is the mouth-to-ear budget ITU-T G.114 leaves for one
+/// network leg of interactive media; past it a video frame is stale for a
+/// viewer and an audio packet is behind the jitter buffer.
+pub const DEFAULT_MAX_DELAY: Duration = Duration::from_millis(200);
+
 /// Why a link closed.
 ///
 /// In JSON: `{"reason":"liveness_timeout","detail":5.0}`, the detail of a

@@ -49,10 +49,14 @@ pub enum DropCause {
     /// A packet failed SRTP/SRTCP authentication, or was a replay (or
     /// older than the replay window), on a link that protects media.
     Unauthenticated,
+    /// An unreliable link held the packet past its latency budget
+    /// ([`DEFAULT_MAX_DELAY`](crate::DEFAULT_MAX_DELAY) unless configured)
+    /// before it could leave: delivered, it would only have been late.
+    Expired,
 }
 
 impl DropCause {
-    const COUNT: usize = 6;
+    const COUNT: usize = 7;
 
     /// Every cause, in declaration order.
     pub const ALL: [DropCause; DropCause::COUNT] = [
@@ -62,6 +66,7 @@ impl DropCause {
         DropCause::UnknownSource,
         DropCause::Malformed,
         DropCause::Unauthenticated,
+        DropCause::Expired,
     ];
 
     /// The cause as [`Drops`] names its field (`too_large`, …).
@@ -73,6 +78,7 @@ impl DropCause {
             DropCause::UnknownSource => "unknown_source",
             DropCause::Malformed => "malformed",
             DropCause::Unauthenticated => "unauthenticated",
+            DropCause::Expired => "expired",
         }
     }
 
@@ -98,6 +104,10 @@ pub struct Drops {
     /// media).
     #[serde(default)]
     pub unauthenticated: u64,
+    /// See [`DropCause::Expired`] (0 on reliable links and on links with no
+    /// send queue to expire).
+    #[serde(default)]
+    pub expired: u64,
 }
 
 impl Drops {
@@ -110,6 +120,7 @@ impl Drops {
             DropCause::UnknownSource => self.unknown_source,
             DropCause::Malformed => self.malformed,
             DropCause::Unauthenticated => self.unauthenticated,
+            DropCause::Expired => self.expired,
         }
     }
 
@@ -121,12 +132,25 @@ impl Drops {
             DropCause::UnknownSource => &mut self.unknown_source,
             DropCause::Malformed => &mut self.malformed,
             DropCause::Unauthenticated => &mut self.unauthenticated,
+            DropCause::Expired => &mut self.expired,
         }
     }
 
     /// Sum over every cause.
     pub fn total(&self) -> u64 {
         DropCause::ALL.iter().map(|&c| self.get(c)).sum()
+    }
+}
+
+/// Cause by cause: the drops of both ends of a link, or of several links.
+impl std::ops::Add for Drops {
+    type Output = Drops;
+
+    fn add(mut self, other: Drops) -> Drops {
+        for cause in DropCause::ALL {
+            *self.get_mut(cause) += other.get(cause);
+        }
+        self
     }
 }
 
@@ -782,6 +806,25 @@ mod tests {
             r.on_packet(s, 0, 100, t0);
         }
         r.snapshot(1)
+    }
+
+    #[test]
+    fn drops_add_cause_by_cause_and_old_json_reads_expired_as_zero() {
+        let counters = DropCounters::default();
+        for (n, cause) in DropCause::ALL.into_iter().enumerate() {
+            counters.add(cause, n as u64 + 1);
+        }
+        let mut one = Drops::default();
+        counters.add_to(&mut one);
+        let two = one + one;
+        for (n, cause) in DropCause::ALL.into_iter().enumerate() {
+            assert_eq!(two.get(cause), 2 * (n as u64 + 1), "{}", cause.name());
+        }
+        assert_eq!(two.expired, 14);
+        let before_expired =
+            r#"{"send_queue_full":1,"receive_queue_full":0,"too_large":0,"unknown_source":0,"malformed":0}"#;
+        let old: Drops = serde_json::from_str(before_expired).unwrap();
+        assert_eq!((old.send_queue_full, old.expired, old.total()), (1, 0, 1));
     }
 
     #[test]

@@ -716,6 +716,7 @@ mod tests {
                 unknown_source: 4,
                 malformed: 5,
                 unauthenticated: 6,
+                expired: 7,
             },
             rtt: Some(Duration::from_millis(25)),
             setup_time: None,
@@ -852,6 +853,7 @@ relay_link_dropped_packets_total{session="ab12",transport="rtp-udp",mode="unreli
 relay_link_dropped_packets_total{session="ab12",transport="rtp-udp",mode="unreliable",role="answer",cause="unknown_source"} 4
 relay_link_dropped_packets_total{session="ab12",transport="rtp-udp",mode="unreliable",role="answer",cause="malformed"} 5
 relay_link_dropped_packets_total{session="ab12",transport="rtp-udp",mode="unreliable",role="answer",cause="unauthenticated"} 6
+relay_link_dropped_packets_total{session="ab12",transport="rtp-udp",mode="unreliable",role="answer",cause="expired"} 7
 # HELP relay_link_packets_lost Packets lost over all received SSRCs (RFC 3550 A.3 cumulative loss; negative when duplicates outnumber losses).
 # TYPE relay_link_packets_lost gauge
 relay_link_packets_lost{session="ab12",transport="rtp-udp",mode="unreliable",role="answer"} 1
