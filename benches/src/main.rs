@@ -1,4 +1,4 @@
-//! `relay-bench report [--quick] [--scenario NAME]... [--json FILE]`: runs
+//! `relay-bench report [--quick] [--scenario NAME]... [--path NAME]... [--json FILE]`: runs
 //! the scenario matrix and writes `docs/results.md` and
 //! `docs/results/*.svg` (and every run as JSON). Progress goes to stderr.
 
@@ -31,6 +31,10 @@ enum Command {
         /// The markdown then covers only what ran; write it outside docs/ with --out.
         #[arg(long = "scenario", value_name = "NAME")]
         scenarios: Vec<String>,
+        /// Run only this path besides raw UDP (repeatable: a transport, `--path dc`,
+        /// or a transport and mode, `--path "quic datagram"`).
+        #[arg(long = "path", value_name = "NAME")]
+        paths: Vec<String>,
         /// Also write every run as a JSON row (scenario, path, workload, seed,
         /// delivered, latency percentiles, drops by cause, setup time) to FILE.
         #[arg(long, value_name = "FILE")]
@@ -63,6 +67,7 @@ fn main() -> std::process::ExitCode {
         out,
         seed,
         scenarios,
+        paths,
         json,
     } = Cli::parse().command;
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -74,7 +79,8 @@ fn main() -> std::process::ExitCode {
     };
     config.seed = seed;
     config.only = scenarios.clone();
-    if let Err(e) = config.selected_scenarios() {
+    config.paths = paths.clone();
+    if let Err(e) = config.selected_scenarios().and(config.selected_subjects()) {
         eprintln!("{e}");
         return std::process::ExitCode::FAILURE;
     }
@@ -114,6 +120,7 @@ fn main() -> std::process::ExitCode {
         scenarios
             .iter()
             .map(|s| format!(" --scenario {s}"))
+            .chain(paths.iter().map(|p| format!(" --path {p:?}")))
             .collect::<String>()
     );
     let rendered = render(&matrix, &machine, &versions, &command);

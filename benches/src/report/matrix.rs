@@ -20,7 +20,7 @@ fn loadavg() -> String {
 pub async fn run_matrix(config: ReportConfig, mut progress: impl FnMut(&str)) -> Result<Matrix, String> {
     let started = Instant::now();
     let load_before = loadavg();
-    let subjects = Subject::all();
+    let subjects = config.selected_subjects()?;
     let scenarios = config.selected_scenarios()?;
     let mut setups = Vec::new();
     let mut failures = Vec::new();

@@ -61,6 +61,10 @@ pub struct ReportConfig {
     pub seed: u64,
     /// Run only the scenarios with these names (`--scenario`); empty: all.
     pub only: Vec<String>,
+    /// Run only the paths with these names (`--path`: a transport, `dc`, or
+    /// a transport and mode, `quic datagram`); raw UDP, the baseline,
+    /// always runs. Empty: all.
+    pub paths: Vec<String>,
 }
 
 impl ReportConfig {
@@ -86,6 +90,7 @@ impl ReportConfig {
             drain: Drain::default(),
             seed: 1,
             only: Vec::new(),
+            paths: Vec::new(),
         }
     }
 
@@ -182,6 +187,33 @@ impl ReportConfig {
         Ok(all
             .into_iter()
             .filter(|s| self.only.is_empty() || self.only.iter().any(|n| n == s.name))
+            .collect())
+    }
+
+    /// The paths this configuration runs: raw UDP and the compiled links
+    /// [`paths`](ReportConfig::paths) names; an error names the unknown
+    /// ones and the known ones.
+    pub fn selected_subjects(&self) -> Result<Vec<Subject>, String> {
+        let all = Subject::all();
+        let picks = |name: &str, s: &Subject| name == s.transport() || name == s.label();
+        let unknown: Vec<&str> = self
+            .paths
+            .iter()
+            .filter(|name| !all.iter().any(|s| picks(name, s)))
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            return Err(format!(
+                "unknown path {}: the paths are {}",
+                unknown.join(", "),
+                all.iter().map(Subject::label).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        Ok(all
+            .into_iter()
+            .filter(|s| {
+                *s == Subject::RawUdp || self.paths.is_empty() || self.paths.iter().any(|n| picks(n, s))
+            })
             .collect())
     }
 }
@@ -375,6 +407,23 @@ mod tests {
         c.only = vec!["wan-outage".into(), "wan-burst5".into()];
         let picked: Vec<_> = c.selected_scenarios().unwrap().iter().map(|s| s.name).collect();
         assert_eq!(picked, ["wan-burst5", "wan-outage"]);
+        c.paths = vec!["dc".into(), "quic datagram".into()];
+        let paths: Vec<_> = c
+            .selected_subjects()
+            .unwrap()
+            .iter()
+            .map(Subject::label)
+            .collect();
+        assert_eq!(
+            paths,
+            ["raw-udp", "dc reliable", "dc unreliable", "quic datagram"]
+        );
+        c.paths.push("quic dgram".into());
+        let e = c.selected_subjects().unwrap_err();
+        assert!(
+            e.starts_with("unknown path quic dgram: the paths are raw-udp, "),
+            "{e}"
+        );
         c.only.push("wan-typo".into());
         let e = c.selected_scenarios().unwrap_err();
         assert!(
