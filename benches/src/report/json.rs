@@ -104,7 +104,7 @@ fn run_row(r: &RunResult) -> Value {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::latency::Latency;
     use crate::outage::Recovery;
@@ -114,7 +114,8 @@ mod tests {
     use relay_netsim::DirectionStats;
     use std::time::Duration;
 
-    fn run(scenario: &'static str, subject: Subject, seed: u64) -> RunResult {
+    /// A video run of 100 packets, 93 delivered at 20, 21, 22 and 45 ms.
+    pub(in crate::report) fn run(scenario: &'static str, subject: Subject, seed: u64) -> RunResult {
         let mut latency = Latency::new();
         for ms in [20, 21, 22, 45] {
             latency.record_ns(ms * 1_000_000);

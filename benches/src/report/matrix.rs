@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use super::{FLOOD_SIZE, Matrix, ReportConfig, SUSTAINED_WINDOW, SetupSamples};
 use crate::path::Path;
 use crate::run::measure;
-use crate::scenario::Subject;
 
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")

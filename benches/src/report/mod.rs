@@ -6,6 +6,7 @@ mod goals;
 mod json;
 mod markdown;
 mod matrix;
+mod targets;
 mod wan;
 
 pub use goals::{Goal, Verdict, goals};
