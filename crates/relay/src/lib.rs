@@ -29,6 +29,7 @@
 
 mod backends;
 pub mod compare;
+pub mod duration;
 pub mod loopback;
 pub mod metrics;
 pub mod pipe;
@@ -58,6 +59,14 @@ pub struct LinkOptions {
     /// stats (default none: only RFC 3551 static types are known; see
     /// [`ClockRates`]).
     pub clock_rates: ClockRates,
+    /// Latency budget of the unreliable modes (default
+    /// [`DEFAULT_MAX_DELAY`](relay_core::DEFAULT_MAX_DELAY), 200 ms): a
+    /// packet that cannot leave within it is dropped and counted as
+    /// `drops.expired`, never delivered late. dc unreliable also opens its
+    /// channel with this packet lifetime; quic datagram bounds its send
+    /// queue by it; rtp-udp sends each packet at once and has no queue to
+    /// expire. Reliable modes deliver everything and ignore it.
+    pub max_delay: Duration,
 }
 
 impl Default for LinkOptions {
@@ -67,6 +76,7 @@ impl Default for LinkOptions {
             advertise_ip: None,
             liveness_timeout: relay_core::DEFAULT_LIVENESS_TIMEOUT,
             clock_rates: ClockRates::new(),
+            max_delay: relay_core::DEFAULT_MAX_DELAY,
         }
     }
 }

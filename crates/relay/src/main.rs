@@ -161,6 +161,11 @@ struct LinkArgs {
     /// Seconds of silence after which the peer is considered dead.
     #[arg(long, default_value_t = 5.0)]
     liveness_timeout: f64,
+    /// Latency budget of the unreliable modes, with its unit (200ms,
+    /// 0.2s): a packet that cannot leave within it is dropped and counted
+    /// (drops.expired), never delivered late. Reliable modes ignore it.
+    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = relay::duration::parse_budget)]
+    max_delay: Duration,
     /// RTP clock rate of a payload type, PT=HZ (repeatable), e.g.
     /// 111=48000 for Opus: jitter is computed at this rate, and only
     /// 90 kHz streams (or unknown dynamic ones) get keyframe requests.
@@ -207,6 +212,7 @@ impl LinkArgs {
             advertise_ip: self.advertise,
             liveness_timeout: Duration::from_secs_f64(self.liveness_timeout),
             clock_rates: self.clock_rates()?,
+            max_delay: self.max_delay,
         })
     }
 }
