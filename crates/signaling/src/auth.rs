@@ -1,6 +1,10 @@
 //! Bearer-token check (RFC 6750 section 2.1), in constant time.
 
+use http::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
+use http::{Request, Response, StatusCode};
 use subtle::ConstantTimeEq;
+
+use crate::reply::{self, Body};
 
 /// Whether an `Authorization` header value carries `token`.
 ///
@@ -19,6 +23,22 @@ pub(crate) fn bearer_matches(header: Option<&[u8]>, token: &str) -> bool {
     }
     let presented = header[SCHEME.len()..].trim_ascii();
     presented.ct_eq(token.as_bytes()).into()
+}
+
+/// `None` if the request may pass, else the `401`.
+pub(crate) fn authorize<B>(token: Option<&str>, req: &Request<B>) -> Option<Response<Body>> {
+    let token = token?;
+    if bearer_matches(req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes), token) {
+        return None;
+    }
+    let mut response = reply::error(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong bearer token; send Authorization: Bearer <token>",
+    );
+    response
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    Some(response)
 }
 
 #[cfg(test)]

@@ -169,6 +169,9 @@
 mod auth;
 mod client;
 mod cors;
+// Compiled for its own tests, and for fuzz/ with the `fuzz` feature; never
+// part of the shipping library.
+#[cfg(any(test, feature = "fuzz"))]
 mod fuzz;
 mod listener;
 pub mod metrics;
@@ -181,14 +184,14 @@ mod session;
 mod tls;
 
 pub use client::{ClientError, DEFAULT_CLIENT_TIMEOUT, SignalingClient};
-pub use server::{
-    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_SESSIONS,
-    DEFAULT_REQUEST_READ_TIMEOUT, ServerConfig, ServerError, SignalingServer,
-};
+pub use listener::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_REQUEST_READ_TIMEOUT};
+pub use server::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_SESSIONS, ServerConfig, ServerError, SignalingServer};
 pub use session::{Accepted, AnswerError, Answerer, Session, SessionInfo, SessionState};
 pub use tls::{Fingerprint, InvalidFingerprint, TlsError, TlsIdentity};
 
-/// Entry points for the cargo-fuzz targets; not part of the API.
+/// Entry points for the cargo-fuzz targets (the `fuzz` feature, which only
+/// fuzz/ enables); not part of the API.
+#[cfg(feature = "fuzz")]
 #[doc(hidden)]
 pub mod __fuzz {
     pub use crate::fuzz::request;

@@ -50,12 +50,37 @@ pub(crate) trait Handler: Send + Sync + 'static {
     fn handle(&self, req: Request<Incoming>) -> impl Future<Output = Response<Body>> + Send;
 }
 
+/// Default time a client has to send a request's headers, and then its body:
+/// generous for a peer across the world, short enough that idle or
+/// slowloris connections do not pile up.
+pub const DEFAULT_REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default cap on open connections. The offerer opens one connection per
+/// request and closes it, so a few dozen relays setting up at once stay far
+/// below; each connection costs a task and up to
+/// [`DEFAULT_MAX_HEADER_BYTES`] of buffer plus the body cap.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+
+/// Default cap on a request head (request line and headers): ours are well
+/// under 1 KiB; 16 KiB is what common proxies allow for a whole head.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+
 /// Bounds on what one client can make the server hold.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     pub max_connections: usize,
     pub max_header_bytes: usize,
     pub request_read_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            request_read_timeout: DEFAULT_REQUEST_READ_TIMEOUT,
+        }
+    }
 }
 
 /// Connection counters, for `/metrics`.

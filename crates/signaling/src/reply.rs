@@ -2,8 +2,8 @@
 //! and every error is `{"error":"human message"}`.
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue};
-use http::{Response, StatusCode};
+use http::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use http::{Method, Response, StatusCode};
 use http_body_util::Full;
 
 /// Body of every response the server sends.
@@ -34,6 +34,19 @@ fn with_body(status: StatusCode, body: Vec<u8>) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, JSON);
+    response
+}
+
+/// `405` for `method` on `path`, with the `Allow` header listing `allowed`.
+pub(crate) fn method_not_allowed(method: &Method, path: &str, allowed: &[Method]) -> Response<Body> {
+    let allow = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+    let mut response = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {path}; allowed: {allow}"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&allow) {
+        response.headers_mut().insert(ALLOW, value);
+    }
     response
 }
 

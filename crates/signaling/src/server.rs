@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_LENGTH, HeaderValue, LOCATION};
+use http::header::{CONTENT_LENGTH, HeaderValue, LOCATION};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -20,8 +20,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::auth::authorize;
 use crate::cors::{self, Cors, Verdict};
-use crate::listener::{self, ConnectionCounters, Handler, Limits, Listener, stopped};
+use crate::listener::{
+    self, ConnectionCounters, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_REQUEST_READ_TIMEOUT, Handler, Limits, Listener, stopped,
+};
 use crate::metrics::{self, LinkMetrics, MetricsSource, Role, ServerCounters, SessionRefusals};
 use crate::offer::{names, parse_offer};
 use crate::registry::{Entry, Refusal, Registry};
@@ -38,21 +42,6 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 /// Default cap on live sessions (each holds sockets and buffers in its
 /// backend).
 pub const DEFAULT_MAX_SESSIONS: usize = 1024;
-
-/// Default time a client has to send a request's headers, and then its body:
-/// generous for a peer across the world, short enough that idle or
-/// slowloris connections do not pile up.
-pub const DEFAULT_REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Default cap on open connections. The offerer opens one connection per
-/// request and closes it, so a few dozen relays setting up at once stay far
-/// below; each connection costs a task and up to
-/// [`DEFAULT_MAX_HEADER_BYTES`] of buffer plus the body cap.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
-
-/// Default cap on a request head (request line and headers): ours are well
-/// under 1 KiB; 16 KiB is what common proxies allow for a whole head.
-pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// Bound on [`SignalingServer::shutdown`] waiting for the accept loop, which
 /// itself gives up on connections after 5 s.
@@ -333,6 +322,8 @@ impl State {
         )
     }
 
+    /// For the fuzz entry point, which closes what each input created.
+    #[cfg(any(test, feature = "fuzz"))]
     pub(crate) fn registry(&self) -> &Arc<Registry> {
         &self.registry
     }
@@ -577,7 +568,7 @@ async fn respond(state: &State, req: Request<Incoming>, cross_origin: bool) -> R
         return cors::preflight(route);
     }
     if route.needs_token()
-        && let Some(refusal) = metrics::authorize(state.config.token.as_deref(), &req)
+        && let Some(refusal) = authorize(state.config.token.as_deref(), &req)
     {
         debug!(%path, "signaling request refused: missing or wrong bearer token");
         if route == Route::Sessions && req.method() == Method::POST {
@@ -587,20 +578,8 @@ async fn respond(state: &State, req: Request<Incoming>, cross_origin: bool) -> R
     }
     let method = req.method().clone();
     if !route.allowed().contains(&method) {
-        let allow = route
-            .allowed()
-            .iter()
-            .map(Method::as_str)
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut response = reject(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("{method} is not allowed on {path}; allowed: {allow}"),
-        );
-        if let Ok(value) = HeaderValue::from_str(&allow) {
-            response.headers_mut().insert(ALLOW, value);
-        }
-        return response;
+        debug!(%path, %method, "signaling request refused: method not allowed");
+        return reply::method_not_allowed(&method, &path, route.allowed());
     }
     match route {
         Route::Health => reply::json(StatusCode::OK, &serde_json::json!({"status": "ok"})),

@@ -31,37 +31,24 @@
 //! assert!(text.contains(r#"relay_link_up{session="ab12",transport="quic",mode="datagram",role="offer"} 0"#));
 //! ```
 
-use std::fmt::{self, Write as _};
-use std::future::Future;
-use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+//!
+//! The module is three parts: the relay's metric families ([`render`] and
+//! the types it reads, here), the text format's encoder (`text`), and a
+//! small listener for a process without a signaling server (`server`).
 
-use bytes::Bytes;
-use http::header::{
-    ALLOW, AUTHORIZATION, CONTENT_TYPE as CONTENT_TYPE_HEADER, HeaderValue, WWW_AUTHENTICATE,
-};
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::Incoming;
+use std::fmt;
+
 use relay_core::{DropCause, LinkStats, Mode, Transport};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tracing::{info, warn};
 
 use crate::SessionState;
-use crate::auth::bearer_matches;
-use crate::listener::{self, Handler, Limits, Listener};
-use crate::reply::{self, Body};
-use crate::server::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_REQUEST_READ_TIMEOUT};
 
-/// The `Content-Type` of the text exposition format.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+mod server;
+mod text;
 
-/// Bound on [`MetricsServer::shutdown`] waiting for its connections.
-const SHUTDOWN_BOUND: Duration = Duration::from_secs(6);
+pub use server::{MetricsServer, MetricsSource, serve_metrics};
+pub(crate) use text::exposition;
+pub use text::{CONTENT_TYPE, Kind, Value, write_family};
+use text::{Exposition, escape_label, metric_name_part};
 
 /// Which side of the offer/answer exchange a link was set up from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -382,322 +369,11 @@ fn cause_label(cause: &str) -> String {
     format!("cause=\"{}\"", escape_label(cause))
 }
 
-/// A label value as the format requires: `\`, `"` and line feed escaped.
-fn escape_label(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// HELP text as the format requires: `\` and line feed escaped.
-fn escape_help(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('\n', "\\n")
-}
-
-/// Keeps a metric name to `[a-zA-Z0-9_]`.
-fn metric_name_part(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-/// A metric family's type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Only goes up (names end in `_total`).
-    Counter,
-    /// Goes up and down.
-    Gauge,
-}
-
-/// A sample's value.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Value {
-    /// An unsigned count.
-    U(u64),
-    /// A signed number (RFC 3550 `lost` can go negative).
-    I(i64),
-    /// Seconds, ratios.
-    F(f64),
-}
-
-impl fmt::Display for Value {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            Value::U(v) => write!(f, "{v}"),
-            Value::I(v) => write!(f, "{v}"),
-            // The format takes Go's float syntax: NaN, +Inf, -Inf.
-            Value::F(v) if v.is_nan() => f.write_str("NaN"),
-            Value::F(v) if v.is_infinite() => f.write_str(if v > 0.0 { "+Inf" } else { "-Inf" }),
-            Value::F(v) => write!(f, "{v}"),
-        }
-    }
-}
-
-#[derive(Default)]
-struct Exposition {
-    text: String,
-    /// Families written so far: an extra metric named like a built-in one
-    /// must not repeat its HELP and TYPE.
-    names: Vec<String>,
-}
-
-impl Exposition {
-    /// One family: HELP, TYPE, then a line per sample; nothing if there is
-    /// no sample.
-    fn family(
-        &mut self,
-        name: &str,
-        kind: Kind,
-        help: &str,
-        samples: impl IntoIterator<Item = (String, Value)>,
-    ) {
-        let mut samples = samples.into_iter().peekable();
-        if samples.peek().is_none() {
-            return;
-        }
-        if self.names.iter().any(|n| n == name) {
-            warn!(
-                metric = name,
-                "a link metric repeats a built-in metric's name; left out"
-            );
-            return;
-        }
-        self.names.push(name.to_owned());
-        write_family_text(&mut self.text, name, kind, help, samples);
-    }
-}
-
-/// HELP, TYPE, then a line per `(labels, value)` sample.
-fn write_family_text(
-    text: &mut String,
-    name: &str,
-    kind: Kind,
-    help: &str,
-    samples: impl IntoIterator<Item = (String, Value)>,
-) {
-    let kind = match kind {
-        Kind::Counter => "counter",
-        Kind::Gauge => "gauge",
-    };
-    // Writing to a String cannot fail.
-    let _ = writeln!(text, "# HELP {name} {}", escape_help(help));
-    let _ = writeln!(text, "# TYPE {name} {kind}");
-    for (labels, value) in samples {
-        if labels.is_empty() {
-            let _ = writeln!(text, "{name} {value}");
-        } else {
-            let _ = writeln!(text, "{name}{{{labels}}} {value}");
-        }
-    }
-}
-
-/// Appends one family with a single unlabelled sample to `out`: for a
-/// process's own counters beside [`render`]'s (see
-/// [`ServerConfig::extra_metrics`](crate::ServerConfig::extra_metrics)).
-/// The caller keeps its names apart from the built-in ones.
-pub fn write_family(out: &mut String, name: &str, kind: Kind, help: &str, value: Value) {
-    write_family_text(out, name, kind, help, [(String::new(), value)]);
-}
-
-/// The text for `/metrics`, produced afresh on every scrape.
-pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
-
-/// A tiny HTTP server answering `GET /metrics` (bearer token if one is
-/// set) and `GET /healthz` (no token), `404` otherwise, with the signaling
-/// server's connection cap, header limit and read timeout. Serves until
-/// [`shutdown`](MetricsServer::shutdown) or drop.
-pub struct MetricsServer {
-    local_addr: SocketAddr,
-    stop: watch::Sender<bool>,
-    accept_loop: Option<JoinHandle<()>>,
-}
-
-impl fmt::Debug for MetricsServer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MetricsServer")
-            .field("local_addr", &self.local_addr)
-            .finish_non_exhaustive()
-    }
-}
-
-impl MetricsServer {
-    /// The address it listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// `http://addr/metrics`.
-    pub fn url(&self) -> String {
-        format!("http://{}/metrics", self.local_addr)
-    }
-
-    /// Stops accepting and waits (about 6 s at most) for open scrapes to
-    /// finish.
-    pub async fn shutdown(mut self) {
-        self.stop.send_replace(true);
-        let Some(task) = self.accept_loop.take() else {
-            return;
-        };
-        let abort = task.abort_handle();
-        if tokio::time::timeout(SHUTDOWN_BOUND, task).await.is_err() {
-            abort.abort();
-        }
-        info!(addr = %self.local_addr, "metrics server stopped");
-    }
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        self.stop.send_replace(true);
-    }
-}
-
-/// Serves `source()` on `GET /metrics` at `addr`, for a process that has no
-/// signaling server (the offerer). `token`: the bearer token scrapes must
-/// carry, as on the signaling server.
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> std::io::Result<()> {
-/// use std::sync::Arc;
-/// use relay_signaling::metrics::{render, serve_metrics};
-///
-/// let server = serve_metrics("127.0.0.1:0".parse().unwrap(), None, Arc::new(|| render(&[], None))).await?;
-/// println!("metrics on {}", server.url());
-/// server.shutdown().await;
-/// # Ok(()) }
-/// ```
-pub async fn serve_metrics(
-    addr: SocketAddr,
-    token: Option<String>,
-    source: MetricsSource,
-) -> io::Result<MetricsServer> {
-    if token.as_deref() == Some("") {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the metrics token is empty; pass a non-empty token or none",
-        ));
-    }
-    let listener = TcpListener::bind(addr).await.map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot listen for metrics on {addr}: {}", crate::describe_io(&e)),
-        )
-    })?;
-    let local_addr = listener.local_addr()?;
-    let (stop, stop_rx) = watch::channel(false);
-    let limits = Limits {
-        max_connections: DEFAULT_MAX_CONNECTIONS,
-        max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
-        request_read_timeout: DEFAULT_REQUEST_READ_TIMEOUT,
-    };
-    let handler = Arc::new(MetricsHandler { token, source });
-    let shared = Arc::new(Listener::new(
-        "metrics",
-        handler,
-        limits,
-        None,
-        Arc::default(),
-        stop_rx,
-    ));
-    info!(%local_addr, "metrics server listening");
-    let accept_loop = tokio::spawn(listener::accept_loop(listener, shared));
-    Ok(MetricsServer {
-        local_addr,
-        stop,
-        accept_loop: Some(accept_loop),
-    })
-}
-
-struct MetricsHandler {
-    token: Option<String>,
-    source: MetricsSource,
-}
-
-impl Handler for MetricsHandler {
-    fn handle(&self, req: Request<Incoming>) -> impl Future<Output = Response<Body>> + Send {
-        let response = match req.uri().path() {
-            "/healthz" if req.method() == Method::GET => {
-                reply::json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
-            }
-            "/metrics" if req.method() == Method::GET => {
-                match authorize(self.token.as_deref(), &req) {
-                    Some(refusal) => refusal,
-                    None => {
-                        let source = Arc::clone(&self.source);
-                        // A panicking source must not take the server down.
-                        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| source())) {
-                            Ok(text) => exposition(text),
-                            Err(_) => {
-                                warn!("the metrics source panicked");
-                                reply::error(StatusCode::INTERNAL_SERVER_ERROR, "cannot render the metrics")
-                            }
-                        }
-                    }
-                }
-            }
-            "/healthz" | "/metrics" => {
-                let mut response = reply::error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    format!("{} is not allowed; allowed: GET", req.method()),
-                );
-                response
-                    .headers_mut()
-                    .insert(ALLOW, HeaderValue::from_static("GET"));
-                response
-            }
-            path => reply::error(
-                StatusCode::NOT_FOUND,
-                format!("no such path {path}; this server answers GET /metrics and GET /healthz"),
-            ),
-        };
-        std::future::ready(response)
-    }
-}
-
-/// `None` if the request may pass, else the `401`.
-pub(crate) fn authorize<B>(token: Option<&str>, req: &Request<B>) -> Option<Response<Body>> {
-    let token = token?;
-    if bearer_matches(req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes), token) {
-        return None;
-    }
-    let mut response = reply::error(
-        StatusCode::UNAUTHORIZED,
-        "missing or wrong bearer token; send Authorization: Bearer <token>",
-    );
-    response
-        .headers_mut()
-        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    Some(response)
-}
-
-/// `200` with the exposition text.
-pub(crate) fn exposition(text: String) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(text)));
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE_HEADER, HeaderValue::from_static(CONTENT_TYPE));
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use relay_core::{Drops, SsrcReceived};
+    use std::time::Duration;
 
     fn stats() -> LinkStats {
         LinkStats {
@@ -1014,15 +690,5 @@ relay_link_retransmits_total{session="ab12",transport="rtp-udp",mode="unreliable
         check_exposition(&text).unwrap();
         assert!(!text.contains("Clash") && !text.contains(" 99\n"), "{text}");
         assert!(text.contains("# TYPE relay_link_fine gauge\n"), "{text}");
-    }
-
-    #[test]
-    fn floats_use_the_formats_words_for_specials() {
-        assert_eq!(Value::F(f64::NAN).to_string(), "NaN");
-        assert_eq!(Value::F(f64::INFINITY).to_string(), "+Inf");
-        assert_eq!(Value::F(f64::NEG_INFINITY).to_string(), "-Inf");
-        assert_eq!(Value::F(0.5).to_string(), "0.5");
-        assert_eq!(metric_name_part("a-b.c_total"), "a_b_c_total");
-        assert_eq!(escape_help("a\\b\nc"), "a\\\\b\\nc");
     }
 }
