@@ -64,5 +64,5 @@ pub use packet::{Packet, PacketError, PacketKind, RTCP_MIN_LEN, RTP_HEADER_LEN, 
 pub use queue::{Overflow, PacketQueue, Pushed};
 pub use stats::{
     ClockRate, ClockRates, DropCause, DropCounters, Drops, InvalidClockRate, LinkStats, MAX_CLOCK_RATE,
-    SsrcReceived, SsrcReceiver, SsrcSent, StatsRecorder, WarnOnce, static_clock_rate,
+    RepairStats, SsrcReceived, SsrcReceiver, SsrcSent, StatsRecorder, WarnOnce, static_clock_rate,
 };

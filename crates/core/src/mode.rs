@@ -34,8 +34,19 @@ impl Transport {
     pub fn modes(self) -> &'static [Mode] {
         match self {
             Transport::Dc => &[Mode::Reliable, Mode::Unreliable],
-            Transport::Quic => &[Mode::Datagram, Mode::Stream],
-            Transport::RtpUdp => &[Mode::Unreliable, Mode::Srtp],
+            Transport::Quic => &[Mode::Datagram, Mode::Stream, Mode::Repair],
+            Transport::RtpUdp => &[Mode::Unreliable, Mode::Srtp, Mode::Repair],
+        }
+    }
+
+    /// The mode the transport's own link runs in for `mode`: repair runs
+    /// over the plain unreliable one (DATAGRAM frames on QUIC), with the
+    /// hop's repair loop on top; every other mode is its own.
+    pub fn link_mode(self, mode: Mode) -> Mode {
+        match (self, mode) {
+            (Transport::Quic, Mode::Repair) => Mode::Datagram,
+            (_, Mode::Repair) => Mode::Unreliable,
+            (_, other) => other,
         }
     }
 
@@ -85,16 +96,22 @@ pub enum Mode {
     /// SRTP and SRTCP (RFC 7714 AEAD_AES_128_GCM) over UDP: unreliable like
     /// plain RTP, with confidentiality, integrity and replay protection.
     Srtp,
+    /// Unreliable, with the hop's own loss repair within the latency
+    /// budget (RTCP NACK and retransmission between the two relays; the
+    /// `relay-repair` crate): on rtp-udp over plain RTP, on QUIC over
+    /// DATAGRAM frames.
+    Repair,
 }
 
 impl Mode {
     /// Every mode.
-    pub const ALL: [Mode; 5] = [
+    pub const ALL: [Mode; 6] = [
         Mode::Reliable,
         Mode::Unreliable,
         Mode::Datagram,
         Mode::Stream,
         Mode::Srtp,
+        Mode::Repair,
     ];
 
     /// The name used on the command line and in signaling.
@@ -105,6 +122,7 @@ impl Mode {
             Mode::Datagram => "datagram",
             Mode::Stream => "stream",
             Mode::Srtp => "srtp",
+            Mode::Repair => "repair",
         }
     }
 
@@ -122,7 +140,7 @@ impl fmt::Display for Mode {
 
 /// A name that is not a mode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown mode {0:?}; known: reliable, unreliable, datagram, stream, srtp")]
+#[error("unknown mode {0:?}; known: reliable, unreliable, datagram, stream, srtp, repair")]
 pub struct UnknownMode(pub String);
 
 impl FromStr for Mode {

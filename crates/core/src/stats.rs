@@ -602,6 +602,46 @@ pub struct LinkStats {
     pub sent_ssrcs: Vec<SsrcSent>,
     /// Per-SSRC reception statistics, sorted by SSRC.
     pub received_ssrcs: Vec<SsrcReceived>,
+    /// The hop's own loss repair (NACK and retransmission within the
+    /// latency budget), on links that repair; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair: Option<RepairStats>,
+}
+
+/// What a repairing link did about loss on its hop: both ends of the
+/// repair loop, as seen from one side (it asks for what it missed, and
+/// answers what the peer missed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RepairStats {
+    /// NACK datagrams this side sent (each asks for one or more packets).
+    pub nacks_sent: u64,
+    /// Sequence numbers those NACKs asked for.
+    pub packets_asked: u64,
+    /// Missing packets that arrived after being asked for, within the budget.
+    pub repaired: u64,
+    /// Repairs (or late originals) that arrived after their packet was
+    /// given up: dropped, not delivered late.
+    pub repaired_too_late: u64,
+    /// Missing packets given up: a repair could no longer arrive within
+    /// the budget.
+    pub unrepairable: u64,
+    /// Packets that arrived twice (an original after its repair, or a
+    /// repair after the original): the second copy was dropped.
+    pub duplicates: u64,
+    /// NACK datagrams the peer sent.
+    pub nacks_received: u64,
+    /// Sequence numbers the peer asked for.
+    pub packets_requested: u64,
+    /// Packets this side sent again.
+    pub retransmissions: u64,
+    /// Their bytes.
+    pub retransmitted_bytes: u64,
+    /// Asked for but no longer kept (older than the budget, or never
+    /// sent): answered with nothing.
+    pub requested_gone: u64,
+    /// Asked for but refused by the amplification cap (retransmissions
+    /// are limited to a share of the media sent).
+    pub retransmissions_capped: u64,
 }
 
 /// `Option<Duration>` as seconds (`f64`) or `null`.
@@ -784,6 +824,7 @@ impl StatsRecorder {
             uptime: Some(self.created.elapsed()),
             sent_ssrcs,
             received_ssrcs,
+            repair: None,
         }
     }
 }

@@ -97,12 +97,13 @@ pub(crate) async fn offer(
     options: &LinkOptions,
 ) -> Result<Offered, RelayError> {
     let _ = (client, mode, options);
-    match transport {
+    let link_mode = transport.link_mode(mode);
+    let offered = match transport {
         #[cfg(feature = "rtp-udp")]
         Transport::RtpUdp => {
             use rtp_udp_relay::RtpUdpOfferer;
             let err = setup_err(transport);
-            let offerer = RtpUdpOfferer::bind(rtp_udp_config(options), mode)
+            let offerer = RtpUdpOfferer::bind(rtp_udp_config(options), link_mode)
                 .await
                 .map_err(|e| err(e.to_string()))?;
             let resp = post(client, transport, mode, offerer.offer()).await?;
@@ -116,7 +117,7 @@ pub(crate) async fn offer(
         #[cfg(feature = "quic")]
         Transport::Quic => {
             let err = setup_err(transport);
-            let offerer = quic_relay::QuicOfferer::bind(quic_config(options), mode)
+            let offerer = quic_relay::QuicOfferer::bind(quic_config(options), link_mode)
                 .await
                 .map_err(|e| err(e.to_string()))?;
             let resp = post(client, transport, mode, offerer.offer()).await?;
@@ -130,7 +131,7 @@ pub(crate) async fn offer(
         #[cfg(feature = "dc")]
         Transport::Dc => {
             let err = setup_err(transport);
-            let offerer = dc_relay::DcOfferer::bind(dc_config(options), mode)
+            let offerer = dc_relay::DcOfferer::bind(dc_config(options), link_mode)
                 .await
                 .map_err(|e| err(e.to_string()))?;
             let resp = post(client, transport, mode, offerer.offer()).await?;
@@ -146,7 +147,24 @@ pub(crate) async fn offer(
             transport: other,
             available: crate::join(compiled_transports().iter()),
         }),
+    }?;
+    Ok(Offered {
+        link: with_repair(offered.link, mode, options),
+        ..offered
+    })
+}
+
+/// `link` as `mode` has it: in repair mode, under the hop's repair loop
+/// (both ends wrap theirs), with the latency budget as its horizon.
+fn with_repair(link: Arc<dyn RelayLink>, mode: Mode, options: &LinkOptions) -> Arc<dyn RelayLink> {
+    if mode != Mode::Repair {
+        return link;
     }
+    let config = relay_repair::RepairConfig {
+        budget: options.max_delay,
+        ..relay_repair::RepairConfig::default()
+    };
+    Arc::new(relay_repair::RepairLink::new(link, mode, config))
 }
 
 #[cfg(feature = "rtp-udp")]
@@ -196,7 +214,7 @@ pub(crate) fn answerers(options: &LinkOptions, sink: LinkSink) -> Vec<Arc<dyn An
 }
 
 type Pending =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Box<dyn RelayLink>, String>> + Send>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Arc<dyn RelayLink>, String>> + Send>>;
 
 #[async_trait]
 impl Answerer for FacadeAnswerer {
@@ -205,12 +223,13 @@ impl Answerer for FacadeAnswerer {
     }
 
     async fn answer(&self, mode: Mode, offer: serde_json::Value) -> Result<Accepted, AnswerError> {
+        let link_mode = self.transport.link_mode(mode);
         let (answer, pending): (serde_json::Value, Pending) = match self.transport {
             #[cfg(feature = "rtp-udp")]
             Transport::RtpUdp => {
                 let offer: relay_core::RtpUdpDescription = parse_offer(self.transport, offer)?;
                 use rtp_udp_relay::{RtpUdpAnswerer, RtpUdpError};
-                let answerer = RtpUdpAnswerer::bind(rtp_udp_config(&self.options), mode, &offer)
+                let answerer = RtpUdpAnswerer::bind(rtp_udp_config(&self.options), link_mode, &offer)
                     .await
                     .map_err(|e| match e {
                         RtpUdpError::BadAddress { .. }
@@ -225,7 +244,7 @@ impl Answerer for FacadeAnswerer {
             #[cfg(feature = "quic")]
             Transport::Quic => {
                 let offer: relay_core::QuicOffer = parse_offer(self.transport, offer)?;
-                let answerer = quic_relay::QuicAnswerer::bind(quic_config(&self.options), mode, &offer)
+                let answerer = quic_relay::QuicAnswerer::bind(quic_config(&self.options), link_mode, &offer)
                     .await
                     .map_err(|e| AnswerError::Unavailable(e.to_string()))?;
                 let mut answer = answerer.answer();
@@ -259,16 +278,22 @@ impl Answerer for FacadeAnswerer {
                     })?;
                 let answer = to_json(answerer.answer())?;
                 let pending = boxed(answerer.accept());
-                let _ = mode;
+                let _ = link_mode;
                 (answer, pending)
             }
             #[allow(unreachable_patterns)]
             other => {
-                let _ = (mode, offer);
+                let _ = (link_mode, offer);
                 return Err(AnswerError::BadOffer(format!(
                     "transport {other} is not compiled in"
                 )));
             }
+        };
+        let pending: Pending = if mode == Mode::Repair {
+            let options = self.options.clone();
+            Box::pin(async move { Ok(with_repair(pending.await?, mode, &options)) })
+        } else {
+            pending
         };
         let session = LinkSession::start(self.transport, pending, self.sink.clone());
         Ok(Accepted { answer, session })
@@ -284,7 +309,7 @@ where
     Box::pin(async move {
         accept
             .await
-            .map(|l| Box::new(l) as Box<dyn RelayLink>)
+            .map(|l| Arc::new(l) as Arc<dyn RelayLink>)
             .map_err(|e| e.to_string())
     })
 }

@@ -22,7 +22,7 @@ impl LinkSession {
     /// of the session before then abandons the setup.
     pub(crate) fn start<F>(transport: Transport, pending: F, sink: LinkSink) -> Arc<LinkSession>
     where
-        F: Future<Output = Result<Box<dyn RelayLink>, String>> + Send + 'static,
+        F: Future<Output = Result<Arc<dyn RelayLink>, String>> + Send + 'static,
     {
         let session = Arc::new(LinkSession {
             link: Mutex::new(None),
@@ -32,7 +32,7 @@ impl LinkSession {
         tokio::spawn(async move {
             let link: Arc<dyn RelayLink> = tokio::select! {
                 r = pending => match r {
-                    Ok(link) => Arc::from(link),
+                    Ok(link) => link,
                     Err(e) => {
                         tracing::warn!(%transport, error = %e, "answered session never came up");
                         s.close.close(CloseReason::Transport(e));

@@ -98,7 +98,7 @@ fn wrong_mode_for_the_transport_is_refused() {
     assert!(!ok);
     assert_eq!(
         last_line(&err),
-        "relay: transport rtp-udp has no mode stream; its modes: unreliable, srtp"
+        "relay: transport rtp-udp has no mode stream; its modes: unreliable, srtp, repair"
     );
 }
 

@@ -85,7 +85,9 @@ fn every_line_of_relay_transports_is_covered_here() {
             "dc reliable",
             "dc unreliable",
             "quic datagram",
+            "quic repair",
             "quic stream",
+            "rtp-udp repair",
             "rtp-udp srtp",
             "rtp-udp unreliable"
         ],
@@ -101,6 +103,16 @@ fn rtp_udp_unreliable_under_flood() {
 #[test]
 fn rtp_udp_srtp_under_flood() {
     flood_line("rtp-udp", "srtp");
+}
+
+#[test]
+fn rtp_udp_repair_under_flood() {
+    flood_line("rtp-udp", "repair");
+}
+
+#[test]
+fn quic_repair_under_flood() {
+    flood_line("quic", "repair");
 }
 
 #[test]

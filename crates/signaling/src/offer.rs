@@ -214,11 +214,14 @@ mod tests {
         let e = parse(json!({"transport":"quic","offer":{}}), &[]).unwrap_err();
         assert!(e.ends_with("answers: (none)"), "{e}");
         let e = parse(json!({"transport":"quic","mode":"fast","offer":{}}), ALL).unwrap_err();
-        assert_eq!(e, "unknown mode \"fast\"; quic supports: datagram, stream");
+        assert_eq!(
+            e,
+            "unknown mode \"fast\"; quic supports: datagram, stream, repair"
+        );
         let e = parse(json!({"transport":"quic","mode":"reliable","offer":{}}), ALL).unwrap_err();
         assert_eq!(
             e,
-            "mode reliable is not valid for quic; quic supports: datagram, stream"
+            "mode reliable is not valid for quic; quic supports: datagram, stream, repair"
         );
     }
 }

@@ -355,11 +355,11 @@ async fn unknown_or_unserved_transport_or_mode_is_400_naming_the_supported_ones(
         ),
         (
             json!({"transport": "quic", "mode": "turbo", "offer": {}}),
-            "unknown mode \"turbo\"; quic supports: datagram, stream",
+            "unknown mode \"turbo\"; quic supports: datagram, stream, repair",
         ),
         (
             json!({"transport": "rtp-udp", "mode": "reliable", "offer": {}}),
-            "mode reliable is not valid for rtp-udp; rtp-udp supports: unreliable, srtp",
+            "mode reliable is not valid for rtp-udp; rtp-udp supports: unreliable, srtp, repair",
         ),
     ] {
         let reply = post(addr, &[], &body).await;

@@ -431,6 +431,7 @@ mod tests {
                     jitter_seconds: None,
                 },
             ],
+            repair: None,
         }
     }
 

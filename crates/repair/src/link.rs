@@ -1,0 +1,287 @@
+//! [`RepairLink`]: any unreliable [`RelayLink`] with the repair loop on
+//! top. One task per link reads the inner link: hop NACKs are answered from
+//! the retransmission buffer, media goes through the loss detector (which
+//! drops duplicates and late repairs), everything else is delivered as it
+//! came. The same task asks for missing packets as soon as a gap shows and
+//! again each RTT while the budget allows.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use relay_core::{
+    CloseReason, LinkError, LinkStats, Mode, Overflow, Packet, PacketKind, PacketQueue, Pushed, RelayLink,
+    RepairStats, Transport,
+};
+use tokio::task::JoinHandle;
+use tracing::debug;
+
+use crate::receiver::{Arrival, LossDetector};
+use crate::sender::{DEFAULT_REPAIR_SHARE, RetransmitBuffer};
+use crate::wire::{build_nacks, parse_nacks};
+
+/// How often the link looks for packets to ask for again while some are
+/// missing: a fraction of any WAN RTT, and cheap (one pass over the
+/// missing set).
+const TICK: Duration = Duration::from_millis(5);
+
+/// RTT assumed until the inner link measures one: a continental path.
+/// Too high only gives up on a packet early; too low asks twice.
+const DEFAULT_RTT: Duration = Duration::from_millis(100);
+
+/// How stale the cached RTT may get (reading it takes a stats snapshot).
+const RTT_REFRESH: Duration = Duration::from_millis(250);
+
+/// The time on tokio's clock (which tests can pause and advance), as the
+/// sans-IO parts take it.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// How a [`RepairLink`] repairs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RepairConfig {
+    /// The latency budget: packets are kept this long for retransmission,
+    /// and a missing packet is asked for only while its repair can still
+    /// arrive within it.
+    pub budget: Duration,
+    /// Retransmitted bytes allowed per media byte sent (the amplification
+    /// cap).
+    pub share: f64,
+    /// Packets held for the application before the oldest is dropped.
+    pub receive_queue: usize,
+}
+
+impl Default for RepairConfig {
+    fn default() -> Self {
+        RepairConfig {
+            budget: relay_core::DEFAULT_MAX_DELAY,
+            share: DEFAULT_REPAIR_SHARE,
+            receive_queue: 4096,
+        }
+    }
+}
+
+struct Shared {
+    inner: Arc<dyn RelayLink>,
+    mode: Mode,
+    buffer: Mutex<RetransmitBuffer>,
+    detector: Mutex<LossDetector>,
+    inbox: PacketQueue,
+    rtt: Mutex<(Duration, Option<Instant>)>,
+    nacks_sent: AtomicU64,
+    nacks_received: AtomicU64,
+    inbox_full: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section is plain bookkeeping; a panic inside one
+    // leaves the state as consistent as any other moment's.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An unreliable link that repairs its losses within a latency budget;
+/// see the crate docs.
+pub struct RepairLink {
+    shared: Arc<Shared>,
+    driver: JoinHandle<()>,
+}
+
+impl fmt::Debug for RepairLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RepairLink")
+            .field("inner", &self.shared.inner)
+            .field("mode", &self.shared.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RepairLink {
+    /// Puts the repair loop on `inner` (an established unreliable link)
+    /// and reports itself as `mode`. Both ends of a hop must be wrapped:
+    /// an unwrapped peer would receive the NACKs as RTCP and pass them on
+    /// to its media server.
+    pub fn new(inner: Arc<dyn RelayLink>, mode: Mode, config: RepairConfig) -> RepairLink {
+        let shared = Arc::new(Shared {
+            inner,
+            mode,
+            buffer: Mutex::new(RetransmitBuffer::new(config.budget, config.share)),
+            detector: Mutex::new(LossDetector::new(config.budget)),
+            inbox: PacketQueue::new(config.receive_queue, Overflow::DropOldest),
+            rtt: Mutex::new((DEFAULT_RTT, None)),
+            nacks_sent: AtomicU64::new(0),
+            nacks_received: AtomicU64::new(0),
+            inbox_full: AtomicU64::new(0),
+        });
+        let driver = tokio::spawn(drive(Arc::clone(&shared)));
+        RepairLink { shared, driver }
+    }
+}
+
+impl Drop for RepairLink {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+impl Shared {
+    /// The inner link's RTT, read at most every [`RTT_REFRESH`].
+    fn rtt(&self, now: Instant) -> Duration {
+        let mut cached = lock(&self.rtt);
+        if cached
+            .1
+            .is_none_or(|at| now.saturating_duration_since(at) >= RTT_REFRESH)
+        {
+            if let Some(rtt) = self.inner.stats().rtt {
+                cached.0 = rtt;
+            }
+            cached.1 = Some(now);
+        }
+        cached.0
+    }
+
+    fn deliver(&self, packet: Packet) {
+        if let Pushed::DroppedOldest = self.inbox.push(packet) {
+            self.inbox_full.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// One packet from the inner link.
+    async fn on_packet(&self, packet: Packet) {
+        let now = now();
+        match packet.kind() {
+            PacketKind::Rtp => {
+                let seq = packet.sequence_number().expect("RTP has a sequence number");
+                let arrival = lock(&self.detector).on_rtp(packet.ssrc(), seq, now);
+                if let Arrival::Repaired { waited } = arrival {
+                    debug!(ssrc = packet.ssrc(), seq, ?waited, "packet repaired");
+                }
+                if arrival.deliver() {
+                    self.deliver(packet);
+                }
+                if arrival == Arrival::Fresh {
+                    // A new gap is asked for at once, not at the next tick.
+                    self.ask(now).await;
+                }
+            }
+            PacketKind::Rtcp => match parse_nacks(packet.bytes()) {
+                Some(asks) => {
+                    self.nacks_received.fetch_add(1, Ordering::Relaxed);
+                    let resend: Vec<_> = {
+                        let mut buffer = lock(&self.buffer);
+                        asks.iter()
+                            .flat_map(|(ssrc, seqs)| buffer.on_nack(*ssrc, seqs, now))
+                            .collect()
+                    };
+                    for bytes in resend {
+                        if let Ok(p) = Packet::parse(bytes) {
+                            let _ = self.inner.send(p).await;
+                        }
+                    }
+                }
+                None => self.deliver(packet),
+            },
+        }
+    }
+
+    /// Sends NACKs for whatever is due.
+    async fn ask(&self, now: Instant) {
+        let rtt = self.rtt(now);
+        let asks = lock(&self.detector).poll(now, rtt);
+        if asks.is_empty() {
+            return;
+        }
+        for datagram in build_nacks(&asks) {
+            if let Ok(p) = Packet::parse(datagram) {
+                self.nacks_sent.fetch_add(1, Ordering::Relaxed);
+                let _ = self.inner.send(p).await;
+            }
+        }
+    }
+}
+
+async fn drive(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let pending = lock(&shared.detector).pending();
+        tokio::select! {
+            received = shared.inner.recv() => match received {
+                Ok(packet) => shared.on_packet(packet).await,
+                Err(LinkError::Closed(reason)) => {
+                    shared.inbox.close(reason);
+                    return;
+                }
+                Err(LinkError::TooLarge { .. }) => {}
+            },
+            _ = tick.tick(), if pending => shared.ask(now()).await,
+        }
+    }
+}
+
+#[async_trait]
+impl RelayLink for RepairLink {
+    fn transport(&self) -> Transport {
+        self.shared.inner.transport()
+    }
+
+    fn mode(&self) -> Mode {
+        self.shared.mode
+    }
+
+    fn max_packet_size(&self) -> usize {
+        self.shared.inner.max_packet_size()
+    }
+
+    async fn send(&self, packet: Packet) -> Result<(), LinkError> {
+        if packet.kind() == PacketKind::Rtp
+            && let Some(seq) = packet.sequence_number()
+            && packet.len() <= self.max_packet_size()
+        {
+            lock(&self.shared.buffer).on_sent(packet.ssrc(), seq, packet.bytes().clone(), now());
+        }
+        self.shared.inner.send(packet).await
+    }
+
+    async fn recv(&self) -> Result<Packet, LinkError> {
+        self.shared.inbox.pop().await.map_err(LinkError::Closed)
+    }
+
+    fn stats(&self) -> LinkStats {
+        let mut stats = self.shared.inner.stats();
+        stats.mode = self.shared.mode;
+        stats.drops.receive_queue_full += self.shared.inbox_full.load(Ordering::Relaxed);
+        let rx = lock(&self.shared.detector).counts();
+        let tx = lock(&self.shared.buffer).counts();
+        stats.repair = Some(RepairStats {
+            nacks_sent: self.shared.nacks_sent.load(Ordering::Relaxed),
+            packets_asked: rx.asked,
+            repaired: rx.repaired,
+            repaired_too_late: rx.late,
+            unrepairable: rx.unrepairable,
+            duplicates: rx.duplicates,
+            nacks_received: self.shared.nacks_received.load(Ordering::Relaxed),
+            packets_requested: tx.requested,
+            retransmissions: tx.retransmitted,
+            retransmitted_bytes: tx.retransmitted_bytes,
+            requested_gone: tx.gone,
+            retransmissions_capped: tx.capped,
+        });
+        stats
+    }
+
+    fn close(&self) {
+        self.shared.inner.close();
+        self.shared.inbox.close(CloseReason::Local);
+    }
+
+    async fn closed(&self) -> CloseReason {
+        self.shared.inner.closed().await
+    }
+
+    fn close_reason(&self) -> Option<CloseReason> {
+        self.shared.inner.close_reason()
+    }
+}

@@ -1,0 +1,244 @@
+//! The repair loop between two [`RepairLink`]s over an in-memory link pair
+//! that loses exactly the packets a test scripts: what is repaired, what
+//! is given up, what passes through untouched, and what a greedy peer gets.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use relay_core::{
+    CloseReason, CloseSignal, LinkError, LinkStats, Mode, Overflow, Packet, PacketKind, PacketQueue,
+    RelayLink, Transport, build_rtp,
+};
+use relay_repair::wire::{HOP_SSRC, build_nacks};
+use relay_repair::{RepairConfig, RepairLink};
+
+/// Decides, per packet, whether the path loses it.
+type Loss = Box<dyn Fn(&Packet) -> bool + Send + Sync>;
+
+/// One end of an in-memory unreliable link: `send` goes to the peer's
+/// queue after `delay`, unless `loss` says the path drops it.
+struct MemEnd {
+    to_peer: Arc<PacketQueue>,
+    inbox: Arc<PacketQueue>,
+    loss: Loss,
+    delay: Duration,
+    sent: AtomicU64,
+    close: CloseSignal,
+    rtt: Duration,
+}
+
+impl fmt::Debug for MemEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MemEnd")
+    }
+}
+
+fn pair(loss_ab: Loss, loss_ba: Loss, one_way: Duration) -> (Arc<MemEnd>, Arc<MemEnd>) {
+    let a_in = Arc::new(PacketQueue::new(100_000, Overflow::DropOldest));
+    let b_in = Arc::new(PacketQueue::new(100_000, Overflow::DropOldest));
+    let end = |to_peer, inbox, loss| {
+        Arc::new(MemEnd {
+            to_peer,
+            inbox,
+            loss,
+            delay: one_way,
+            sent: AtomicU64::new(0),
+            close: CloseSignal::new(),
+            rtt: 2 * one_way,
+        })
+    };
+    (end(b_in.clone(), a_in.clone(), loss_ab), end(a_in, b_in, loss_ba))
+}
+
+#[async_trait]
+impl RelayLink for MemEnd {
+    fn transport(&self) -> Transport {
+        Transport::RtpUdp
+    }
+    fn mode(&self) -> Mode {
+        Mode::Unreliable
+    }
+    fn max_packet_size(&self) -> usize {
+        1_400
+    }
+    async fn send(&self, packet: Packet) -> Result<(), LinkError> {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        if (self.loss)(&packet) {
+            return Ok(());
+        }
+        let to = self.to_peer.clone();
+        let delay = self.delay;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            to.push(packet);
+        });
+        Ok(())
+    }
+    async fn recv(&self) -> Result<Packet, LinkError> {
+        self.inbox.pop().await.map_err(LinkError::Closed)
+    }
+    fn stats(&self) -> LinkStats {
+        let mut s = relay_core::StatsRecorder::new(Transport::RtpUdp, Mode::Unreliable).snapshot();
+        s.rtt = Some(self.rtt);
+        s.packets_sent = self.sent.load(Ordering::Relaxed);
+        s
+    }
+    fn close(&self) {
+        self.close.close(CloseReason::Local);
+        self.inbox.close(CloseReason::Local);
+    }
+    async fn closed(&self) -> CloseReason {
+        self.close.wait().await
+    }
+    fn close_reason(&self) -> Option<CloseReason> {
+        self.close.reason()
+    }
+}
+
+fn rtp(ssrc: u32, seq: u16) -> Packet {
+    Packet::parse(build_rtp(96, seq, 0, ssrc, &[seq as u8; 1_000])).unwrap()
+}
+
+fn is_rtp_seq(p: &Packet, pick: impl Fn(u16) -> bool) -> bool {
+    p.kind() == PacketKind::Rtp && p.sequence_number().is_some_and(pick)
+}
+
+/// Every packet that reaches the application of `link` within `quiet`.
+async fn drain(link: &RepairLink, quiet: Duration) -> Vec<Packet> {
+    let mut got = Vec::new();
+    while let Ok(Ok(p)) = tokio::time::timeout(quiet, link.recv()).await {
+        got.push(p);
+    }
+    got
+}
+
+fn config(budget_ms: u64) -> RepairConfig {
+    RepairConfig {
+        budget: Duration::from_millis(budget_ms),
+        ..RepairConfig::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_lost_packet_is_repaired_once_and_nacks_stay_on_the_hop() {
+    // The first copy of every tenth packet is lost on the way.
+    let lost_once = Arc::new(Mutex::new(HashSet::new()));
+    let l = lost_once.clone();
+    let (a, b) = pair(
+        Box::new(move |p| is_rtp_seq(p, |s| s % 10 == 5) && l.lock().unwrap().insert(p.sequence_number())),
+        Box::new(|_| false),
+        Duration::from_millis(20),
+    );
+    let sender = RepairLink::new(a, Mode::Repair, config(200));
+    let receiver = RepairLink::new(b, Mode::Repair, config(200));
+    for seq in 0..1_000u16 {
+        sender.send(rtp(7, seq)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let got = drain(&receiver, Duration::from_millis(500)).await;
+    let seqs: Vec<u16> = got.iter().filter_map(Packet::sequence_number).collect();
+    assert!(
+        got.iter().all(|p| p.kind() == PacketKind::Rtp),
+        "no hop NACK reached the application"
+    );
+    let unique: HashSet<u16> = seqs.iter().copied().collect();
+    assert_eq!(seqs.len(), 1_000, "each packet once");
+    assert_eq!(unique.len(), 1_000);
+    let rx = receiver.stats().repair.unwrap();
+    let tx = sender.stats().repair.unwrap();
+    assert_eq!(rx.repaired, 100, "{rx:?}");
+    assert_eq!(
+        (rx.unrepairable, rx.duplicates, rx.repaired_too_late),
+        (0, 0, 0),
+        "{rx:?}"
+    );
+    assert_eq!(tx.retransmissions, 100, "{tx:?}");
+    assert_eq!(tx.nacks_received, rx.nacks_sent);
+    assert_eq!(receiver.stats().mode, Mode::Repair);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_packet_that_cannot_be_repaired_in_time_is_given_up_and_never_delivered_late() {
+    // Packet 50 and every copy of it are lost until 300 ms in; the budget
+    // is 200 ms, so whatever copy arrives after is dropped, not delivered.
+    let start = tokio::time::Instant::now();
+    let (a, b) = pair(
+        Box::new(move |p| is_rtp_seq(p, |s| s == 50) && start.elapsed() < Duration::from_millis(300)),
+        Box::new(|_| false),
+        Duration::from_millis(20),
+    );
+    let sender = RepairLink::new(a, Mode::Repair, config(200));
+    let receiver = RepairLink::new(b, Mode::Repair, config(200));
+    for seq in 0..100u16 {
+        sender.send(rtp(7, seq)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let got = drain(&receiver, Duration::from_millis(500)).await;
+    assert_eq!(got.len(), 99);
+    assert!(got.iter().all(|p| p.sequence_number() != Some(50)));
+    let rx = receiver.stats().repair.unwrap();
+    assert_eq!(rx.unrepairable, 1, "{rx:?}");
+    assert!(rx.packets_asked >= 2, "asked again after an RTT: {rx:?}");
+    assert!(rx.packets_asked <= 3, "never more than three times: {rx:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn media_servers_rtcp_passes_through_both_ways() {
+    let (a, b) = pair(
+        Box::new(|_| false),
+        Box::new(|_| false),
+        Duration::from_millis(20),
+    );
+    let left = RepairLink::new(a, Mode::Repair, config(200));
+    let right = RepairLink::new(b, Mode::Repair, config(200));
+    // A viewer's NACK for stream 7, from its own SSRC, and a PLI.
+    let sfu_nack = build_nacks(&[(7, vec![3])]).remove(0);
+    let mut sfu_nack = sfu_nack.to_vec();
+    sfu_nack[4..8].copy_from_slice(&0xABCD_0001u32.to_be_bytes());
+    let pli = Bytes::from_static(&[0x81, 206, 0, 2, 0xAB, 0xCD, 0, 1, 0, 0, 0, 7]);
+    right
+        .send(Packet::parse(Bytes::from(sfu_nack.clone())).unwrap())
+        .await
+        .unwrap();
+    right.send(Packet::parse(pli.clone()).unwrap()).await.unwrap();
+    let got = drain(&left, Duration::from_millis(200)).await;
+    let bytes: Vec<&[u8]> = got.iter().map(|p| &p.bytes()[..]).collect();
+    assert_eq!(bytes, vec![&sfu_nack[..], &pli[..]]);
+    assert_eq!(left.stats().repair.unwrap().nacks_received, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_asking_for_everything_gets_at_most_a_share_of_the_media_again() {
+    let (a, b) = pair(
+        Box::new(|_| false),
+        Box::new(|_| false),
+        Duration::from_millis(20),
+    );
+    let sender = RepairLink::new(a.clone(), Mode::Repair, config(10_000));
+    // The peer is not a relay: its raw end sends NACKs for all 1,000
+    // packets, five times over.
+    for seq in 0..1_000u16 {
+        sender.send(rtp(9, seq)).await.unwrap();
+    }
+    let all: Vec<u16> = (0..1_000).collect();
+    for _ in 0..5 {
+        for nack in build_nacks(&[(9, all.clone())]) {
+            b.send(Packet::parse(nack).unwrap()).await.unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let tx = sender.stats().repair.unwrap();
+    assert_eq!(tx.packets_requested, 5_000);
+    // 1 MB of media earns at most a quarter of itself again, beyond the
+    // starting credit of one keyframe.
+    let media = 1_000 * 1_012;
+    assert!(tx.retransmitted_bytes <= 48_000 + media / 4, "{tx:?}");
+    assert!(tx.retransmissions_capped >= 4_000, "{tx:?}");
+    assert_eq!(a.sent.load(Ordering::Relaxed), 1_000 + tx.retransmissions);
+    assert_eq!(HOP_SSRC, 0x5250_4152);
+}
