@@ -276,6 +276,73 @@ pub fn render(links: &[LinkMetrics], server: Option<&ServerCounters>) -> String 
         drops,
     );
 
+    // The hop's own repair, on links in repair mode only.
+    let repairs: [StatFamily; 12] = [
+        (
+            "relay_link_repair_nacks_sent_total",
+            "Hop NACK datagrams sent (each asks for one or more packets).",
+            |s| s.repair.map(|r| Value::U(r.nacks_sent)),
+        ),
+        (
+            "relay_link_repair_packets_asked_total",
+            "Missing packets asked for by hop NACKs (each ask counted).",
+            |s| s.repair.map(|r| Value::U(r.packets_asked)),
+        ),
+        (
+            "relay_link_repair_repaired_total",
+            "Missing packets that arrived after being asked for, within the budget.",
+            |s| s.repair.map(|r| Value::U(r.repaired)),
+        ),
+        (
+            "relay_link_repair_too_late_total",
+            "Repairs that arrived after their packet was given up (dropped, not delivered late).",
+            |s| s.repair.map(|r| Value::U(r.repaired_too_late)),
+        ),
+        (
+            "relay_link_repair_unrepairable_total",
+            "Missing packets given up: no repair could arrive within the budget.",
+            |s| s.repair.map(|r| Value::U(r.unrepairable)),
+        ),
+        (
+            "relay_link_repair_duplicates_total",
+            "Packets that arrived twice (original and repair); the second copy was dropped.",
+            |s| s.repair.map(|r| Value::U(r.duplicates)),
+        ),
+        (
+            "relay_link_repair_nacks_received_total",
+            "Hop NACK datagrams received from the peer.",
+            |s| s.repair.map(|r| Value::U(r.nacks_received)),
+        ),
+        (
+            "relay_link_repair_packets_requested_total",
+            "Packets the peer asked for.",
+            |s| s.repair.map(|r| Value::U(r.packets_requested)),
+        ),
+        (
+            "relay_link_repair_retransmissions_total",
+            "Packets sent again on the peer's request.",
+            |s| s.repair.map(|r| Value::U(r.retransmissions)),
+        ),
+        (
+            "relay_link_repair_retransmitted_bytes_total",
+            "Bytes of the packets sent again.",
+            |s| s.repair.map(|r| Value::U(r.retransmitted_bytes)),
+        ),
+        (
+            "relay_link_repair_requested_gone_total",
+            "Packets asked for that were no longer kept (older than the budget): answered with nothing.",
+            |s| s.repair.map(|r| Value::U(r.requested_gone)),
+        ),
+        (
+            "relay_link_repair_capped_total",
+            "Packets asked for but refused by the amplification cap (a share of the media sent).",
+            |s| s.repair.map(|r| Value::U(r.retransmissions_capped)),
+        ),
+    ];
+    for (name, help, f) in repairs {
+        out.family(name, Kind::Counter, help, stat(f));
+    }
+
     let gauges: [StatFamily; 5] = [
         (
             "relay_link_packets_lost",
@@ -557,6 +624,37 @@ relay_link_retransmits_total{session="ab12",transport="rtp-udp",mode="unreliable
             }
             assert_eq!(text, EXPECTED);
         }
+    }
+
+    #[test]
+    fn repair_families_appear_for_repairing_links_only() {
+        assert!(!render(&links(), None).contains("repair"));
+        let mut link = links().remove(0);
+        link.mode = Mode::Repair;
+        let mut s = stats();
+        s.repair = Some(relay_core::RepairStats {
+            repaired: 41,
+            retransmissions_capped: 2,
+            ..Default::default()
+        });
+        link.stats = Some(s);
+        let text = render(&[link], None);
+        check_exposition(&text).unwrap();
+        assert!(
+            text.contains(
+                r#"relay_link_repair_repaired_total{session="ab12",transport="rtp-udp",mode="repair",role="answer"} 41"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE relay_link_repair_capped_total counter\n"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("relay_link_repair_").count(),
+            12 * 3,
+            "HELP, TYPE, one sample each"
+        );
     }
 
     #[test]
