@@ -57,6 +57,13 @@ impl Latency {
         self.hist.len()
     }
 
+    /// Samples of at most `limit`: packets delivered within a latency
+    /// budget (to the histogram's 0.1% precision).
+    pub fn count_within(&self, limit: std::time::Duration) -> u64 {
+        let ns = (limit.as_nanos() as u64).clamp(1, MAX_NS);
+        self.hist.count_between(1, ns)
+    }
+
     /// The value at `percentile` (0–100) in milliseconds; 0 when empty.
     pub fn percentile_ms(&self, percentile: f64) -> f64 {
         if self.hist.is_empty() {

@@ -103,6 +103,12 @@ pub struct RunResult {
     pub netsim: Option<(DirectionStats, DirectionStats)>,
     /// Drops the two link ends counted, summed.
     pub link_drops: Option<Drops>,
+    /// Bytes both link ends handed to their transport (media, the hop's
+    /// own RTCP, repairs): what the relay put on the wire besides the
+    /// transport's framing. `None` for raw UDP.
+    pub link_bytes_sent: Option<u64>,
+    /// What the repair loop did, both ends summed (repairing links only).
+    pub repair: Option<relay_core::RepairStats>,
     /// Set when a link closed during the run, or packets a reliable path
     /// owed never came.
     pub problem: Option<String>,
@@ -436,6 +442,17 @@ async fn run(
         (Some(a), Some(b)) => Some(a.drops + b.drops),
         _ => None,
     };
+    let link_bytes_sent = match (&sender_stats, &receiver_stats) {
+        (Some(a), Some(b)) => Some(a.bytes_sent + b.bytes_sent),
+        _ => None,
+    };
+    let repair = match (
+        sender_stats.as_ref().and_then(|s| s.repair),
+        receiver_stats.as_ref().and_then(|s| s.repair),
+    ) {
+        (Some(a), Some(b)) => Some(a + b),
+        (a, b) => a.or(b),
+    };
     let jitter_ms = receiver_stats
         .as_ref()
         .map_or(received.jitter_ms, |s| mean_jitter_ms(&s.received_ssrcs));
@@ -485,6 +502,8 @@ async fn run(
         kernel,
         netsim: path.netsim(),
         link_drops,
+        link_bytes_sent,
+        repair,
         problem,
         outage: outage_window.map(|(down, up)| recovery(&received.arrivals, down, up)),
     }

@@ -99,6 +99,9 @@ fn run_row(r: &RunResult) -> Value {
             "stale_packets": o.stale,
             "oldest_after_ms": o.oldest_ms,
         })),
+        "delivered_within_budget": r.latency.count_within(relay_core::DEFAULT_MAX_DELAY),
+        "link_bytes_sent": r.link_bytes_sent,
+        "repair": r.repair,
         "problem": r.problem,
     })
 }
@@ -147,6 +150,8 @@ pub(super) mod tests {
             kernel: Default::default(),
             netsim: Some((forward, DirectionStats::default())),
             link_drops: Some(Drops::default()),
+            link_bytes_sent: Some(100_000),
+            repair: None,
             problem: None,
             outage: (scenario == "wan-outage").then_some(Recovery {
                 down: Duration::from_secs(1),

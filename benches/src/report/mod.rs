@@ -6,6 +6,7 @@ mod goals;
 mod json;
 mod markdown;
 mod matrix;
+mod repair_targets;
 mod targets;
 mod wan;
 

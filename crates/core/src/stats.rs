@@ -644,6 +644,28 @@ pub struct RepairStats {
     pub retransmissions_capped: u64,
 }
 
+/// Field by field: both sides of a hop, or several links.
+impl std::ops::Add for RepairStats {
+    type Output = RepairStats;
+
+    fn add(self, o: RepairStats) -> RepairStats {
+        RepairStats {
+            nacks_sent: self.nacks_sent + o.nacks_sent,
+            packets_asked: self.packets_asked + o.packets_asked,
+            repaired: self.repaired + o.repaired,
+            repaired_too_late: self.repaired_too_late + o.repaired_too_late,
+            unrepairable: self.unrepairable + o.unrepairable,
+            duplicates: self.duplicates + o.duplicates,
+            nacks_received: self.nacks_received + o.nacks_received,
+            packets_requested: self.packets_requested + o.packets_requested,
+            retransmissions: self.retransmissions + o.retransmissions,
+            retransmitted_bytes: self.retransmitted_bytes + o.retransmitted_bytes,
+            requested_gone: self.requested_gone + o.requested_gone,
+            retransmissions_capped: self.retransmissions_capped + o.retransmissions_capped,
+        }
+    }
+}
+
 /// `Option<Duration>` as seconds (`f64`) or `null`.
 mod opt_seconds {
     use std::time::Duration;
