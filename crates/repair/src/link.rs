@@ -154,14 +154,18 @@ impl Shared {
         match packet.kind() {
             PacketKind::Rtp => {
                 let seq = packet.sequence_number().expect("RTP has a sequence number");
-                let arrival = lock(&self.detector).on_rtp(packet.ssrc(), seq, now);
+                let (arrival, new_gap) = {
+                    let mut detector = lock(&self.detector);
+                    let arrival = detector.on_rtp(packet.ssrc(), seq, now);
+                    (arrival, detector.new_gap())
+                };
                 if let Arrival::Repaired { waited } = arrival {
                     debug!(ssrc = packet.ssrc(), seq, ?waited, "packet repaired");
                 }
                 if arrival.deliver() {
                     self.deliver(packet);
                 }
-                if arrival == Arrival::Fresh {
+                if new_gap {
                     // A new gap is asked for at once, not at the next tick.
                     self.ask(now).await;
                 }

@@ -144,6 +144,8 @@ pub struct LossDetector {
     budget: Duration,
     streams: HashMap<u32, Stream>,
     counts: ReceiverCounts,
+    /// A gap appeared since the last [`poll`](LossDetector::poll).
+    new_gap: bool,
 }
 
 impl LossDetector {
@@ -154,12 +156,20 @@ impl LossDetector {
             budget,
             streams: HashMap::new(),
             counts: ReceiverCounts::default(),
+            new_gap: false,
         }
     }
 
     /// What was counted so far.
     pub fn counts(&self) -> ReceiverCounts {
         self.counts
+    }
+
+    /// Whether a gap appeared since the last poll: the caller asks at once
+    /// then, and otherwise leaves the asking to its timer (a poll walks
+    /// every missing packet, which is too much to do per arrival).
+    pub fn new_gap(&self) -> bool {
+        self.new_gap
     }
 
     /// Whether any packet is waiting for repair (the caller keeps its
@@ -190,6 +200,7 @@ impl LossDetector {
                 *stream = Stream::new(seq, now);
                 return Arrival::Fresh;
             }
+            self.new_gap |= gap > 0;
             for missing in stream.highest + 1..ext {
                 stream.missing.insert(
                     missing,
@@ -250,6 +261,7 @@ impl LossDetector {
     /// for now would arrive after its budget: seen half an RTT after it
     /// was sent (one way), asked now, answered an RTT later.
     pub fn poll(&mut self, now: Instant, rtt: Duration) -> Vec<(u32, Vec<u16>)> {
+        self.new_gap = false;
         let mut out = Vec::new();
         for (&ssrc, stream) in &mut self.streams {
             let mut ask = Vec::new();
@@ -299,11 +311,14 @@ mod tests {
     #[test]
     fn a_gap_is_asked_for_at_once_and_its_repair_delivered_once() {
         let (mut d, t0) = detector();
-        for seq in [10, 11, 14] {
+        for seq in [10, 11] {
             assert_eq!(d.on_rtp(7, seq, t0), Arrival::Fresh);
         }
-        assert!(d.pending());
+        assert!(!d.new_gap());
+        assert_eq!(d.on_rtp(7, 14, t0), Arrival::Fresh);
+        assert!(d.pending() && d.new_gap());
         assert_eq!(d.poll(t0, RTT), vec![(7, vec![12, 13])]);
+        assert!(!d.new_gap());
         // Asked: nothing more until an RTT and its margin have passed.
         assert_eq!(d.poll(t0 + 10 * MS, RTT), vec![]);
         assert_eq!(d.poll(t0 + 54 * MS, RTT), vec![]);
