@@ -92,10 +92,12 @@ pub struct RunResult {
     /// harness). `None` for floods on raw UDP.
     pub jitter_ms: Option<f64>,
     /// Process CPU time (user + system) from the first send to the end of
-    /// the drain: both ends, the harness, and the proxy when there is one.
+    /// the drain: both ends, the harness, and the proxy when there is one;
+    /// for a pion row, plus the two pion processes' own.
     pub cpu: Duration,
     /// Peak resident memory growth over setup and run, divided by the two
-    /// ends.
+    /// ends; for a pion row, plus both pion processes' whole peak (Go
+    /// runtime included).
     pub memory_per_link: u64,
     /// Kernel UDP counters over the run (the whole machine).
     pub kernel: KernelUdpCounters,
@@ -246,6 +248,9 @@ async fn run(
     let epoch = Instant::now();
     let kernel_before = KernelUdpCounters::read();
     let cpu_before = sys::cpu_time();
+    let helpers = path.helper_pids();
+    let helpers_cpu = || -> Duration { helpers.iter().filter_map(|&p| sys::process_cpu_time(p)).sum() };
+    let helpers_cpu_before = helpers_cpu();
 
     // Receiver: counts distinct arrivals and records latency; stops when told.
     let delivered_now = Arc::new(AtomicU64::new(0));
@@ -254,10 +259,11 @@ async fn run(
     let receiver = {
         let end = path.receiver.clone();
         let (delivered_now, last_arrival_ns) = (delivered_now.clone(), last_arrival_ns.clone());
-        // Raw UDP has no LinkStats: do the RFC 3550 arithmetic here, for
-        // paced workloads (on a flood it means nothing and costs the
-        // baseline time the links spend elsewhere).
-        let raw_jitter = matches!(subject, Subject::RawUdp) && !flood;
+        // Raw UDP (and the pion relay behind UDP ports) has no LinkStats:
+        // do the RFC 3550 arithmetic here, for paced workloads (on a flood
+        // it means nothing and costs the baseline time the links spend
+        // elsewhere).
+        let raw_jitter = end.stats().is_none() && !flood;
         let keep_arrivals = scenario.outage.is_some();
         let clock_rates = clock_rates();
         tokio::spawn(async move {
@@ -432,9 +438,11 @@ async fn run(
             arrivals: Vec::new(),
         }
     });
-    let cpu = sys::cpu_time().saturating_sub(cpu_before);
+    let cpu = sys::cpu_time().saturating_sub(cpu_before) + helpers_cpu().saturating_sub(helpers_cpu_before);
     let kernel = KernelUdpCounters::read().since(&kernel_before);
     let peak = sys::memory().peak;
+    // A helper process is a whole relay end: its peak counts in full.
+    let helpers_peak: u64 = helpers.iter().map(|&p| sys::process_memory(p).peak).sum();
 
     let sender_stats = path.sender.stats();
     let receiver_stats = path.receiver.stats();
@@ -498,7 +506,7 @@ async fn run(
         sender_lag,
         jitter_ms,
         cpu,
-        memory_per_link: peak.saturating_sub(baseline) / 2,
+        memory_per_link: (peak.saturating_sub(baseline) + helpers_peak) / 2,
         kernel,
         netsim: path.netsim(),
         link_drops,
@@ -586,7 +594,7 @@ mod tests {
     async fn every_link_runs_through_an_impaired_proxy() {
         let lossy = &crate::scenario::scenarios()[1];
         let w = Workload::Audio { streams: 2 };
-        for subject in Subject::all() {
+        for subject in Subject::ours() {
             let r = measure(
                 subject,
                 lossy,

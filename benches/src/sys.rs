@@ -50,6 +50,34 @@ fn parse_status(text: &str) -> Memory {
     }
 }
 
+/// User plus system CPU time of another process (a helper the harness
+/// started, such as the pion relay), from `/proc/PID/stat`; `None` once it
+/// is gone or off Linux.
+pub fn process_cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    parse_stat_cpu(&stat, u64::try_from(ticks).ok().filter(|&t| t > 0)?)
+}
+
+/// utime + stime (fields 14 and 15 of proc(5)'s stat) in `ticks` per
+/// second. The command name (field 2) may hold spaces and parentheses, so
+/// the fields are counted after its last `)`.
+fn parse_stat_cpu(stat: &str, ticks: u64) -> Option<Duration> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_secs_f64((utime + stime) as f64 / ticks as f64))
+}
+
+/// `VmRSS` and `VmHWM` of another process (zeros once it is gone).
+pub fn process_memory(pid: u32) -> Memory {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map(|s| parse_status(&s))
+        .unwrap_or_default()
+}
+
 /// Returns freed heap memory to the kernel and resets the peak to the
 /// current resident set (writing 5 to /proc/self/clear_refs, Linux 4.0+),
 /// so the next [`memory`] peak is what was touched since. Without the
@@ -132,6 +160,17 @@ mod tests {
             }
         );
         assert_eq!(parse_status(""), Memory::default());
+    }
+
+    #[test]
+    fn parses_another_process_stat() {
+        // proc(5): pid (comm) state ppid ... utime stime; comm with a space and a ')'.
+        let stat = "4242 (pion relay)) S 1 4242 4242 0 -1 4194560 700 0 0 0 250 50 0 0 20 0 9 0 100 0 0";
+        assert_eq!(parse_stat_cpu(stat, 100), Some(Duration::from_secs(3)));
+        assert_eq!(parse_stat_cpu("garbage", 100), None);
+        let me = std::process::id();
+        assert!(process_cpu_time(me).is_some());
+        assert!(process_memory(me).rss > 0);
     }
 
     #[test]
