@@ -206,7 +206,11 @@ impl Path {
                 })
             }
             Subject::Pion(mode) => {
-                let binary = relay_binary().map_err(|e| e.to_string())?;
+                // Built (or found cached) once per process, off the runtime's threads.
+                let binary = tokio::task::spawn_blocking(relay_binary)
+                    .await
+                    .map_err(|e| format!("building the pion relay: {e}"))?
+                    .map_err(|e| e.to_string())?;
                 // `a` sends into the offerer and gets the way back from it;
                 // `b` gets what the answerer takes out of the channel.
                 let (a, b) = bound_pair().await?;

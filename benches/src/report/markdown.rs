@@ -171,7 +171,9 @@ pub fn render(m: &Matrix, machine: &Machine, versions: &[(String, String)], comm
              two processes of `tools/pion-relay` (one per peer) relaying UDP → data channel → UDP; the harness sends into the offerer's UDP port \
              and receives from the answerer's, as it does for raw UDP, and the same netsim proxy sits between the two pion peers, \
              placed as for our `dc` (every ICE, DTLS and SCTP packet crosses it). Reliable is ordered; unreliable is unordered with maxRetransmits=0. \
-             Setup is offer printed to both channels open (process start not included); CPU and memory include both pion processes.",
+             Setup is offer printed to both channels open (process start not included); CPU and memory include both pion processes. \
+             UDP into the pion relay has no back-pressure, so on max-rate what it cannot take is lost in its socket buffer (the kernel column) \
+             where our reliable links slow the sender instead: compare throughput in the sustained column.",
             crate::pion::PION_PACKAGE,
             go_version()
         );
