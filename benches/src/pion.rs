@@ -56,7 +56,7 @@ pub const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// How long a peer gets to exit on its own after stdin closes before it
 /// is killed.
-const EXIT_GRACE: Duration = Duration::from_millis(500);
+pub const EXIT_GRACE: Duration = Duration::from_millis(500);
 
 /// Lines of a peer's stderr kept for error messages.
 const STDERR_TAIL: usize = 20;

@@ -181,7 +181,7 @@ pub(super) mod tests {
                 run("wan-outage", quic, 8001),
             ],
             failures: vec!["wan-loss1 video dc reliable: refused".into()],
-            skipped: vec!["pion dc reliable and pion dc unreliable not run: no Go toolchain".into()],
+            skipped: vec!["pion dc reliable and pion dc unreliable: no Go toolchain".into()],
             elapsed: Duration::from_secs(9),
             load: ("1.0".into(), "1.1".into()),
             sustained: Vec::new(),

@@ -41,7 +41,7 @@ pub async fn run_matrix(config: ReportConfig, mut progress: impl FnMut(&str)) ->
                     .filter(|s| s.is_pion())
                     .map(Subject::label)
                     .collect();
-                let notice = format!("{} not run: {e}", labels.join(" and "));
+                let notice = format!("{}: {e}", labels.join(" and "));
                 progress(&notice);
                 skipped.push(notice);
                 subjects.retain(|s| !s.is_pion());
