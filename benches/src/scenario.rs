@@ -218,6 +218,17 @@ impl Subject {
         matches!(self, Subject::Link(_, m) | Subject::Pion(m) if m.is_reliable())
     }
 
+    /// The pion row our `dc` path in the same mode is compared with
+    /// (`dc unreliable` → `pion dc unreliable`); `None` for every other path.
+    pub fn pion_counterpart(&self) -> Option<Subject> {
+        match *self {
+            Subject::Link(Transport::Dc, m) if matches!(m, Mode::Reliable | Mode::Unreliable) => {
+                Some(Subject::Pion(m))
+            }
+            _ => None,
+        }
+    }
+
     /// Whether this is one of the pion rows (a third party, run as child
     /// processes; skipped when Go or pion is missing).
     pub fn is_pion(&self) -> bool {
@@ -284,6 +295,15 @@ mod tests {
         assert!(!Subject::Pion(Mode::Unreliable).is_reliable());
         assert_eq!(Subject::Pion(Mode::Unreliable).label(), "pion dc unreliable");
         assert_eq!(Subject::Pion(Mode::Reliable).transport(), "pion dc");
+        assert_eq!(
+            Subject::Link(Transport::Dc, Mode::Unreliable).pion_counterpart(),
+            Some(Subject::Pion(Mode::Unreliable))
+        );
+        assert_eq!(
+            Subject::Link(Transport::Quic, Mode::Datagram).pion_counterpart(),
+            None
+        );
+        assert_eq!(Subject::Pion(Mode::Reliable).pion_counterpart(), None);
         assert!(Subject::Link(Transport::Quic, Mode::Stream).is_reliable());
         assert!(!Subject::RawUdp.is_reliable());
         assert_eq!(

@@ -54,6 +54,9 @@ const socketBuffer = 4 << 20
 // The same order as dc-relay's 512 KiB SCTP allowance plus its outbox.
 const defaultMaxBuffered = 1 << 20
 
+// errQuit: stdin closed or a signal came during setup; not a failure.
+var errQuit = errors.New("told to stop")
+
 type config struct {
 	role        string
 	reliable    bool
@@ -80,7 +83,9 @@ func main() {
 		fmt.Fprintf(os.Stderr, "pion-relay: %v\n", err)
 		os.Exit(2)
 	}
-	if err := run(cfg); err != nil {
+	if err := run(cfg); errors.Is(err, errQuit) {
+		fmt.Fprintf(os.Stderr, "pion-relay %s: told to stop before the channel opened\n", cfg.role)
+	} else if err != nil {
 		fmt.Fprintf(os.Stderr, "pion-relay %s: %v\n", cfg.role, err)
 		os.Exit(1)
 	}
@@ -205,8 +210,19 @@ func run(cfg config) error {
 			}
 		}
 	}()
-	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	// quit closes on stdin EOF or SIGTERM/SIGINT: every wait below ends
+	// on it, and the program exits 0.
+	quit := make(chan struct{})
+	go func() {
+		signals := make(chan os.Signal, 1)
+		signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+		select {
+		case s := <-signals:
+			fmt.Fprintf(os.Stderr, "pion-relay %s: %s\n", cfg.role, s)
+		case <-stdinClosed:
+		}
+		close(quit)
+	}()
 
 	readRemote := func() (webrtc.SessionDescription, error) {
 		select {
@@ -218,8 +234,8 @@ func run(cfg config) error {
 				return webrtc.SessionDescription{}, fmt.Errorf("stdin: expected {\"sdp\": ...}, got %q", line)
 			}
 			return webrtc.SessionDescription{Type: offerType, SDP: d.SDP}, nil
-		case <-stdinClosed:
-			return webrtc.SessionDescription{}, errors.New("stdin closed before the remote description came")
+		case <-quit:
+			return webrtc.SessionDescription{}, errQuit
 		case <-time.After(cfg.timeout):
 			return webrtc.SessionDescription{}, fmt.Errorf("no remote description on stdin within %s", cfg.timeout)
 		}
@@ -232,6 +248,8 @@ func run(cfg config) error {
 		}
 		select {
 		case <-gathered:
+		case <-quit:
+			return errQuit
 		case <-time.After(cfg.timeout):
 			return fmt.Errorf("ICE gathering not complete within %s", cfg.timeout)
 		}
@@ -276,11 +294,8 @@ func run(cfg config) error {
 	case dc = <-opened:
 	case err := <-failed:
 		return err
-	case <-stdinClosed:
-		return nil
-	case s := <-signals:
-		fmt.Fprintf(os.Stderr, "pion-relay %s: %s before the channel opened\n", cfg.role, s)
-		return nil
+	case <-quit:
+		return errQuit
 	case <-time.After(cfg.timeout):
 		return fmt.Errorf("data channel not open within %s (ICE %s)", cfg.timeout, pc.ICEConnectionState())
 	}
@@ -305,9 +320,7 @@ func run(cfg config) error {
 
 	var result error
 	select {
-	case <-stdinClosed:
-	case s := <-signals:
-		fmt.Fprintf(os.Stderr, "pion-relay %s: %s\n", cfg.role, s)
+	case <-quit:
 	case err := <-failed:
 		result = err
 	case err := <-done:
