@@ -300,6 +300,15 @@ impl Path {
         self.pion.as_ref().map(|p| p.pids().to_vec()).unwrap_or_default()
     }
 
+    /// Datagrams the kernel dropped on the way into the path, before any
+    /// relay took them: the pion relay's input socket overflowing (UDP
+    /// into it has no back-pressure). `None` for the other paths, whose
+    /// `send` takes or refuses each packet itself.
+    pub fn ingress_drops(&self) -> Option<u64> {
+        let pion = self.pion.as_ref()?;
+        crate::sys::udp_socket_drops(pion.offerer_udp)
+    }
+
     /// Closes both ends and stops the proxy (and the helper processes).
     pub async fn close(self) {
         if let Some(pair) = self.pair {

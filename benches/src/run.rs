@@ -67,7 +67,9 @@ pub struct RunResult {
     pub offered: u64,
     /// Their bytes.
     pub offered_bytes: u64,
-    /// Packets the link or socket took (the rest was refused at once).
+    /// Packets the link or socket took (the rest was refused at once);
+    /// for a pion row, less what the kernel dropped at the pion relay's
+    /// input socket.
     pub accepted: u64,
     /// Distinct packets that arrived.
     pub delivered: u64,
@@ -251,6 +253,7 @@ async fn run(
     let helpers = path.helper_pids();
     let helpers_cpu = || -> Duration { helpers.iter().filter_map(|&p| sys::process_cpu_time(p)).sum() };
     let helpers_cpu_before = helpers_cpu();
+    let ingress_before = path.ingress_drops();
 
     // Receiver: counts distinct arrivals and records latency; stops when told.
     let delivered_now = Arc::new(AtomicU64::new(0));
@@ -404,12 +407,19 @@ async fn run(
     };
 
     // Drain: everything accepted arrived, or the path went quiet (unreliable),
-    // or the reliable limit passed.
+    // or the reliable limit passed. What the kernel dropped on the way into
+    // the relay (the pion relay's input socket) was never the relay's to
+    // deliver: it is not counted as accepted, and shows as kernel drops.
+    let lost_at_ingress = || {
+        path.ingress_drops()
+            .map_or(0, |now| now.saturating_sub(ingress_before.unwrap_or(0)))
+    };
     let done = Instant::now();
+    let mut accepted = accepted;
     loop {
         tokio::time::sleep(Duration::from_millis(5)).await;
         let got = delivered_now.load(Ordering::Relaxed);
-        if got >= accepted {
+        if got >= accepted.saturating_sub(lost_at_ingress()) {
             break;
         }
         let now = Instant::now();
@@ -424,6 +434,8 @@ async fn run(
             }
         }
     }
+    // Nothing enters after the sender stopped: the count is final.
+    accepted = accepted.saturating_sub(lost_at_ingress());
     let _ = stop_tx.send(());
     let received = receiver.await.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "receiver task failed");
