@@ -7,6 +7,7 @@ use super::{FLOOD_SIZE, Matrix, ReportConfig, SUSTAINED_WINDOW, SetupSamples};
 use crate::path::Path;
 use crate::pion::relay_binary;
 use crate::run::measure;
+use crate::scenario::Subject;
 
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
