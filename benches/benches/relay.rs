@@ -41,7 +41,7 @@ fn setup(c: &mut Criterion) {
         .sample_size(20)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    for subject in Subject::all() {
+    for subject in Subject::ours() {
         group.bench_function(BenchmarkId::from_parameter(subject.label()), |b| {
             b.iter_custom(|iters| {
                 rt.block_on(async {
@@ -68,7 +68,7 @@ fn throughput(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3))
         .throughput(Throughput::Bytes(BATCH * FLOOD_SIZE as u64));
-    for subject in Subject::all() {
+    for subject in Subject::ours() {
         let path = rt.block_on(Path::open(subject, &clean, 1)).expect("path setup");
         group.bench_function(BenchmarkId::from_parameter(subject.label()), |b| {
             b.iter_custom(|iters| {
@@ -98,7 +98,7 @@ fn rtt(c: &mut Criterion) {
         .sample_size(20)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    for subject in Subject::all() {
+    for subject in Subject::ours() {
         let path = rt.block_on(Path::open(subject, &clean, 1)).expect("path setup");
         group.bench_function(BenchmarkId::from_parameter(subject.label()), |b| {
             b.iter_custom(|iters| {

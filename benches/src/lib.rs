@@ -20,9 +20,11 @@
 //!
 //! - [`workload`]: pure packet schedules (constant rate, video with
 //!   keyframe bursts, audio, flood) and the send-time stamp in each payload.
-//! - [`path`]: the two ends of a run, a link pair from [`relay::loopback`]
-//!   or two raw UDP sockets, with the netsim proxy between them when the
+//! - [`path`]: the two ends of a run, a link pair from [`relay::loopback`],
+//!   two raw UDP sockets or a pion relay's UDP ports, with the netsim proxy between them when the
 //!   scenario impairs the network.
+//! - [`pion`]: the third-party baseline, two pion peers (Go) relaying
+//!   UDP through a data channel, built offline from Debian's packages.
 //! - [`run`]: one measured run: sender and receiver tasks, latency,
 //!   delivery, CPU, memory, kernel and netsim drops.
 //! - [`latency`]: HdrHistogram percentiles and CDF points.
@@ -44,6 +46,7 @@
 pub mod latency;
 pub mod outage;
 pub mod path;
+pub mod pion;
 pub mod report;
 
 pub mod run;

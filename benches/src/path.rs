@@ -1,6 +1,7 @@
 //! A [`Path`]: the two ends a run sends between, a relay link pair from
-//! [`relay::loopback`] or two raw UDP sockets, with the netsim proxy in
-//! the middle when the scenario has an impairment.
+//! [`relay::loopback`], two raw UDP sockets, or two raw UDP sockets talking
+//! through a pion relay ([`crate::pion`]), with the netsim proxy in the
+//! middle when the scenario has an impairment.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use relay_netsim::{Direction, DirectionStats, ImpairmentConfig, Proxy, ProxyConf
 use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 
+use crate::pion::{PionPair, relay_binary};
 use crate::scenario::{Scenario, Subject};
 
 /// Largest datagram the raw receiver reads.
@@ -134,6 +136,8 @@ pub struct Path {
     /// connect → ready as the backend measures it).
     pub link_setup: Option<Duration>,
     pair: Option<LoopbackPair>,
+    /// The pion relay's two processes (pion rows).
+    pion: Option<PionPair>,
     raw_proxy: Option<Proxy>,
     /// Next RTP sequence number for `ping_pong` and `windowed`: it carries
     /// on across calls on one path, as one sender's stream does.
@@ -165,24 +169,8 @@ impl Path {
         let started = Instant::now();
         match subject {
             Subject::RawUdp => {
-                let bind = || -> Result<UdpSocket, String> {
-                    let s = bind_udp(
-                        "127.0.0.1:0".parse().expect("literal address"),
-                        DEFAULT_SOCKET_BUFFER,
-                    )
-                    .map_err(|e| format!("raw UDP socket: {e}"))?;
-                    UdpSocket::from_std(s).map_err(|e| format!("raw UDP socket: {e}"))
-                };
-                let (a, b) = (bind()?, bind()?);
+                let (a, b) = bound_pair().await?;
                 let (a_addr, b_addr) = (local(&a)?, local(&b)?);
-                // tokio learns a new socket's readiness from its first
-                // event loop turn; until then `try_send_to` refuses with
-                // WouldBlock. Wait for it, so the first packets of a run
-                // are not dropped (the links' sockets are past this by the
-                // time they are ready).
-                for s in [&a, &b] {
-                    s.writable().await.map_err(|e| format!("raw UDP socket: {e}"))?;
-                }
                 // With a proxy, `a` is its client and `b` its target.
                 let (raw_proxy, a_peer, b_peer) = match &scenario.impairment {
                     Some(impairment) => {
@@ -212,8 +200,47 @@ impl Path {
                     setup: started.elapsed(),
                     link_setup: None,
                     pair: None,
+                    pion: None,
                     raw_proxy,
                     forward,
+                })
+            }
+            Subject::Pion(mode) => {
+                // Built (or found cached) once per process, off the runtime's threads.
+                let binary = tokio::task::spawn_blocking(relay_binary)
+                    .await
+                    .map_err(|e| format!("building the pion relay: {e}"))?
+                    .map_err(|e| e.to_string())?;
+                // `a` sends into the offerer and gets the way back from it;
+                // `b` gets what the answerer takes out of the channel.
+                let (a, b) = bound_pair().await?;
+                let (pion, proxy) = PionPair::establish(
+                    binary,
+                    mode,
+                    local(&a)?,
+                    local(&b)?,
+                    scenario.impairment.as_ref().map(|i| (i, seed)),
+                )
+                .await?;
+                Ok(Path {
+                    next_seq: Default::default(),
+                    subject,
+                    sender: End::Udp {
+                        socket: Arc::new(a),
+                        peer: pion.offerer_udp,
+                    },
+                    receiver: End::Udp {
+                        socket: Arc::new(b),
+                        peer: pion.answerer_udp,
+                    },
+                    setup: pion.setup,
+                    link_setup: Some(pion.link_setup),
+                    pair: None,
+                    // As for our dc: the proxy targets the offerer, so the
+                    // offerer's packets travel target → client.
+                    forward: proxy.as_ref().map(|_| Direction::Downstream),
+                    raw_proxy: proxy,
+                    pion: Some(pion),
                 })
             }
             Subject::Link(transport, mode) => {
@@ -235,6 +262,7 @@ impl Path {
                     link_setup,
                     forward: pair.offerer_to_answerer(),
                     pair: Some(pair),
+                    pion: None,
                     raw_proxy: None,
                 })
             }
@@ -266,10 +294,28 @@ impl Path {
         })
     }
 
-    /// Closes both ends and stops the proxy.
+    /// The helper processes that carry this path (the pion relay's two
+    /// peers), whose CPU time and memory a run adds to its own.
+    pub fn helper_pids(&self) -> Vec<u32> {
+        self.pion.as_ref().map(|p| p.pids().to_vec()).unwrap_or_default()
+    }
+
+    /// Datagrams the kernel dropped on the way into the path, before any
+    /// relay took them: the pion relay's input socket overflowing (UDP
+    /// into it has no back-pressure). `None` for the other paths, whose
+    /// `send` takes or refuses each packet itself.
+    pub fn ingress_drops(&self) -> Option<u64> {
+        let pion = self.pion.as_ref()?;
+        crate::sys::udp_socket_drops(pion.offerer_udp)
+    }
+
+    /// Closes both ends and stops the proxy (and the helper processes).
     pub async fn close(self) {
         if let Some(pair) = self.pair {
             pair.close().await;
+        }
+        if let Some(pion) = self.pion {
+            pion.close().await;
         }
         drop(self.raw_proxy);
     }
@@ -433,6 +479,27 @@ impl Path {
     }
 }
 
+/// Two UDP sockets on 127.0.0.1 with the relays' buffer sizes, ready to send.
+async fn bound_pair() -> Result<(UdpSocket, UdpSocket), String> {
+    let bind = || -> Result<UdpSocket, String> {
+        let s = bind_udp(
+            "127.0.0.1:0".parse().expect("literal address"),
+            DEFAULT_SOCKET_BUFFER,
+        )
+        .map_err(|e| format!("raw UDP socket: {e}"))?;
+        UdpSocket::from_std(s).map_err(|e| format!("raw UDP socket: {e}"))
+    };
+    let (a, b) = (bind()?, bind()?);
+    // tokio learns a new socket's readiness from its first event loop
+    // turn; until then `try_send_to` refuses with WouldBlock. Wait for it,
+    // so the first packets of a run are not dropped (the links' sockets
+    // are past this by the time they are ready).
+    for s in [&a, &b] {
+        s.writable().await.map_err(|e| format!("raw UDP socket: {e}"))?;
+    }
+    Ok((a, b))
+}
+
 fn local(s: &UdpSocket) -> Result<SocketAddr, String> {
     s.local_addr().map_err(|e| format!("raw UDP socket: {e}"))
 }
@@ -464,7 +531,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn windowed_transfer_delivers_everything_on_a_clean_path() {
         let clean = scenarios().remove(0);
-        for subject in Subject::all() {
+        for subject in Subject::ours() {
             let path = Path::open(subject, &clean, 1).await.unwrap();
             for total in [1000, 5000] {
                 let (elapsed, delivered) = path.windowed(total, 1200, 512, Duration::from_millis(50)).await;

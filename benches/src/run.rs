@@ -67,7 +67,9 @@ pub struct RunResult {
     pub offered: u64,
     /// Their bytes.
     pub offered_bytes: u64,
-    /// Packets the link or socket took (the rest was refused at once).
+    /// Packets the link or socket took (the rest was refused at once);
+    /// for a pion row, less what the kernel dropped at the pion relay's
+    /// input socket.
     pub accepted: u64,
     /// Distinct packets that arrived.
     pub delivered: u64,
@@ -92,10 +94,12 @@ pub struct RunResult {
     /// harness). `None` for floods on raw UDP.
     pub jitter_ms: Option<f64>,
     /// Process CPU time (user + system) from the first send to the end of
-    /// the drain: both ends, the harness, and the proxy when there is one.
+    /// the drain: both ends, the harness, and the proxy when there is one;
+    /// for a pion row, plus the two pion processes' own.
     pub cpu: Duration,
     /// Peak resident memory growth over setup and run, divided by the two
-    /// ends.
+    /// ends; for a pion row, plus both pion processes' whole peak (Go
+    /// runtime included).
     pub memory_per_link: u64,
     /// Kernel UDP counters over the run (the whole machine).
     pub kernel: KernelUdpCounters,
@@ -246,6 +250,10 @@ async fn run(
     let epoch = Instant::now();
     let kernel_before = KernelUdpCounters::read();
     let cpu_before = sys::cpu_time();
+    let helpers = path.helper_pids();
+    let helpers_cpu = || -> Duration { helpers.iter().filter_map(|&p| sys::process_cpu_time(p)).sum() };
+    let helpers_cpu_before = helpers_cpu();
+    let ingress_before = path.ingress_drops();
 
     // Receiver: counts distinct arrivals and records latency; stops when told.
     let delivered_now = Arc::new(AtomicU64::new(0));
@@ -254,10 +262,11 @@ async fn run(
     let receiver = {
         let end = path.receiver.clone();
         let (delivered_now, last_arrival_ns) = (delivered_now.clone(), last_arrival_ns.clone());
-        // Raw UDP has no LinkStats: do the RFC 3550 arithmetic here, for
-        // paced workloads (on a flood it means nothing and costs the
-        // baseline time the links spend elsewhere).
-        let raw_jitter = matches!(subject, Subject::RawUdp) && !flood;
+        // Raw UDP (and the pion relay behind UDP ports) has no LinkStats:
+        // do the RFC 3550 arithmetic here, for paced workloads (on a flood
+        // it means nothing and costs the baseline time the links spend
+        // elsewhere).
+        let raw_jitter = end.stats().is_none() && !flood;
         let keep_arrivals = scenario.outage.is_some();
         let clock_rates = clock_rates();
         tokio::spawn(async move {
@@ -398,12 +407,19 @@ async fn run(
     };
 
     // Drain: everything accepted arrived, or the path went quiet (unreliable),
-    // or the reliable limit passed.
+    // or the reliable limit passed. What the kernel dropped on the way into
+    // the relay (the pion relay's input socket) was never the relay's to
+    // deliver: it is not counted as accepted, and shows as kernel drops.
+    let lost_at_ingress = || {
+        path.ingress_drops()
+            .map_or(0, |now| now.saturating_sub(ingress_before.unwrap_or(0)))
+    };
     let done = Instant::now();
+    let mut accepted = accepted;
     loop {
         tokio::time::sleep(Duration::from_millis(5)).await;
         let got = delivered_now.load(Ordering::Relaxed);
-        if got >= accepted {
+        if got >= accepted.saturating_sub(lost_at_ingress()) {
             break;
         }
         let now = Instant::now();
@@ -418,6 +434,8 @@ async fn run(
             }
         }
     }
+    // Nothing enters after the sender stopped: the count is final.
+    accepted = accepted.saturating_sub(lost_at_ingress());
     let _ = stop_tx.send(());
     let received = receiver.await.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "receiver task failed");
@@ -432,9 +450,11 @@ async fn run(
             arrivals: Vec::new(),
         }
     });
-    let cpu = sys::cpu_time().saturating_sub(cpu_before);
+    let cpu = sys::cpu_time().saturating_sub(cpu_before) + helpers_cpu().saturating_sub(helpers_cpu_before);
     let kernel = KernelUdpCounters::read().since(&kernel_before);
     let peak = sys::memory().peak;
+    // A helper process is a whole relay end: its peak counts in full.
+    let helpers_peak: u64 = helpers.iter().map(|&p| sys::process_memory(p).peak).sum();
 
     let sender_stats = path.sender.stats();
     let receiver_stats = path.receiver.stats();
@@ -498,7 +518,7 @@ async fn run(
         sender_lag,
         jitter_ms,
         cpu,
-        memory_per_link: peak.saturating_sub(baseline) / 2,
+        memory_per_link: (peak.saturating_sub(baseline) + helpers_peak) / 2,
         kernel,
         netsim: path.netsim(),
         link_drops,
@@ -586,7 +606,7 @@ mod tests {
     async fn every_link_runs_through_an_impaired_proxy() {
         let lossy = &crate::scenario::scenarios()[1];
         let w = Workload::Audio { streams: 2 };
-        for subject in Subject::all() {
+        for subject in Subject::ours() {
             let r = measure(
                 subject,
                 lossy,

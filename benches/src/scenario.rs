@@ -156,12 +156,28 @@ pub enum Subject {
     RawUdp,
     /// A relay link of this transport and mode.
     Link(Transport, Mode),
+    /// Two pion peers (`tools/pion-relay`, see [`crate::pion`]) relaying
+    /// UDP through a data channel of this mode (reliable or unreliable):
+    /// the third-party baseline for our `dc` rows.
+    Pion(Mode),
 }
 
 impl Subject {
-    /// Raw UDP first, then every transport the facade was built with
-    /// ([`relay::compiled_transports`]) in each of its modes.
+    /// The pion rows, reliable then unreliable.
+    pub const PION: [Subject; 2] = [Subject::Pion(Mode::Reliable), Subject::Pion(Mode::Unreliable)];
+
+    /// Every path the report measures: [`Subject::ours`], then the pion
+    /// rows.
     pub fn all() -> Vec<Subject> {
+        let mut v = Subject::ours();
+        v.extend(Subject::PION);
+        v
+    }
+
+    /// Raw UDP first, then every transport the facade was built with
+    /// ([`relay::compiled_transports`]) in each of its modes: the paths
+    /// that run in this process.
+    pub fn ours() -> Vec<Subject> {
         let mut v = vec![Subject::RawUdp];
         for t in relay::compiled_transports() {
             for &m in t.modes() {
@@ -171,11 +187,12 @@ impl Subject {
         v
     }
 
-    /// `raw-udp` or the transport name.
+    /// `raw-udp`, the transport name, or `pion dc`.
     pub fn transport(&self) -> &'static str {
         match self {
             Subject::RawUdp => "raw-udp",
             Subject::Link(t, _) => t.name(),
+            Subject::Pion(_) => "pion dc",
         }
     }
 
@@ -183,7 +200,7 @@ impl Subject {
     pub fn mode(&self) -> &'static str {
         match self {
             Subject::RawUdp => "-",
-            Subject::Link(_, m) => m.name(),
+            Subject::Link(_, m) | Subject::Pion(m) => m.name(),
         }
     }
 
@@ -192,12 +209,30 @@ impl Subject {
         match self {
             Subject::RawUdp => "raw-udp".into(),
             Subject::Link(t, m) => format!("{t} {m}"),
+            Subject::Pion(m) => format!("pion dc {m}"),
         }
     }
 
     /// Whether every packet must arrive (reliable, stream).
     pub fn is_reliable(&self) -> bool {
-        matches!(self, Subject::Link(_, m) if m.is_reliable())
+        matches!(self, Subject::Link(_, m) | Subject::Pion(m) if m.is_reliable())
+    }
+
+    /// The pion row our `dc` path in the same mode is compared with
+    /// (`dc unreliable` → `pion dc unreliable`); `None` for every other path.
+    pub fn pion_counterpart(&self) -> Option<Subject> {
+        match *self {
+            Subject::Link(Transport::Dc, m) if matches!(m, Mode::Reliable | Mode::Unreliable) => {
+                Some(Subject::Pion(m))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether this is one of the pion rows (a third party, run as child
+    /// processes; skipped when Go or pion is missing).
+    pub fn is_pion(&self) -> bool {
+        matches!(self, Subject::Pion(_))
     }
 }
 
@@ -253,7 +288,22 @@ mod tests {
         let all = Subject::all();
         assert_eq!(all[0], Subject::RawUdp);
         let modes: usize = relay::compiled_transports().iter().map(|t| t.modes().len()).sum();
-        assert_eq!(all.len(), 1 + modes);
+        assert_eq!(Subject::ours().len(), 1 + modes);
+        assert_eq!(all.len(), 1 + modes + 2);
+        assert_eq!(all[1 + modes..], Subject::PION);
+        assert!(Subject::Pion(Mode::Reliable).is_reliable());
+        assert!(!Subject::Pion(Mode::Unreliable).is_reliable());
+        assert_eq!(Subject::Pion(Mode::Unreliable).label(), "pion dc unreliable");
+        assert_eq!(Subject::Pion(Mode::Reliable).transport(), "pion dc");
+        assert_eq!(
+            Subject::Link(Transport::Dc, Mode::Unreliable).pion_counterpart(),
+            Some(Subject::Pion(Mode::Unreliable))
+        );
+        assert_eq!(
+            Subject::Link(Transport::Quic, Mode::Datagram).pion_counterpart(),
+            None
+        );
+        assert_eq!(Subject::Pion(Mode::Reliable).pion_counterpart(), None);
         assert!(Subject::Link(Transport::Quic, Mode::Stream).is_reliable());
         assert!(!Subject::RawUdp.is_reliable());
         assert_eq!(

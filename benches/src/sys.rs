@@ -50,6 +50,60 @@ fn parse_status(text: &str) -> Memory {
     }
 }
 
+/// User plus system CPU time of another process (a helper the harness
+/// started, such as the pion relay), from `/proc/PID/stat`; `None` once it
+/// is gone or off Linux.
+pub fn process_cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    parse_stat_cpu(&stat, u64::try_from(ticks).ok().filter(|&t| t > 0)?)
+}
+
+/// utime + stime (fields 14 and 15 of proc(5)'s stat) in `ticks` per
+/// second. The command name (field 2) may hold spaces and parentheses, so
+/// the fields are counted after its last `)`.
+fn parse_stat_cpu(stat: &str, ticks: u64) -> Option<Duration> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_secs_f64((utime + stime) as f64 / ticks as f64))
+}
+
+/// `VmRSS` and `VmHWM` of another process (zeros once it is gone).
+pub fn process_memory(pid: u32) -> Memory {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map(|s| parse_status(&s))
+        .unwrap_or_default()
+}
+
+/// Datagrams the kernel dropped at the IPv4 UDP socket bound to `addr`
+/// (a full receive buffer): the `drops` column of `/proc/net/udp`. `None`
+/// when no such socket is listed (or off Linux, or for IPv6).
+pub fn udp_socket_drops(addr: std::net::SocketAddr) -> Option<u64> {
+    let std::net::SocketAddr::V4(addr) = addr else {
+        return None;
+    };
+    parse_udp_drops(&std::fs::read_to_string("/proc/net/udp").ok()?, addr)
+}
+
+/// proc(5) `/proc/net/udp`: `sl local_address rem_address st ... drops`,
+/// the local address as `%08X:%04X`, the IPv4 address being the
+/// network-order bytes read as a native integer.
+fn parse_udp_drops(table: &str, addr: std::net::SocketAddrV4) -> Option<u64> {
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (ip, port) = fields.get(1)?.split_once(':')?;
+        let ip = std::net::Ipv4Addr::from(u32::from_str_radix(ip, 16).ok()?.to_ne_bytes());
+        let port = u16::from_str_radix(port, 16).ok()?;
+        if (ip, port) != (*addr.ip(), addr.port()) {
+            return None;
+        }
+        fields.last()?.parse().ok()
+    })
+}
+
 /// Returns freed heap memory to the kernel and resets the peak to the
 /// current resident set (writing 5 to /proc/self/clear_refs, Linux 4.0+),
 /// so the next [`memory`] peak is what was touched since. Without the
@@ -132,6 +186,34 @@ mod tests {
             }
         );
         assert_eq!(parse_status(""), Memory::default());
+    }
+
+    #[test]
+    fn parses_another_process_stat() {
+        // proc(5): pid (comm) state ppid ... utime stime; comm with a space and a ')'.
+        let stat = "4242 (pion relay)) S 1 4242 4242 0 -1 4194560 700 0 0 0 250 50 0 0 20 0 9 0 100 0 0";
+        assert_eq!(parse_stat_cpu(stat, 100), Some(Duration::from_secs(3)));
+        assert_eq!(parse_stat_cpu("garbage", 100), None);
+        let me = std::process::id();
+        assert!(process_cpu_time(me).is_some());
+        assert!(process_memory(me).rss > 0);
+    }
+
+    #[test]
+    fn finds_one_sockets_drops() {
+        let lo = u32::from_ne_bytes([127, 0, 0, 1]);
+        let table = format!(
+            "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+             \x20 1: {lo:08X}:1F90 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0000000000000000 0\n\
+             \x20 2: {lo:08X}:1F91 00000000:0000 07 00000000:00034000 00:00000000 00000000     0        0 2 2 0000000000000000 4213\n"
+        );
+        let at = |port| std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, port);
+        assert_eq!(parse_udp_drops(&table, at(8081)), Some(4213));
+        assert_eq!(parse_udp_drops(&table, at(8080)), Some(0));
+        assert_eq!(parse_udp_drops(&table, at(8082)), None);
+        // A socket of our own is listed, with no drops.
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert_eq!(udp_socket_drops(s.local_addr().unwrap()), Some(0));
     }
 
     #[test]

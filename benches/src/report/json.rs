@@ -40,6 +40,7 @@ pub fn to_json(m: &Matrix, machine: &Machine) -> Value {
             "sent": sent,
         })).collect::<Vec<_>>(),
         "failures": m.failures,
+        "skipped": m.skipped,
     })
 }
 
@@ -180,6 +181,7 @@ pub(super) mod tests {
                 run("wan-outage", quic, 8001),
             ],
             failures: vec!["wan-loss1 video dc reliable: refused".into()],
+            skipped: vec!["pion dc reliable and pion dc unreliable: no Go toolchain".into()],
             elapsed: Duration::from_secs(9),
             load: ("1.0".into(), "1.1".into()),
             sustained: Vec::new(),
@@ -222,5 +224,6 @@ pub(super) mod tests {
         assert_eq!(rows[2]["outage"]["back_after_ms"], 25.0);
         assert_eq!(rows[2]["outage"]["stale_packets"], 0);
         assert_eq!(v["failures"][0], "wan-loss1 video dc reliable: refused");
+        assert!(v["skipped"][0].as_str().unwrap().contains("no Go toolchain"));
     }
 }

@@ -132,6 +132,9 @@ pub fn render(m: &Matrix, machine: &Machine, versions: &[(String, String)], comm
             " (a subset, chosen with --scenario)"
         }
     );
+    for notice in &m.skipped {
+        let _ = writeln!(md, "> **Not run on this machine:** {notice}.\n");
+    }
     if !relay::compiled_transports().contains(&Transport::Dc) {
         let _ = writeln!(
             md,
@@ -161,6 +164,20 @@ pub fn render(m: &Matrix, machine: &Machine, versions: &[(String, String)], comm
         "- Impaired scenarios put the relay-netsim proxy (own threads, seeded) between the two ends, impairing both directions alike; \
          raw UDP goes through the same proxy. `clean` has no proxy."
     );
+    if m.subjects.iter().any(Subject::is_pion) {
+        let _ = writeln!(
+            md,
+            "- `pion dc reliable` / `pion dc unreliable`: the third-party baseline, pion/webrtc 3.1.56 (Debian's `{}`, Go {}), \
+             two processes of `tools/pion-relay` (one per peer) relaying UDP → data channel → UDP; the harness sends into the offerer's UDP port \
+             and receives from the answerer's, as it does for raw UDP, and the same netsim proxy sits between the two pion peers, \
+             placed as for our `dc` (every ICE, DTLS and SCTP packet crosses it). Reliable is ordered; unreliable is unordered with maxRetransmits=0. \
+             Setup is offer printed to both channels open (process start not included); CPU and memory include both pion processes. \
+             UDP into the pion relay has no back-pressure, so on max-rate what it cannot take is lost in its socket buffer (the kernel column) \
+             where our reliable links slow the sender instead: compare throughput in the sustained column.",
+            crate::pion::PION_PACKAGE,
+            go_version()
+        );
+    }
     let _ = writeln!(
         md,
         "- Latency is one-way, from the sender's `send` call to the receiver's `recv` returning, on one clock (send time stamped in the payload). \
@@ -337,6 +354,21 @@ pub fn render(m: &Matrix, machine: &Machine, versions: &[(String, String)], comm
         md.push('\n');
     }
     Rendered { markdown: md, plots }
+}
+
+/// `go1.19.8` from `go version`, or `unknown`.
+fn go_version() -> String {
+    std::process::Command::new("go")
+        .arg("version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(2)
+                .map(|v| v.trim_start_matches("go").to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Setup times: clean and through the 20 ms delay.

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use super::{FLOOD_SIZE, Matrix, ReportConfig, SUSTAINED_WINDOW, SetupSamples};
 use crate::path::Path;
+use crate::pion::relay_binary;
 use crate::run::measure;
+use crate::scenario::Subject;
 
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -19,10 +21,34 @@ fn loadavg() -> String {
 pub async fn run_matrix(config: ReportConfig, mut progress: impl FnMut(&str)) -> Result<Matrix, String> {
     let started = Instant::now();
     let load_before = loadavg();
-    let subjects = config.selected_subjects()?;
+    let mut subjects = config.selected_subjects()?;
     let scenarios = config.selected_scenarios()?;
     let mut setups = Vec::new();
     let mut failures = Vec::new();
+
+    // The pion rows need the Go program: build it (or find it cached) once,
+    // and skip the rows with the reason when this machine cannot.
+    let mut skipped = Vec::new();
+    if subjects.iter().any(Subject::is_pion) {
+        progress("pion relay: building tools/pion-relay (cached after the first time)");
+        let built = tokio::task::spawn_blocking(|| relay_binary().map_err(|e| e.to_string()))
+            .await
+            .unwrap_or_else(|e| Err(format!("the build task failed: {e}")));
+        match built {
+            Ok(binary) => progress(&format!("pion relay: {}", binary.display())),
+            Err(e) => {
+                let labels: Vec<String> = subjects
+                    .iter()
+                    .filter(|s| s.is_pion())
+                    .map(Subject::label)
+                    .collect();
+                let notice = format!("{}: {e}", labels.join(" and "));
+                progress(&notice);
+                skipped.push(notice);
+                subjects.retain(|s| !s.is_pion());
+            }
+        }
+    }
 
     // Setup: clean and through the 20 ms delay, when they are selected.
     let setup_plan = [
@@ -163,6 +189,7 @@ pub async fn run_matrix(config: ReportConfig, mut progress: impl FnMut(&str)) ->
         setups,
         runs,
         failures,
+        skipped,
         elapsed: started.elapsed(),
         load: (load_before, loadavg()),
         sustained,

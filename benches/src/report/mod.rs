@@ -17,6 +17,8 @@ pub use matrix::{run_matrix, run_seed};
 
 use std::time::Duration;
 
+use relay_core::Mode;
+
 use crate::run::{Drain, RunResult};
 use crate::scenario::{Scenario, Subject, scenarios};
 use crate::workload::Workload;
@@ -64,8 +66,9 @@ pub struct ReportConfig {
     /// Run only the scenarios with these names (`--scenario`); empty: all.
     pub only: Vec<String>,
     /// Run only the paths with these names (`--path`: a transport, `dc`, or
-    /// a transport and mode, `quic datagram`); raw UDP, the baseline,
-    /// always runs. Empty: all.
+    /// a transport and mode, `quic datagram`; `pion dc` for both pion rows,
+    /// `pion dc reliable` for one); raw UDP, the baseline, always runs.
+    /// Empty: all.
     pub paths: Vec<String>,
 }
 
@@ -248,6 +251,10 @@ pub struct Matrix {
     pub runs: Vec<RunResult>,
     /// Runs that could not be made, with why.
     pub failures: Vec<String>,
+    /// Paths that were selected but could not run on this machine at all
+    /// (the pion rows without Go or pion), each with why: the report says
+    /// so instead of leaving the rows out silently.
+    pub skipped: Vec<String>,
     /// Wall time of the whole matrix.
     pub elapsed: Duration,
     /// `/proc/loadavg` before and after: other work on the machine.
@@ -346,6 +353,25 @@ impl Matrix {
         Some((median, ratios))
     }
 
+    /// The pion row that `mode` of our `dc` is compared with: its
+    /// representative run ([`Matrix::cell`]) in `scenario` for `workload`.
+    /// `None` when the pion rows were not run (not selected, skipped, see
+    /// [`Matrix::skipped`], or the run failed).
+    ///
+    /// ```
+    /// # fn check(m: &relay_bench::report::Matrix) -> Option<bool> {
+    /// use relay_core::Mode;
+    /// use relay_bench::scenario::Subject;
+    /// let video = relay_bench::workload::Workload::Video { bitrate: relay_bench::report::VIDEO_BITRATE }.name();
+    /// let pion = m.pion_cell("wan-burst5", &video, Mode::Unreliable)?;
+    /// let ours = m.cell("wan-burst5", &video, Subject::Link(relay_core::Transport::Dc, Mode::Unreliable))?;
+    /// Some(ours.latency.summary().p99 <= pion.latency.summary().p99 && ours.delivered_ratio() >= pion.delivered_ratio())
+    /// # }
+    /// ```
+    pub fn pion_cell(&self, scenario: &str, workload: &str, mode: Mode) -> Option<&RunResult> {
+        self.cell(scenario, workload, Subject::Pion(mode))
+    }
+
     fn setup(&self, scenario: &str, subject: Subject) -> Option<&SetupSamples> {
         self.setups
             .iter()
@@ -420,7 +446,29 @@ mod tests {
             paths,
             ["raw-udp", "dc reliable", "dc unreliable", "quic datagram"]
         );
-        c.paths.push("quic dgram".into());
+        c.paths = vec!["dc".into(), "pion dc".into()];
+        let paths: Vec<_> = c
+            .selected_subjects()
+            .unwrap()
+            .iter()
+            .map(Subject::label)
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "raw-udp",
+                "dc reliable",
+                "dc unreliable",
+                "pion dc reliable",
+                "pion dc unreliable"
+            ]
+        );
+        c.paths = vec!["pion dc unreliable".into()];
+        assert_eq!(
+            c.selected_subjects().unwrap(),
+            [Subject::RawUdp, Subject::Pion(Mode::Unreliable)]
+        );
+        c.paths = vec!["dc".into(), "quic datagram".into(), "quic dgram".into()];
         let e = c.selected_subjects().unwrap_err();
         assert!(
             e.starts_with("unknown path quic dgram: the paths are raw-udp, "),

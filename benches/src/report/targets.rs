@@ -51,8 +51,12 @@ fn path_ms(s: &Scenario) -> (f64, f64) {
     })
 }
 
+/// Our paths: not the raw-UDP baseline, not pion's rows (the yardstick).
 fn links(m: &Matrix) -> impl Iterator<Item = Subject> + '_ {
-    m.subjects.iter().copied().filter(|s| *s != Subject::RawUdp)
+    m.subjects
+        .iter()
+        .copied()
+        .filter(|s| *s != Subject::RawUdp && !s.is_pion())
 }
 
 /// Every target of the loss issue that the matrix has runs for.
@@ -328,6 +332,7 @@ mod tests {
             elapsed: Duration::from_secs(1),
             load: (String::new(), String::new()),
             sustained: Vec::new(),
+            skipped: Vec::new(),
         };
         let goals = loss_targets(&m);
         let find = |start: &str| {
