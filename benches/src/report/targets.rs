@@ -188,6 +188,57 @@ pub(super) fn loss_targets(m: &Matrix) -> Vec<Goal> {
         });
     }
 
+    // The seed's own system beside ours: dc at least as good as pion's
+    // rows on p99 and delivered, scenario by scenario (paced workloads).
+    for subject in links(m) {
+        let Some(pion) = subject.pion_counterpart().filter(|p| m.subjects.contains(p)) else {
+            continue;
+        };
+        let goal = format!(
+            "{}: p99 and delivered at least as good as {} in every scenario",
+            subject.label(),
+            pion.label()
+        );
+        let mut compared = 0;
+        let mut worse = Vec::new();
+        for sc in &m.scenarios {
+            for (workload, _) in m.config.workloads_for(sc) {
+                let name = workload.name();
+                let p99 = |s| median(m.spread(sc.name, &name, s, |r| r.latency.summary().p99));
+                let share = |s| median(m.spread(sc.name, &name, s, |r| r.delivered_ratio() * 100.0));
+                let (Some((own_p99, _)), Some((pion_p99, _)), Some((own_d, _)), Some((pion_d, _))) =
+                    (p99(subject), p99(pion), share(subject), share(pion))
+                else {
+                    continue;
+                };
+                if m.reps(sc.name, &name, subject).first().is_some_and(|r| r.flood) {
+                    // Max-rate rows are not comparable (see the report's method).
+                    continue;
+                }
+                compared += 1;
+                if own_p99 > pion_p99 || own_d < pion_d {
+                    worse.push(format!(
+                        "{} {name}: p99 {own_p99:.1} vs {pion_p99:.1} ms, delivered {own_d:.2}% vs {pion_d:.2}%",
+                        sc.name
+                    ));
+                }
+            }
+        }
+        out.push(if compared == 0 {
+            not_run(goal)
+        } else {
+            Goal {
+                goal,
+                measured: if worse.is_empty() {
+                    format!("better or equal in all {compared} scenario/workload cells (median of the repetitions)")
+                } else {
+                    format!("worse in {} of {compared} cells: {}", worse.len(), worse.join("; "))
+                },
+                verdict: verdict(worse.is_empty()),
+            }
+        });
+    }
+
     // Coming back from an outage: real-time delivery within 300 ms of the
     // path's return, and nothing past the budget delivered by an
     // unreliable mode.
@@ -368,5 +419,49 @@ mod tests {
         assert_eq!(median(vec![]), None);
         assert_eq!(median(vec![3.0, 1.0, 2.0]), Some((2.0, "1.0, 2.0, 3.0".into())));
         assert_eq!(median(vec![4.0, 1.0]), Some((1.0, "1.0, 4.0".into())));
+    }
+
+    #[test]
+    fn dc_is_judged_against_pions_row_cell_by_cell() {
+        let dc = Subject::Link(Transport::Dc, Mode::Unreliable);
+        let pion = Subject::Pion(Mode::Unreliable);
+        let mut runs = Vec::new();
+        for seed in 1..=3 {
+            runs.push(at(30, run("wan-burst5", dc, seed)));
+            runs.push(at(25, run("wan-burst5", pion, seed)));
+        }
+        let m = Matrix {
+            config: ReportConfig::quick(),
+            subjects: vec![Subject::RawUdp, dc, pion],
+            scenarios: scenarios()
+                .into_iter()
+                .filter(|s| s.name == "wan-burst5")
+                .collect(),
+            setups: Vec::new(),
+            runs,
+            failures: Vec::new(),
+            skipped: Vec::new(),
+            elapsed: Duration::from_secs(1),
+            load: (String::new(), String::new()),
+            sustained: Vec::new(),
+        };
+        let goals = loss_targets(&m);
+        let vs = goals
+            .iter()
+            .find(|g| {
+                g.goal
+                    .starts_with("dc unreliable: p99 and delivered at least as good as pion dc unreliable")
+            })
+            .unwrap_or_else(|| panic!("{goals:?}"));
+        assert_eq!(vs.verdict, Verdict::Miss, "{vs:?}");
+        assert!(
+            vs.measured
+                .contains("wan-burst5 video 2.5 Mbit/s: p99 30.0 vs 25.0 ms"),
+            "{vs:?}"
+        );
+        assert!(
+            goals.iter().all(|g| !g.goal.starts_with("pion")),
+            "pion's rows are not judged"
+        );
     }
 }
