@@ -144,6 +144,23 @@ fn micro(c: &mut Criterion) {
         })
     });
 
+    // The same accounting when a link sees many SSRCs: 1,000 (all kept)
+    // and 10,000 cycling (past the 4,096 cap, so every packet evicts one):
+    // the per-packet cost should stay flat.
+    for ssrcs in [1_000u32, 10_000] {
+        let stats = StatsRecorder::new(Transport::RtpUdp, Mode::Unreliable);
+        let packets: Vec<Packet> = (0..ssrcs)
+            .map(|ssrc| Packet::parse(build_rtp(96, 1, 0, ssrc, &[0; 188])).expect("valid RTP"))
+            .collect();
+        let mut i = 0;
+        group.bench_function(BenchmarkId::new("stats_on_received_ssrcs", ssrcs), |b| {
+            b.iter(|| {
+                stats.on_received(&packets[i % packets.len()], Instant::now());
+                i += 1;
+            })
+        });
+    }
+
     // RoQ framing: one DATAGRAM, and one packet on a stream.
     let mut buf = BytesMut::with_capacity(64 * 1024);
     group.bench_function("roq_datagram_encode", |b| {

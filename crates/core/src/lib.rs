@@ -44,6 +44,7 @@ mod packet;
 #[cfg(feature = "tls-pin")]
 pub mod pin;
 mod queue;
+mod ssrc_table;
 mod stats;
 pub mod udp;
 
@@ -62,6 +63,7 @@ pub use link::{
 pub use mode::{Mode, Transport, UnknownMode, UnknownTransport};
 pub use packet::{Packet, PacketError, PacketKind, RTCP_MIN_LEN, RTP_HEADER_LEN, build_rtp, classify};
 pub use queue::{Overflow, PacketQueue, Pushed};
+pub use ssrc_table::{DEFAULT_SSRC_CAP, SsrcTable};
 pub use stats::{
     ClockRate, ClockRates, DropCause, DropCounters, Drops, InvalidClockRate, LinkStats, MAX_CLOCK_RATE,
     RepairStats, SsrcReceived, SsrcReceiver, SsrcSent, StatsRecorder, WarnOnce, static_clock_rate,

@@ -15,13 +15,14 @@
 //! rate ([`static_clock_rate`]); any other is configured in [`ClockRates`]
 //! or reported as unknown (`null`), never computed at a guessed rate.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::ssrc_table::{DEFAULT_SSRC_CAP, SsrcTable};
 use crate::{Mode, Packet, PacketKind, Transport};
 
 /// RFC 3550 appendix A.1: a jump of more than this many sequence numbers is
@@ -602,6 +603,11 @@ pub struct LinkStats {
     pub sent_ssrcs: Vec<SsrcSent>,
     /// Per-SSRC reception statistics, sorted by SSRC.
     pub received_ssrcs: Vec<SsrcReceived>,
+    /// SSRCs forgotten (both directions) because more than the cap
+    /// ([`DEFAULT_SSRC_CAP`](crate::DEFAULT_SSRC_CAP) per direction) were
+    /// seen: a sender cycling SSRCs cannot grow a link's state.
+    #[serde(default)]
+    pub ssrcs_evicted: u64,
     /// The hop's own loss repair (NACK and retransmission within the
     /// latency budget), on links that repair; absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -703,8 +709,8 @@ pub struct StatsRecorder {
     /// Microseconds; `u64::MAX` when unknown.
     rtt_us: AtomicU64,
     setup_us: AtomicU64,
-    sent: Mutex<HashMap<u32, SsrcSent>>,
-    received: Mutex<HashMap<u32, SsrcReceiver>>,
+    sent: Mutex<SsrcTable<SsrcSent>>,
+    received: Mutex<SsrcTable<SsrcReceiver>>,
     clock_rates: ClockRates,
 }
 
@@ -724,10 +730,19 @@ impl StatsRecorder {
             drops: Default::default(),
             rtt_us: AtomicU64::new(u64::MAX),
             setup_us: AtomicU64::new(u64::MAX),
-            sent: Mutex::new(HashMap::new()),
-            received: Mutex::new(HashMap::new()),
+            sent: Mutex::new(SsrcTable::new(DEFAULT_SSRC_CAP)),
+            received: Mutex::new(SsrcTable::new(DEFAULT_SSRC_CAP)),
             clock_rates: ClockRates::new(),
         }
+    }
+
+    /// Keeps at most `cap` SSRCs per direction (default
+    /// [`DEFAULT_SSRC_CAP`]); past it the least recently seen is
+    /// forgotten and counted in [`LinkStats::ssrcs_evicted`].
+    pub fn with_ssrc_cap(mut self, cap: usize) -> StatsRecorder {
+        self.sent = Mutex::new(SsrcTable::new(cap));
+        self.received = Mutex::new(SsrcTable::new(cap));
+        self
     }
 
     /// Computes jitter with `rates` for the payload types they configure
@@ -751,7 +766,7 @@ impl StatsRecorder {
             PacketKind::Rtp => {
                 let ssrc = packet.ssrc();
                 let mut sent = lock(&self.sent);
-                let e = sent.entry(ssrc).or_insert(SsrcSent {
+                let e = sent.entry(ssrc, || SsrcSent {
                     ssrc,
                     ..Default::default()
                 });
@@ -775,8 +790,7 @@ impl StatsRecorder {
                 let clock = self.clock_rates.get(pt);
                 let mut received = lock(&self.received);
                 received
-                    .entry(packet.ssrc())
-                    .or_insert_with(|| SsrcReceiver::new(seq, clock, self.created))
+                    .entry(packet.ssrc(), || SsrcReceiver::new(seq, clock, self.created))
                     .on_packet(seq, ts, len, arrival);
             }
             _ => {
@@ -822,12 +836,17 @@ impl StatsRecorder {
             u64::MAX => None,
             v => Some(Duration::from_micros(v)),
         };
-        let mut sent_ssrcs: Vec<SsrcSent> = lock(&self.sent).values().copied().collect();
+        let (mut sent_ssrcs, sent_evicted) = {
+            let sent = lock(&self.sent);
+            let all: Vec<SsrcSent> = sent.iter().map(|(_, s)| *s).collect();
+            (all, sent.evicted())
+        };
         sent_ssrcs.sort_by_key(|s| s.ssrc);
-        let mut received_ssrcs: Vec<SsrcReceived> = lock(&self.received)
-            .iter()
-            .map(|(ssrc, r)| r.snapshot(*ssrc))
-            .collect();
+        let (mut received_ssrcs, received_evicted) = {
+            let received = lock(&self.received);
+            let all: Vec<SsrcReceived> = received.iter().map(|(ssrc, r)| r.snapshot(ssrc)).collect();
+            (all, received.evicted())
+        };
         received_ssrcs.sort_by_key(|s| s.ssrc);
         let mut drops = Drops::default();
         self.drops.add_to(&mut drops);
@@ -846,6 +865,7 @@ impl StatsRecorder {
             uptime: Some(self.created.elapsed()),
             sent_ssrcs,
             received_ssrcs,
+            ssrcs_evicted: sent_evicted + received_evicted,
             repair: None,
         }
     }
@@ -888,6 +908,23 @@ mod tests {
             r#"{"send_queue_full":1,"receive_queue_full":0,"too_large":0,"unknown_source":0,"malformed":0}"#;
         let old: Drops = serde_json::from_str(before_expired).unwrap();
         assert_eq!((old.send_queue_full, old.expired, old.total()), (1, 0, 1));
+    }
+
+    #[test]
+    fn a_sender_cycling_ssrcs_cannot_grow_a_links_state() {
+        let rec = StatsRecorder::new(Transport::RtpUdp, Mode::Unreliable).with_ssrc_cap(100);
+        let t0 = Instant::now();
+        for ssrc in 0..10_000u32 {
+            let p = Packet::parse(build_rtp(96, 1, 0, ssrc, b"x")).unwrap();
+            rec.on_received(&p, t0);
+            rec.on_sent(&p);
+        }
+        let s = rec.snapshot();
+        assert_eq!((s.received_ssrcs.len(), s.sent_ssrcs.len()), (100, 100));
+        assert_eq!(s.ssrcs_evicted, 2 * (10_000 - 100));
+        assert_eq!(s.packets_received, 10_000, "every packet is still counted");
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains("\"ssrcs_evicted\":19800"), "{json}");
     }
 
     #[test]

@@ -221,7 +221,7 @@ pub fn render(links: &[LinkMetrics], server: Option<&ServerCounters>) -> String 
         "1 when the link is up, 0 while it is being established.",
         per_link(&|l| Some(Value::U(u64::from(l.state == SessionState::Up)))),
     );
-    let counters: [StatFamily; 6] = [
+    let counters: [StatFamily; 7] = [
         (
             "relay_link_packets_sent_total",
             "Packets (RTP and RTCP) handed to the transport.",
@@ -251,6 +251,11 @@ pub fn render(links: &[LinkMetrics], server: Option<&ServerCounters>) -> String 
             "relay_link_rtcp_packets_received_total",
             "RTCP packets among the packets received.",
             |s| Some(Value::U(s.rtcp_received)),
+        ),
+        (
+            "relay_link_ssrcs_evicted_total",
+            "SSRCs forgotten because more than the per-direction cap were seen (a sender cycling SSRCs).",
+            |s| Some(Value::U(s.ssrcs_evicted)),
         ),
     ];
     for (name, help, f) in counters {
@@ -498,6 +503,7 @@ mod tests {
                     jitter_seconds: None,
                 },
             ],
+            ssrcs_evicted: 0,
             repair: None,
         }
     }
@@ -589,6 +595,9 @@ relay_link_rtcp_packets_sent_total{session="ab12",transport="rtp-udp",mode="unre
 # HELP relay_link_rtcp_packets_received_total RTCP packets among the packets received.
 # TYPE relay_link_rtcp_packets_received_total counter
 relay_link_rtcp_packets_received_total{session="ab12",transport="rtp-udp",mode="unreliable",role="answer"} 2
+# HELP relay_link_ssrcs_evicted_total SSRCs forgotten because more than the per-direction cap were seen (a sender cycling SSRCs).
+# TYPE relay_link_ssrcs_evicted_total counter
+relay_link_ssrcs_evicted_total{session="ab12",transport="rtp-udp",mode="unreliable",role="answer"} 0
 # HELP relay_link_dropped_packets_total Packets the relay itself dropped, by cause.
 # TYPE relay_link_dropped_packets_total counter
 relay_link_dropped_packets_total{session="ab12",transport="rtp-udp",mode="unreliable",role="answer",cause="send_queue_full"} 1
