@@ -608,6 +608,10 @@ pub struct LinkStats {
     /// seen: a sender cycling SSRCs cannot grow a link's state.
     #[serde(default)]
     pub ssrcs_evicted: u64,
+    /// Times the peer's address changed under the link: a latch to a
+    /// NAT's mapping, a rebinding, a QUIC path migration.
+    #[serde(default)]
+    pub peer_address_changes: u64,
     /// The hop's own loss repair (NACK and retransmission within the
     /// latency budget), on links that repair; absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -712,6 +716,7 @@ pub struct StatsRecorder {
     sent: Mutex<SsrcTable<SsrcSent>>,
     received: Mutex<SsrcTable<SsrcReceiver>>,
     clock_rates: ClockRates,
+    peer_changes: AtomicU64,
 }
 
 impl StatsRecorder {
@@ -733,6 +738,7 @@ impl StatsRecorder {
             sent: Mutex::new(SsrcTable::new(DEFAULT_SSRC_CAP)),
             received: Mutex::new(SsrcTable::new(DEFAULT_SSRC_CAP)),
             clock_rates: ClockRates::new(),
+            peer_changes: AtomicU64::new(0),
         }
     }
 
@@ -797,6 +803,12 @@ impl StatsRecorder {
                 self.rtcp_received.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Counts one change of the peer's address (see
+    /// [`LinkStats::peer_address_changes`]).
+    pub fn on_peer_address_change(&self) {
+        self.peer_changes.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one packet dropped for `cause`.
@@ -866,6 +878,7 @@ impl StatsRecorder {
             sent_ssrcs,
             received_ssrcs,
             ssrcs_evicted: sent_evicted + received_evicted,
+            peer_address_changes: self.peer_changes.load(Ordering::Relaxed),
             repair: None,
         }
     }

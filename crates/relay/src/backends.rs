@@ -174,6 +174,7 @@ fn rtp_udp_config(options: &LinkOptions) -> rtp_udp_relay::RtpUdpConfig {
         .advertise_ip(options.advertise_ip)
         .liveness_timeout(options.liveness_timeout)
         .clock_rates(options.clock_rates.clone())
+        .latch(options.latch)
 }
 
 #[cfg(feature = "quic")]

@@ -67,6 +67,10 @@ pub struct LinkOptions {
     /// queue by it; rtp-udp sends each packet at once and has no queue to
     /// expire. Reliable modes deliver everything and ignore it.
     pub max_delay: Duration,
+    /// Plain rtp-udp: accept the peer from the first source heard rather
+    /// than the signaled address only (a peer behind a NAT). srtp always
+    /// latches to authenticated packets; other transports ignore it.
+    pub latch: bool,
 }
 
 impl Default for LinkOptions {
@@ -77,6 +81,7 @@ impl Default for LinkOptions {
             liveness_timeout: relay_core::DEFAULT_LIVENESS_TIMEOUT,
             clock_rates: ClockRates::new(),
             max_delay: relay_core::DEFAULT_MAX_DELAY,
+            latch: false,
         }
     }
 }

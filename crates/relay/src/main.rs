@@ -166,6 +166,11 @@ struct LinkArgs {
     /// (drops.expired), never delivered late. Reliable modes ignore it.
     #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = relay::duration::parse_budget)]
     max_delay: Duration,
+    /// Plain rtp-udp: take the peer's address from the first packet heard
+    /// (it is behind a NAT) instead of accepting the signaled address only.
+    /// srtp latches to authenticated packets without it; see docs/security.md.
+    #[arg(long)]
+    latch: bool,
     /// RTP clock rate of a payload type, PT=HZ (repeatable), e.g.
     /// 111=48000 for Opus: jitter is computed at this rate, and only
     /// 90 kHz streams (or unknown dynamic ones) get keyframe requests.
@@ -213,6 +218,7 @@ impl LinkArgs {
             liveness_timeout: Duration::from_secs_f64(self.liveness_timeout),
             clock_rates: self.clock_rates()?,
             max_delay: self.max_delay,
+            latch: self.latch,
         })
     }
 }

@@ -98,6 +98,7 @@ pub struct RtpUdpConfig {
     pub(crate) max_packet_size: usize,
     pub(crate) ssrcs: Vec<u32>,
     pub(crate) clock_rates: ClockRates,
+    pub(crate) latch: bool,
 }
 
 impl Default for RtpUdpConfig {
@@ -114,6 +115,7 @@ impl Default for RtpUdpConfig {
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
             ssrcs: Vec::new(),
             clock_rates: ClockRates::new(),
+            latch: false,
         }
     }
 }
@@ -177,6 +179,18 @@ impl RtpUdpConfig {
     /// tag and SRTCP index), but never limited below 1,400 bytes.
     pub fn max_packet_size(mut self, bytes: usize) -> Self {
         self.max_packet_size = bytes.clamp(relay_core::MIN_MAX_PACKET_SIZE, 65_507);
+        self
+    }
+
+    /// Plain mode: take the source of the first packet heard as the
+    /// peer's address even if it is not the signaled one (the peer is
+    /// behind a NAT), then filter strictly on it; default off, so plain
+    /// RTP accepts the signaled address only. srtp mode always latches,
+    /// and re-latches whenever a packet that authenticates and passes the
+    /// replay check arrives from a new address (a NAT rebinding); see
+    /// docs/security.md for why plain mode does not.
+    pub fn latch(mut self, latch: bool) -> Self {
+        self.latch = latch;
         self
     }
 

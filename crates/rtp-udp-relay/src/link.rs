@@ -4,6 +4,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -29,6 +30,14 @@ const RECV_CHUNK: usize = 256 * 1024;
 /// Room left in a chunk before a read: the largest UDP payload, so nothing
 /// is ever truncated (an oversized datagram is then counted, not cut).
 const MAX_DATAGRAM: usize = 65_536;
+/// Packets from addresses other than the peer's that an srtp link tries
+/// to authenticate per second (to latch to a NAT's new mapping); beyond
+/// it they are dropped unread as `unknown_source`, so a flood from
+/// strangers costs no more than a few hundred AES-GCM checks a second. A
+/// rebinding peer's media, whose first packet authenticates, never
+/// notices.
+const LATCH_TRIES_PER_SECOND: u32 = 256;
+
 /// What SRTP protection adds at most: the GCM tag, plus SRTCP's E flag and
 /// index word. The application's packet limit shrinks by this much so the
 /// datagram on the wire stays within the configured size.
@@ -242,7 +251,16 @@ impl Keys {
 struct Shared {
     socket: UdpSocket,
     local: SocketAddr,
-    peer: SocketAddr,
+    /// Where the peer is: the signaled address until a latch moves it.
+    peer: Mutex<SocketAddr>,
+    signaled: SocketAddr,
+    /// Plain mode with `latch`: the first packet heard fixes the peer.
+    latch_first: bool,
+    /// Something authentic was heard from the peer (plain mode: anything;
+    /// its latch is spent then).
+    heard: AtomicBool,
+    /// Start of the current second and the latch tries in it.
+    latch_tries: Mutex<(Instant, u32)>,
     mode: Mode,
     /// `Some` in srtp mode; `send` runs on any task, hence the lock (held
     /// for one packet's encryption, never across an await).
@@ -276,7 +294,7 @@ impl fmt::Debug for RtpUdpLink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RtpUdpLink")
             .field("local", &self.shared.local)
-            .field("peer", &self.shared.peer)
+            .field("peer", &self.shared.peer())
             .field("closed", &self.shared.close.reason())
             .finish()
     }
@@ -311,7 +329,11 @@ impl RtpUdpLink {
         let shared = Arc::new(Shared {
             socket,
             local,
-            peer,
+            peer: Mutex::new(peer),
+            signaled: peer,
+            latch_first: config.latch,
+            heard: AtomicBool::new(false),
+            latch_tries: Mutex::new((Instant::now(), 0)),
             mode,
             outbound,
             goodbye,
@@ -344,7 +366,7 @@ impl RtpUdpLink {
                 Err(_) => Err(RtpUdpError::Closed(self.shared.close.reason().unwrap_or(CloseReason::Local))),
             },
             reason = self.shared.close.wait() => match reason {
-                CloseReason::LivenessTimeout(waited) => Err(RtpUdpError::NoPeer { peer: self.shared.peer, waited }),
+                CloseReason::LivenessTimeout(waited) => Err(RtpUdpError::NoPeer { peer: self.shared.peer(), waited }),
                 other => Err(RtpUdpError::Closed(other)),
             },
         }
@@ -355,9 +377,9 @@ impl RtpUdpLink {
         self.shared.local
     }
 
-    /// The peer's signaled address.
+    /// The peer's address: the signaled one, or where the link latched.
     pub fn peer_addr(&self) -> SocketAddr {
-        self.shared.peer
+        self.shared.peer()
     }
 }
 
@@ -368,16 +390,60 @@ impl Drop for RtpUdpLink {
 }
 
 impl Shared {
+    fn peer(&self) -> SocketAddr {
+        *self.peer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a packet from `from`, not the peer's address, may be looked
+    /// at as a candidate for latching: always in srtp mode (only one that
+    /// authenticates moves the peer), in plain mode only with `latch` and
+    /// before anything was heard.
+    fn may_latch(&self) -> bool {
+        if self.keepalive.is_none() {
+            return self.latch_first && !self.heard.load(Ordering::Relaxed);
+        }
+        let mut tries = self.latch_tries.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if now.duration_since(tries.0) >= std::time::Duration::from_secs(1) {
+            *tries = (now, 0);
+        }
+        tries.1 += 1;
+        tries.1 <= LATCH_TRIES_PER_SECOND
+    }
+
+    /// A datagram from an address that is not the peer's, and did not
+    /// prove to be the peer's: counted as `unknown_source`, as strict
+    /// filtering would have.
+    fn stranger(&self, from: SocketAddr) {
+        if self.warned_unknown_source.first() {
+            tracing::warn!(%from, expected = %self.peer(), "dropping packets from an address that is not the peer's");
+        }
+        self.stats.on_drop(DropCause::UnknownSource);
+    }
+
+    /// The peer is at `from` from now on.
+    fn latch_to(&self, from: SocketAddr, why: &'static str) {
+        let old = std::mem::replace(&mut *self.peer.lock().unwrap_or_else(|e| e.into_inner()), from);
+        if old != from {
+            self.stats.on_peer_address_change();
+            tracing::info!(local = %self.local, %old, new = %from, signaled = %self.signaled, why, "peer address changed: latched");
+        }
+    }
+
     fn shutdown(&self, reason: CloseReason) -> bool {
         if !self.close.close(reason.clone()) {
             return false;
         }
         self.inbox.close(reason.clone());
-        tracing::info!(local = %self.local, peer = %self.peer, %reason, "rtp-udp link closed");
+        tracing::info!(local = %self.local, peer = %self.peer(), %reason, "rtp-udp link closed");
         true
     }
 
     fn send_control(&self, msg: &Control) {
+        self.send_control_to(msg, self.peer());
+    }
+
+    fn send_control_to(&self, msg: &Control, to: SocketAddr) {
         let wire = match (&self.keepalive, msg) {
             (Some(auth), Control::Probe(_) | Control::ProbeReply(..)) => {
                 stun::encode_with_integrity(msg, &auth.ours)
@@ -386,8 +452,8 @@ impl Shared {
         };
         // Best effort: a lost probe is retried by the schedule, a lost
         // goodbye falls back to the liveness timeout.
-        if let Err(e) = self.socket.try_send_to(&wire, self.peer) {
-            tracing::debug!(peer = %self.peer, error = %e, "control message not sent");
+        if let Err(e) = self.socket.try_send_to(&wire, to) {
+            tracing::debug!(peer = %to, error = %e, "control message not sent");
         }
     }
 
@@ -398,8 +464,8 @@ impl Shared {
             }
             match self.socket.try_recv_buf_from(buf) {
                 Ok((_, from)) => {
-                    let shape = match self.screen(buf, from) {
-                        Ok(shape) => shape,
+                    let (shape, new_source) = match self.screen(buf, from) {
+                        Ok(screened) => screened,
                         Err(cause) => {
                             self.stats.on_drop(cause);
                             // Nothing was split off: the space is reused, so
@@ -409,7 +475,7 @@ impl Shared {
                         }
                     };
                     let data = buf.split();
-                    self.on_datagram(data, shape, from, liveness, inbound);
+                    self.on_datagram(data, shape, from, new_source, liveness, inbound);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -425,8 +491,9 @@ impl Shared {
     /// Why a datagram is dropped before anything else looks at it. Cheap
     /// checks first, in the order every backend uses: size, then whether
     /// the bytes can be ours at all, then the source. Only the peer's
-    /// plausible packets are parsed or decrypted.
-    fn screen(&self, data: &[u8], from: SocketAddr) -> Result<Shape, DropCause> {
+    /// plausible packets are parsed or decrypted. `true` with the shape:
+    /// the packet is from a new address that it may latch to.
+    fn screen(&self, data: &[u8], from: SocketAddr) -> Result<(Shape, bool), DropCause> {
         if data.len() > self.max_datagram {
             tracing::trace!(len = data.len(), max = self.max_datagram, %from, "dropping oversized datagram");
             return Err(DropCause::TooLarge);
@@ -435,13 +502,16 @@ impl Shared {
             tracing::trace!(len = data.len(), %from, "dropping datagram that is neither RTP/RTCP nor STUN");
             return Err(DropCause::Malformed);
         };
-        if from != self.peer {
-            if self.warned_unknown_source.first() {
-                tracing::warn!(%from, expected = %self.peer, "dropping packets from an address that was not signaled");
-            }
-            return Err(DropCause::UnknownSource);
+        if from == self.peer() {
+            return Ok((shape, false));
         }
-        Ok(shape)
+        if self.may_latch() {
+            return Ok((shape, true));
+        }
+        if self.warned_unknown_source.first() {
+            tracing::warn!(%from, expected = %self.peer(), "dropping packets from an address that is not the peer's");
+        }
+        Err(DropCause::UnknownSource)
     }
 
     fn on_datagram(
@@ -449,17 +519,23 @@ impl Shared {
         data: BytesMut,
         shape: Shape,
         from: SocketAddr,
+        new_source: bool,
         liveness: &mut Liveness,
         inbound: &mut Option<SrtpContext>,
     ) {
         let now = Instant::now();
         if self.keepalive.is_none() {
-            // Plain RTP: the signaled address is all there is to trust.
+            // Plain RTP: the address is all there is to trust. With
+            // `latch`, the first packet heard fixes it.
+            if new_source {
+                self.latch_to(from, "first packet heard (--latch)");
+            }
+            self.heard.store(true, Ordering::Relaxed);
             liveness.on_heard(now);
         }
         let kind = match shape {
             Shape::Stun => {
-                self.on_control(&data, from, liveness, now);
+                self.on_control(&data, from, new_source, liveness, now);
                 return;
             }
             Shape::Media(kind) => kind,
@@ -475,8 +551,21 @@ impl Shared {
                 };
                 match unprotected {
                     Ok(plain) => {
+                        // Authentic and not a replay: wherever it came
+                        // from, that is where the peer is now (RFC 7983's
+                        // comedia behaviour, safe because SRTP's replay
+                        // window makes a captured packet worthless).
+                        if new_source {
+                            self.latch_to(from, "authenticated SRTP from a new address");
+                        }
+                        self.heard.store(true, Ordering::Relaxed);
                         liveness.on_heard(now);
                         plain
+                    }
+                    Err(_) if new_source => {
+                        // A stranger's packet that is not the peer's either.
+                        self.stranger(from);
+                        return;
                     }
                     Err(e) => {
                         if self.warned_unauthenticated.first() {
@@ -506,7 +595,14 @@ impl Shared {
     /// replies, honour goodbyes. In srtp mode probes and replies without a
     /// valid MESSAGE-INTEGRITY-SHA256 are dropped as `unauthenticated`,
     /// never answered and never count as hearing from the peer.
-    fn on_control(&self, data: &[u8], from: SocketAddr, liveness: &mut Liveness, now: Instant) {
+    fn on_control(
+        &self,
+        data: &[u8],
+        from: SocketAddr,
+        new_source: bool,
+        liveness: &mut Liveness,
+        now: Instant,
+    ) {
         let msg = match stun::decode(data) {
             Ok(msg) => msg,
             Err(e) => {
@@ -515,9 +611,19 @@ impl Shared {
                 return;
             }
         };
+        if new_source && !matches!(msg, Control::Probe(_) | Control::ProbeReply(..)) {
+            // Only an authenticated probe or reply may come from a new
+            // address; a goodbye from one is a stranger's.
+            self.stranger(from);
+            return;
+        }
         if let (Some(auth), Control::Probe(_) | Control::ProbeReply(..)) = (&self.keepalive, &msg)
             && let Err(e) = stun::verify_integrity(data, &auth.peer)
         {
+            if new_source {
+                self.stranger(from);
+                return;
+            }
             if self.warned_unauthenticated_control.first() {
                 tracing::warn!(%from, error = %e, "dropping keepalives that fail authentication: spoofed, or the peer lacks the signaled key");
             }
@@ -525,9 +631,29 @@ impl Shared {
             return;
         }
         match msg {
-            Control::Probe(txid) => self.send_control(&Control::ProbeReply(txid, Some(from))),
+            // Answered where it came from: a peer whose NAT mapping changed
+            // keeps its link alive. A probe can be replayed, so it never
+            // moves the peer.
+            Control::Probe(txid) => {
+                // Before anything authentic was heard from the signaled
+                // address, an authentic probe from elsewhere is the peer
+                // behind a NAT setting up; afterwards only a reply to our
+                // own probe (which cannot be replayed) or media moves it.
+                if new_source && !self.heard.load(Ordering::Relaxed) {
+                    self.latch_to(from, "authenticated probe during setup from a new address");
+                }
+                self.send_control_to(&Control::ProbeReply(txid, Some(from)), from)
+            }
             Control::ProbeReply(txid, _) => match liveness.on_reply(&txid, now) {
-                Some(rtt) => self.stats.set_rtt(rtt),
+                Some(rtt) => {
+                    // A reply to a probe of ours still outstanding cannot
+                    // be a replay: the peer is where it came from.
+                    if new_source {
+                        self.latch_to(from, "authenticated reply to our probe from a new address");
+                    }
+                    self.heard.store(true, Ordering::Relaxed);
+                    self.stats.set_rtt(rtt)
+                }
                 // Late (the backlog of setup probes), duplicated or
                 // replayed: it proves nothing now. Authentic, so not
                 // counted as a drop; ignored.
@@ -681,11 +807,12 @@ impl RelayLink for RtpUdpLink {
         // The kernel send buffer is this transport's send queue: when it is
         // full the packet being sent is dropped (counted); the sender never
         // waits.
-        match s.socket.try_send_to(&wire, s.peer) {
+        let peer = s.peer();
+        match s.socket.try_send_to(&wire, peer) {
             Ok(_) => s.stats.on_sent(&packet),
             Err(e) => {
                 if e.kind() != io::ErrorKind::WouldBlock {
-                    tracing::debug!(peer = %s.peer, error = %e, "UDP send failed");
+                    tracing::debug!(%peer, error = %e, "UDP send failed");
                 }
                 s.stats.on_drop(DropCause::SendQueueFull);
             }

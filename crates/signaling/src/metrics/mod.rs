@@ -504,6 +504,7 @@ mod tests {
                 },
             ],
             ssrcs_evicted: 0,
+            peer_address_changes: 0,
             repair: None,
         }
     }
