@@ -15,3 +15,9 @@ cargo test --workspace --locked "$@"
 # is not a workspace member, so its own tests, the loss-recovery regressions
 # among them, run here by name.
 cargo test -p rtc-sctp --locked "$@"
+
+# Each backend's example relays between two ends in one process; they are
+# documentation that has to keep working, so they run (and must exit 0).
+for example in rtp-udp-relay:pair; do
+  cargo run --locked -q -p "${example%%:*}" --example "${example##*:}" >/dev/null
+done

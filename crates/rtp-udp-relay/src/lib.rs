@@ -25,10 +25,13 @@
 //!
 //! What this crate adds to bare sockets:
 //!
-//! - **Source filtering**: each side accepts packets only from the address
-//!   the other side signaled; everything else is counted as
-//!   `drops.unknown_source`. Bytes that are not RTP/RTCP are counted as
-//!   `drops.malformed`.
+//! - **Source filtering**: each side accepts packets only from the peer's
+//!   address; everything else is counted as `drops.unknown_source`. Bytes
+//!   that are not RTP/RTCP are counted as `drops.malformed`. The peer's
+//!   address is the signaled one until a latch moves it: srtp follows the
+//!   peer to wherever a packet that authenticates and is not a replay
+//!   comes from (a NAT's mapping, and its rebinding); plain RTP only with
+//!   [`RtpUdpConfig::latch`], once, to the first source heard.
 //! - **A path check and keepalive that cannot be mistaken for media**:
 //!   STUN Binding requests and responses ([`stun`]), as ICE uses for
 //!   connectivity checks and RFC 7675 for consent. The link is ready when a
@@ -48,8 +51,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use relay_core::{Mode, Packet, RelayLink, build_rtp};
-//! use rtp_udp_relay::{RtpUdpAnswerer, RtpUdpConfig, RtpUdpOfferer};
+//! use rtp_udp_relay::{Mode, Packet, RelayLink, RtpUdpAnswerer, RtpUdpConfig, RtpUdpOfferer, build_rtp};
 //!
 //! let offerer = RtpUdpOfferer::bind(RtpUdpConfig::default(), Mode::Srtp).await?;
 //! let offer = offerer.offer(); // send to the other server (relay-signaling does this)
@@ -60,6 +62,9 @@
 //! assert_eq!(b.recv().await?.ssrc(), 0x1234);
 //! # Ok(()) }
 //! ```
+//!
+//! `examples/pair.rs` runs the same in one process: `cargo run -p
+//! rtp-udp-relay --example pair`.
 #![warn(missing_docs)]
 
 mod link;
@@ -73,6 +78,8 @@ use std::time::Duration;
 use relay_core::{ClockRates, CloseReason};
 
 pub use link::{RtpUdpAnswerer, RtpUdpLink, RtpUdpOfferer};
+/// The relay-core types a user of this crate needs beside it.
+pub use relay_core::{LinkStats, Mode, Packet, RelayLink, build_rtp};
 
 /// Largest RTP packet accepted by default: a 1,500-byte Ethernet MTU less
 /// the IPv4 and UDP headers, so nothing is ever IP-fragmented.
