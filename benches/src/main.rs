@@ -46,6 +46,7 @@ enum Command {
 const LISTED: &[&str] = &[
     "quinn",
     "quinn-proto",
+    "quinn-udp",
     "rustls",
     "tokio",
     "webrtc",

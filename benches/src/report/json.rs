@@ -185,6 +185,7 @@ pub(super) mod tests {
             elapsed: Duration::from_secs(9),
             load: ("1.0".into(), "1.1".into()),
             sustained: Vec::new(),
+            ceiling: Default::default(),
         };
         let machine = crate::sys::Machine {
             cpu: "test".into(),
