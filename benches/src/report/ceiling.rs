@@ -107,6 +107,44 @@ pub async fn measure(
     (ceiling, skipped)
 }
 
+/// The ceiling for `--json`: each ceiling row (`null` when not run, a
+/// string when it could not), and each path's CPU run with its cycles per
+/// byte, harness excluded.
+pub fn to_json(c: &Ceiling) -> serde_json::Value {
+    use serde_json::json;
+    let row = |r: &Option<Result<Delivered, String>>| match r {
+        Some(Ok(d)) => json!({
+            "sent": d.sent,
+            "delivered": d.datagrams,
+            "bytes": d.bytes,
+            "time_ms": d.time.as_secs_f64() * 1e3,
+            "packets_per_s": d.pps(),
+        }),
+        Some(Err(e)) => json!(e),
+        None => serde_json::Value::Null,
+    };
+    let raw = c.cpu.iter().find(|r| r.subject == Subject::RawUdp);
+    json!({
+        "raw_udp_batched": row(&c.batched),
+        "raw_udp_gso_gro": row(&c.gso_gro),
+        "iperf3": row(&c.iperf3),
+        "clock_hz": c.clock.as_ref().map(|k| k.hz),
+        "cpu_per_byte": c.cpu.iter().map(|r| json!({
+            "subject": r.subject.label(),
+            "sent": r.sent,
+            "delivered": r.delivered,
+            "delivered_bytes": r.delivered_bytes,
+            "time_ms": r.time.as_secs_f64() * 1e3,
+            "user_ms": r.user.as_secs_f64() * 1e3,
+            "system_ms": r.system.as_secs_f64() * 1e3,
+            "cycles_per_byte": match (&c.clock, raw) {
+                (Some(k), Some(raw)) => Some(r.path_cycles_per_byte(raw, k.hz)),
+                _ => None,
+            },
+        })).collect::<Vec<_>>(),
+    })
+}
+
 fn ok(r: &Option<Result<Delivered, String>>) -> Option<&Delivered> {
     r.as_ref()?.as_ref().ok()
 }
@@ -364,4 +402,124 @@ pub fn section(m: &Matrix) -> String {
     }
     md.push('\n');
     md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::json::tests::run;
+    use crate::run::RunResult;
+
+    /// A clean max-rate run delivering `pps` packets in one second.
+    fn flood(subject: Subject, pps: u64) -> RunResult {
+        RunResult {
+            workload: crate::workload::Workload::Flood { size: FLOOD_SIZE }.name(),
+            flood: true,
+            offered: pps,
+            delivered: pps,
+            delivered_bytes: pps * FLOOD_SIZE as u64,
+            ..run("clean", subject, 1)
+        }
+    }
+
+    fn delivered(pps: u64) -> Option<Result<Delivered, String>> {
+        Some(Ok(Delivered {
+            sent: pps,
+            datagrams: pps,
+            bytes: pps * FLOOD_SIZE as u64,
+            time: Duration::from_secs(1),
+            reordered: 0,
+        }))
+    }
+
+    fn cpu(subject: Subject, user_ms: u64, system_ms: u64) -> CpuRun {
+        CpuRun {
+            subject,
+            sent: 104_166,
+            delivered: 104_166,
+            delivered_bytes: 125_000_000,
+            time: Duration::from_secs(1),
+            user: Duration::from_millis(user_ms),
+            system: Duration::from_millis(system_ms),
+        }
+    }
+
+    fn matrix(iperf3_pps: u64) -> Matrix {
+        Matrix {
+            config: ReportConfig::quick(),
+            subjects: vec![Subject::RawUdp, RTP_UDP, QUIC_DGRAM],
+            scenarios: crate::scenario::scenarios().into_iter().take(1).collect(),
+            setups: Vec::new(),
+            runs: vec![
+                flood(Subject::RawUdp, 280_000),
+                flood(RTP_UDP, 300_000),
+                flood(QUIC_DGRAM, 500_000),
+            ],
+            failures: Vec::new(),
+            skipped: Vec::new(),
+            elapsed: Duration::from_secs(1),
+            load: ("0".into(), "0".into()),
+            sustained: Vec::new(),
+            ceiling: Ceiling {
+                batched: delivered(1_000_000),
+                gso_gro: delivered(3_000_000),
+                iperf3: delivered(iperf3_pps),
+                cpu: vec![cpu(Subject::RawUdp, 100, 600), cpu(RTP_UDP, 150, 700)],
+                clock: Some(cpu_per_byte::Clock {
+                    hz: 2.5e9,
+                    source: "test".into(),
+                }),
+            },
+        }
+    }
+
+    #[test]
+    fn ratios_are_to_the_batched_ceiling_and_the_flag_follows_iperf3() {
+        let m = matrix(290_000);
+        let goals = targets(&m);
+        let rtp = goals
+            .iter()
+            .find(|g| g.goal.starts_with("rtp-udp unreliable >= 0.8x"))
+            .unwrap();
+        assert_eq!(rtp.verdict, Verdict::Miss);
+        assert!(rtp.measured.starts_with("0.30x"), "{}", rtp.measured);
+        let quic = goals
+            .iter()
+            .find(|g| g.goal.starts_with("quic datagram >= 0.5x"))
+            .unwrap();
+        assert_eq!(quic.verdict, Verdict::Pass);
+        let srtp = goals
+            .iter()
+            .find(|g| g.goal.starts_with("rtp-udp srtp >= 0.6x"))
+            .unwrap();
+        assert_eq!(srtp.verdict, Verdict::NotRun);
+        // rtp-udp: (850 ms × 2.5 GHz − 100 ms × 2.5 GHz) / 125 MB = 15 cycles a byte.
+        let cycles = goals
+            .iter()
+            .find(|g| g.goal.starts_with("rtp-udp unreliable: <= 3 cycles/byte"))
+            .unwrap();
+        assert!(
+            cycles.measured.starts_with("15.0 cycles/byte"),
+            "{}",
+            cycles.measured
+        );
+        assert_eq!(cycles.verdict, Verdict::Miss);
+
+        let md = section(&m);
+        assert!(!md.contains("FLAGGED"), "{md}");
+        assert!(
+            md.contains("| rtp-udp unreliable | 300000 | 1.07x | 0.30x | 0.10x |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| raw-udp batched | 1000000 | 9600 | 100.0% | 3.57x |"),
+            "{md}"
+        );
+        // iperf3 at 200k: the per-packet 280k is 40% above it.
+        let md = section(&matrix(200_000));
+        assert!(
+            md.contains("> **FLAGGED:**") && md.contains("disagree by 40%"),
+            "{md}"
+        );
+    }
 }

@@ -41,6 +41,7 @@ pub fn to_json(m: &Matrix, machine: &Machine) -> Value {
         })).collect::<Vec<_>>(),
         "failures": m.failures,
         "skipped": m.skipped,
+        "ceiling": super::ceiling::to_json(&m.ceiling),
     })
 }
 
