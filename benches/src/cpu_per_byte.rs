@@ -200,24 +200,35 @@ pub async fn measure(
         })
     };
     let mut sent = 0;
+    // A reliable link's `send` waits for room; one that never makes room
+    // ends the run here instead of hanging it.
+    let give_up = started + duration + Duration::from_secs(5);
+    let mut stalled = false;
     for i in 0..count {
         let due = started + interval.mul_f64(i as f64);
         if due > Instant::now() {
             tokio::time::sleep_until(due.into()).await;
         }
-        match path.sender.send(packet(i as u16)).await {
-            Sent::Accepted => sent += 1,
-            Sent::Dropped => {}
-            Sent::Closed => break,
+        match tokio::time::timeout_at(give_up.into(), path.sender.send(packet(i as u16))).await {
+            Ok(Sent::Accepted) => sent += 1,
+            Ok(Sent::Dropped) => {}
+            Ok(Sent::Closed) => break,
+            Err(_) => {
+                stalled = true;
+                break;
+            }
         }
     }
     done.store(true, Ordering::Release);
     let last = receiver.await.map_err(|e| format!("receiver task: {e}"))?;
     let cpu1 = rusage();
-    let problem = path.receiver.close_reason();
+    let problem = path
+        .receiver
+        .close_reason()
+        .or_else(|| stalled.then(|| "the sender was still sending 5 s after its schedule ended".to_string()));
     path.close().await;
     if let Some(reason) = problem {
-        return Err(format!("the link closed during the run: {reason}"));
+        return Err(format!("the run did not finish: {reason}"));
     }
     Ok(CpuRun {
         subject,
