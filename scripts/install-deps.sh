@@ -14,9 +14,10 @@ set -euo pipefail
 # iproute2:                  `ip netns`/veth, the namespace that test runs Janus in
 # golang-go, golang-github-pion-webrtc.v3-dev: Go 1.19 and pion 3.1.56, from which
 #   relay-bench builds tools/pion-relay offline (the `pion dc` rows of the report)
+# iperf3:                    the report's `iperf3` ceiling row (one send per packet, loopback)
 packages=(ffmpeg gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav janus iproute2
-  golang-go golang-github-pion-webrtc.v3-dev)
+  golang-go golang-github-pion-webrtc.v3-dev iperf3)
 need=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
@@ -30,4 +31,4 @@ if [ ${#need[@]} -gt 0 ]; then
   "${sudo_cmd[@]}" apt-get update -qq
   "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-echo "install-deps: ffmpeg $(ffmpeg -version | head -1 | awk '{print $3}'), gstreamer $(gst-launch-1.0 --version | head -1 | awk '{print $NF}'), janus $(janus --version 2>/dev/null | awk '/^Janus version/ {print $NF}' | tr -d '()'), $(go version | awk '{print $3}'), pion $(dpkg-query -W -f='${Version}' golang-github-pion-webrtc.v3-dev)"
+echo "install-deps: ffmpeg $(ffmpeg -version | head -1 | awk '{print $3}'), gstreamer $(gst-launch-1.0 --version | head -1 | awk '{print $NF}'), janus $(janus --version 2>/dev/null | awk '/^Janus version/ {print $NF}' | tr -d '()'), $(go version | awk '{print $3}'), pion $(dpkg-query -W -f='${Version}' golang-github-pion-webrtc.v3-dev), $(iperf3 --version | head -1 | awk '{print $1, $2}')"

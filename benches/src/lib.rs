@@ -28,6 +28,11 @@
 //! - [`run`]: one measured run: sender and receiver tasks, latency,
 //!   delivery, CPU, memory, kernel and netsim drops.
 //! - [`latency`]: HdrHistogram percentiles and CDF points.
+//! - [`ceiling`]: what loopback UDP does batched (GSO, GRO) and what
+//!   iperf3 does, the honest ceiling of the max-rate figures.
+//! - [`cpu_per_byte`]: each path's CPU cost per byte at a fixed rate.
+//! - [`links`]: `relay-bench links`, many idle links in one process:
+//!   memory, descriptors and threads per link, setup rate, what breaks.
 //! - [`outage`]: how a path came back from a black hole (pure).
 //! - [`scenario`], [`report`], [`svg`], [`sys`]: the matrix, the markdown
 //!   and its plots, and what the machine says about itself.
@@ -43,7 +48,10 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod ceiling;
+pub mod cpu_per_byte;
 pub mod latency;
+pub mod links;
 pub mod outage;
 pub mod path;
 pub mod pion;

@@ -1,6 +1,10 @@
 //! `relay-bench report [--quick] [--scenario NAME]... [--path NAME]... [--json FILE]`: runs
 //! the scenario matrix and writes `docs/results.md` and
 //! `docs/results/*.svg` (and every run as JSON). Progress goes to stderr.
+//!
+//! `relay-bench links [--count N] [--parallel K] [--transport NAME]...`:
+//! opens N idle links of each transport in this process and prints what
+//! one holds, the setup rate and what failed first, as markdown.
 
 use std::path::PathBuf;
 
@@ -40,12 +44,127 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
+    /// Opens many idle links of each transport in this process and prints
+    /// memory, descriptors and threads per link, setup rate and the first
+    /// failure (a markdown table on stdout).
+    Links {
+        /// Links per transport (two per loopback pair).
+        #[arg(long, default_value_t = 1_000)]
+        count: usize,
+        /// Setups in flight at once.
+        #[arg(long, default_value_t = 8)]
+        parallel: usize,
+        /// Seconds the links sit idle before they are measured.
+        #[arg(long, default_value_t = 2.0)]
+        idle: f64,
+        /// Only this transport (repeatable; default: every compiled one, in its default mode).
+        #[arg(long = "transport", value_name = "NAME")]
+        transports: Vec<String>,
+        /// Print the table's rows only (how the parent process collects
+        /// each transport's run from its own child process).
+        #[arg(long, hide = true)]
+        rows_only: bool,
+    },
+}
+
+/// Runs each transport's links in a child process of its own (this binary,
+/// `links --transport NAME --rows-only`): in one process, memory the
+/// allocator kept from the previous transport's links would be reused and
+/// hide the next one's growth. Prints the whole table.
+fn links_each_in_own_process(
+    config: &relay_bench::links::LinksConfig,
+    transports: &[relay_core::Transport],
+) -> std::process::ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("cannot find this program to run each transport on its own: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let mut table = relay_bench::links::table(&[], config);
+    for t in transports {
+        // Output is collected after exit; the child bounds itself (every
+        // setup has a timeout, every close a one-second wait).
+        let out = std::process::Command::new(&exe)
+            .args(["links", "--rows-only", "--transport", t.name()])
+            .args(["--count", &config.count.to_string()])
+            .args(["--parallel", &config.parallel.to_string()])
+            .args(["--idle", &config.idle.as_secs_f64().to_string()])
+            .stderr(std::process::Stdio::inherit())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => table.push_str(&String::from_utf8_lossy(&o.stdout)),
+            Ok(o) => table.push_str(&format!(
+                "| {t} | failed: the child process exited with {} | | | | | | | | |\n",
+                o.status
+            )),
+            Err(e) => table.push_str(&format!(
+                "| {t} | failed: cannot start the child process: {e} | | | | | | | | |\n"
+            )),
+        }
+    }
+    println!("{table}");
+    std::process::ExitCode::SUCCESS
+}
+
+fn links(
+    runtime: &tokio::runtime::Runtime,
+    config: relay_bench::links::LinksConfig,
+    only: &[String],
+    rows_only: bool,
+) -> std::process::ExitCode {
+    let transports: Vec<relay_core::Transport> = relay::compiled_transports()
+        .into_iter()
+        .filter(|t| only.is_empty() || only.iter().any(|n| n == t.name()))
+        .collect();
+    if transports.is_empty() {
+        eprintln!(
+            "no such transport: {}; compiled: {:?}",
+            only.join(", "),
+            relay::compiled_transports()
+        );
+        return std::process::ExitCode::FAILURE;
+    }
+    if transports.len() > 1 {
+        return links_each_in_own_process(&config, &transports);
+    }
+    let mut results = Vec::new();
+    for t in transports {
+        eprintln!("links: {} x {t} {}", config.count, t.default_mode());
+        let r = runtime.block_on(relay_bench::links::measure(t, t.default_mode(), &config));
+        eprintln!(
+            "links: {}: {} opened, {:.0} links/s, {:.1} KiB per link{}",
+            r.label,
+            r.opened,
+            r.setup_rate(),
+            r.memory_per_link() as f64 / 1024.0,
+            r.first_failure
+                .as_ref()
+                .map_or(String::new(), |(at, why)| format!(", failed after {at}: {why}"))
+        );
+        results.push(r);
+    }
+    let table = relay_bench::links::table(&results, &config);
+    if rows_only {
+        // The header ends at the table's separator line.
+        print!(
+            "{}",
+            table
+                .split_once("|---|---|---|---|---|---|---|---|---|---|\n")
+                .map_or(table.as_str(), |(_, rows)| rows)
+        );
+    } else {
+        println!("{table}");
+    }
+    std::process::ExitCode::SUCCESS
 }
 
 /// Crates whose versions the report lists.
 const LISTED: &[&str] = &[
     "quinn",
     "quinn-proto",
+    "quinn-udp",
     "rustls",
     "tokio",
     "webrtc",
@@ -62,14 +181,42 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let Command::Report {
-        quick,
-        out,
-        seed,
-        scenarios,
-        paths,
-        json,
-    } = Cli::parse().command;
+    let (quick, out, seed, scenarios, paths, json) = match Cli::parse().command {
+        Command::Report {
+            quick,
+            out,
+            seed,
+            scenarios,
+            paths,
+            json,
+        } => (quick, out, seed, scenarios, paths, json),
+        Command::Links {
+            count,
+            parallel,
+            idle,
+            transports,
+            rows_only,
+        } => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the tokio runtime: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            let config = relay_bench::links::LinksConfig {
+                count,
+                parallel,
+                idle: std::time::Duration::from_secs_f64(idle.clamp(0.0, 600.0)),
+                ..Default::default()
+            };
+            return links(&runtime, config, &transports, rows_only);
+        }
+    };
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = out.unwrap_or_else(|| workspace.join("docs"));
     let mut config = if quick {

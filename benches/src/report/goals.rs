@@ -265,5 +265,6 @@ pub fn goals(m: &Matrix) -> Vec<Goal> {
     }
     out.extend(super::targets::loss_targets(m));
     out.extend(super::repair_targets::repair_targets(m));
+    out.extend(super::ceiling::targets(m));
     out
 }

@@ -41,6 +41,7 @@ pub fn to_json(m: &Matrix, machine: &Machine) -> Value {
         })).collect::<Vec<_>>(),
         "failures": m.failures,
         "skipped": m.skipped,
+        "ceiling": super::ceiling::to_json(&m.ceiling),
     })
 }
 
@@ -185,6 +186,7 @@ pub(super) mod tests {
             elapsed: Duration::from_secs(9),
             load: ("1.0".into(), "1.1".into()),
             sustained: Vec::new(),
+            ceiling: Default::default(),
         };
         let machine = crate::sys::Machine {
             cpu: "test".into(),

@@ -150,6 +150,7 @@ pub fn render(m: &Matrix, machine: &Machine, versions: &[(String, String)], comm
         let _ = writeln!(md, "| {} | {} | {} |", g.goal, g.measured, g.verdict);
     }
     md.push('\n');
+    md.push_str(&super::ceiling::section(m));
 
     // Method.
     let _ = writeln!(md, "## How this was measured\n");

@@ -114,6 +114,15 @@ pub async fn run_matrix(config: ReportConfig, mut progress: impl FnMut(&str)) ->
         }
     }
 
+    // The ceiling and CPU per byte, next to the clean max-rate runs that
+    // follow (issue 13).
+    let mut ceiling = crate::ceiling::Ceiling::default();
+    if let Some(clean) = scenarios.iter().find(|s| s.name == "clean") {
+        let (c, notices) = super::ceiling::measure(&config, clean, &subjects, &mut progress).await;
+        ceiling = c;
+        skipped.extend(notices);
+    }
+
     let total: usize = subjects.len()
         * scenarios
             .iter()
@@ -193,6 +202,7 @@ pub async fn run_matrix(config: ReportConfig, mut progress: impl FnMut(&str)) ->
         elapsed: started.elapsed(),
         load: (load_before, loadavg()),
         sustained,
+        ceiling,
     })
 }
 

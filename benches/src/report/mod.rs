@@ -2,6 +2,7 @@
 //! ([`goals`]), and renders `docs/results.md` with its SVG plots
 //! ([`render`]).
 
+mod ceiling;
 mod goals;
 mod json;
 mod markdown;
@@ -263,6 +264,9 @@ pub struct Matrix {
     /// (path, time, packets delivered, packets sent), from
     /// [`Path::windowed`](crate::path::Path::windowed).
     pub sustained: Vec<(Subject, Duration, u64, u64)>,
+    /// The ceiling (batched UDP, iperf3) and CPU per byte, measured on
+    /// the clean network; empty when `clean` is not selected.
+    pub ceiling: crate::ceiling::Ceiling,
 }
 
 /// Packets kept in flight by the sustained-throughput measurement: enough

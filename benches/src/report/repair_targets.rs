@@ -212,6 +212,7 @@ mod tests {
             elapsed: std::time::Duration::from_secs(1),
             load: (String::new(), String::new()),
             sustained: Vec::new(),
+            ceiling: Default::default(),
             skipped: Vec::new(),
         };
         let goals = repair_targets(&m);

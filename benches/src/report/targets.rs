@@ -383,6 +383,7 @@ mod tests {
             elapsed: Duration::from_secs(1),
             load: (String::new(), String::new()),
             sustained: Vec::new(),
+            ceiling: Default::default(),
             skipped: Vec::new(),
         };
         let goals = loss_targets(&m);
@@ -444,6 +445,7 @@ mod tests {
             elapsed: Duration::from_secs(1),
             load: (String::new(), String::new()),
             sustained: Vec::new(),
+            ceiling: Default::default(),
         };
         let goals = loss_targets(&m);
         let vs = goals
