@@ -38,12 +38,22 @@ pub(crate) struct Waiting<T> {
     pub(crate) item: T,
 }
 
+/// How long a packet may wait on the sending side so that it still
+/// arrives within the budget `max_delay`: the budget is what the receiver
+/// sees, so the path's one-way delay, estimated as half the smoothed RTT,
+/// comes off it. On a path whose one-way delay alone exceeds the budget
+/// every packet expires: the budget cannot be met there, and saying so by
+/// dropping is the budget's contract.
+pub(crate) fn send_allowance(max_delay: Duration, rtt: Duration) -> Duration {
+    max_delay.saturating_sub(rtt / 2)
+}
+
 /// Our send queue: FIFO, stamped with arrival times, bounded by age (the
-/// budget) and, as a memory guard only, by a packet count.
+/// sending side's share of the budget, passed in as `allowance`) and, as a
+/// memory guard only, by a packet count.
 #[derive(Debug)]
 pub(crate) struct Outbox<T> {
     queue: VecDeque<Waiting<T>>,
-    max_delay: Duration,
     max_packets: usize,
 }
 
@@ -57,16 +67,11 @@ pub(crate) enum Queued {
 }
 
 impl<T> Outbox<T> {
-    pub(crate) fn new(max_delay: Duration, max_packets: usize) -> Self {
+    pub(crate) fn new(max_packets: usize) -> Self {
         Outbox {
             queue: VecDeque::new(),
-            max_delay,
             max_packets: max_packets.max(1),
         }
-    }
-
-    pub(crate) fn max_delay(&self) -> Duration {
-        self.max_delay
     }
 
     #[cfg(test)]
@@ -84,12 +89,13 @@ impl<T> Outbox<T> {
         dropped
     }
 
-    /// Drops every packet that has waited longer than the budget at `now`;
-    /// returns how many. The queue is FIFO, so only its head can be stale.
-    pub(crate) fn expire(&mut self, now: Instant) -> u64 {
+    /// Drops every packet that has waited longer than `allowance` at
+    /// `now`; returns how many. The queue is FIFO, so only its head can be
+    /// stale.
+    pub(crate) fn expire(&mut self, now: Instant, allowance: Duration) -> u64 {
         let mut n = 0;
         while let Some(front) = self.queue.front() {
-            if !is_expired(front.at, now, self.max_delay) {
+            if !is_expired(front.at, now, allowance) {
                 break;
             }
             self.queue.pop_front();
@@ -98,10 +104,10 @@ impl<T> Outbox<T> {
         n
     }
 
-    /// The next packet for quinn, if any is still within the budget at
+    /// The next packet for quinn, if any has waited at most `allowance` at
     /// `now`, and how many expired packets were dropped on the way.
-    pub(crate) fn pop_fresh(&mut self, now: Instant) -> (Option<Waiting<T>>, u64) {
-        let expired = self.expire(now);
+    pub(crate) fn pop_fresh(&mut self, now: Instant, allowance: Duration) -> (Option<Waiting<T>>, u64) {
+        let expired = self.expire(now, allowance);
         (self.queue.pop_front(), expired)
     }
 }
@@ -249,19 +255,19 @@ mod tests {
     #[test]
     fn outbox_drops_by_age_and_keeps_the_fresh() {
         let t0 = Instant::now();
-        let mut q = Outbox::new(BUDGET, 100);
+        let mut q = Outbox::new(100);
         q.push(t0, 100, 1);
         q.push(t0 + ms(50), 100, 2);
         q.push(t0 + ms(150), 100, 3);
         // At exactly the budget a packet is still on time.
-        assert_eq!(q.expire(t0 + BUDGET), 0);
+        assert_eq!(q.expire(t0 + BUDGET, BUDGET), 0);
         assert_eq!(q.len(), 3);
         // 1 ms later the first has waited too long; the others have not.
-        let (next, expired) = q.pop_fresh(t0 + ms(201));
+        let (next, expired) = q.pop_fresh(t0 + ms(201), BUDGET);
         assert_eq!(expired, 1);
         assert_eq!(next.map(|w| w.item), Some(2));
-        // A packet that waited 260 ms is never handed out.
-        let (next, expired) = q.pop_fresh(t0 + ms(351));
+        // A packet that waited 201 ms is never handed out.
+        let (next, expired) = q.pop_fresh(t0 + ms(351), BUDGET);
         assert_eq!((next.map(|w| w.item), expired), (None, 1));
         assert_eq!(q.len(), 0);
     }
@@ -269,11 +275,24 @@ mod tests {
     #[test]
     fn outbox_count_cap_drops_the_oldest() {
         let t0 = Instant::now();
-        let mut q = Outbox::new(BUDGET, 2);
+        let mut q = Outbox::new(2);
         assert_eq!(q.push(t0, 10, 'a'), Queued::Queued);
         assert_eq!(q.push(t0, 10, 'b'), Queued::Queued);
         assert_eq!(q.push(t0, 10, 'c'), Queued::DroppedOldest);
-        assert_eq!(q.pop_fresh(t0).0.map(|w| w.item), Some('b'));
+        assert_eq!(q.pop_fresh(t0, BUDGET).0.map(|w| w.item), Some('b'));
+    }
+
+    #[test]
+    fn the_path_takes_its_one_way_share_of_the_budget() {
+        // 40 ms RTT: ~20 ms one way, so 180 ms may be spent sending.
+        assert_eq!(send_allowance(BUDGET, ms(40)), ms(180));
+        // A packet that waited 190 ms would arrive ~210 ms old: expired.
+        let t0 = Instant::now();
+        let mut q = Outbox::new(10);
+        q.push(t0, 100, ());
+        assert_eq!(q.expire(t0 + ms(190), send_allowance(BUDGET, ms(40))), 1);
+        // A path slower than the budget one way cannot meet it at all.
+        assert_eq!(send_allowance(BUDGET, ms(500)), Duration::ZERO);
     }
 
     /// A scripted quinn buffer: what quinn-proto's `DatagramState` does

@@ -42,10 +42,15 @@ pub(crate) const QUINN_DATAGRAM_SEND_BUFFER: usize = 64 * 1024;
 const MAX_MAX_DELAY: Duration = Duration::from_secs(3600);
 
 /// Default floor of the congestion window, in bytes. At the 40 ms RTT of
-/// the WAN scenarios quinn's pacer then lets 12.8 KB go per 2 ms burst and
-/// refills at 1.25 × 256 KiB / 40 ms ≈ 8 MB/s, so a 48 KB keyframe is on the
-/// wire within about 5 ms (picked by the report: wan-delay40, delay20).
-pub const DEFAULT_MIN_WINDOW: u64 = 256 * 1024;
+/// the WAN scenarios quinn's pacer then releases 26 KB per 2 ms burst and
+/// refills at 1.25 × 512 KiB / 40 ms ≈ 16 MB/s, so a 48 KB keyframe is on
+/// the wire within about 2 ms. Picked by the report (`--quick`, 3 seeds):
+/// on wan-delay40 a 256 KiB floor left keyframes 3 to 6 ms behind raw UDP
+/// (p99 26.3 to 28.7 ms, above the 27 ms target), 512 KiB 24.6 to 26.7 ms.
+/// It is also 1.6 s of 2.5 Mbit/s video, so a sender does not run out of
+/// window during a 1 s black hole and resumes as the path returns instead
+/// of waiting for a backed-off probe timeout (RFC 9002 section 6.2.1).
+pub const DEFAULT_MIN_WINDOW: u64 = 512 * 1024;
 
 /// Largest window floor accepted (64 MiB): above it quinn's pacer is off
 /// and the floor is no longer a floor but no congestion control at all.
@@ -157,13 +162,15 @@ impl QuicConfig {
     }
 
     /// The latency budget of datagram mode (default
-    /// [`relay_core::DEFAULT_MAX_DELAY`], 200 ms): a packet that has waited
-    /// longer than this on the sending side — in this link's queue or in
-    /// quinn's datagram buffer — is dropped and counted as
+    /// [`relay_core::DEFAULT_MAX_DELAY`], 200 ms): a packet that would
+    /// arrive older than this is dropped on the sending side and counted as
     /// [`DropCause::Expired`](relay_core::DropCause::Expired), never sent
-    /// late. The wait starts when `send` is called and ends when quinn
-    /// takes the datagram for a packet; the network's own delay comes on
-    /// top.
+    /// late. The age counts from the call to `send`; the sending side may
+    /// spend the budget minus the path's one-way delay (half the smoothed
+    /// RTT) in this link's queue and quinn's datagram buffer, and a packet
+    /// that waited longer there is dropped. quinn does not retransmit
+    /// DATAGRAM frames, so a packet on the wire arrives after about one
+    /// one-way delay or not at all.
     ///
     /// In stream mode the option is accepted and has no effect: a stream is
     /// reliable and ordered (RoQ section 5.2), so every packet is delivered
@@ -185,7 +192,8 @@ impl QuicConfig {
     }
 
     /// Floor of the congestion window in bytes (default
-    /// [`DEFAULT_MIN_WINDOW`], 256 KiB), in both modes.
+    /// [`DEFAULT_MIN_WINDOW`], 512 KiB), in both modes; 0 leaves quinn's
+    /// Cubic unchanged.
     ///
     /// A relay's sender is application-limited, and QUIC's congestion
     /// controllers do not grow the window while it is (RFC 9002 section
@@ -197,17 +205,26 @@ impl QuicConfig {
     ///
     /// **What it costs in fairness.** Below the floor the link does not
     /// back off: on a congested path it keeps up to `min_window` bytes in
-    /// flight per round trip (256 KiB at 40 ms RTT is ~52 Mbit/s) where a
-    /// standard QUIC or TCP flow would fall to two packets. Because the
-    /// relay sends only what its media source produces, in practice it
-    /// keeps sending at the media rate (2.5 Mbit/s here) through
-    /// congestion, bursts included, instead of yielding to competing flows
-    /// — it behaves like plain RTP over UDP, whose rate is set end to end
-    /// by the media servers' own congestion control (GCC/TWCC feedback,
-    /// which the relay passes through). Do not use a floor on a bottleneck
-    /// shared with bulk traffic whose owners expect QUIC's fairness, or on
-    /// links slower than `min_window` / RTT; set it to 0 there (quinn's
-    /// Cubic unchanged, keyframes wait for the window).
+    /// flight per round trip (512 KiB at 40 ms RTT is ~105 Mbit/s, at 10 ms
+    /// ~420 Mbit/s) where a standard QUIC or TCP flow would fall to two
+    /// packets after persistent congestion. A media relay sends only what
+    /// its source produces, so in practice it keeps sending at the media
+    /// rate (2.5 Mbit/s of video here), keyframe bursts included, through
+    /// loss and congestion instead of yielding to competing flows: it
+    /// behaves like plain RTP over UDP, whose rate is set end to end by the
+    /// media servers' own congestion control (GCC/TWCC feedback, which the
+    /// relay passes through untouched). Two cases send faster than the
+    /// media: a stream-mode backlog after loss or an outage goes out at up
+    /// to 1.25 × floor / RTT, and any burst the floor lets through may
+    /// overflow a shallow bottleneck queue, where it costs the relay and its
+    /// neighbours loss. The floor also hides short outages: the sender keeps
+    /// sending into a dead path until the floor's worth of bytes is in
+    /// flight, and so never backs off its probe timeout (RFC 9002 section
+    /// 6.2.1) during a black hole shorter than floor / media rate. Use a
+    /// floor on provisioned relay paths with headroom over the media rate;
+    /// on a bottleneck shared with bulk traffic whose owners expect QUIC's
+    /// fairness, or on links slower than `min_window` / RTT, set 0 (quinn's
+    /// Cubic unchanged; keyframes then wait for the window).
     ///
     /// More than 64 MiB is refused with [`QuicError::InvalidConfig`].
     pub fn min_window(mut self, bytes: u64) -> Self {

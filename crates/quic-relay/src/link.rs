@@ -29,7 +29,7 @@ use relay_core::{
     RelayLink, StatsRecorder, Transport, check_size,
 };
 
-use crate::budget::{Handover, Outbox, Queued, QuinnBuffer, Waiting, is_expired};
+use crate::budget::{Handover, Outbox, Queued, QuinnBuffer, Waiting, is_expired, send_allowance};
 use crate::config::{MAX_STREAM_PACKET, MAX_STREAM_PACKET_RECEIVED, QUINN_DATAGRAM_SEND_BUFFER};
 use crate::roq::{self, ErrorCode, StreamDecoder, StreamEvent};
 use crate::socket::GuardedSocket;
@@ -74,6 +74,8 @@ struct Shared {
     arena: Mutex<BytesMut>,
     /// Datagram mode: packets waiting for quinn, stamped when offered.
     datagram_queue: Mutex<Outbox<Outgoing>>,
+    /// The latency budget (datagram mode).
+    max_delay: Duration,
     /// Wakes the datagram feeder when the queue gets a packet.
     datagram_queued: tokio::sync::Notify,
     /// Datagram mode: what quinn's send buffer holds of ours.
@@ -95,6 +97,17 @@ struct Shared {
 struct Outgoing {
     packet: Packet,
     datagram: Bytes,
+}
+
+/// What became of the packet the datagram feeder holds.
+enum Step {
+    /// Handed to quinn, or dropped and counted.
+    Done,
+    /// quinn is full of media within the budget: wait for room, or until
+    /// the given time, when the oldest of it expires.
+    Wait(Waiting<Outgoing>, Option<Instant>),
+    /// The connection is gone.
+    Closed,
 }
 
 impl QuicLink {
@@ -154,7 +167,8 @@ impl QuicLink {
             inbox: PacketQueue::new(config.receive_queue, inbox_policy),
             outbox: PacketQueue::new(SEND_QUEUE, Overflow::Wait),
             arena: Mutex::new(BytesMut::new()),
-            datagram_queue: Mutex::new(Outbox::new(config.max_delay, DATAGRAM_QUEUE)),
+            datagram_queue: Mutex::new(Outbox::new(DATAGRAM_QUEUE)),
+            max_delay: config.max_delay,
             datagram_queued: tokio::sync::Notify::new(),
             in_quinn: Mutex::new(QuinnBuffer::new(QUINN_DATAGRAM_SEND_BUFFER)),
             max_datagram_packet: AtomicUsize::new(0),
@@ -317,24 +331,20 @@ impl Shared {
 
     /// The datagram feeder's step for one packet that is still within the
     /// budget: hand it to quinn now, or say until when to wait.
-    fn hand_to_quinn(
-        &self,
-        waiting: Waiting<Outgoing>,
-    ) -> Result<Option<(Waiting<Outgoing>, Option<Instant>)>, ()> {
+    fn hand_to_quinn(&self, waiting: Waiting<Outgoing>, allowance: Duration) -> Step {
         let now = Instant::now();
-        let max_delay = lock(&self.datagram_queue).max_delay();
         let mut in_quinn = lock(&self.in_quinn);
         let space = self.sync_in_quinn(&mut in_quinn);
-        let displaced = match in_quinn.handover(waiting.len, space, now, max_delay) {
+        let displaced = match in_quinn.handover(waiting.len, space, now, allowance) {
             Handover::Fits => 0,
             Handover::DisplaceExpired(n) => n,
-            Handover::Wait(until) => return Ok(Some((waiting, until))),
+            Handover::Wait(until) => return Step::Wait(waiting, until),
         };
         match self.conn.send_datagram(waiting.item.datagram.clone()) {
             Ok(()) => {
                 // What quinn dropped to make room had waited past the budget.
                 in_quinn.on_handed(waiting, displaced, |_| self.stats.on_drop(DropCause::Expired));
-                Ok(None)
+                Step::Done
             }
             Err(e) => {
                 drop(in_quinn);
@@ -343,24 +353,24 @@ impl Shared {
         }
     }
 
-    /// quinn refused a datagram: count it, and end the feeder if the
+    /// quinn refused a datagram: count it, or end the feeder if the
     /// connection is gone.
-    fn datagram_refused<T>(&self, len: usize, e: SendDatagramError) -> Result<Option<T>, ()> {
+    fn datagram_refused(&self, len: usize, e: SendDatagramError) -> Step {
         match e {
             SendDatagramError::TooLarge => {
                 // The path MTU shrank after `send` checked the size.
                 let max = self.refresh_max_datagram_packet();
                 let _ = self.too_large(len, max);
-                Ok(None)
+                Step::Done
             }
             SendDatagramError::ConnectionLost(e) => {
                 self.shut(close_reason(&e, self.liveness_timeout));
-                Err(())
+                Step::Closed
             }
             e => {
                 // Checked at setup (ExpectationUnmet); kept for completeness.
                 self.shut(CloseReason::Transport(format!("cannot send QUIC DATAGRAM: {e}")));
-                Err(())
+                Step::Closed
             }
         }
     }
@@ -434,12 +444,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// expired) every packet that waited longer than the budget, here or in
 /// quinn's buffer (`budget.rs` says how).
 async fn feed_datagrams(shared: Arc<Shared>) {
-    let max_delay = lock(&shared.datagram_queue).max_delay();
     loop {
         if shared.signal.is_closed() {
             return;
         }
-        let (next, expired) = lock(&shared.datagram_queue).pop_fresh(Instant::now());
+        // The budget is what the receiver sees: the path's one-way delay
+        // (half the smoothed RTT) comes off what may be spent here.
+        let allowance = send_allowance(shared.max_delay, shared.conn.rtt());
+        let (next, expired) = lock(&shared.datagram_queue).pop_fresh(Instant::now(), allowance);
         shared.stats.on_drops(DropCause::Expired, expired);
         let Some(mut waiting) = next else {
             // Nothing queued: count what quinn sent meanwhile, then sleep
@@ -450,16 +462,16 @@ async fn feed_datagrams(shared: Arc<Shared>) {
             continue;
         };
         loop {
-            let (w, until) = match shared.hand_to_quinn(waiting) {
-                Ok(None) => break,
-                Ok(Some(wait)) => wait,
-                Err(()) => return,
+            let (w, until) = match shared.hand_to_quinn(waiting, allowance) {
+                Step::Done => break,
+                Step::Wait(w, until) => (w, until),
+                Step::Closed => return,
             };
             waiting = w;
             // quinn is full of media still within the budget: wait for it to
             // send (its window opens), for this packet to expire, or for
             // the oldest in quinn to expire (then this one displaces it).
-            let expires = waiting.at + max_delay;
+            let expires = waiting.at + allowance;
             let deadline = until.map_or(expires, |t| t.min(expires));
             // One millisecond past, so the deadline has really passed.
             let deadline = tokio::time::Instant::from_std(deadline + Duration::from_millis(1));
@@ -470,7 +482,7 @@ async fn feed_datagrams(shared: Arc<Shared>) {
                             lock(&shared.in_quinn).on_handed(waiting, 0, |_| {});
                         }
                         Err(e) => {
-                            if shared.datagram_refused::<()>(waiting.item.packet.len(), e).is_err() {
+                            if let Step::Closed = shared.datagram_refused(waiting.item.packet.len(), e) {
                                 return;
                             }
                         }
@@ -478,7 +490,7 @@ async fn feed_datagrams(shared: Arc<Shared>) {
                     break;
                 }
                 _ = tokio::time::sleep_until(deadline) => {
-                    if is_expired(waiting.at, Instant::now(), max_delay) {
+                    if is_expired(waiting.at, Instant::now(), allowance) {
                         shared.stats.on_drop(DropCause::Expired);
                         break;
                     }
