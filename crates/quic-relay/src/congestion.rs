@@ -15,6 +15,22 @@
 //! (loss, ECN, persistent congestion); below it the sender no longer slows
 //! down. See [`QuicConfig::min_window`](crate::QuicConfig::min_window) for
 //! what that costs in fairness.
+//!
+//! After a black hole. While nothing is acknowledged, a QUIC sender may
+//! only fill its window; then it sends nothing but probes, each after a
+//! probe timeout that doubles every time (RFC 9002 section 6.2.1, "MUST";
+//! quinn-proto's `MAX_BACKOFF_EXPONENT` is a constant, nothing configures
+//! it). PTO = smoothed RTT + 4 × RTT variance + the peer's max_ack_delay
+//! (the 5 ms this crate asks for; 25 ms by default). With quinn's 12 KB
+//! window, which fills within ~40 ms at 2.5 Mbit/s, the report measured
+//! (wan-outage: 40 ms RTT, 1 s black hole, 3 seeds) the first packet 238
+//! to 329 ms after the path returned and fresh media only after 1.1 to
+//! 1.2 s, behind a 1 MiB datagram buffer of stale media. With the floor the
+//! window does not fill during a 1 s black hole at media rates (512 KiB is
+//! 1.6 s of 2.5 Mbit/s), so no probe timeout runs and the link resumes with
+//! the path (19 to 59 ms, nothing stale); a longer outage falls back to the
+//! backed-off probes, and the latency budget keeps what waited meanwhile
+//! from being delivered late.
 
 use std::any::Any;
 use std::sync::Arc;
