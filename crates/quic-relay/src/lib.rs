@@ -19,6 +19,18 @@
 //! `ROQ_PACKET_ERROR` (section 7). [`roq`] holds the framing, pure and
 //! tested without sockets.
 //!
+//! Live media is useless late, so datagram mode has a *latency budget*
+//! ([`QuicConfig::max_delay`], 200 ms by default): a packet that waited
+//! longer than that to leave is dropped and counted as
+//! [`DropCause::Expired`](relay_core::DropCause::Expired) rather than sent
+//! late, after a congested or dead path for instance. And because a relay's
+//! sender is application-limited, QUIC's congestion window never grows past
+//! its initial 12 KB and a keyframe burst would wait round trips for it; a
+//! window floor ([`QuicConfig::min_window`], which says what that costs in
+//! fairness) lets it leave at once. Both sides also ask each other for
+//! prompt ACKs (the ACK-frequency extension quinn implements), so a lost
+//! ACK costs milliseconds, not a probe timeout.
+//!
 //! There is no certificate authority between two media servers. As DTLS-SRTP
 //! does with `a=fingerprint`, each side makes a self-signed certificate
 //! (rcgen) and signals its SHA-256 fingerprint: the offer carries the
@@ -42,7 +54,9 @@
 //! ```
 #![warn(missing_docs)]
 
+mod budget;
 mod config;
+mod congestion;
 mod error;
 mod identity;
 mod link;
@@ -53,7 +67,7 @@ mod socket;
 #[cfg(test)]
 mod raw_peer_tests;
 
-pub use config::{MAX_STREAM_PACKET, QuicConfig};
+pub use config::{DEFAULT_MIN_WINDOW, MAX_STREAM_PACKET, QuicConfig};
 pub use error::QuicError;
 pub use identity::Fingerprint;
 pub use link::QuicLink;

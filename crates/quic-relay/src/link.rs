@@ -3,8 +3,11 @@
 //!
 //! The I/O is a handful of small tasks around the quinn connection:
 //!
-//! - `send` frames a datagram inline (datagram mode) or queues the packet
-//!   for the stream writer (stream mode);
+//! - `send` frames a datagram and queues it, stamped with the time, for
+//!   the datagram feeder (datagram mode), or queues the packet for the
+//!   stream writer (stream mode);
+//! - the datagram feeder hands quinn what fits its small send buffer and
+//!   drops what waited longer than the latency budget (`budget.rs`);
 //! - a datagram reader and a stream acceptor (one reader task per peer
 //!   stream) decode RoQ and feed the inbox, a [`PacketQueue`];
 //! - a watcher turns the connection's end into a [`CloseReason`].
@@ -26,7 +29,8 @@ use relay_core::{
     RelayLink, StatsRecorder, Transport, check_size,
 };
 
-use crate::config::{MAX_STREAM_PACKET, MAX_STREAM_PACKET_RECEIVED};
+use crate::budget::{Handover, Outbox, Queued, QuinnBuffer, Waiting, is_expired, send_allowance};
+use crate::config::{MAX_STREAM_PACKET, MAX_STREAM_PACKET_RECEIVED, QUINN_DATAGRAM_SEND_BUFFER};
 use crate::roq::{self, ErrorCode, StreamDecoder, StreamEvent};
 use crate::socket::GuardedSocket;
 use crate::{QuicConfig, QuicError};
@@ -38,6 +42,11 @@ const WRITE_BATCH: usize = 64;
 /// Stream-mode send queue in packets. QUIC flow control is the real
 /// back-pressure; this only decouples `send` from the writer task.
 const SEND_QUEUE: usize = 512;
+
+/// Datagram-mode send queue in packets: a memory guard only, since the
+/// latency budget bounds the queue by age first. 4,096 × 1,200 bytes is
+/// 4.9 MB, 200 ms at 200 Mbit/s.
+const DATAGRAM_QUEUE: usize = 4096;
 
 /// Datagrams are framed into slices of a shared buffer of this size, so
 /// framing allocates once per ~50 packets instead of once per packet.
@@ -63,6 +72,14 @@ struct Shared {
     /// Stream mode: packets waiting for the writer task.
     outbox: PacketQueue,
     arena: Mutex<BytesMut>,
+    /// Datagram mode: packets waiting for quinn, stamped when offered.
+    datagram_queue: Mutex<Outbox<Outgoing>>,
+    /// The latency budget (datagram mode).
+    max_delay: Duration,
+    /// Wakes the datagram feeder when the queue gets a packet.
+    datagram_queued: tokio::sync::Notify,
+    /// Datagram mode: what quinn's send buffer holds of ours.
+    in_quinn: Mutex<QuinnBuffer<Outgoing>>,
     /// Last known largest datagram packet, so `send` checks sizes without
     /// taking quinn's connection lock.
     max_datagram_packet: AtomicUsize,
@@ -72,6 +89,25 @@ struct Shared {
     guard: Arc<GuardedSocket>,
     /// Keeps the endpoint (socket and driver) alive as long as the link.
     _endpoint: quinn::Endpoint,
+}
+
+/// A packet on its way to quinn: the packet (for the stats) and its RoQ
+/// datagram.
+#[derive(Debug)]
+struct Outgoing {
+    packet: Packet,
+    datagram: Bytes,
+}
+
+/// What became of the packet the datagram feeder holds.
+enum Step {
+    /// Handed to quinn, or dropped and counted.
+    Done,
+    /// quinn is full of media within the budget: wait for room, or until
+    /// the given time, when the oldest of it expires.
+    Wait(Waiting<Outgoing>, Option<Instant>),
+    /// The connection is gone.
+    Closed,
 }
 
 impl QuicLink {
@@ -131,6 +167,10 @@ impl QuicLink {
             inbox: PacketQueue::new(config.receive_queue, inbox_policy),
             outbox: PacketQueue::new(SEND_QUEUE, Overflow::Wait),
             arena: Mutex::new(BytesMut::new()),
+            datagram_queue: Mutex::new(Outbox::new(DATAGRAM_QUEUE)),
+            max_delay: config.max_delay,
+            datagram_queued: tokio::sync::Notify::new(),
+            in_quinn: Mutex::new(QuinnBuffer::new(QUINN_DATAGRAM_SEND_BUFFER)),
             max_datagram_packet: AtomicUsize::new(0),
             malformed_logged: relay_core::WarnOnce::default(),
             mode,
@@ -144,6 +184,8 @@ impl QuicLink {
         tokio::spawn(accept_streams(shared.clone()));
         if let Some(send) = send_stream {
             tokio::spawn(write_stream(shared.clone(), send));
+        } else {
+            tokio::spawn(feed_datagrams(shared.clone()));
         }
         tracing::debug!(%peer, %mode, ?setup_time, "RoQ link ready");
         Ok(QuicLink { shared })
@@ -214,6 +256,7 @@ impl Shared {
         let reason = self.signal.reason().unwrap_or(CloseReason::Local);
         self.inbox.close(reason.clone());
         self.outbox.close(reason);
+        self.datagram_queued.notify_one();
         first
     }
 
@@ -249,9 +292,9 @@ impl Shared {
         LinkError::TooLarge { size, max }
     }
 
-    /// Datagram mode: frame and hand to quinn; never waits (RFC 9221
-    /// DATAGRAMs are not flow controlled, and quinn's send buffer drops the
-    /// oldest datagram when full).
+    /// Datagram mode: frame and queue for the feeder; never waits (RFC
+    /// 9221 DATAGRAMs are not flow controlled). The packet's wait, which
+    /// the latency budget bounds, starts here.
     fn send_datagram(&self, packet: Packet) -> Result<(), LinkError> {
         let len = packet.len();
         if len > self.max_datagram_packet.load(Ordering::Relaxed) {
@@ -269,33 +312,65 @@ impl Shared {
             arena.put_slice(packet.bytes());
             arena.split().freeze()
         };
-        // quinn drops the oldest queued datagrams silently to make room;
-        // its free space tells us beforehand that this send will do so. We
-        // count that as one send-queue drop instead of one packet sent, so
-        // sent + dropped still equals what the application offered.
-        // (Approximate under concurrent senders or mixed sizes.)
-        let displaces = self.conn.datagram_send_buffer_space() < datagram.len();
-        match self.conn.send_datagram(datagram) {
-            Ok(()) if displaces => {
-                self.stats.on_drop(DropCause::SendQueueFull);
-                Ok(())
-            }
+        let queued =
+            lock(&self.datagram_queue).push(Instant::now(), datagram.len(), Outgoing { packet, datagram });
+        if queued == Queued::DroppedOldest {
+            self.stats.on_drop(DropCause::SendQueueFull);
+        }
+        self.datagram_queued.notify_one();
+        Ok(())
+    }
+
+    /// Counts as sent what quinn has taken from its buffer since last
+    /// asked (its free space tells), so `packets_sent` means on the wire.
+    fn sync_in_quinn(&self, in_quinn: &mut QuinnBuffer<Outgoing>) -> usize {
+        let space = self.conn.datagram_send_buffer_space();
+        in_quinn.sync(space, |w| self.stats.on_sent(&w.item.packet));
+        space
+    }
+
+    /// The datagram feeder's step for one packet that is still within the
+    /// budget: hand it to quinn now, or say until when to wait.
+    fn hand_to_quinn(&self, waiting: Waiting<Outgoing>, allowance: Duration) -> Step {
+        let now = Instant::now();
+        let mut in_quinn = lock(&self.in_quinn);
+        let space = self.sync_in_quinn(&mut in_quinn);
+        let displaced = match in_quinn.handover(waiting.len, space, now, allowance) {
+            Handover::Fits => 0,
+            Handover::DisplaceExpired(n) => n,
+            Handover::Wait(until) => return Step::Wait(waiting, until),
+        };
+        match self.conn.send_datagram(waiting.item.datagram.clone()) {
             Ok(()) => {
-                self.stats.on_sent(&packet);
-                Ok(())
-            }
-            Err(SendDatagramError::TooLarge) => {
-                let max = self.refresh_max_datagram_packet();
-                Err(self.too_large(len, max))
-            }
-            Err(SendDatagramError::ConnectionLost(e)) => {
-                self.shut(close_reason(&e, self.liveness_timeout));
-                Err(self.closed_error())
+                // What quinn dropped to make room had waited past the budget.
+                in_quinn.on_handed(waiting, displaced, |_| self.stats.on_drop(DropCause::Expired));
+                Step::Done
             }
             Err(e) => {
+                drop(in_quinn);
+                self.datagram_refused(waiting.item.packet.len(), e)
+            }
+        }
+    }
+
+    /// quinn refused a datagram: count it, or end the feeder if the
+    /// connection is gone.
+    fn datagram_refused(&self, len: usize, e: SendDatagramError) -> Step {
+        match e {
+            SendDatagramError::TooLarge => {
+                // The path MTU shrank after `send` checked the size.
+                let max = self.refresh_max_datagram_packet();
+                let _ = self.too_large(len, max);
+                Step::Done
+            }
+            SendDatagramError::ConnectionLost(e) => {
+                self.shut(close_reason(&e, self.liveness_timeout));
+                Step::Closed
+            }
+            e => {
                 // Checked at setup (ExpectationUnmet); kept for completeness.
                 self.shut(CloseReason::Transport(format!("cannot send QUIC DATAGRAM: {e}")));
-                Err(self.closed_error())
+                Step::Closed
             }
         }
     }
@@ -357,6 +432,72 @@ async fn watch(shared: Arc<Shared>) {
     let reason = close_reason(&err, shared.liveness_timeout);
     if shared.shut(reason.clone()) {
         tracing::debug!(peer = %shared.conn.remote_address(), %reason, "RoQ link closed");
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Datagram mode's sender: moves packets from our timestamped queue into
+/// quinn's datagram buffer, oldest first, dropping (and counting as
+/// expired) every packet that waited longer than the budget, here or in
+/// quinn's buffer (`budget.rs` says how).
+async fn feed_datagrams(shared: Arc<Shared>) {
+    loop {
+        if shared.signal.is_closed() {
+            return;
+        }
+        // The budget is what the receiver sees: the path's one-way delay
+        // (half the smoothed RTT) comes off what may be spent here.
+        let allowance = send_allowance(shared.max_delay, shared.conn.rtt());
+        let (next, expired) = lock(&shared.datagram_queue).pop_fresh(Instant::now(), allowance);
+        shared.stats.on_drops(DropCause::Expired, expired);
+        let Some(mut waiting) = next else {
+            // Nothing queued: count what quinn sent meanwhile, then sleep
+            // until `send` queues more (a stored permit covers a send that
+            // came between the pop and here).
+            shared.sync_in_quinn(&mut lock(&shared.in_quinn));
+            shared.datagram_queued.notified().await;
+            continue;
+        };
+        loop {
+            let (w, until) = match shared.hand_to_quinn(waiting, allowance) {
+                Step::Done => break,
+                Step::Wait(w, until) => (w, until),
+                Step::Closed => return,
+            };
+            waiting = w;
+            // quinn is full of media still within the budget: wait for it to
+            // send (its window opens), for this packet to expire, or for
+            // the oldest in quinn to expire (then this one displaces it).
+            let expires = waiting.at + allowance;
+            let deadline = until.map_or(expires, |t| t.min(expires));
+            // One millisecond past, so the deadline has really passed.
+            let deadline = tokio::time::Instant::from_std(deadline + Duration::from_millis(1));
+            tokio::select! {
+                sent = shared.conn.send_datagram_wait(waiting.item.datagram.clone()) => {
+                    match sent {
+                        Ok(()) => {
+                            lock(&shared.in_quinn).on_handed(waiting, 0, |_| {});
+                        }
+                        Err(e) => {
+                            if let Step::Closed = shared.datagram_refused(waiting.item.packet.len(), e) {
+                                return;
+                            }
+                        }
+                    }
+                    break;
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    if is_expired(waiting.at, Instant::now(), allowance) {
+                        shared.stats.on_drop(DropCause::Expired);
+                        break;
+                    }
+                }
+                _ = shared.signal.wait() => return,
+            }
+        }
     }
 }
 
@@ -528,6 +669,9 @@ impl RelayLink for QuicLink {
 
     fn stats(&self) -> LinkStats {
         self.shared.stats.set_rtt(self.shared.conn.rtt());
+        if self.shared.mode == Mode::Datagram {
+            self.shared.sync_in_quinn(&mut lock(&self.shared.in_quinn));
+        }
         let mut stats = self.shared.stats.snapshot();
         self.shared.guard.drops().add_to(&mut stats.drops);
         stats
