@@ -573,8 +573,8 @@ pub struct LinkStats {
     pub mode: Mode,
     /// Packets handed to the transport (RTP and RTCP). For every packet
     /// the application offers, exactly one of `packets_sent`,
-    /// `drops.send_queue_full`, `drops.too_large` or (srtp)
-    /// `drops.unauthenticated` counts it.
+    /// `drops.send_queue_full`, `drops.too_large`, `drops.expired` (past
+    /// the latency budget) or (srtp) `drops.unauthenticated` counts it.
     pub packets_sent: u64,
     /// Their bytes.
     pub bytes_sent: u64,

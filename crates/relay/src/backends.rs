@@ -183,6 +183,7 @@ fn quic_config(options: &LinkOptions) -> quic_relay::QuicConfig {
         .bind(media_addr(options))
         .liveness_timeout(options.liveness_timeout)
         .clock_rates(options.clock_rates.clone())
+        .max_delay(options.max_delay)
 }
 
 #[cfg(feature = "dc")]

@@ -103,3 +103,8 @@ async fn repairs(transport: Transport) {
 async fn rtp_udp_repairs_its_losses_within_the_budget() {
     repairs(Transport::RtpUdp).await;
 }
+#[cfg(feature = "quic")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_repairs_its_datagram_losses_within_the_budget() {
+    repairs(Transport::Quic).await;
+}
