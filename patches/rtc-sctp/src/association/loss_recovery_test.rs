@@ -247,11 +247,11 @@ fn rto_bounds_are_configurable() {
 }
 
 // (a) RTO.Max: the T3-rtx backoff doubles from RTO.Initial (no RTT measured
-// yet) and stops at 10 s instead of 60 s.
+// yet; 1 s here, RFC 9260's) and stops at 10 s instead of 60 s.
 #[test]
 fn t3_backoff_is_capped_at_rto_max() {
     let mut path = Path::new(
-        TransportConfig::default(),
+        TransportConfig::default().with_rto_initial(Duration::from_secs(1)),
         Box::new(|index, nth| index == 0 && nth <= 5),
     );
     path.write(0, 100);
@@ -299,7 +299,7 @@ fn second_loss_in_one_recovery_window_is_fast_retransmitted() {
 #[test]
 fn t3_keeps_retransmitting_after_five_expiries() {
     let mut path = Path::new(
-        TransportConfig::default(),
+        TransportConfig::default().with_rto_initial(Duration::from_secs(1)),
         Box::new(|index, nth| index == 0 && nth <= 7),
     );
     path.write(0, 100);
@@ -526,6 +526,31 @@ fn expired_timed_message_is_abandoned_at_its_lifetime_and_frees_the_window() {
         "{:?}",
         path.sacks
     );
+}
+
+// (h) RTO.Initial: a lost INIT (or COOKIE ECHO, or the first DATA, the
+// DCEP OPEN) is resent after 300 ms, not after RFC 9260's second.
+#[test]
+fn lost_init_is_resent_after_rto_initial() {
+    let now = Instant::now();
+    let addr = SocketAddr::from_str("0.0.0.0:0").unwrap();
+    let payload = max_payload_size_for_mtu(INITIAL_MTU);
+    let config = Arc::new(TransportConfig::default());
+    let mut client = Association::new(
+        None,
+        config,
+        payload,
+        1,
+        addr,
+        addr,
+        TransportProtocol::UDP,
+        now,
+    );
+    assert!(client.poll_transmit(now).is_some(), "INIT");
+    let resend = now + Duration::from_millis(300);
+    assert_eq!(client.poll_timeout(), Some(resend));
+    client.handle_timeout(resend);
+    assert!(client.poll_transmit(resend).is_some(), "INIT resent");
 }
 
 /// Loss model for `measure_video_under_loss`: Gilbert with a 100% loss bad
