@@ -22,6 +22,13 @@ pub const DEFAULT_MAX_PACKET_SIZE: usize = relay_core::MIN_MAX_PACKET_SIZE;
 /// write.
 pub const MAX_MESSAGE_SIZE: usize = 65_507;
 
+/// Largest latency budget [`DcConfig::max_delay`] takes: an unreliable
+/// channel carries it as maxPacketLifeTime, an unsigned 16-bit count of
+/// milliseconds (RFC 8832 section 5.1, the DATA_CHANNEL_OPEN reliability
+/// parameter as W3C `RTCDataChannelInit` gives it), so about 65.5 s. The
+/// one-hour bound the other transports share is looser than this.
+pub const MAX_MAX_DELAY: Duration = Duration::from_millis(u16::MAX as u64);
+
 /// Settings for one side of a data-channel link.
 ///
 /// ```
@@ -49,6 +56,7 @@ pub struct DcConfig {
     pub(crate) socket_buffer: usize,
     pub(crate) gather_timeout: Duration,
     pub(crate) clock_rates: ClockRates,
+    pub(crate) max_delay: Duration,
 }
 
 impl Default for DcConfig {
@@ -73,6 +81,7 @@ impl Default for DcConfig {
             socket_buffer: relay_core::udp::DEFAULT_SOCKET_BUFFER,
             gather_timeout: Duration::from_secs(2),
             clock_rates: ClockRates::new(),
+            max_delay: relay_core::DEFAULT_MAX_DELAY,
         }
     }
 }
@@ -170,6 +179,58 @@ impl DcConfig {
         self
     }
 
+    /// The latency budget of [`Mode::Unreliable`](relay_core::Mode)
+    /// (default [`relay_core::DEFAULT_MAX_DELAY`], 200 ms): a packet older
+    /// than this is dropped and counted as
+    /// [`DropCause::Expired`](relay_core::DropCause::Expired), never
+    /// delivered late. The offerer's unreliable channel is opened with
+    /// maxPacketLifeTime = the budget (RFC 3758 timed reliability,
+    /// unordered), so SCTP retransmits a lost packet only while it can
+    /// still be in time and abandons it (FORWARD TSN) when the lifetime
+    /// ends; the relay's own send queue in front of SCTP drops packets
+    /// older than the budget before SCTP sees them. Reliable links ignore
+    /// it: they deliver everything, in order, however late.
+    ///
+    /// Between 1 ms and [`MAX_MAX_DELAY`]; anything else (zero, a
+    /// sub-millisecond budget, more than maxPacketLifeTime's 16 bits of
+    /// milliseconds) makes `bind` fail with [`DcError::BadMaxDelay`](crate::DcError::BadMaxDelay).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dc_relay::DcConfig;
+    /// let config = DcConfig::default().max_delay(Duration::from_millis(150));
+    /// assert!(config.check().is_ok());
+    /// assert!(DcConfig::default().max_delay(Duration::ZERO).check().is_err());
+    /// ```
+    pub fn max_delay(mut self, d: Duration) -> Self {
+        self.max_delay = d;
+        self
+    }
+
+    /// Checks what the setters cannot clamp: the latency budget.
+    pub fn check(&self) -> Result<(), crate::DcError> {
+        let why = if self.max_delay.is_zero() {
+            "zero would drop every packet"
+        } else if self.max_delay < Duration::from_millis(1) {
+            "maxPacketLifeTime counts whole milliseconds"
+        } else if self.max_delay > Duration::from_secs(3600) {
+            "more than an hour is no latency budget"
+        } else if self.max_delay > MAX_MAX_DELAY {
+            "more than maxPacketLifeTime's 16-bit milliseconds (RFC 8832) can carry"
+        } else {
+            return Ok(());
+        };
+        Err(crate::DcError::BadMaxDelay {
+            given: self.max_delay,
+            why,
+        })
+    }
+
+    /// The budget as maxPacketLifeTime (whole milliseconds, after `check`).
+    pub(crate) fn packet_life_time(&self) -> u16 {
+        u16::try_from(self.max_delay.as_millis()).unwrap_or(u16::MAX)
+    }
+
     /// ICE consent check interval: a fifth of the liveness timeout, at least
     /// 50 ms.
     pub fn keepalive_interval(&self) -> Duration {
@@ -206,6 +267,34 @@ mod tests {
         let short = DcConfig::default().liveness_timeout(Duration::from_millis(100));
         assert_eq!(short.keepalive_interval(), Duration::from_millis(50));
         assert_eq!(short.ice_disconnected_timeout(), Duration::from_millis(50));
+    }
+
+    #[test]
+    fn max_delay_must_fit_max_packet_life_time() {
+        let ok = |ms| DcConfig::default().max_delay(Duration::from_millis(ms)).check();
+        assert!(DcConfig::default().check().is_ok());
+        assert_eq!(DcConfig::default().packet_life_time(), 200);
+        assert!(ok(1).is_ok());
+        assert!(ok(65_535).is_ok());
+        assert_eq!(
+            DcConfig::default()
+                .max_delay(Duration::from_millis(65_535))
+                .packet_life_time(),
+            u16::MAX
+        );
+        for bad in [
+            Duration::ZERO,
+            Duration::from_micros(999),
+            Duration::from_millis(65_536),
+            Duration::from_secs(3601),
+        ] {
+            let err = DcConfig::default().max_delay(bad).check().unwrap_err();
+            assert!(
+                matches!(err, crate::DcError::BadMaxDelay { given, .. } if given == bad),
+                "{bad:?}: {err}"
+            );
+            assert!(err.to_string().contains("65535 ms"), "{err}");
+        }
     }
 
     #[test]

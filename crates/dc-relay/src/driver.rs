@@ -55,6 +55,7 @@ use tokio::net::UdpSocket;
 
 use crate::DcError;
 use crate::link::{Channel, Shared, lock};
+use crate::outbox::{Queued, expired};
 
 /// Datagrams read from one socket per wake-up before the loop lets the
 /// connection answer (SACKs) and the application's queue in. Picked like
@@ -199,6 +200,8 @@ pub(crate) struct DriverConfig {
     pub(crate) stats_interval: Duration,
     /// For the stats of the channel the peer opens.
     pub(crate) clock_rates: relay_core::ClockRates,
+    /// The latency budget of an unreliable channel (`DcConfig::max_delay`).
+    pub(crate) max_delay: Duration,
 }
 
 pub(crate) struct Driver {
@@ -229,7 +232,7 @@ pub(crate) struct Driver {
 enum Wake {
     Closed,
     Readable,
-    Send(Packet),
+    Send(Queued),
     RxSpace,
     Writable,
     Timer,
@@ -306,7 +309,7 @@ impl Driver {
                 _ = readable(sockets) => Wake::Readable,
                 _ = writable(sockets), if wants_write => Wake::Writable,
                 p = async { channel.expect("checked").outbox.pop().await }, if can_feed => match p {
-                    Ok(p) => Wake::Send(p),
+                    Ok(q) => Wake::Send(q),
                     Err(_) => Wake::Closed,
                 },
                 _ = shared.rx_space.notified(), if self.rx_pending.is_some() => Wake::RxSpace,
@@ -320,7 +323,7 @@ impl Driver {
                         s.flush_pending(&shared.wire_drops);
                     }
                 }
-                Wake::Send(p) => self.send_one(p, Instant::now()),
+                Wake::Send(q) => self.send_one(q, Instant::now()),
                 Wake::RxSpace => {}
             }
         }
@@ -354,15 +357,24 @@ impl Driver {
             return;
         }
         while self.writable() {
-            let Some(p) = ch.outbox.try_pop() else { return };
-            self.send_one(p, now);
+            let Some(q) = ch.outbox.try_pop() else { return };
+            self.send_one(q, now);
         }
     }
 
-    fn send_one(&mut self, packet: Packet, now: Instant) {
+    fn send_one(&mut self, queued: Queued, now: Instant) {
         let (Some(id), Some(ch)) = (self.dc, self.shared.channel.get()) else {
             return;
         };
+        // The latency budget, before SCTP sees the packet: one that waited
+        // for the send buffer longer than the budget would only be late.
+        // SCTP's own queues are bounded by the channel's packet lifetime.
+        let budget = (!ch.mode.is_reliable()).then_some(self.config.max_delay);
+        if expired(queued.at, now, budget) {
+            ch.stats.on_drop(DropCause::Expired);
+            return;
+        }
+        let packet = queued.packet;
         ch.stats.on_sent(&packet);
         // One packet, one binary message (PPID 53, RFC 8831 section 8).
         // `send` takes `BytesMut`: zero-copy when we hold the only reference.
@@ -716,7 +728,9 @@ impl Driver {
 }
 
 /// RFC 8832 section 5.1 channel types onto relay modes: ordered and
-/// reliable is `reliable`; unordered with maxRetransmits=0 is `unreliable`.
+/// reliable is `reliable`; unordered with maxRetransmits=0 (what pion and
+/// browsers open) or with a packet lifetime (timed reliability, what our
+/// offerer opens: see `DcConfig::max_delay`) is `unreliable`.
 ///
 /// rtc 0.21.1 reports neither limit for a channel the peer opened
 /// (`RTCDataChannelInternal::accept` sets both to `None`; the SCTP stream
@@ -730,7 +744,7 @@ pub(crate) fn mode_of(
 ) -> Option<Mode> {
     match (ordered, max_retransmits, max_packet_life_time) {
         (true, None, None) => Some(Mode::Reliable),
-        (false, Some(0) | None, None) => Some(Mode::Unreliable),
+        (false, Some(0) | None, None) | (false, None, Some(_)) => Some(Mode::Unreliable),
         _ => None,
     }
 }
@@ -802,9 +816,10 @@ mod tests {
         assert_eq!(mode_of(true, None, None), Some(Mode::Reliable));
         assert_eq!(mode_of(false, Some(0), None), Some(Mode::Unreliable));
         assert_eq!(mode_of(false, None, None), Some(Mode::Unreliable));
-        // Partially reliable variants have no relay mode.
+        assert_eq!(mode_of(false, None, Some(200)), Some(Mode::Unreliable));
+        // Other partially reliable variants have no relay mode.
         assert_eq!(mode_of(false, Some(3), None), None);
-        assert_eq!(mode_of(false, None, Some(100)), None);
+        assert_eq!(mode_of(true, None, Some(100)), None);
         assert_eq!(mode_of(true, Some(0), None), None);
     }
 }

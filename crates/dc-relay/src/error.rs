@@ -34,6 +34,20 @@ pub enum DcError {
         /// What is wrong with it.
         why: String,
     },
+    /// [`DcConfig::max_delay`](crate::DcConfig::max_delay) cannot be
+    /// carried as an unreliable channel's maxPacketLifeTime.
+    #[error(
+        "max delay {} ms is not a usable latency budget: {why}; give 1 ms to {} ms (the default is {} ms)",
+        given.as_millis(),
+        crate::config::MAX_MAX_DELAY.as_millis(),
+        relay_core::DEFAULT_MAX_DELAY.as_millis()
+    )]
+    BadMaxDelay {
+        /// The configured budget.
+        given: std::time::Duration,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// Data channels here carry `reliable` or `unreliable` links only.
     #[error("mode {0} is not a data-channel mode; use reliable or unreliable")]
     UnsupportedMode(Mode),
@@ -49,7 +63,7 @@ pub enum DcError {
     /// no relay mode.
     #[error(
         "peer opened data channel {label:?} with ordered={ordered}, maxRetransmits={max_retransmits:?}, \
-         maxPacketLifeTime={max_packet_life_time:?}; relay accepts ordered+reliable or unordered+maxRetransmits=0"
+         maxPacketLifeTime={max_packet_life_time:?}; relay accepts ordered+reliable, or unordered with maxRetransmits=0 or a maxPacketLifeTime"
     )]
     UnsupportedChannel {
         /// The channel's label.

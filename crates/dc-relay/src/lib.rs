@@ -23,10 +23,15 @@
 //! reliable channel: every packet, in order; `send` waits when the send
 //! buffer is full, and a slow reader holds the sender back through SCTP's
 //! receive window. [`Mode::Unreliable`](relay_core::Mode::Unreliable) is
-//! unordered with maxRetransmits=0 (partial reliability, RFC 3758): like
-//! UDP, a full queue drops the oldest packet and counts it. The answerer
-//! relays whatever channel the offerer opens, in its mode, so plain WebRTC
-//! peers (pion, aiortc, browsers) can relay into us.
+//! unordered with a latency budget ([`DcConfig::max_delay`], 200 ms by
+//! default): the channel's maxPacketLifeTime (timed partial reliability,
+//! RFC 3758), so SCTP retransmits a lost packet only while it can still be
+//! in time and then abandons it; a packet that waited longer than the
+//! budget in our own send queue is dropped as `expired`; a full queue
+//! drops the oldest packet and counts it. The answerer relays whatever
+//! channel the offerer opens, in its mode (unordered with maxRetransmits=0
+//! is unreliable too), so plain WebRTC peers (pion, aiortc, browsers) can
+//! relay into us.
 //!
 //! Signaling is one exchange of W3C JSON descriptions with every candidate
 //! in them (no trickle). The protocol work is done by the sans-IO `rtc`
@@ -59,9 +64,10 @@ mod driver;
 mod error;
 mod gather;
 mod link;
+mod outbox;
 mod setup;
 
-pub use config::{DEFAULT_MAX_PACKET_SIZE, DcConfig, MAX_MESSAGE_SIZE};
+pub use config::{DEFAULT_MAX_PACKET_SIZE, DcConfig, MAX_MAX_DELAY, MAX_MESSAGE_SIZE};
 pub use error::DcError;
 pub use link::DcLink;
 pub use setup::{DcAnswerer, DcOfferer};

@@ -14,6 +14,7 @@ use relay_core::{
 use tokio::sync::{Notify, watch};
 
 use crate::DcError;
+use crate::outbox::Outbox;
 
 /// The relay side of one data channel: created with the channel's mode,
 /// which the answerer only learns when the offerer's channel opens.
@@ -25,8 +26,9 @@ pub(crate) struct Channel {
     /// anything, so a packet sent the instant the peer is ready has a place
     /// to land (ready means ready).
     pub(crate) inbox: PacketQueue,
-    /// Application to driver: the part of the send buffer in front of SCTP.
-    pub(crate) outbox: PacketQueue,
+    /// Application to driver: the part of the send buffer in front of SCTP,
+    /// each packet with the time it was queued (the latency budget).
+    pub(crate) outbox: Outbox,
 }
 
 impl Channel {
@@ -47,7 +49,7 @@ impl Channel {
             mode,
             stats: StatsRecorder::new(Transport::Dc, mode).with_clock_rates(clock_rates),
             inbox: PacketQueue::new(receive_queue, overflow),
-            outbox: PacketQueue::new(send_queue, overflow),
+            outbox: Outbox::new(send_queue, overflow),
         }
     }
 }
@@ -242,7 +244,7 @@ impl RelayLink for DcLink {
         let pushed = if ch.mode.is_reliable() {
             ch.outbox.push_wait(packet).await.map_err(LinkError::Closed)?
         } else {
-            ch.outbox.push(packet)
+            ch.outbox.push(packet, std::time::Instant::now())
         };
         match pushed {
             Pushed::Queued => Ok(()),

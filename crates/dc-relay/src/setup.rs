@@ -125,6 +125,7 @@ fn driver_config(config: &DcConfig) -> DriverConfig {
         liveness_timeout: config.liveness_timeout,
         stats_interval: config.keepalive_interval(),
         clock_rates: config.clock_rates.clone(),
+        max_delay: config.max_delay,
     }
 }
 
@@ -159,17 +160,23 @@ impl std::fmt::Debug for DcOfferer {
 impl DcOfferer {
     /// Binds, gathers every candidate (non-trickle) and creates the data
     /// channel: ordered and reliable for [`Mode::Reliable`], unordered with
-    /// maxRetransmits=0 for [`Mode::Unreliable`].
+    /// maxPacketLifeTime = [`DcConfig::max_delay`] for [`Mode::Unreliable`].
     pub async fn bind(config: DcConfig, mode: Mode) -> Result<DcOfferer, DcError> {
         let started = Instant::now();
+        config.check()?;
         let init = match mode {
             Mode::Reliable => RTCDataChannelInit {
                 ordered: true,
                 ..Default::default()
             },
+            // RFC 3758 timed reliability: SCTP retransmits a lost packet
+            // while it can still arrive within the budget and abandons it
+            // (FORWARD TSN) when the lifetime ends, where maxRetransmits=0
+            // never retransmits and holds a lost packet in the congestion
+            // window until it comes up for retransmission.
             Mode::Unreliable => RTCDataChannelInit {
                 ordered: false,
-                max_retransmits: Some(0),
+                max_packet_life_time: Some(config.packet_life_time()),
                 ..Default::default()
             },
             other => return Err(DcError::UnsupportedMode(other)),
@@ -268,6 +275,7 @@ impl DcAnswerer {
                 why: "type is \"answer\", expected \"offer\"".into(),
             });
         }
+        config.check()?;
         let desc = RTCSessionDescription::offer(offer.sdp.clone()).map_err(|e| DcError::BadDescription {
             side: "offer",
             why: e.to_string(),

@@ -1,7 +1,7 @@
 use crate::util::{AssociationIdGenerator, RandomAssociationIdGenerator};
 
 use crate::TimerConfig;
-use crate::association::timer::{RTO_INITIAL, RTO_MAX, RTO_MIN};
+use crate::association::timer::{RTO_MAX, RTO_MIN};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +53,33 @@ pub fn max_payload_size_for_mtu(mtu: u32) -> u32 {
 }
 pub(crate) const DEFAULT_MAX_MESSAGE_SIZE: u32 = 262144;
 
+/// Default RTO.Initial (sfu-relay): 300 ms. RFC 9260 §16 recommends 1 s for
+/// a path nothing is known about; under WebRTC the association starts only
+/// after ICE and DTLS have crossed the path, and relay paths have RTTs well
+/// under 300 ms, so one lost INIT, COOKIE ECHO or DCEP OPEN costs 300 ms of
+/// setup instead of a second. On a slower path the cost is a spurious
+/// retransmission, which the peer handles (RFC 9260 §5.2.1-5.2.4), and the
+/// timer doubles from there. Configurable (§6.3.1 C1); libwebrtc's dcsctp
+/// starts its RTO at 500 ms.
+pub const DEFAULT_RTO_INITIAL: Duration = Duration::from_millis(300);
+
+/// Default initial congestion window (sfu-relay): 64 KiB, room for a
+/// keyframe of a few Mbit/s video (about 40 packets of 1,200 bytes, sent
+/// back to back) plus the delta frames in flight, so that it leaves in one
+/// flight. RFC 9260 §7.2.1 starts at min(4*MTU, max(2*MTU, 4380)) bytes and
+/// an application-limited sender (media at a steady rate) never fills the
+/// window, so slow start barely grows it: measured in
+/// association/loss_recovery_test.rs, 2.5 Mbit/s video kept cwnd under 41
+/// MTU after 10 keyframes and every keyframe waited one or two round trips.
+pub const DEFAULT_INITIAL_CWND: u32 = 64 * 1024;
+
+/// Default congestion window floor (sfu-relay): the initial window, so a
+/// loss halves a window that has grown past it but never leaves a keyframe
+/// waiting for round trips. The cost: on a congested path this sender keeps
+/// up to 64 KiB per round trip in flight where a standard SCTP or TCP sender
+/// would back off to one MTU.
+pub const DEFAULT_MIN_CWND: u32 = DEFAULT_INITIAL_CWND;
+
 /// Config collects the arguments to create_association construction into
 /// a single structure
 #[derive(Debug, Clone)]
@@ -66,6 +93,8 @@ pub struct TransportConfig {
     rto_initial: Duration,
     rto_min: Duration,
     rto_max: Duration,
+    initial_cwnd: Option<u32>,
+    min_cwnd: u32,
 }
 
 impl Default for TransportConfig {
@@ -77,9 +106,11 @@ impl Default for TransportConfig {
             max_num_outbound_streams: u16::MAX,
             max_num_inbound_streams: u16::MAX,
             timer_config: TimerConfig::default(),
-            rto_initial: Duration::from_millis(RTO_INITIAL),
+            rto_initial: DEFAULT_RTO_INITIAL,
             rto_min: Duration::from_millis(RTO_MIN),
             rto_max: Duration::from_millis(RTO_MAX),
+            initial_cwnd: Some(DEFAULT_INITIAL_CWND),
+            min_cwnd: DEFAULT_MIN_CWND,
         }
     }
 }
@@ -123,7 +154,8 @@ impl TransportConfig {
     }
 
     /// Sets RTO.Initial, the retransmission timeout used before the first RTT
-    /// measurement (RFC 9260 §6.3.1 C1). Default 1 s, as RFC 9260 §16 recommends.
+    /// measurement (RFC 9260 §6.3.1 C1): INIT, COOKIE ECHO and the first DATA
+    /// (the DCEP OPEN). Default 300 ms: see [`DEFAULT_RTO_INITIAL`].
     pub fn with_rto_initial(mut self, value: Duration) -> Self {
         self.rto_initial = value;
         self
@@ -142,6 +174,33 @@ impl TransportConfig {
     pub fn with_rto_max(mut self, value: Duration) -> Self {
         self.rto_max = value;
         self
+    }
+
+    /// Sets the initial congestion window in bytes (RFC 9260 §7.2.1), or
+    /// `None` for ten MTUs (RFC 6928's TCP value). Default 64 KiB: see
+    /// [`DEFAULT_INITIAL_CWND`].
+    pub fn with_initial_cwnd(mut self, bytes: Option<u32>) -> Self {
+        self.initial_cwnd = bytes;
+        self
+    }
+
+    /// Sets the floor in bytes under which loss does not reduce the
+    /// congestion window (fast retransmit, RFC 9260 §7.2.3, and T3-rtx
+    /// expiry, §6.3.3 E1, which would set it to one MTU). One MTU is always
+    /// the least. Default 64 KiB: see [`DEFAULT_MIN_CWND`].
+    pub fn with_min_cwnd(mut self, bytes: u32) -> Self {
+        self.min_cwnd = bytes;
+        self
+    }
+
+    /// The configured initial congestion window (`None`: ten MTUs).
+    pub fn initial_cwnd(&self) -> Option<u32> {
+        self.initial_cwnd
+    }
+
+    /// The configured congestion window floor.
+    pub fn min_cwnd(&self) -> u32 {
+        self.min_cwnd
     }
 
     /// The configured RTO.Initial.

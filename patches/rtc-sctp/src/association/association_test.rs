@@ -661,9 +661,10 @@ fn initial_cwnd_is_computed_safely_for_non_default_mtus() {
     // `u32::MAX` — reachable through `EndpointConfig::max_payload_size`
     // and MTU-derived payload budgets. RFC 4960 §7.2.1:
     // cwnd = min(4*MTU, max(2*MTU, 4380)); for a small MTU that is 4*MTU.
-    // sfu-relay: the initial cwnd is now 10 MTU (see Association::new).
+    // sfu-relay: the initial cwnd is now configured, 64 KiB by default
+    // (see Association::new).
     let a = create_association_with_mtu(100);
-    assert_eq!(a.cwnd, 10 * a.mtu);
+    assert_eq!(a.cwnd, crate::config::DEFAULT_INITIAL_CWND);
 
     // Directly via the low-level `max_payload_size` setter path: the
     // effective-MTU reconstruction (`max_payload_size + 28`) must saturate
@@ -711,7 +712,12 @@ fn many_small_chunks_bundle_within_mtu() {
 }
 
 fn timed_test_association() -> Association {
-    let mut a = create_association(TransportConfig::default());
+    // sfu-relay: these tests count chunks under RFC 9260's windows (one MTU
+    // after T3-rtx), not under the media defaults (64 KiB floor).
+    let config = TransportConfig::default()
+        .with_initial_cwnd(None)
+        .with_min_cwnd(0);
+    let mut a = create_association(config);
     a.control_queue.clear();
     a.timers.stop(Timer::T1Init);
     a.set_state(AssociationState::Established);
@@ -949,7 +955,9 @@ fn test_timed_abandonment_preserves_t3_restart_for_outstanding_data() -> Result<
             stream.write_sctp(now, &Bytes::from(vec![0; 1000]), ppi)?;
         }
         a.gather_outbound(now);
-        let timeout = a.poll_timeout().unwrap();
+        // sfu-relay: poll_timeout is now the timed message's expiry (100 ms),
+        // when it is abandoned; this test is about the T3-rtx after it.
+        let timeout = a.timers.get(Timer::T3RTX).unwrap();
         a.handle_timeout(timeout);
         assert_eq!(1, data_chunks(&a.gather_outbound(timeout).0));
         let at = timeout + Duration::from_millis(100);

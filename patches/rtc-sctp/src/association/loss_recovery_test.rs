@@ -247,11 +247,11 @@ fn rto_bounds_are_configurable() {
 }
 
 // (a) RTO.Max: the T3-rtx backoff doubles from RTO.Initial (no RTT measured
-// yet) and stops at 10 s instead of 60 s.
+// yet; 1 s here, RFC 9260's) and stops at 10 s instead of 60 s.
 #[test]
 fn t3_backoff_is_capped_at_rto_max() {
     let mut path = Path::new(
-        TransportConfig::default(),
+        TransportConfig::default().with_rto_initial(Duration::from_secs(1)),
         Box::new(|index, nth| index == 0 && nth <= 5),
     );
     path.write(0, 100);
@@ -299,7 +299,7 @@ fn second_loss_in_one_recovery_window_is_fast_retransmitted() {
 #[test]
 fn t3_keeps_retransmitting_after_five_expiries() {
     let mut path = Path::new(
-        TransportConfig::default(),
+        TransportConfig::default().with_rto_initial(Duration::from_secs(1)),
         Box::new(|index, nth| index == 0 && nth <= 7),
     );
     path.write(0, 100);
@@ -421,6 +421,138 @@ fn duplicate_data_is_sacked_at_once() {
     assert_eq!(sacks[1], duplicate);
 }
 
+// (f) A keyframe does not wait for the congestion window: with the default
+// initial window (64 KiB) a 40-packet burst of 1,200 bytes, what a 2.5 Mbit/s
+// video keyframe is, leaves in the first flight.
+#[test]
+fn keyframe_burst_goes_out_in_the_first_flight() {
+    let mut path = Path::new(TransportConfig::default(), Box::new(|_, _| false));
+    for index in 0..40 {
+        path.write(index, 1200);
+    }
+    path.run_for(Duration::from_secs(1));
+    for index in 0..40 {
+        assert_eq!(path.latency(index), Some(ONE_WAY), "message {index}");
+    }
+}
+
+// (f) ...and a loss still reduces a window that has grown above the floor:
+// fast retransmit halves it, but not below the configured floor; a T3-rtx
+// expiry leaves it at the floor, not at one MTU.
+#[test]
+fn loss_reduces_cwnd_down_to_the_configured_floor() {
+    let base = 20;
+    let config = TransportConfig::default()
+        .with_initial_cwnd(Some(100_000))
+        .with_min_cwnd(30_000);
+    let mut path = Path::new(
+        config,
+        Box::new(move |index, nth| nth == 1 && index == base),
+    );
+    path.warm_up(base / 2);
+    assert_eq!(path.sender.cwnd, 100_000);
+    for index in base..base + 10 {
+        path.write(index, 1000);
+    }
+    path.run_for(Duration::from_millis(100));
+    assert_eq!(path.sender.stats.get_num_fast_retrans(), 1);
+    assert_eq!(path.sender.cwnd, 50_000, "halved by the loss");
+
+    let mut path = Path::new(
+        TransportConfig::default().with_min_cwnd(30_000),
+        Box::new(move |index, nth| nth == 1 && index == base),
+    );
+    path.warm_up(base / 2);
+    path.sender.cwnd = 40_000;
+    path.write(base, 1000);
+    path.write(base + 1, 1000);
+    path.write(base + 2, 1000);
+    path.write(base + 3, 1000);
+    path.run_for(Duration::from_millis(100));
+    assert_eq!(path.sender.stats.get_num_fast_retrans(), 1);
+    assert_eq!(path.sender.cwnd, 30_000, "20,000 is below the floor");
+
+    // A lone lost message: T3-rtx.
+    let mut path = Path::new(
+        TransportConfig::default().with_min_cwnd(30_000),
+        Box::new(move |index, nth| nth == 1 && index == base),
+    );
+    path.warm_up(base / 2);
+    path.write(base, 1000);
+    path.run_for(Duration::from_millis(250));
+    assert_eq!(path.sender.stats.get_num_t3timeouts(), 1);
+    assert_eq!(path.sender.cwnd, 30_000, "one MTU without the floor");
+}
+
+// (g) RFC 3758 timed reliability: a lost message whose lifetime ends is
+// abandoned then, not when it comes up for retransmission, so it stops
+// holding the congestion window and the fresh message behind it leaves at
+// once. Here the whole window (two messages) is lost, so no SACK reports
+// the loss and only T3-rtx (200 ms) would: the message written after the
+// lifetime (50 ms) would wait for it, expire in the pending queue, and
+// never be delivered.
+#[test]
+fn expired_timed_message_is_abandoned_at_its_lifetime_and_frees_the_window() {
+    let base = 20;
+    let config = TransportConfig::default()
+        .with_initial_cwnd(Some(2_500))
+        .with_min_cwnd(0);
+    let mut path = Path::new(
+        config,
+        Box::new(move |index, nth| nth == 1 && (index == base || index == base + 1)),
+    );
+    path.warm_up(base / 2);
+    path.sender.cwnd = 2_500;
+    {
+        let mut stream = path.sender.stream(SI).unwrap();
+        stream
+            .set_reliability_params(true, ReliabilityType::Timed, 50)
+            .unwrap();
+    }
+    path.write(base, 1100);
+    path.write(base + 1, 1100);
+    path.run_for(Duration::from_millis(60));
+    path.write(base + 2, 1100);
+    path.run_for(Duration::from_millis(500));
+    assert_eq!(path.sent_at[&base].len(), 1, "abandoned, never resent");
+    assert_eq!(path.sent_at[&(base + 1)].len(), 1, "abandoned, never resent");
+    assert_eq!(path.latency(base), None);
+    assert_eq!(path.latency(base + 2), Some(ONE_WAY), "fresh message waited");
+    assert_eq!(path.sender.stats.get_num_t3timeouts(), 0);
+    // The FORWARD TSN moved the receiver past the abandoned messages: it
+    // acknowledges the fresh one cumulatively.
+    assert!(
+        path.sacks.iter().any(|&(_, index, _)| index == base + 2),
+        "{:?}",
+        path.sacks
+    );
+}
+
+// (h) RTO.Initial: a lost INIT (or COOKIE ECHO, or the first DATA, the
+// DCEP OPEN) is resent after 300 ms, not after RFC 9260's second.
+#[test]
+fn lost_init_is_resent_after_rto_initial() {
+    let now = Instant::now();
+    let addr = SocketAddr::from_str("0.0.0.0:0").unwrap();
+    let payload = max_payload_size_for_mtu(INITIAL_MTU);
+    let config = Arc::new(TransportConfig::default());
+    let mut client = Association::new(
+        None,
+        config,
+        payload,
+        1,
+        addr,
+        addr,
+        TransportProtocol::UDP,
+        now,
+    );
+    assert!(client.poll_transmit(now).is_some(), "INIT");
+    let resend = now + Duration::from_millis(300);
+    assert_eq!(client.poll_timeout(), Some(resend));
+    client.handle_timeout(resend);
+    assert!(client.poll_transmit(resend).is_some(), "INIT resent");
+}
+
 /// Loss model for `measure_video_under_loss`: Gilbert with a 100% loss bad
 /// state; `p_bad_to_good = 1` makes it independent (random) loss.
 struct Gilbert {
@@ -516,3 +648,4 @@ fn measure_video_under_loss() {
         }
     }
 }
+

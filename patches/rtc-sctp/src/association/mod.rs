@@ -225,6 +225,8 @@ pub struct Association {
     max_receive_buffer_size: u32,
     // my congestion window size
     pub(crate) cwnd: u32,
+    /// Floor of cwnd on loss (`TransportConfig::with_min_cwnd`), at least one MTU.
+    pub(crate) min_cwnd: u32,
     // calculated peer's receiver windows size
     rwnd: u32,
     // slow start threshold
@@ -320,6 +322,7 @@ impl Default for Association {
             max_receive_buffer_size: 0,
             // my congestion window size
             cwnd: 0,
+            min_cwnd: 0,
             // calculated peer's receiver windows size
             rwnd: 0,
             // slow start threshold
@@ -378,17 +381,23 @@ impl Association {
         let mtu = max_payload_size.saturating_add(COMMON_HEADER_SIZE + DATA_CHUNK_HEADER_SIZE);
 
         // RFC 9260 Sec 7.2.1 sets the initial cwnd to min(4*MTU, max(2*MTU,
-        // 4380 bytes)): three 1.2 kB packets. We start at 10 MTU instead, as
-        // libwebrtc's dcsctp does (cwnd_mtus_initial, after
-        // https://research.google/pubs/pub36640/) and TCP does since
-        // RFC 6928: a data channel carrying media relays bursts (a keyframe
-        // is tens of packets) that would otherwise wait two or three round
-        // trips in slow start, each odd packet also behind a delayed SACK.
-        // The path is one ICE has already validated, and a loss in the
-        // larger first flight is repaired by fast retransmit.
+        // 4380 bytes)): three 1.2 kB packets. We start at what the transport
+        // config says: by default 64 KiB (DEFAULT_INITIAL_CWND, sized for a
+        // video keyframe), or 10 MTU as libwebrtc's dcsctp does
+        // (cwnd_mtus_initial, after https://research.google/pubs/pub36640/)
+        // and TCP does since RFC 6928. A data channel carrying media relays
+        // bursts (a keyframe is tens of packets) that would otherwise wait
+        // round trips in slow start, and an application-limited sender never
+        // grows the window past them. The path is one ICE has already
+        // validated, and a loss in the larger first flight is repaired by
+        // fast retransmit.
         // Saturating: `EndpointConfig::max_payload_size` can make the MTU
         // arbitrarily large.
-        let cwnd = mtu.saturating_mul(INITIAL_CWND_MTUS);
+        let min_cwnd = config.min_cwnd().max(mtu);
+        let cwnd = config
+            .initial_cwnd()
+            .unwrap_or(mtu.saturating_mul(INITIAL_CWND_MTUS))
+            .max(min_cwnd);
         // RFC 4960 requires an unpredictable initial TSN. SCTP remains usable without an RTC
         // crypto provider, so this deliberately uses `rand`'s thread-local CSPRNG.
         let mut tsn = random::<u32>();
@@ -414,6 +423,7 @@ impl Association {
 
             mtu,
             cwnd,
+            min_cwnd,
             remote_addr,
             local_addr,
             transport_protocol: protocol,
@@ -487,7 +497,12 @@ impl Association {
     /// - a call was made to `handle_timeout`
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next_timeout()
+        // sfu-relay: also when the oldest outstanding timed message expires,
+        // so that it is abandoned then (see `abandon_expired_in_flight`).
+        [self.timers.next_timeout(), self.next_in_flight_expiry()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Returns packets to transmit
@@ -531,6 +546,12 @@ impl Association {
     /// `Instant` that was output by `poll_timeout`; however spurious extra calls will simply
     /// no-op and therefore are safe.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state() == AssociationState::Established
+            && let Err(err) = self.abandon_expired_in_flight(now)
+        {
+            self.fail_message_queue(err);
+            return;
+        }
         for &timer in &Timer::VALUES {
             let (expired, failure, n_rtos) = self.timers.is_expired(timer, now);
             if !expired {
@@ -2009,7 +2030,9 @@ impl Association {
                             //     last sent, according to the formula described in Section 7.2.3.
                             self.in_fast_recovery = true;
                             self.fast_recover_exit_point = htna;
-                            self.ssthresh = std::cmp::max(self.cwnd / 2, 4 * self.mtu);
+                            // sfu-relay: never below the configured floor
+                            // (TransportConfig::with_min_cwnd).
+                            self.ssthresh = (self.cwnd / 2).max(4 * self.mtu).max(self.min_cwnd);
                             self.cwnd = self.ssthresh;
                             self.partial_bytes_acked = 0;
                             self.will_retransmit_fast = true;
@@ -2291,6 +2314,10 @@ impl Association {
         let state = self.state();
         match state {
             AssociationState::Established => {
+                if let Err(err) = self.abandon_expired_in_flight(now) {
+                    self.fail_message_queue(err);
+                    return (vec![], false);
+                }
                 raw_packets = self.gather_data_packets_to_retransmit(raw_packets, now);
                 if self.state() == AssociationState::Closed {
                     return (vec![], false);
@@ -2781,6 +2808,78 @@ impl Association {
                 is_candidate && c.nsent > max_retransmits
             }
         }
+    }
+
+    /// The outstanding in-flight DATA from the lowest TSN up, as long as
+    /// each one's timed lifetime has run out at `now`: the messages to
+    /// abandon. Messages on one stream expire in TSN order (one lifetime,
+    /// counted from the write), so the scan stops at the first live one.
+    fn expired_in_flight(&self, now: Instant) -> Vec<MessageToAbandon> {
+        let mut messages: Vec<MessageToAbandon> = vec![];
+        let mut tsn = self.cumulative_tsn_ack_point.wrapping_add(1);
+        while let Some(c) = self.inflight_queue.get(tsn) {
+            if c.is_outstanding() {
+                if !self.retransmission_policy_exhausted(c, now, false) {
+                    break;
+                }
+                let Some(id) = c.message_id else { break };
+                if messages.last().is_none_or(|m| m.id != id) {
+                    messages.push(MessageToAbandon {
+                        id,
+                        sent_tsn: Some(tsn),
+                    });
+                }
+            }
+            tsn = tsn.wrapping_add(1);
+        }
+        messages
+    }
+
+    /// When the lowest outstanding in-flight message expires, if it is timed.
+    fn next_in_flight_expiry(&self) -> Option<Instant> {
+        // Only what `handle_timeout` acts on, or the caller would spin.
+        if !self.use_forward_tsn || self.state() != AssociationState::Established {
+            return None;
+        }
+        let mut tsn = self.cumulative_tsn_ack_point.wrapping_add(1);
+        while let Some(c) = self.inflight_queue.get(tsn) {
+            if c.is_outstanding() {
+                return match c.reliability {
+                    // Timed(0) applies only when a retransmission is considered.
+                    MessageReliability::Timed { deadline }
+                        if Some(deadline) != c.created_at && c.message_id.is_some() =>
+                    {
+                        Some(deadline)
+                    }
+                    _ => None,
+                };
+            }
+            tsn = tsn.wrapping_add(1);
+        }
+        None
+    }
+
+    /// sfu-relay: RFC 3758 §3.5 A3 lets the sender abandon a timed DATA
+    /// chunk whose lifetime has expired *at any time*, not only when it is
+    /// selected for retransmission (which for a lost chunk is a fast
+    /// retransmit or a T3-rtx expiry, hundreds of milliseconds away). Until
+    /// it is abandoned the chunk counts as outstanding, so it holds the
+    /// congestion window (RFC 9260 §6.1 B) and the fresh messages behind it
+    /// wait in the pending queue, where they expire in turn. Abandoning it
+    /// when the lifetime ends releases its bytes from the flight size and
+    /// advances the Advanced.Peer.Ack.Point (FORWARD TSN, C1-C5).
+    fn abandon_expired_in_flight(&mut self, now: Instant) -> Result<()> {
+        if !self.use_forward_tsn {
+            return Ok(());
+        }
+        let mut changed = false;
+        for message in self.expired_in_flight(now) {
+            changed |= self.abandon_message(message)?;
+        }
+        if changed {
+            self.on_messages_abandoned(now);
+        }
+        Ok(())
     }
 
     fn abandon_retransmit_candidate(&mut self, tsn: u32, now: Instant) -> Result<bool> {
@@ -3384,8 +3483,12 @@ impl Association {
                 //      ssthresh = max(cwnd/2, 4*MTU)
                 //      cwnd = 1*MTU
 
-                self.ssthresh = std::cmp::max(self.cwnd / 2, 4 * self.mtu);
-                self.cwnd = self.mtu;
+                // sfu-relay: not below the configured floor
+                // (TransportConfig::with_min_cwnd, one MTU at least): a media
+                // relay resumes at its rate when a short outage ends instead of
+                // slow-starting from one packet behind the delayed SACK.
+                self.ssthresh = (self.cwnd / 2).max(4 * self.mtu).max(self.min_cwnd);
+                self.cwnd = self.min_cwnd;
                 trace!(
                     "[{}] updated cwnd={} ssthresh={} inflight={} (RTO)",
                     self.side,

@@ -2339,6 +2339,10 @@ fn test_assoc_congestion_control_slow_reader() -> Result<()> {
         create_association_pair(AckMode::Normal, max_receive_buffer_size)?;
 
     establish_session_pair(&mut pair, client_ch, server_ch, si)?;
+    // sfu-relay: this test waits for RFC 9260's one-MTU window after T3-rtx,
+    // which the media floor (TransportConfig::with_min_cwnd) would not reach.
+    let mtu = pair.client_conn_mut(client_ch).mtu;
+    pair.client_conn_mut(client_ch).min_cwnd = mtu;
 
     for i in 0..n_packets_to_send {
         sbuf[0..4].copy_from_slice(&i.to_be_bytes());
@@ -3776,4 +3780,45 @@ fn test_abort_closes_both_sides() -> Result<()> {
     // Idempotent: the association is already closed.
     pair.client_conn_mut(client_ch).abort()?;
     Ok(())
+}
+
+// sfu-relay: RFC 9260 §5.2.1 INIT collision. The endpoint without a server
+// config initiates, and so does its peer; the peer drops our INIT (as
+// Chromium does with SCTP that arrives before it starts its own). The
+// peer's INIT must reach our initiating association, which answers it, so
+// the handshake completes at once instead of after our T1-init timer.
+#[test]
+fn test_init_collision_is_answered_by_the_initiating_association() {
+    let mut pair = Pair::default();
+    let t0 = pair.time;
+    let client_ch = pair.begin_connect(client_config());
+    pair.drive_client();
+    assert_eq!(pair.server.inbound.len(), 1, "our INIT");
+    pair.server.inbound.clear();
+    let (server_ch, server_conn) = pair
+        .server
+        .connect(pair.time, client_config(), pair.client.addr)
+        .unwrap();
+    pair.server.associations.insert(server_ch, server_conn);
+    for _ in 0..100 {
+        if pair.client_conn_mut(client_ch).state() == AssociationState::Established
+            && pair.server_conn_mut(server_ch).state() == AssociationState::Established
+        {
+            break;
+        }
+        pair.step();
+    }
+    assert_eq!(
+        pair.client_conn_mut(client_ch).state(),
+        AssociationState::Established
+    );
+    assert_eq!(
+        pair.server_conn_mut(server_ch).state(),
+        AssociationState::Established
+    );
+    assert!(
+        pair.time - t0 < crate::config::DEFAULT_RTO_INITIAL,
+        "waited {:?}, a T1-init timeout",
+        pair.time - t0
+    );
 }

@@ -145,6 +145,8 @@ impl Endpoint {
             }
         };
 
+        let known_ch = known_ch.or_else(|| self.init_collision(remote, &partial_decode));
+
         if let Some(ch) = known_ch {
             return Some((
                 ch,
@@ -198,6 +200,41 @@ impl Endpoint {
             if !self.association_ids.contains_key(&aid) {
                 break aid;
             }
+        }
+    }
+
+    /// sfu-relay: RFC 9260 §5.2.1, INIT collision. A peer that initiates
+    /// while we do (WebRTC peers may both send INIT: RFC 8841 §9.3) sends
+    /// its INIT with a zero verification tag and its own Initiate Tag, which
+    /// names none of our associations. An endpoint with no server config
+    /// (`rtc` gives none to the DTLS client) refused it, and the handshake
+    /// waited for our INIT's T1-init timer if the peer had dropped our
+    /// INIT. Hand it to the association we are initiating: in COOKIE-WAIT or
+    /// COOKIE-ECHOED it answers with an INIT ACK (§5.2.1), and in any other
+    /// state it refuses the INIT itself. The one we began with `remote`, or
+    /// the only one (`rtc` gives its client association a placeholder
+    /// address, so the remote cannot match).
+    fn init_collision(
+        &self,
+        remote: SocketAddr,
+        partial_decode: &PartialDecode,
+    ) -> Option<AssociationHandle> {
+        if self.server_config.is_some()
+            || partial_decode.first_chunk_type != CT_INIT
+            || partial_decode.common_header.verification_tag != 0
+        {
+            return None;
+        }
+        let by_remote = self
+            .associations
+            .iter()
+            .find(|(_, meta)| meta.initial_remote == remote);
+        match by_remote {
+            Some((i, _)) => Some(AssociationHandle(i)),
+            None if self.associations.len() == 1 => {
+                self.associations.iter().next().map(|(i, _)| AssociationHandle(i))
+            }
+            None => None,
         }
     }
 
