@@ -43,7 +43,7 @@ fn within_budget(r: &RunResult) -> f64 {
 /// The plain unreliable mode a repair mode is compared with.
 fn plain(subject: Subject) -> Option<Subject> {
     match subject {
-        Subject::Link(t, Mode::Repair) => Some(Subject::Link(t, t.link_mode(Mode::Repair))),
+        Subject::Link(t, Mode::Repair) => Some(Subject::Link(t, t.plain_unreliable())),
         _ => None,
     }
 }

@@ -33,7 +33,7 @@ impl Transport {
     /// The modes this transport offers; the first is its default.
     pub fn modes(self) -> &'static [Mode] {
         match self {
-            Transport::Dc => &[Mode::Reliable, Mode::Unreliable],
+            Transport::Dc => &[Mode::Reliable, Mode::Unreliable, Mode::Repair],
             Transport::Quic => &[Mode::Datagram, Mode::Stream, Mode::Repair],
             Transport::RtpUdp => &[Mode::Unreliable, Mode::Srtp, Mode::Repair],
         }
@@ -44,9 +44,19 @@ impl Transport {
     /// hop's repair loop on top; every other mode is its own.
     pub fn link_mode(self, mode: Mode) -> Mode {
         match (self, mode) {
-            (Transport::Quic, Mode::Repair) => Mode::Datagram,
-            (_, Mode::Repair) => Mode::Unreliable,
+            // A data channel repairs within a lifetime itself (RFC 3758).
+            (Transport::Dc, Mode::Repair) => Mode::Repair,
+            (_, Mode::Repair) => self.plain_unreliable(),
             (_, other) => other,
+        }
+    }
+
+    /// The transport's plain unreliable mode: what its repair mode is
+    /// compared with.
+    pub fn plain_unreliable(self) -> Mode {
+        match self {
+            Transport::Quic => Mode::Datagram,
+            Transport::Dc | Transport::RtpUdp => Mode::Unreliable,
         }
     }
 
@@ -97,9 +107,10 @@ pub enum Mode {
     /// plain RTP, with confidentiality, integrity and replay protection.
     Srtp,
     /// Unreliable, with the hop's own loss repair within the latency
-    /// budget (RTCP NACK and retransmission between the two relays; the
-    /// `relay-repair` crate): on rtp-udp over plain RTP, on QUIC over
-    /// DATAGRAM frames.
+    /// budget: on rtp-udp over plain RTP and on QUIC over DATAGRAM frames,
+    /// RTCP NACK and retransmission between the two relays (the
+    /// `relay-repair` crate); on a data channel, SCTP's timed reliability
+    /// (maxPacketLifeTime = the budget, RFC 3758).
     Repair,
 }
 

@@ -160,7 +160,8 @@ impl std::fmt::Debug for DcOfferer {
 impl DcOfferer {
     /// Binds, gathers every candidate (non-trickle) and creates the data
     /// channel: ordered and reliable for [`Mode::Reliable`], unordered with
-    /// maxPacketLifeTime = [`DcConfig::max_delay`] for [`Mode::Unreliable`].
+    /// maxRetransmits=0 for [`Mode::Unreliable`], unordered with
+    /// maxPacketLifeTime = [`DcConfig::max_delay`] for [`Mode::Repair`].
     pub async fn bind(config: DcConfig, mode: Mode) -> Result<DcOfferer, DcError> {
         let started = Instant::now();
         config.check()?;
@@ -169,12 +170,20 @@ impl DcOfferer {
                 ordered: true,
                 ..Default::default()
             },
+            // Never retransmitted: a lost packet is lost, and nothing behind
+            // it waits for its repair (the outbox still drops what waited
+            // past the budget before SCTP took it).
+            Mode::Unreliable => RTCDataChannelInit {
+                ordered: false,
+                max_retransmits: Some(0),
+                ..Default::default()
+            },
             // RFC 3758 timed reliability: SCTP retransmits a lost packet
             // while it can still arrive within the budget and abandons it
-            // (FORWARD TSN) when the lifetime ends, where maxRetransmits=0
-            // never retransmits and holds a lost packet in the congestion
-            // window until it comes up for retransmission.
-            Mode::Unreliable => RTCDataChannelInit {
+            // (FORWARD TSN) when the lifetime ends: the data channel's own
+            // repair within a latency budget, what `repair` mode adds to
+            // the other transports.
+            Mode::Repair => RTCDataChannelInit {
                 ordered: false,
                 max_packet_life_time: Some(config.packet_life_time()),
                 ..Default::default()

@@ -157,7 +157,8 @@ pub(crate) async fn offer(
 /// `link` as `mode` has it: in repair mode, under the hop's repair loop
 /// (both ends wrap theirs), with the latency budget as its horizon.
 fn with_repair(link: Arc<dyn RelayLink>, mode: Mode, options: &LinkOptions) -> Arc<dyn RelayLink> {
-    if mode != Mode::Repair {
+    if mode != Mode::Repair || link.transport().link_mode(mode) == mode {
+        // Not repair mode, or a transport that repairs by itself (dc).
         return link;
     }
     let config = relay_repair::RepairConfig {
@@ -193,6 +194,7 @@ fn dc_config(options: &LinkOptions) -> dc_relay::DcConfig {
         .advertise_ip(options.advertise_ip)
         .liveness_timeout(options.liveness_timeout)
         .clock_rates(options.clock_rates.clone())
+        .max_delay(options.max_delay)
 }
 
 /// Answers one transport's offers, handing established links to the sink.
@@ -291,7 +293,7 @@ impl Answerer for FacadeAnswerer {
                 )));
             }
         };
-        let pending: Pending = if mode == Mode::Repair {
+        let pending: Pending = if mode == Mode::Repair && link_mode != mode {
             let options = self.options.clone();
             Box::pin(async move { Ok(with_repair(pending.await?, mode, &options)) })
         } else {

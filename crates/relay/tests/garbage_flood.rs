@@ -83,6 +83,7 @@ fn every_line_of_relay_transports_is_covered_here() {
         listed,
         [
             "dc reliable",
+            "dc repair",
             "dc unreliable",
             "quic datagram",
             "quic repair",
@@ -128,6 +129,11 @@ fn quic_stream_under_flood() {
 #[test]
 fn dc_reliable_under_flood() {
     flood_line("dc", "reliable");
+}
+
+#[test]
+fn dc_repair_under_flood() {
+    flood_line("dc", "repair");
 }
 
 #[test]

@@ -73,16 +73,24 @@ async fn repairs(transport: Transport) {
         "{transport}: a packet was delivered twice"
     );
     assert_eq!(rtcp, 0, "{transport}: the hop's NACKs reached the application");
-    let repair = stats.repair.expect("a repairing link reports its repairs");
-    assert_eq!(stats.mode, Mode::Repair);
     // 2% of 2,000 lost one way, and 2% of the repairs and NACKs too: a
     // few packets may need a second ask, none should need a fourth.
     assert!(
         got.len() >= usize::from(PACKETS) - 4,
-        "{transport}: delivered {} of {PACKETS}; {repair:?}",
-        got.len()
+        "{transport}: delivered {} of {PACKETS}; {:?}",
+        got.len(),
+        stats.repair
     );
-    assert!(repair.repaired >= 10, "{transport}: {repair:?}");
+    if transport == Transport::Dc {
+        // SCTP repairs inside rtc, which reports no counts; and rtc does
+        // not tell the answering end which limit the channel was opened
+        // with, so that end reports the channel as unreliable.
+        assert_eq!(stats.repair, None);
+    } else {
+        let repair = stats.repair.expect("a repairing link reports its repairs");
+        assert_eq!(stats.mode, Mode::Repair);
+        assert!(repair.repaired >= 10, "{transport}: {repair:?}");
+    }
     let worst = got.iter().map(|(_, l)| *l).max().unwrap();
     assert!(
         worst < BUDGET + Duration::from_millis(50),
@@ -90,7 +98,7 @@ async fn repairs(transport: Transport) {
     );
 
     // The same path without repair loses its 2%.
-    let (plain, _, _) = through_loss(transport, transport.link_mode(Mode::Repair)).await;
+    let (plain, _, _) = through_loss(transport, transport.plain_unreliable()).await;
     assert!(
         plain.len() < usize::from(PACKETS) - 10,
         "{transport}: the plain mode lost nothing ({} of {PACKETS}): the path is not lossy",
@@ -107,4 +115,10 @@ async fn rtp_udp_repairs_its_losses_within_the_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_repairs_its_datagram_losses_within_the_budget() {
     repairs(Transport::Quic).await;
+}
+
+#[cfg(feature = "dc")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_channel_repairs_within_its_packet_lifetime() {
+    repairs(Transport::Dc).await;
 }
