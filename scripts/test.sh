@@ -11,10 +11,11 @@ if [ -f scripts/install-python-peers.sh ]; then
 fi
 
 cargo test --workspace --locked "$@"
-# The patched SCTP under dc-relay (patches/rtc-sctp, wired with [patch.crates-io])
-# is not a workspace member, so its own tests, the loss-recovery regressions
-# among them, run here by name.
+# The patched SCTP and DTLS under dc-relay (patches/rtc-sctp, patches/rtc-dtls,
+# wired with [patch.crates-io]) are not workspace members, so their own tests,
+# the regressions for each patch among them, run here by name.
 cargo test -p rtc-sctp --locked "$@"
+cargo test -p rtc-dtls --locked "$@"
 
 # Each backend's example relays between two ends in one process; they are
 # documentation that has to keep working, so they run (and must exit 0).

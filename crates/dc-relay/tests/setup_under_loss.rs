@@ -97,17 +97,14 @@ async fn setup_through(impairment: ImpairmentConfig, seed: u64, mode: Mode) -> R
 /// (1 s, not configurable through `rtc`), and SCTP's RTO.Initial for INIT,
 /// COOKIE ECHO and the DCEP OPEN before an RTT is measured.
 ///
-/// Ignored until rtc-dtls is fixed: when the DTLS server's Flight 4
-/// (ServerHello … ServerHelloDone) is lost, the client resends its
-/// ClientHello every second, and the server, in `Handshaker::wait`
-/// (rtc-dtls 0.21.1 src/handshaker.rs), clears its retransmission timer
-/// on every handshake packet it receives and, since a repeated ClientHello
-/// completes nothing, never resends Flight 4 (RFC 6347 section 4.2.4 says
-/// it must): setup then fails after 5 s with "data channel not open (ICE
-/// connected)". Seed 10 hits it in about half the runs on a 2-core machine.
-/// Run it with `cargo test -p dc-relay --test setup_under_loss -- --ignored`.
+/// A regression test for the rtc-dtls patch (patches/rtc-dtls): when the
+/// DTLS server's Flight 4 (ServerHello … ServerHelloDone) was lost, the
+/// client resent its ClientHello every second and the server, in
+/// `Handshaker::wait`, cleared its retransmission timer on every handshake
+/// packet it received, so it never resent Flight 4 (RFC 6347 section 4.2.4
+/// says it must) and setup failed after 5 s with "data channel not open
+/// (ICE connected)": seed 10 hit it in about half the runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "rtc-dtls 0.21.1 never resends a lost server Flight 4 (see the doc comment)"]
 async fn setup_succeeds_under_burst_loss_within_the_target() {
     let wan_burst5 = ImpairmentConfig::default()
         .delay(Duration::from_millis(20))
