@@ -46,7 +46,7 @@ const RECV_BUFFER: usize = 128 * 1024;
 
 /// How long the receiver waits for more after the sender stopped: far
 /// longer than loopback takes to hand over a full socket buffer.
-const DRAIN_IDLE: Duration = Duration::from_millis(100);
+pub const DRAIN_IDLE: Duration = Duration::from_millis(100);
 
 /// How the ceiling's receiver takes datagrams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -41,7 +41,7 @@ pub const RATE_BPS: u64 = 1_000_000_000;
 pub const SIZE: usize = crate::report::FLOOD_SIZE;
 
 /// The receiver stops this long after its last arrival.
-const IDLE: Duration = Duration::from_millis(100);
+pub const IDLE: Duration = Duration::from_millis(100);
 
 /// The clock rate cycles are counted at.
 #[derive(Debug, Clone, PartialEq)]

@@ -4,12 +4,12 @@
 //! `rtp_forward` relay media: RTP and RTCP on one UDP socket per side
 //! (RTCP-mux, RFC 5761), no handshake, no retransmission. Two modes:
 //!
-//! - [`Mode::Unreliable`](relay_core::Mode::Unreliable): plain RTP, no
+//! - [`Mode::Unreliable`]: plain RTP, no
 //!   encryption, no authentication. It is the cheapest transport and the
 //!   baseline the others are measured against. **Use it only on networks you
 //!   trust**: anyone who can send from the signaled address can inject
 //!   packets, and anyone on the path can read them.
-//! - [`Mode::Srtp`](relay_core::Mode::Srtp): SRTP and SRTCP with
+//! - [`Mode::Srtp`]: SRTP and SRTCP with
 //!   AEAD_AES_128_GCM (RFC 7714, module [`srtp`]), as mediasoup's
 //!   PipeTransport offers. Each side generates a master key, signals it in
 //!   its description ([`relay_core::SrtpParameters`]) and protects what it
