@@ -448,7 +448,13 @@ mod tests {
             .collect();
         assert_eq!(
             paths,
-            ["raw-udp", "dc reliable", "dc unreliable", "quic datagram"]
+            [
+                "raw-udp",
+                "dc reliable",
+                "dc unreliable",
+                "dc repair",
+                "quic datagram"
+            ]
         );
         c.paths = vec!["dc".into(), "pion dc".into()];
         let paths: Vec<_> = c
@@ -463,6 +469,7 @@ mod tests {
                 "raw-udp",
                 "dc reliable",
                 "dc unreliable",
+                "dc repair",
                 "pion dc reliable",
                 "pion dc unreliable"
             ]
