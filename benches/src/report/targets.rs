@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use relay_core::DEFAULT_MAX_DELAY;
+use relay_core::{DEFAULT_MAX_DELAY, Mode};
 
 use super::Matrix;
 use super::goals::{Goal, Verdict};
@@ -95,6 +95,11 @@ pub(super) fn loss_targets(m: &Matrix) -> Vec<Goal> {
                     limit,
                     &format!("one-way + {rtts} RTT + {extra} ms"),
                 ));
+            } else if matches!(subject, Subject::Link(_, Mode::Repair)) {
+                // Repair trades latency for delivery within its budget: its
+                // targets are the repair issue's (repair_targets.rs), not
+                // the unreliable modes' path-delay bound.
+                out.push(delivered_goal(m, sc, &video, subject));
             } else {
                 out.push(p99_goal(
                     m,
