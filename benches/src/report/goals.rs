@@ -47,6 +47,34 @@ fn judge(ok: Option<bool>) -> Verdict {
     }
 }
 
+/// The lower middle of `values` (as [`Matrix::cell`] picks its median),
+/// and every value in order with `decimals` places, for the `measured`
+/// column.
+pub(super) fn median(mut values: Vec<f64>, decimals: usize) -> Option<(f64, String)> {
+    values.sort_by(f64::total_cmp);
+    let mid = *values.get(values.len().checked_sub(1)? / 2)?;
+    let all = values
+        .iter()
+        .map(|v| format!("{v:.decimals$}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some((mid, all))
+}
+
+/// Pass or miss.
+pub(super) fn verdict(ok: bool) -> Verdict {
+    judge(Some(ok))
+}
+
+/// A goal whose measurements are missing.
+pub(super) fn not_run(goal: String) -> Goal {
+    Goal {
+        goal,
+        measured: "not run: not in this build, not selected, or every run failed".into(),
+        verdict: Verdict::NotRun,
+    }
+}
+
 const QUIC_DGRAM: Subject = Subject::Link(Transport::Quic, Mode::Datagram);
 const QUIC_STREAM: Subject = Subject::Link(Transport::Quic, Mode::Stream);
 const RTP_UDP: Subject = Subject::Link(Transport::RtpUdp, Mode::Unreliable);

@@ -5,35 +5,9 @@
 use relay_core::{DEFAULT_MAX_DELAY, Mode};
 
 use super::Matrix;
-use super::goals::{Goal, Verdict};
+use super::goals::{Goal, median, not_run, verdict};
 use crate::run::RunResult;
 use crate::scenario::{Scenario, Subject};
-
-/// The lower middle of `values`, and every value for the reader.
-fn median(mut values: Vec<f64>) -> Option<(f64, String)> {
-    values.sort_by(f64::total_cmp);
-    let mid = *values.get(values.len().checked_sub(1)? / 2)?;
-    Some((
-        mid,
-        values
-            .iter()
-            .map(|v| format!("{v:.2}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-    ))
-}
-
-fn verdict(ok: bool) -> Verdict {
-    if ok { Verdict::Pass } else { Verdict::Miss }
-}
-
-fn not_run(goal: String) -> Goal {
-    Goal {
-        goal,
-        measured: "not run: not in this build, not selected, or every run failed".into(),
-        verdict: Verdict::NotRun,
-    }
-}
 
 /// Share of the offered packets delivered within the latency budget, in %.
 fn within_budget(r: &RunResult) -> f64 {
@@ -67,13 +41,13 @@ pub(super) fn repair_targets(m: &Matrix) -> Vec<Goal> {
                 continue;
             };
             let goal = format!("{label}: {sc}: >= {floor}% delivered within the {budget_ms} ms budget");
-            match median(m.spread(sc, &video, subject, within_budget)) {
+            match median(m.spread(sc, &video, subject, within_budget), 2) {
                 Some((share, all)) => out.push(Goal {
                     goal,
                     measured: format!(
                         "{share:.2}% (seeds: {all}); {}: {}",
                         base.label(),
-                        median(m.spread(sc, &video, base, within_budget))
+                        median(m.spread(sc, &video, base, within_budget), 2)
                             .map_or("-".into(), |(v, _)| format!("{v:.2}%"))
                     ),
                     verdict: verdict(share >= floor),
@@ -99,7 +73,7 @@ fn p99_within_an_rtt(m: &Matrix, sc: &Scenario, video: &str, subject: Subject) -
         subject.label(),
         sc.name
     );
-    match median(m.spread(sc.name, video, subject, |r| r.latency.summary().p99)) {
+    match median(m.spread(sc.name, video, subject, |r| r.latency.summary().p99), 2) {
         Some((p99, all)) => Goal {
             goal,
             measured: format!("p99 {p99:.2} ms (seeds: {all})"),
@@ -118,7 +92,7 @@ fn p50_as_plain(m: &Matrix, sc: &Scenario, video: &str, subject: Subject, base: 
         sc.name,
         base.label()
     );
-    let p50 = |s| median(m.spread(sc.name, video, s, |r| r.latency.summary().p50));
+    let p50 = |s| median(m.spread(sc.name, video, s, |r| r.latency.summary().p50), 2);
     match (p50(subject), p50(base)) {
         (Some((own, _)), Some((plain, _))) => Goal {
             goal,
@@ -150,7 +124,7 @@ fn clean_overhead(m: &Matrix, video: &str, subject: Subject, base: Subject) -> V
             (limit - 1.0) * 100.0,
             base.label()
         );
-        out.push(match median(values) {
+        out.push(match median(values, 2) {
             Some((ratio, all)) => Goal {
                 goal,
                 measured: format!("{ratio:.3}x (paired runs: {all})"),
@@ -167,6 +141,7 @@ mod tests {
     use super::*;
     use crate::latency::Latency;
     use crate::report::ReportConfig;
+    use crate::report::goals::Verdict;
     use crate::report::json::tests::run;
     use crate::scenario::scenarios;
     use relay_core::Transport;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use relay_core::{DEFAULT_MAX_DELAY, Mode};
 
 use super::Matrix;
-use super::goals::{Goal, Verdict};
+use super::goals::{Goal, median, not_run, verdict};
 use crate::run::RunResult;
 use crate::scenario::{Scenario, Subject};
 
@@ -18,31 +18,6 @@ const SLACK_MS: f64 = 5.0;
 const SETUP_LIMIT: Duration = Duration::from_secs(2);
 /// How soon after an outage's end real-time delivery must be back.
 const RESUME_LIMIT_MS: f64 = 300.0;
-
-/// The lower middle of `values`, as [`Matrix::cell`] picks its median, and
-/// every value in order for the `measured` column.
-fn median(mut values: Vec<f64>) -> Option<(f64, String)> {
-    values.sort_by(f64::total_cmp);
-    let mid = *values.get(values.len().checked_sub(1)? / 2)?;
-    let all = values
-        .iter()
-        .map(|v| format!("{v:.1}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    Some((mid, all))
-}
-
-fn verdict(ok: bool) -> Verdict {
-    if ok { Verdict::Pass } else { Verdict::Miss }
-}
-
-fn not_run(goal: String) -> Goal {
-    Goal {
-        goal,
-        measured: "not run: not in this build, not selected, or every run failed".into(),
-        verdict: Verdict::NotRun,
-    }
-}
 
 /// One-way delay plus jitter the scenario configures, in ms.
 fn path_ms(s: &Scenario) -> (f64, f64) {
@@ -209,8 +184,8 @@ pub(super) fn loss_targets(m: &Matrix) -> Vec<Goal> {
         for sc in &m.scenarios {
             for (workload, _) in m.config.workloads_for(sc) {
                 let name = workload.name();
-                let p99 = |s| median(m.spread(sc.name, &name, s, |r| r.latency.summary().p99));
-                let share = |s| median(m.spread(sc.name, &name, s, |r| r.delivered_ratio() * 100.0));
+                let p99 = |s| median(m.spread(sc.name, &name, s, |r| r.latency.summary().p99), 1);
+                let share = |s| median(m.spread(sc.name, &name, s, |r| r.delivered_ratio() * 100.0), 1);
                 let (Some((own_p99, _)), Some((pion_p99, _)), Some((own_d, _)), Some((pion_d, _))) =
                     (p99(subject), p99(pion), share(subject), share(pion))
                 else {
@@ -269,7 +244,8 @@ pub(super) fn loss_targets(m: &Matrix) -> Vec<Goal> {
                 .map(|r| r.fresh.map_or(f64::INFINITY, |d| d.as_secs_f64() * 1e3))
                 .collect();
             let oldest: Vec<f64> = recoveries.iter().map(|r| r.oldest_ms).collect();
-            let (Some((fresh, fresh_all)), Some((oldest, oldest_all))) = (median(fresh), median(oldest))
+            let (Some((fresh, fresh_all)), Some((oldest, oldest_all))) =
+                (median(fresh, 1), median(oldest, 1))
             else {
                 out.push(not_run(goal));
                 continue;
@@ -309,7 +285,7 @@ fn p99_goal(m: &Matrix, sc: &Scenario, video: &str, subject: Subject, limit_ms: 
     );
     let p99 = m.spread(sc.name, video, subject, |r| r.latency.summary().p99);
     let key = m.spread(sc.name, video, subject, |r| r.keyframe_latency.summary().p99);
-    let (Some((p99, p99_all)), Some((key, _))) = (median(p99), median(key)) else {
+    let (Some((p99, p99_all)), Some((key, _))) = (median(p99, 1), median(key, 1)) else {
         return not_run(goal);
     };
     Goal {
@@ -328,7 +304,8 @@ fn delivered_goal(m: &Matrix, sc: &Scenario, video: &str, subject: Subject) -> G
         sc.name
     );
     let share = |s| m.spread(sc.name, video, s, |r| r.delivered_ratio() * 100.0);
-    let (Some((own, own_all)), Some((net, _))) = (median(share(subject)), median(share(Subject::RawUdp)))
+    let (Some((own, own_all)), Some((net, _))) =
+        (median(share(subject), 1), median(share(Subject::RawUdp), 1))
     else {
         return not_run(goal);
     };
@@ -344,6 +321,7 @@ mod tests {
     use super::*;
     use crate::latency::Latency;
     use crate::report::ReportConfig;
+    use crate::report::goals::Verdict;
     use crate::report::json::tests::run;
     use crate::scenario::scenarios;
     use relay_core::{Mode, Transport};
@@ -422,9 +400,12 @@ mod tests {
 
     #[test]
     fn median_is_the_lower_middle_and_lists_every_value() {
-        assert_eq!(median(vec![]), None);
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some((2.0, "1.0, 2.0, 3.0".into())));
-        assert_eq!(median(vec![4.0, 1.0]), Some((1.0, "1.0, 4.0".into())));
+        assert_eq!(median(vec![], 1), None);
+        assert_eq!(
+            median(vec![3.0, 1.0, 2.0], 1),
+            Some((2.0, "1.0, 2.0, 3.0".into()))
+        );
+        assert_eq!(median(vec![4.0, 1.0], 1), Some((1.0, "1.0, 4.0".into())));
     }
 
     #[test]
