@@ -10,7 +10,7 @@ if [ -f scripts/install-python-peers.sh ]; then
   bash scripts/install-python-peers.sh
 fi
 
-cargo test --workspace --locked "$@"
+cargo test --workspace --locked --no-fail-fast "$@"
 # The patched SCTP and DTLS under dc-relay (patches/rtc-sctp, patches/rtc-dtls,
 # wired with [patch.crates-io]) are not workspace members, so their own tests,
 # the regressions for each patch among them, run here by name.

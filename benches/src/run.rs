@@ -618,9 +618,16 @@ mod tests {
             .await
             .unwrap();
             assert!(r.netsim.is_some(), "{subject:?}");
-            // 30 packets offered; the proxy saw them (plus control traffic).
+            // 30 packets offered; the proxy saw their bytes (plus control
+            // traffic and the transport's overhead). Not 30 datagrams: QUIC
+            // packs the two streams' simultaneous packets into one.
             assert_eq!(r.offered, 30, "{subject:?}");
-            assert!(r.netsim.unwrap().0.received >= 30, "{subject:?}: {:?}", r.netsim);
+            let forward = r.netsim.unwrap().0;
+            assert!(
+                forward.received_bytes >= r.offered_bytes && forward.received >= 15,
+                "{subject:?}: {:?}",
+                r.netsim
+            );
             if subject.is_reliable() {
                 assert_eq!(r.delivered, 30, "{subject:?}");
             }
