@@ -2,7 +2,7 @@
 //! plain unreliable mode on the WAN paths (median over seeds) and on the
 //! clean path (what repair costs when nothing is lost).
 
-use relay_core::{DEFAULT_MAX_DELAY, Mode};
+use relay_core::DEFAULT_MAX_DELAY;
 
 use super::Matrix;
 use super::goals::{Goal, median, not_run, verdict};
@@ -17,7 +17,7 @@ fn within_budget(r: &RunResult) -> f64 {
 /// The plain unreliable mode a repair mode is compared with.
 fn plain(subject: Subject) -> Option<Subject> {
     match subject {
-        Subject::Link(t, Mode::Repair) => Some(Subject::Link(t, t.plain_unreliable())),
+        Subject::Link(t, m) => t.unrepaired(m).map(|base| Subject::Link(t, base)),
         _ => None,
     }
 }
@@ -144,7 +144,7 @@ mod tests {
     use crate::report::goals::Verdict;
     use crate::report::json::tests::run;
     use crate::scenario::scenarios;
-    use relay_core::Transport;
+    use relay_core::{Mode, Transport};
 
     /// A wan-loss1 run of 1,000 packets: `delivered` of them at `ms`.
     fn video(subject: Subject, seed: u64, delivered: u64, ms: u64) -> RunResult {

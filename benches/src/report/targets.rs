@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use relay_core::{DEFAULT_MAX_DELAY, Mode};
+use relay_core::DEFAULT_MAX_DELAY;
 
 use super::Matrix;
 use super::goals::{Goal, median, not_run, verdict};
@@ -70,7 +70,7 @@ pub(super) fn loss_targets(m: &Matrix) -> Vec<Goal> {
                     limit,
                     &format!("one-way + {rtts} RTT + {extra} ms"),
                 ));
-            } else if matches!(subject, Subject::Link(_, Mode::Repair)) {
+            } else if matches!(subject, Subject::Link(_, m) if m.is_repair()) {
                 // Repair trades latency for delivery within its budget: its
                 // targets are the repair issue's (repair_targets.rs), not
                 // the unreliable modes' path-delay bound.

@@ -134,6 +134,15 @@ pub trait RelayLink: Send + Sync + fmt::Debug {
     /// for room.
     async fn send(&self, packet: Packet) -> Result<(), LinkError>;
 
+    /// Sends again a packet this link sent before, because the peer asked
+    /// for it (a repair loop's retransmission). The default sends it like
+    /// any other; a link whose wire form must not be built twice (SRTP:
+    /// each packet index is encrypted once) overrides it to put the bytes
+    /// of the first sending on the wire again.
+    async fn resend(&self, packet: Packet) -> Result<(), LinkError> {
+        self.send(packet).await
+    }
+
     /// Receives the next packet. After the link closes, packets already
     /// received are still returned, then `Err(LinkError::Closed)`.
     async fn recv(&self) -> Result<Packet, LinkError>;

@@ -35,19 +35,32 @@ impl Transport {
         match self {
             Transport::Dc => &[Mode::Reliable, Mode::Unreliable, Mode::Repair],
             Transport::Quic => &[Mode::Datagram, Mode::Stream, Mode::Repair],
-            Transport::RtpUdp => &[Mode::Unreliable, Mode::Srtp, Mode::Repair],
+            Transport::RtpUdp => &[Mode::Unreliable, Mode::Srtp, Mode::Repair, Mode::SrtpRepair],
         }
     }
 
     /// The mode the transport's own link runs in for `mode`: repair runs
-    /// over the plain unreliable one (DATAGRAM frames on QUIC), with the
-    /// hop's repair loop on top; every other mode is its own.
+    /// over the plain unreliable one (DATAGRAM frames on QUIC), srtp-repair
+    /// over SRTP, with the hop's repair loop on top; every other mode is its
+    /// own.
     pub fn link_mode(self, mode: Mode) -> Mode {
         match (self, mode) {
             // A data channel repairs within a lifetime itself (RFC 3758).
             (Transport::Dc, Mode::Repair) => Mode::Repair,
             (_, Mode::Repair) => self.plain_unreliable(),
+            (_, Mode::SrtpRepair) => Mode::Srtp,
             (_, other) => other,
+        }
+    }
+
+    /// The mode a repair mode is compared with: the same link without the
+    /// repair (for dc, its plain unreliable channel). `None` for a mode
+    /// that does not repair.
+    pub fn unrepaired(self, mode: Mode) -> Option<Mode> {
+        match mode {
+            Mode::Repair => Some(self.plain_unreliable()),
+            Mode::SrtpRepair => Some(Mode::Srtp),
+            _ => None,
         }
     }
 
@@ -112,17 +125,23 @@ pub enum Mode {
     /// `relay-repair` crate); on a data channel, SCTP's timed reliability
     /// (maxPacketLifeTime = the budget, RFC 3758).
     Repair,
+    /// [`Srtp`](Mode::Srtp) with the hop's repair loop: the NACKs travel as
+    /// SRTCP and a retransmission is the packet's own SRTP bytes sent again
+    /// (rtp-udp only).
+    #[serde(rename = "srtp-repair")]
+    SrtpRepair,
 }
 
 impl Mode {
     /// Every mode.
-    pub const ALL: [Mode; 6] = [
+    pub const ALL: [Mode; 7] = [
         Mode::Reliable,
         Mode::Unreliable,
         Mode::Datagram,
         Mode::Stream,
         Mode::Srtp,
         Mode::Repair,
+        Mode::SrtpRepair,
     ];
 
     /// The name used on the command line and in signaling.
@@ -134,12 +153,18 @@ impl Mode {
             Mode::Stream => "stream",
             Mode::Srtp => "srtp",
             Mode::Repair => "repair",
+            Mode::SrtpRepair => "srtp-repair",
         }
     }
 
     /// Whether every packet is delivered, in order, with back-pressure.
     pub fn is_reliable(self) -> bool {
         matches!(self, Mode::Reliable | Mode::Stream)
+    }
+
+    /// Whether the link repairs its losses within the latency budget.
+    pub fn is_repair(self) -> bool {
+        matches!(self, Mode::Repair | Mode::SrtpRepair)
     }
 }
 
@@ -151,7 +176,7 @@ impl fmt::Display for Mode {
 
 /// A name that is not a mode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown mode {0:?}; known: reliable, unreliable, datagram, stream, srtp, repair")]
+#[error("unknown mode {0:?}; known: reliable, unreliable, datagram, stream, srtp, repair, srtp-repair")]
 pub struct UnknownMode(pub String);
 
 impl FromStr for Mode {
@@ -180,6 +205,12 @@ mod tests {
             assert_eq!(m.name().parse::<Mode>().unwrap(), m);
             assert_eq!(serde_json::to_string(&m).unwrap(), format!("\"{}\"", m.name()));
         }
+        assert_eq!(Transport::RtpUdp.link_mode(Mode::SrtpRepair), Mode::Srtp);
+        assert_eq!(Transport::RtpUdp.unrepaired(Mode::SrtpRepair), Some(Mode::Srtp));
+        assert_eq!(Transport::Quic.unrepaired(Mode::Repair), Some(Mode::Datagram));
+        assert_eq!(Transport::Dc.link_mode(Mode::Repair), Mode::Repair);
+        assert_eq!(Transport::Dc.unrepaired(Mode::Repair), Some(Mode::Unreliable));
+        assert_eq!(Transport::Quic.unrepaired(Mode::Stream), None);
         assert!(
             "sctp"
                 .parse::<Transport>()

@@ -103,7 +103,7 @@ pub(crate) async fn offer(
         Transport::RtpUdp => {
             use rtp_udp_relay::RtpUdpOfferer;
             let err = setup_err(transport);
-            let offerer = RtpUdpOfferer::bind(rtp_udp_config(options), link_mode)
+            let offerer = RtpUdpOfferer::bind(rtp_udp_config(options, mode), link_mode)
                 .await
                 .map_err(|e| err(e.to_string()))?;
             let resp = post(client, transport, mode, offerer.offer()).await?;
@@ -157,7 +157,7 @@ pub(crate) async fn offer(
 /// `link` as `mode` has it: in repair mode, under the hop's repair loop
 /// (both ends wrap theirs), with the latency budget as its horizon.
 fn with_repair(link: Arc<dyn RelayLink>, mode: Mode, options: &LinkOptions) -> Arc<dyn RelayLink> {
-    if mode != Mode::Repair || link.transport().link_mode(mode) == mode {
+    if !mode.is_repair() || link.transport().link_mode(mode) == mode {
         // Not repair mode, or a transport that repairs by itself (dc).
         return link;
     }
@@ -169,13 +169,21 @@ fn with_repair(link: Arc<dyn RelayLink>, mode: Mode, options: &LinkOptions) -> A
 }
 
 #[cfg(feature = "rtp-udp")]
-fn rtp_udp_config(options: &LinkOptions) -> rtp_udp_relay::RtpUdpConfig {
-    rtp_udp_relay::RtpUdpConfig::default()
+fn rtp_udp_config(options: &LinkOptions, mode: Mode) -> rtp_udp_relay::RtpUdpConfig {
+    let config = rtp_udp_relay::RtpUdpConfig::default()
         .bind(media_addr(options))
         .advertise_ip(options.advertise_ip)
         .liveness_timeout(options.liveness_timeout)
         .clock_rates(options.clock_rates.clone())
-        .latch(options.latch)
+        .latch(options.latch);
+    if mode == Mode::SrtpRepair {
+        // The repair loop's retransmissions are the SRTP bytes sent the
+        // first time; the link keeps them as long as the loop keeps the
+        // packets.
+        config.resend_window(options.max_delay)
+    } else {
+        config
+    }
 }
 
 #[cfg(feature = "quic")]
@@ -233,7 +241,7 @@ impl Answerer for FacadeAnswerer {
             Transport::RtpUdp => {
                 let offer: relay_core::RtpUdpDescription = parse_offer(self.transport, offer)?;
                 use rtp_udp_relay::{RtpUdpAnswerer, RtpUdpError};
-                let answerer = RtpUdpAnswerer::bind(rtp_udp_config(&self.options), link_mode, &offer)
+                let answerer = RtpUdpAnswerer::bind(rtp_udp_config(&self.options, mode), link_mode, &offer)
                     .await
                     .map_err(|e| match e {
                         RtpUdpError::BadAddress { .. }
@@ -293,7 +301,7 @@ impl Answerer for FacadeAnswerer {
                 )));
             }
         };
-        let pending: Pending = if mode == Mode::Repair && link_mode != mode {
+        let pending: Pending = if mode.is_repair() && link_mode != mode {
             let options = self.options.clone();
             Box::pin(async move { Ok(with_repair(pending.await?, mode, &options)) })
         } else {

@@ -16,11 +16,17 @@ const BUDGET: Duration = Duration::from_millis(200);
 
 /// Sends PACKETS RTP packets at 1,000/s through 2% random loss on a 10 ms
 /// one-way path; returns (delivered sequence numbers with their one-way
-/// latency, RTCP packets the application saw, the receiver's stats).
+/// latency, RTCP packets the application saw, the receiver's stats, the
+/// sender's stats).
 async fn through_loss(
     transport: Transport,
     mode: Mode,
-) -> (Vec<(u16, Duration)>, usize, relay_core::LinkStats) {
+) -> (
+    Vec<(u16, Duration)>,
+    usize,
+    relay_core::LinkStats,
+    relay_core::LinkStats,
+) {
     let options = LinkOptions {
         max_delay: BUDGET,
         ..LinkOptions::default()
@@ -60,12 +66,13 @@ async fn through_loss(
     }
     let (got, rtcp) = receiving.await.unwrap();
     let stats = pair.answerer.stats();
+    let sender = pair.offerer.stats();
     pair.close().await;
-    (got, rtcp, stats)
+    (got, rtcp, stats, sender)
 }
 
-async fn repairs(transport: Transport) {
-    let (got, rtcp, stats) = through_loss(transport, Mode::Repair).await;
+async fn repairs(transport: Transport, mode: Mode) {
+    let (got, rtcp, stats, sender) = through_loss(transport, mode).await;
     let unique: HashSet<u16> = got.iter().map(|(s, _)| *s).collect();
     assert_eq!(
         unique.len(),
@@ -88,8 +95,16 @@ async fn repairs(transport: Transport) {
         assert_eq!(stats.repair, None);
     } else {
         let repair = stats.repair.expect("a repairing link reports its repairs");
-        assert_eq!(stats.mode, Mode::Repair);
+        assert_eq!(stats.mode, mode);
         assert!(repair.repaired >= 10, "{transport}: {repair:?}");
+        // Every retransmission went out: none was refused (SRTP will not
+        // encrypt an index twice) or missing from the link's own copy.
+        assert_eq!(
+            (sender.drops.unauthenticated, sender.drops.expired),
+            (0, 0),
+            "{transport} {mode}: {:?}",
+            sender.drops
+        );
     }
     let worst = got.iter().map(|(_, l)| *l).max().unwrap();
     assert!(
@@ -98,7 +113,8 @@ async fn repairs(transport: Transport) {
     );
 
     // The same path without repair loses its 2%.
-    let (plain, _, _) = through_loss(transport, transport.plain_unreliable()).await;
+    let plain_mode = transport.unrepaired(mode).expect("a repair mode");
+    let (plain, _, _, _) = through_loss(transport, plain_mode).await;
     assert!(
         plain.len() < usize::from(PACKETS) - 10,
         "{transport}: the plain mode lost nothing ({} of {PACKETS}): the path is not lossy",
@@ -109,16 +125,25 @@ async fn repairs(transport: Transport) {
 #[cfg(feature = "rtp-udp")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtp_udp_repairs_its_losses_within_the_budget() {
-    repairs(Transport::RtpUdp).await;
+    repairs(Transport::RtpUdp, Mode::Repair).await;
+}
+
+/// SRTP with repair: a retransmission is the packet's first SRTP bytes
+/// again (protecting the same index twice is refused), and the NACKs are
+/// SRTCP, so nothing on the hop is in the clear.
+#[cfg(feature = "rtp-udp")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srtp_repairs_its_losses_with_the_bytes_it_first_sent() {
+    repairs(Transport::RtpUdp, Mode::SrtpRepair).await;
 }
 #[cfg(feature = "quic")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_repairs_its_datagram_losses_within_the_budget() {
-    repairs(Transport::Quic).await;
+    repairs(Transport::Quic, Mode::Repair).await;
 }
 
 #[cfg(feature = "dc")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_channel_repairs_within_its_packet_lifetime() {
-    repairs(Transport::Dc).await;
+    repairs(Transport::Dc, Mode::Repair).await;
 }

@@ -181,7 +181,7 @@ impl Shared {
                     };
                     for bytes in resend {
                         if let Ok(p) = Packet::parse(bytes) {
-                            let _ = self.inner.send(p).await;
+                            let _ = self.inner.resend(p).await;
                         }
                     }
                 }
@@ -247,6 +247,10 @@ impl RelayLink for RepairLink {
             lock(&self.shared.buffer).on_sent(packet.ssrc(), seq, packet.bytes().clone(), now());
         }
         self.shared.inner.send(packet).await
+    }
+
+    async fn resend(&self, packet: Packet) -> Result<(), LinkError> {
+        self.shared.inner.resend(packet).await
     }
 
     async fn recv(&self) -> Result<Packet, LinkError> {

@@ -69,6 +69,7 @@
 
 mod link;
 pub mod liveness;
+pub mod resend;
 pub mod srtp;
 pub mod stun;
 
@@ -106,6 +107,7 @@ pub struct RtpUdpConfig {
     pub(crate) ssrcs: Vec<u32>,
     pub(crate) clock_rates: ClockRates,
     pub(crate) latch: bool,
+    pub(crate) resend_window: Duration,
 }
 
 impl Default for RtpUdpConfig {
@@ -123,6 +125,7 @@ impl Default for RtpUdpConfig {
             ssrcs: Vec::new(),
             clock_rates: ClockRates::new(),
             latch: false,
+            resend_window: Duration::ZERO,
         }
     }
 }
@@ -198,6 +201,16 @@ impl RtpUdpConfig {
     /// docs/security.md for why plain mode does not.
     pub fn latch(mut self, latch: bool) -> Self {
         self.latch = latch;
+        self
+    }
+
+    /// srtp mode: how long the SRTP bytes of each sent RTP packet are kept
+    /// for [`RelayLink::resend`] (a repair loop's retransmissions; see
+    /// [`resend`](crate::resend)). Default zero: nothing is kept, and a
+    /// resend is a send, which SRTP refuses for an index already used. The
+    /// facade sets it to the latency budget in `srtp-repair` mode.
+    pub fn resend_window(mut self, window: Duration) -> Self {
+        self.resend_window = window;
         self
     }
 

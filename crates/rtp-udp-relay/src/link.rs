@@ -18,6 +18,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 use crate::liveness::{Action, Liveness};
+use crate::resend::SentWire;
 use crate::srtp::{self, ControlAuth, MasterKey, SrtpContext, SrtpError};
 use crate::stun::{self, Control, IntegrityKey};
 use crate::{RtpUdpConfig, RtpUdpError};
@@ -265,6 +266,9 @@ struct Shared {
     /// `Some` in srtp mode; `send` runs on any task, hence the lock (held
     /// for one packet's encryption, never across an await).
     outbound: Option<Mutex<SrtpContext>>,
+    /// `Some` in srtp mode with a resend window: what was sent, protected,
+    /// for [`RelayLink::resend`].
+    sent: Option<Mutex<SentWire>>,
     /// `Some` in srtp mode: goodbyes are signed and checked.
     goodbye: Option<GoodbyeAuth>,
     /// `Some` in srtp mode: probes and replies carry and need
@@ -320,6 +324,8 @@ impl RtpUdpLink {
             None => (None, None, None, None),
         };
         let overhead = if outbound.is_some() { SRTP_OVERHEAD } else { 0 };
+        let sent = (outbound.is_some() && !config.resend_window.is_zero())
+            .then(|| Mutex::new(SentWire::new(config.resend_window)));
         // The configured size bounds the datagram on the wire, except that
         // the application may always send 1,400 bytes (the relay contract).
         let max_packet_size = config
@@ -336,6 +342,7 @@ impl RtpUdpLink {
             latch_tries: Mutex::new((Instant::now(), 0)),
             mode,
             outbound,
+            sent,
             goodbye,
             keepalive,
             stats: StatsRecorder::new(Transport::RtpUdp, mode).with_clock_rates(config.clock_rates.clone()),
@@ -389,9 +396,31 @@ impl Drop for RtpUdpLink {
     }
 }
 
+/// Every lock here guards plain bookkeeping held for one packet; a panic
+/// elsewhere leaves it as consistent as any other moment's.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Shared {
     fn peer(&self) -> SocketAddr {
-        *self.peer.lock().unwrap_or_else(|e| e.into_inner())
+        *lock(&self.peer)
+    }
+
+    /// Sends `wire` (the form of `packet` on the wire) to the peer. The
+    /// kernel send buffer is this transport's send queue: when it is full
+    /// the packet is dropped (counted); the sender never waits.
+    fn put_on_wire(&self, wire: &[u8], packet: &Packet) {
+        let peer = self.peer();
+        match self.socket.try_send_to(wire, peer) {
+            Ok(_) => self.stats.on_sent(packet),
+            Err(e) => {
+                if e.kind() != io::ErrorKind::WouldBlock {
+                    tracing::debug!(%peer, error = %e, "UDP send failed");
+                }
+                self.stats.on_drop(DropCause::SendQueueFull);
+            }
+        }
     }
 
     /// Whether a packet from `from`, not the peer's address, may be looked
@@ -786,8 +815,15 @@ impl RelayLink for RtpUdpLink {
                     PacketKind::Rtp => ctx.protect_rtp(packet.bytes()),
                     PacketKind::Rtcp => ctx.protect_rtcp(packet.bytes()),
                 };
+                drop(ctx);
                 match protected {
-                    Ok(wire) => wire,
+                    Ok(wire) => {
+                        if let (Some(sent), Some(seq)) = (&s.sent, packet.sequence_number()) {
+                            let now = tokio::time::Instant::now().into_std();
+                            lock(sent).keep(packet.ssrc(), seq, wire.clone(), now);
+                        }
+                        wire
+                    }
                     Err(SrtpError::WouldReuseIndex) => {
                         // A duplicate or a sequence number from before the
                         // replay window: the peer would refuse it anyway.
@@ -804,18 +840,27 @@ impl RelayLink for RtpUdpLink {
                 }
             }
         };
-        // The kernel send buffer is this transport's send queue: when it is
-        // full the packet being sent is dropped (counted); the sender never
-        // waits.
-        let peer = s.peer();
-        match s.socket.try_send_to(&wire, peer) {
-            Ok(_) => s.stats.on_sent(&packet),
-            Err(e) => {
-                if e.kind() != io::ErrorKind::WouldBlock {
-                    tracing::debug!(%peer, error = %e, "UDP send failed");
-                }
-                s.stats.on_drop(DropCause::SendQueueFull);
-            }
+        s.put_on_wire(&wire, &packet);
+        Ok(())
+    }
+
+    /// In srtp mode with a [resend window](RtpUdpConfig::resend_window),
+    /// an RTP packet goes out as the SRTP bytes it was first sent as (see
+    /// [`resend`](crate::resend)); one no longer kept is not sent, and
+    /// counted as `drops.expired`. Anything else is a [`send`](Self::send).
+    async fn resend(&self, packet: Packet) -> Result<(), LinkError> {
+        let s = &self.shared;
+        let (Some(sent), Some(seq)) = (&s.sent, packet.sequence_number()) else {
+            return self.send(packet).await;
+        };
+        if let Some(reason) = s.close.reason() {
+            return Err(LinkError::Closed(reason));
+        }
+        let now = tokio::time::Instant::now().into_std();
+        let kept = lock(sent).get(packet.ssrc(), seq, now);
+        match kept {
+            Some(wire) => s.put_on_wire(&wire, &packet),
+            None => s.stats.on_drop(DropCause::Expired),
         }
         Ok(())
     }
