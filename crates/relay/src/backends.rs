@@ -163,6 +163,7 @@ fn with_repair(link: Arc<dyn RelayLink>, mode: Mode, options: &LinkOptions) -> A
     }
     let config = relay_repair::RepairConfig {
         budget: options.max_delay,
+        reorder_window: options.reorder_window,
         ..relay_repair::RepairConfig::default()
     };
     Arc::new(relay_repair::RepairLink::new(link, mode, config))

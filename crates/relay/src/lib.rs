@@ -71,6 +71,11 @@ pub struct LinkOptions {
     /// than the signaled address only (a peer behind a NAT). srtp always
     /// latches to authenticated packets; other transports ignore it.
     pub latch: bool,
+    /// Repair modes: deliver each SSRC in sequence order, holding the
+    /// packets behind a loss for at most this long while its repair comes
+    /// (`relay_repair::reorder`). Zero (the default) delivers packets as
+    /// they arrive and leaves order to the receiving media server.
+    pub reorder_window: Duration,
 }
 
 impl Default for LinkOptions {
@@ -82,6 +87,7 @@ impl Default for LinkOptions {
             clock_rates: ClockRates::new(),
             max_delay: relay_core::DEFAULT_MAX_DELAY,
             latch: false,
+            reorder_window: Duration::ZERO,
         }
     }
 }

@@ -171,6 +171,12 @@ struct LinkArgs {
     /// srtp latches to authenticated packets without it; see docs/security.md.
     #[arg(long)]
     latch: bool,
+    /// Repair modes: deliver each SSRC in sequence order, holding packets
+    /// behind a loss for at most DURATION (e.g. 60ms, below --max-delay)
+    /// while the repair comes. Without it packets are delivered as they
+    /// arrive and the receiving media server's jitter buffer orders them.
+    #[arg(long, value_name = "DURATION", value_parser = relay::duration::parse_budget)]
+    reorder_window: Option<Duration>,
     /// RTP clock rate of a payload type, PT=HZ (repeatable), e.g.
     /// 111=48000 for Opus: jitter is computed at this rate, and only
     /// 90 kHz streams (or unknown dynamic ones) get keyframe requests.
@@ -205,6 +211,18 @@ impl LinkArgs {
         })
     }
 
+    /// --reorder-window, which only makes sense below the budget.
+    fn reorder_window(&self) -> Result<Duration, String> {
+        match self.reorder_window {
+            Some(window) if window >= self.max_delay => Err(format!(
+                "--reorder-window {} ms must be below --max-delay {} ms: a packet held that long is past its budget",
+                window.as_millis(),
+                self.max_delay.as_millis()
+            )),
+            window => Ok(window.unwrap_or(Duration::ZERO)),
+        }
+    }
+
     fn options(&self) -> Result<LinkOptions, String> {
         if !(self.liveness_timeout.is_finite() && self.liveness_timeout > 0.0) {
             return Err(format!(
@@ -219,6 +237,7 @@ impl LinkArgs {
             clock_rates: self.clock_rates()?,
             max_delay: self.max_delay,
             latch: self.latch,
+            reorder_window: self.reorder_window()?,
         })
     }
 }

@@ -98,7 +98,7 @@ fn wrong_mode_for_the_transport_is_refused() {
     assert!(!ok);
     assert_eq!(
         last_line(&err),
-        "relay: transport rtp-udp has no mode stream; its modes: unreliable, srtp, repair"
+        "relay: transport rtp-udp has no mode stream; its modes: unreliable, srtp, repair, srtp-repair"
     );
 }
 
@@ -196,6 +196,26 @@ fn bad_liveness_timeout_is_refused() {
     ]);
     assert!(!ok);
     assert!(last_line(&err).contains("--liveness-timeout"), "{err}");
+}
+
+#[test]
+fn a_reorder_window_past_the_budget_is_refused() {
+    let (ok, _, err) = run(&[
+        "answer",
+        "--signal-listen",
+        "127.0.0.1:0",
+        "--out",
+        "127.0.0.1:5006",
+        "--max-delay",
+        "100ms",
+        "--reorder-window",
+        "150ms",
+    ]);
+    assert!(!ok);
+    assert!(
+        last_line(&err).contains("--reorder-window 150 ms must be below --max-delay 100 ms"),
+        "{err}"
+    );
 }
 
 /// The raw response to `request` (a whole HTTP/1.1 request) at `url`.

@@ -14,8 +14,10 @@
 //!   sequence number and asked for with RTCP Generic NACK (RFC 4585
 //!   section 6.2.1), at once and then once per RTT, batched per datagram,
 //!   for as long as a repair can still arrive within the budget. Every
-//!   packet is delivered at most once, as soon as it arrives (order is not
-//!   restored; the receiving media server's jitter buffer does that).
+//!   packet is delivered at most once, by default as soon as it arrives
+//!   (order is not restored; the receiving media server's jitter buffer
+//!   does that), or in order within a bounded window ([`reorder`],
+//!   [`RepairConfig::reorder_window`]).
 //! - **Sending end** ([`sender`]): a buffer of what was sent, bounded by the
 //!   budget in time and by [`sender::MAX_KEPT`] in count, answers NACKs with
 //!   the original packets; a NACK for a packet that is gone is answered
@@ -48,6 +50,7 @@
 
 mod link;
 pub mod receiver;
+pub mod reorder;
 pub mod sender;
 pub mod wire;
 

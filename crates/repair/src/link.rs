@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use tracing::debug;
 
 use crate::receiver::{Arrival, LossDetector};
+use crate::reorder::ReorderWindow;
 use crate::sender::{DEFAULT_REPAIR_SHARE, RetransmitBuffer};
 use crate::wire::{build_nacks, parse_nacks};
 
@@ -52,6 +53,11 @@ pub struct RepairConfig {
     pub share: f64,
     /// Packets held for the application before the oldest is dropped.
     pub receive_queue: usize,
+    /// Deliver each SSRC in sequence order, holding packets behind a gap
+    /// for at most this long ([`ReorderWindow`]); zero (the default)
+    /// delivers every packet as it arrives and leaves order to the
+    /// receiving media server's jitter buffer.
+    pub reorder_window: Duration,
 }
 
 impl Default for RepairConfig {
@@ -60,6 +66,7 @@ impl Default for RepairConfig {
             budget: relay_core::DEFAULT_MAX_DELAY,
             share: DEFAULT_REPAIR_SHARE,
             receive_queue: 4096,
+            reorder_window: Duration::ZERO,
         }
     }
 }
@@ -70,6 +77,8 @@ struct Shared {
     buffer: Mutex<RetransmitBuffer>,
     detector: Mutex<LossDetector>,
     inbox: PacketQueue,
+    /// `Some` with a reorder window.
+    reorder: Option<Mutex<ReorderWindow>>,
     rtt: Mutex<(Duration, Option<Instant>)>,
     nacks_sent: AtomicU64,
     nacks_received: AtomicU64,
@@ -110,6 +119,8 @@ impl RepairLink {
             buffer: Mutex::new(RetransmitBuffer::new(config.budget, config.share)),
             detector: Mutex::new(LossDetector::new(config.budget)),
             inbox: PacketQueue::new(config.receive_queue, Overflow::DropOldest),
+            reorder: (!config.reorder_window.is_zero())
+                .then(|| Mutex::new(ReorderWindow::new(config.reorder_window))),
             rtt: Mutex::new((DEFAULT_RTT, None)),
             nacks_sent: AtomicU64::new(0),
             nacks_received: AtomicU64::new(0),
@@ -163,7 +174,14 @@ impl Shared {
                     debug!(ssrc = packet.ssrc(), seq, ?waited, "packet repaired");
                 }
                 if arrival.deliver() {
-                    self.deliver(packet);
+                    match &self.reorder {
+                        None => self.deliver(packet),
+                        Some(reorder) => {
+                            let mut due = Vec::new();
+                            lock(reorder).push(packet.ssrc(), seq, packet, now, &mut due);
+                            due.into_iter().for_each(|p| self.deliver(p));
+                        }
+                    }
                 }
                 if new_gap {
                     // A new gap is asked for at once, not at the next tick.
@@ -190,6 +208,20 @@ impl Shared {
         }
     }
 
+    /// Delivers what waited its reorder window.
+    fn release(&self, now: Instant) {
+        if let Some(reorder) = &self.reorder {
+            let mut due = Vec::new();
+            lock(reorder).poll(now, &mut due);
+            due.into_iter().for_each(|p| self.deliver(p));
+        }
+    }
+
+    /// Whether packets wait in the reorder window.
+    fn holding(&self) -> bool {
+        self.reorder.as_ref().is_some_and(|r| lock(r).holding())
+    }
+
     /// Sends NACKs for whatever is due.
     async fn ask(&self, now: Instant) {
         let rtt = self.rtt(now);
@@ -211,16 +243,28 @@ async fn drive(shared: Arc<Shared>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let pending = lock(&shared.detector).pending();
+        // Held packets are released on the tick too: they wait their
+        // window plus at most one tick.
+        let holding = shared.holding();
         tokio::select! {
             received = shared.inner.recv() => match received {
                 Ok(packet) => shared.on_packet(packet).await,
                 Err(LinkError::Closed(reason)) => {
+                    if let Some(reorder) = &shared.reorder {
+                        let mut held = Vec::new();
+                        lock(reorder).flush(&mut held);
+                        held.into_iter().for_each(|p| shared.deliver(p));
+                    }
                     shared.inbox.close(reason);
                     return;
                 }
                 Err(LinkError::TooLarge { .. }) => {}
             },
-            _ = tick.tick(), if pending => shared.ask(now()).await,
+            _ = tick.tick(), if pending || holding => {
+                let now = now();
+                shared.release(now);
+                shared.ask(now).await;
+            }
         }
     }
 }

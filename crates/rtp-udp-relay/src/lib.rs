@@ -206,7 +206,7 @@ impl RtpUdpConfig {
 
     /// srtp mode: how long the SRTP bytes of each sent RTP packet are kept
     /// for [`RelayLink::resend`] (a repair loop's retransmissions; see
-    /// [`resend`](crate::resend)). Default zero: nothing is kept, and a
+    /// the module [`resend`]). Default zero: nothing is kept, and a
     /// resend is a send, which SRTP refuses for an index already used. The
     /// facade sets it to the latency budget in `srtp-repair` mode.
     pub fn resend_window(mut self, window: Duration) -> Self {

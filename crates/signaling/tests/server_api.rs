@@ -359,7 +359,7 @@ async fn unknown_or_unserved_transport_or_mode_is_400_naming_the_supported_ones(
         ),
         (
             json!({"transport": "rtp-udp", "mode": "reliable", "offer": {}}),
-            "mode reliable is not valid for rtp-udp; rtp-udp supports: unreliable, srtp, repair",
+            "mode reliable is not valid for rtp-udp; rtp-udp supports: unreliable, srtp, repair, srtp-repair",
         ),
     ] {
         let reply = post(addr, &[], &body).await;
