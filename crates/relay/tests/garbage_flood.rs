@@ -90,6 +90,7 @@ fn every_line_of_relay_transports_is_covered_here() {
             "quic stream",
             "rtp-udp repair",
             "rtp-udp srtp",
+            "rtp-udp srtp-repair",
             "rtp-udp unreliable"
         ],
         "a new transport line needs its flood test below"
@@ -109,6 +110,11 @@ fn rtp_udp_srtp_under_flood() {
 #[test]
 fn rtp_udp_repair_under_flood() {
     flood_line("rtp-udp", "repair");
+}
+
+#[test]
+fn rtp_udp_srtp_repair_under_flood() {
+    flood_line("rtp-udp", "srtp-repair");
 }
 
 #[test]
