@@ -43,6 +43,11 @@ enum Command {
         /// delivered, latency percentiles, drops by cause, setup time) to FILE.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
+        /// Repair modes deliver each SSRC in order, holding packets behind a
+        /// loss at most this long (e.g. 100ms; `relay --reorder-window`).
+        /// Default: none, repairs are delivered as they arrive.
+        #[arg(long, value_name = "DURATION", value_parser = relay::duration::parse_budget)]
+        reorder_window: Option<std::time::Duration>,
     },
     /// Opens many idle links of each transport in this process and prints
     /// memory, descriptors and threads per link, setup rate and the first
@@ -181,7 +186,7 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let (quick, out, seed, scenarios, paths, json) = match Cli::parse().command {
+    let (quick, out, seed, scenarios, paths, json, reorder_window) = match Cli::parse().command {
         Command::Report {
             quick,
             out,
@@ -189,7 +194,8 @@ fn main() -> std::process::ExitCode {
             scenarios,
             paths,
             json,
-        } => (quick, out, seed, scenarios, paths, json),
+            reorder_window,
+        } => (quick, out, seed, scenarios, paths, json, reorder_window),
         Command::Links {
             count,
             parallel,
@@ -227,6 +233,9 @@ fn main() -> std::process::ExitCode {
     config.seed = seed;
     config.only = scenarios.clone();
     config.paths = paths.clone();
+    if let Some(window) = reorder_window {
+        relay_bench::path::set_reorder_window(window);
+    }
     if let Err(e) = config.selected_scenarios().and(config.selected_subjects()) {
         eprintln!("{e}");
         return std::process::ExitCode::FAILURE;
@@ -268,6 +277,7 @@ fn main() -> std::process::ExitCode {
             .iter()
             .map(|s| format!(" --scenario {s}"))
             .chain(paths.iter().map(|p| format!(" --path {p:?}")))
+            .chain(reorder_window.map(|w| format!(" --reorder-window {}ms", w.as_millis())))
             .collect::<String>()
     );
     let rendered = render(&matrix, &machine, &versions, &command);

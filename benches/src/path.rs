@@ -25,6 +25,22 @@ const MAX_DATAGRAM: usize = 65_536;
 /// rtp-udp backend's own receive loop.
 const RAW_RECV_BATCH: usize = 256;
 
+/// The reorder window every link path in this process opens its repair
+/// modes with, in microseconds (`relay-bench report --reorder-window`;
+/// zero, the default, delivers repairs as they arrive).
+static REORDER_WINDOW_US: AtomicU64 = AtomicU64::new(0);
+
+/// Sets the reorder window of the repair modes for every path opened
+/// after it (the report's `--reorder-window`, so the same matrix can be
+/// run with and without one).
+pub fn set_reorder_window(window: Duration) {
+    REORDER_WINDOW_US.store(window.as_micros() as u64, Ordering::Relaxed);
+}
+
+fn reorder_window() -> Duration {
+    Duration::from_micros(REORDER_WINDOW_US.load(Ordering::Relaxed))
+}
+
 /// One end of a path.
 #[derive(Debug, Clone)]
 pub enum End {
@@ -246,6 +262,7 @@ impl Path {
             Subject::Link(transport, mode) => {
                 let mut config = LoopbackConfig::default();
                 config.link.clock_rates = crate::workload::clock_rates();
+                config.link.reorder_window = reorder_window();
                 if let Some(impairment) = &scenario.impairment {
                     config = config.impairment(impairment.clone(), seed);
                 }

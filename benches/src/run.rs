@@ -77,6 +77,10 @@ pub struct RunResult {
     pub delivered_bytes: u64,
     /// Packets that arrived more than once.
     pub duplicates: u64,
+    /// Packets delivered after one sent behind them on the same SSRC (by
+    /// RTP sequence number): what the receiving media server's jitter
+    /// buffer has to put back in order.
+    pub reordered: u64,
     /// First send to last send.
     pub send_time: Duration,
     /// First send to last arrival.
@@ -172,6 +176,7 @@ struct Received {
     delivered: u64,
     delivered_bytes: u64,
     duplicates: u64,
+    reordered: u64,
     latency: Latency,
     keyframe_latency: Latency,
     last: Option<Instant>,
@@ -274,7 +279,9 @@ async fn run(
             let mut keyframe_latency = Latency::new();
             let mut seen = seen;
             let mut buf = vec![0u8; 65_536];
-            let (mut delivered, mut bytes, mut duplicates) = (0u64, 0u64, 0u64);
+            let (mut delivered, mut bytes, mut duplicates, mut reordered) = (0u64, 0u64, 0u64, 0u64);
+            // Highest RTP sequence number delivered per SSRC.
+            let mut highest: std::collections::HashMap<u32, u16> = Default::default();
             let mut last = None;
             let mut arrivals = Vec::new();
             let mut jitter: std::collections::HashMap<u32, SsrcReceiver> = Default::default();
@@ -299,13 +306,19 @@ async fn run(
                         }
                         delivered += 1;
                         bytes += b.len() as u64;
+                        // read_stamp checked the fixed RTP header's length.
+                        let seq = u16::from_be_bytes([b[2], b[3]]);
+                        let ssrc = u32::from_be_bytes([b[8], b[9], b[10], b[11]]);
+                        let high = highest.entry(ssrc).or_insert(seq);
+                        if (seq.wrapping_sub(*high) as i16) < 0 {
+                            reordered += 1;
+                        } else {
+                            *high = seq;
+                        }
                         last = Some(at);
                         if raw_jitter {
-                            // The fixed RTP header (RFC 3550 section 5.1); read_stamp
-                            // already checked the length.
-                            let seq = u16::from_be_bytes([b[2], b[3]]);
+                            // The fixed RTP header (RFC 3550 section 5.1).
                             let ts = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
-                            let ssrc = u32::from_be_bytes([b[8], b[9], b[10], b[11]]);
                             jitter
                                 .entry(ssrc)
                                 .or_insert_with(|| SsrcReceiver::new(seq, clock_rates.get(b[1] & 0x7f), epoch))
@@ -326,6 +339,7 @@ async fn run(
                 delivered,
                 delivered_bytes: bytes,
                 duplicates,
+                reordered,
                 latency,
                 keyframe_latency,
                 last,
@@ -443,6 +457,7 @@ async fn run(
             delivered: 0,
             delivered_bytes: 0,
             duplicates: 0,
+            reordered: 0,
             latency: Latency::new(),
             keyframe_latency: Latency::new(),
             last: None,
@@ -509,6 +524,7 @@ async fn run(
         delivered: received.delivered,
         delivered_bytes: received.delivered_bytes,
         duplicates: received.duplicates,
+        reordered: received.reordered,
         send_time: last_send.saturating_duration_since(first_send),
         span: received
             .last

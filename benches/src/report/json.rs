@@ -72,6 +72,7 @@ fn run_row(r: &RunResult) -> Value {
         "delivered": r.delivered,
         "delivered_ratio": r.delivered_ratio(),
         "duplicates": r.duplicates,
+        "reordered": r.reordered,
         "latency_ms": {
             "p50": l.p50,
             "p90": l.p90,
@@ -141,6 +142,7 @@ pub(super) mod tests {
             delivered: 93,
             delivered_bytes: 93_000,
             duplicates: 0,
+            reordered: 0,
             send_time: Duration::from_secs(1),
             span: Duration::from_secs(1),
             latency,
