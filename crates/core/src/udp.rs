@@ -37,6 +37,97 @@ pub fn bind_udp(addr: SocketAddr, buffer: usize) -> io::Result<std::net::UdpSock
     Ok(socket.into())
 }
 
+/// A range of local UDP ports media sockets bind in (`--media-ports
+/// 40000-40099`), as operators open one in their firewalls (Janus's
+/// `rtp_port_range`, mediasoup's `rtcMinPort`/`rtcMaxPort`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    lo: u16,
+    hi: u16,
+}
+
+impl PortRange {
+    /// `lo..=hi`; `None` if `lo` is 0 or above `hi`.
+    pub fn new(lo: u16, hi: u16) -> Option<PortRange> {
+        (lo != 0 && lo <= hi).then_some(PortRange { lo, hi })
+    }
+
+    /// The first port.
+    pub fn lo(self) -> u16 {
+        self.lo
+    }
+
+    /// The last port.
+    pub fn hi(self) -> u16 {
+        self.hi
+    }
+
+    /// How many ports.
+    pub fn len(self) -> u32 {
+        u32::from(self.hi - self.lo) + 1
+    }
+
+    /// Never: a range has at least one port.
+    pub fn is_empty(self) -> bool {
+        false
+    }
+
+    /// Whether `port` is in the range.
+    pub fn contains(self, port: u16) -> bool {
+        (self.lo..=self.hi).contains(&port)
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.lo, self.hi)
+    }
+}
+
+impl std::str::FromStr for PortRange {
+    type Err = String;
+
+    /// `LO-HI` (or one port, `PORT`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not a port range like 40000-40099");
+        let (lo, hi) = s.split_once('-').unwrap_or((s, s));
+        let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+        let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+        PortRange::new(lo, hi).ok_or_else(|| format!("{s:?}: ports run from 1 to 65535, low to high"))
+    }
+}
+
+/// [`bind_udp`] on `addr`, or, if `addr` asks for any port (0) and `ports`
+/// is given, on the first free port of the range, trying from a random
+/// one so that sessions spread over it. Every port in use is an
+/// [`io::ErrorKind::AddrInUse`] error that names the range.
+pub fn bind_udp_in(
+    addr: SocketAddr,
+    ports: Option<PortRange>,
+    buffer: usize,
+) -> io::Result<std::net::UdpSocket> {
+    let Some(range) = ports.filter(|_| addr.port() == 0) else {
+        return bind_udp(addr, buffer);
+    };
+    // A random start without a random-number crate: the hasher's keys
+    // are random per process.
+    let start = {
+        use std::hash::BuildHasher;
+        (std::collections::hash_map::RandomState::new().hash_one(addr) % u64::from(range.len())) as u32
+    };
+    for i in 0..range.len() {
+        let port = range.lo + ((start + i) % range.len()) as u16;
+        match bind_udp(SocketAddr::new(addr.ip(), port), buffer) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
+            other => return other,
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!("every media port in {range} on {} is in use", addr.ip()),
+    ))
+}
+
 /// Counters from the `Udp:` line of `/proc/net/snmp` (Linux). All zero
 /// where the file does not exist.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -141,6 +232,44 @@ mod tests {
             ..c
         };
         assert_eq!(later.since(&c).in_datagrams, 9);
+    }
+
+    #[test]
+    fn binds_inside_a_port_range_until_it_is_used_up() {
+        let probe = bind_udp("127.0.0.1:0".parse().unwrap(), 1 << 16).unwrap();
+        let free = probe.local_addr().unwrap().port();
+        drop(probe);
+        let range: PortRange = format!("{free}-{free}").parse().unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let first = bind_udp_in(any, Some(range), 1 << 16).unwrap();
+        assert_eq!(first.local_addr().unwrap().port(), free);
+        let err = bind_udp_in(any, Some(range), 1 << 16).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert!(
+            err.to_string()
+                .contains(&format!("every media port in {free}-{free}")),
+            "{err}"
+        );
+        // A socket asked for by port ignores the range.
+        let fixed = bind_udp_in(any, None, 1 << 16).unwrap();
+        assert!(!range.contains(fixed.local_addr().unwrap().port()));
+    }
+
+    #[test]
+    fn port_ranges_parse_with_clear_errors() {
+        assert_eq!("40000-40099".parse::<PortRange>().unwrap().len(), 100);
+        assert_eq!(
+            "5004".parse::<PortRange>(),
+            Ok(PortRange::new(5004, 5004).unwrap())
+        );
+        assert!("0-10".parse::<PortRange>().unwrap_err().contains("1 to 65535"));
+        assert!("20-10".parse::<PortRange>().unwrap_err().contains("low to high"));
+        assert!(
+            "a-b"
+                .parse::<PortRange>()
+                .unwrap_err()
+                .contains("like 40000-40099")
+        );
     }
 
     #[test]

@@ -54,6 +54,7 @@ pub struct DcConfig {
     pub(crate) max_packet_size: usize,
     pub(crate) sctp_receive_window: u32,
     pub(crate) socket_buffer: usize,
+    pub(crate) media_ports: Option<relay_core::udp::PortRange>,
     pub(crate) gather_timeout: Duration,
     pub(crate) clock_rates: ClockRates,
     pub(crate) max_delay: Duration,
@@ -79,6 +80,7 @@ impl Default for DcConfig {
             // See send_buffer_limit; also rtc's own default.
             sctp_receive_window: 1024 * 1024,
             socket_buffer: relay_core::udp::DEFAULT_SOCKET_BUFFER,
+            media_ports: None,
             gather_timeout: Duration::from_secs(2),
             clock_rates: ClockRates::new(),
             max_delay: relay_core::DEFAULT_MAX_DELAY,
@@ -93,6 +95,14 @@ impl DcConfig {
     /// [`advertise_ip`](DcConfig::advertise_ip).
     pub fn bind_addrs(mut self, addrs: Vec<SocketAddr>) -> Self {
         self.bind_addrs = addrs;
+        self
+    }
+
+    /// Ports to bind in when the bind address asks for any port (port 0),
+    /// as firewalls open a range: the first free one, from a random start;
+    /// none free is a bind error (default: any port the kernel picks).
+    pub fn media_ports(mut self, ports: Option<relay_core::udp::PortRange>) -> Self {
+        self.media_ports = ports;
         self
     }
 

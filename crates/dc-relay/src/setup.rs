@@ -49,7 +49,8 @@ async fn bind_sockets(config: &DcConfig) -> Result<Vec<Socket>, DcError> {
             });
         }
         let bind_err = |source| DcError::Bind { addr, source };
-        let std_socket = relay_core::udp::bind_udp(addr, config.socket_buffer).map_err(bind_err)?;
+        let std_socket =
+            relay_core::udp::bind_udp_in(addr, config.media_ports, config.socket_buffer).map_err(bind_err)?;
         let udp = UdpSocket::from_std(std_socket).map_err(bind_err)?;
         let local = udp.local_addr().map_err(bind_err)?;
         // The connection only ever sees the advertised address: it is the

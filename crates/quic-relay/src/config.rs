@@ -83,6 +83,7 @@ pub struct QuicConfig {
     pub(crate) alpn: String,
     pub(crate) liveness_timeout: Duration,
     pub(crate) socket_buffer_bytes: usize,
+    pub(crate) media_ports: Option<relay_core::udp::PortRange>,
     pub(crate) receive_queue: usize,
     pub(crate) flow_id: u64,
     pub(crate) clock_rates: ClockRates,
@@ -99,6 +100,7 @@ impl Default for QuicConfig {
             // CRATES.md: the 208 KiB kernel default overflows under
             // unpaced bursts; 4 MiB is what iperf3 needs for line rate here.
             socket_buffer_bytes: 4 * 1024 * 1024,
+            media_ports: None,
             // About 40 ms of 1,200-byte packets at 1 Gbit/s.
             receive_queue: 4096,
             flow_id: 0,
@@ -114,6 +116,14 @@ impl QuicConfig {
     /// bound address, so bind a concrete address the peer can reach.
     pub fn bind(mut self, addr: SocketAddr) -> Self {
         self.bind = addr;
+        self
+    }
+
+    /// Ports to bind in when the bind address asks for any port (port 0),
+    /// as firewalls open a range: the first free one, from a random start;
+    /// none free is a bind error (default: any port the kernel picks).
+    pub fn media_ports(mut self, ports: Option<relay_core::udp::PortRange>) -> Self {
+        self.media_ports = ports;
         self
     }
 
@@ -322,7 +332,7 @@ impl QuicConfig {
         server: Option<quinn::ServerConfig>,
     ) -> Result<(quinn::Endpoint, Arc<GuardedSocket>), QuicError> {
         let io = |what: String| move |source| QuicError::Io { what, source };
-        let socket = relay_core::udp::bind_udp(self.bind, self.socket_buffer_bytes)
+        let socket = relay_core::udp::bind_udp_in(self.bind, self.media_ports, self.socket_buffer_bytes)
             .map_err(io(format!("binding UDP {}", self.bind)))?;
         let what = || format!("starting the QUIC endpoint on {}", self.bind);
         let runtime = Arc::new(quinn::TokioRuntime);

@@ -79,8 +79,15 @@ async fn post(
     transport: Transport,
     mode: Mode,
     offer: impl serde::Serialize,
+    options: &LinkOptions,
 ) -> Result<relay_core::OfferResponse, RelayError> {
     let offer = serde_json::to_value(offer).map_err(|e| RelayError::BadAnswer(e.to_string()))?;
+    // A QUIC offer has no address: the offering end is the client.
+    let offer = if transport == Transport::Quic {
+        offer
+    } else {
+        advertise_port(transport, offer, options)?
+    };
     client
         .exchange(OfferRequest {
             transport,
@@ -106,7 +113,7 @@ pub(crate) async fn offer(
             let offerer = RtpUdpOfferer::bind(rtp_udp_config(options, mode), link_mode)
                 .await
                 .map_err(|e| err(e.to_string()))?;
-            let resp = post(client, transport, mode, offerer.offer()).await?;
+            let resp = post(client, transport, mode, offerer.offer(), options).await?;
             let answer = parse_answer(resp.answer)?;
             let link = offerer.connect(&answer).await.map_err(|e| err(e.to_string()))?;
             Ok(Offered {
@@ -120,7 +127,7 @@ pub(crate) async fn offer(
             let offerer = quic_relay::QuicOfferer::bind(quic_config(options), link_mode)
                 .await
                 .map_err(|e| err(e.to_string()))?;
-            let resp = post(client, transport, mode, offerer.offer()).await?;
+            let resp = post(client, transport, mode, offerer.offer(), options).await?;
             let answer = parse_answer(resp.answer)?;
             let link = offerer.connect(answer).await.map_err(|e| err(e.to_string()))?;
             Ok(Offered {
@@ -134,7 +141,7 @@ pub(crate) async fn offer(
             let offerer = dc_relay::DcOfferer::bind(dc_config(options), link_mode)
                 .await
                 .map_err(|e| err(e.to_string()))?;
-            let resp = post(client, transport, mode, offerer.offer()).await?;
+            let resp = post(client, transport, mode, offerer.offer(), options).await?;
             let answer: relay_core::W3cDescription = parse_answer(resp.answer)?;
             let link = offerer.connect(&answer).await.map_err(|e| err(e.to_string()))?;
             Ok(Offered {
@@ -152,6 +159,31 @@ pub(crate) async fn offer(
         link: with_repair(offered.link, mode, options),
         ..offered
     })
+}
+
+/// `description` with the port of its address replaced by the advertised
+/// one (`--advertise IP:PORT`). A port-forwarding NAT or proxy in front of
+/// the media ports maps `LO..=HI` to `PORT..`, so a session bound on
+/// `LO + n` is advertised as `PORT + n` (without `--media-ports`, as
+/// `PORT`).
+pub(crate) fn advertise_port(
+    transport: Transport,
+    description: serde_json::Value,
+    options: &LinkOptions,
+) -> Result<serde_json::Value, RelayError> {
+    let Some(base) = options.advertise_port else {
+        return Ok(description);
+    };
+    let local = crate::loopback::description_addr(transport, &description)?;
+    let offset = options
+        .media_ports
+        .filter(|r| r.contains(local.port()))
+        .map_or(0, |r| local.port() - r.lo());
+    let port = base.checked_add(offset).ok_or_else(|| RelayError::Setup {
+        transport,
+        message: format!("--advertise port {base} + {offset} is past 65535"),
+    })?;
+    crate::loopback::rewrite_description(transport, description, SocketAddr::new(local.ip(), port))
 }
 
 /// `link` as `mode` has it: in repair mode, under the hop's repair loop
@@ -174,6 +206,7 @@ fn rtp_udp_config(options: &LinkOptions, mode: Mode) -> rtp_udp_relay::RtpUdpCon
     let config = rtp_udp_relay::RtpUdpConfig::default()
         .bind(media_addr(options))
         .advertise_ip(options.advertise_ip)
+        .media_ports(options.media_ports)
         .liveness_timeout(options.liveness_timeout)
         .clock_rates(options.clock_rates.clone())
         .latch(options.latch);
@@ -191,6 +224,7 @@ fn rtp_udp_config(options: &LinkOptions, mode: Mode) -> rtp_udp_relay::RtpUdpCon
 fn quic_config(options: &LinkOptions) -> quic_relay::QuicConfig {
     quic_relay::QuicConfig::default()
         .bind(media_addr(options))
+        .media_ports(options.media_ports)
         .liveness_timeout(options.liveness_timeout)
         .clock_rates(options.clock_rates.clone())
         .max_delay(options.max_delay)
@@ -201,6 +235,7 @@ fn dc_config(options: &LinkOptions) -> dc_relay::DcConfig {
     dc_relay::DcConfig::default()
         .bind_addrs(vec![media_addr(options)])
         .advertise_ip(options.advertise_ip)
+        .media_ports(options.media_ports)
         .liveness_timeout(options.liveness_timeout)
         .clock_rates(options.clock_rates.clone())
         .max_delay(options.max_delay)
@@ -302,6 +337,8 @@ impl Answerer for FacadeAnswerer {
                 )));
             }
         };
+        let answer = advertise_port(self.transport, answer, &self.options)
+            .map_err(|e| AnswerError::Unavailable(e.to_string()))?;
         let pending: Pending = if mode.is_repair() && link_mode != mode {
             let options = self.options.clone();
             Box::pin(async move { Ok(with_repair(pending.await?, mode, &options)) })

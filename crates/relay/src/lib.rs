@@ -53,6 +53,14 @@ pub struct LinkOptions {
     pub bind_ip: IpAddr,
     /// IP to advertise in offers/answers when `bind_ip` is unspecified.
     pub advertise_ip: Option<IpAddr>,
+    /// Port to advertise instead of the bound one, where a port-forwarding
+    /// NAT or proxy sits in front of the media ports: with `media_ports`
+    /// `LO-HI` forwarded to `PORT..`, the session bound on `LO + n` is
+    /// advertised as `PORT + n`; without, every session as `PORT`.
+    pub advertise_port: Option<u16>,
+    /// Local UDP ports every media socket binds in (`--media-ports`):
+    /// none free fails the session (a 503 on the answering side).
+    pub media_ports: Option<relay_core::udp::PortRange>,
     /// Silence after which the peer is dead (default 5 s).
     pub liveness_timeout: Duration,
     /// RTP clock rates of dynamic payload types, for jitter in the links'
@@ -83,6 +91,8 @@ impl Default for LinkOptions {
         LinkOptions {
             bind_ip: IpAddr::from([127, 0, 0, 1]),
             advertise_ip: None,
+            advertise_port: None,
+            media_ports: None,
             liveness_timeout: relay_core::DEFAULT_LIVENESS_TIMEOUT,
             clock_rates: ClockRates::new(),
             max_delay: relay_core::DEFAULT_MAX_DELAY,

@@ -311,7 +311,10 @@ fn start_proxy(
 
 /// The address a description says its side receives on (for dc: its first
 /// UDP ICE candidate).
-fn description_addr(transport: Transport, description: &serde_json::Value) -> Result<SocketAddr, RelayError> {
+pub(crate) fn description_addr(
+    transport: Transport,
+    description: &serde_json::Value,
+) -> Result<SocketAddr, RelayError> {
     let bad = |e: String| {
         setup_error(
             transport,
@@ -334,7 +337,7 @@ fn description_addr(transport: Transport, description: &serde_json::Value) -> Re
 }
 
 /// The description with its receive address replaced by `via`.
-fn rewrite_description(
+pub(crate) fn rewrite_description(
     transport: Transport,
     description: serde_json::Value,
     via: SocketAddr,

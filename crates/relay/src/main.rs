@@ -155,9 +155,17 @@ struct LinkArgs {
     /// Local IP for media sockets.
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
-    /// IP to advertise to the peer when --bind is 0.0.0.0 or ::.
-    #[arg(long)]
-    advertise: Option<IpAddr>,
+    /// Address to advertise to the peer, IP or IP:PORT: the IP when --bind
+    /// is 0.0.0.0 or ::; the port where a port-forwarding NAT or proxy
+    /// (relay netsim) sits in front of the media ports. With --media-ports
+    /// LO-HI forwarded to PORT.., a session on LO+n is advertised as PORT+n.
+    #[arg(long, value_name = "IP[:PORT]", value_parser = parse_advertise)]
+    advertise: Option<(IpAddr, Option<u16>)>,
+    /// Bind every media socket in this UDP port range, LO-HI (the range
+    /// your firewall opens). When every port is taken, a new session fails
+    /// with a clear error (503 on the answering side).
+    #[arg(long, value_name = "LO-HI")]
+    media_ports: Option<relay_core::udp::PortRange>,
     /// Seconds of silence after which the peer is considered dead.
     #[arg(long, default_value_t = 5.0)]
     liveness_timeout: f64,
@@ -232,13 +240,38 @@ impl LinkArgs {
         }
         Ok(LinkOptions {
             bind_ip: self.bind,
-            advertise_ip: self.advertise,
+            advertise_ip: self.advertise.map(|(ip, _)| ip),
+            advertise_port: self.advertise.and_then(|(_, port)| port),
+            media_ports: self.media_ports,
             liveness_timeout: Duration::from_secs_f64(self.liveness_timeout),
             clock_rates: self.clock_rates()?,
             max_delay: self.max_delay,
             latch: self.latch,
             reorder_window: self.reorder_window()?,
         })
+    }
+}
+
+/// Prints a status line on stdout for whoever started the relay. A reader
+/// that went away (a script that read the first line and closed the pipe)
+/// is no reason to stop relaying: write errors are ignored, where
+/// `println!` would panic.
+fn status_line(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|_| out.flush());
+}
+
+/// `--advertise`: an IP, or an IP and a port (`[::1]:7000` for IPv6).
+fn parse_advertise(text: &str) -> Result<(IpAddr, Option<u16>), String> {
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok((ip, None));
+    }
+    match text.parse::<std::net::SocketAddr>() {
+        Ok(addr) if addr.port() != 0 => Ok((addr.ip(), Some(addr.port()))),
+        _ => Err(format!(
+            "{text:?} is not an IP or IP:PORT (203.0.113.7, 203.0.113.7:40000, [2001:db8::7]:40000)"
+        )),
     }
 }
 
@@ -528,7 +561,7 @@ async fn answer(config: AnswerConfig, options: LinkOptions) -> Result<ExitCode, 
     if let Some(t) = &token {
         status.push_str(&format!(" token={t}"));
     }
-    println!("{status}");
+    status_line(&status);
     shutdown_signal().await;
     tracing::info!("shutting down: closing every session");
     server.shutdown().await;
@@ -574,8 +607,11 @@ async fn offer(
         .map(|m| format!(" metrics={}", m.url()))
         .unwrap_or_default();
     let (transport, mode) = (plan.transport, plan.mode);
-    let on_up =
-        |id: &str| println!("ready transport={transport} mode={mode} in={input} session={id}{metrics_note}");
+    let on_up = |id: &str| {
+        status_line(&format!(
+            "ready transport={transport} mode={mode} in={input} session={id}{metrics_note}"
+        ))
+    };
     let code = tokio::select! {
         r = relay::offer_and_carry(&client, &plan, &pipe, &state, on_up) => {
             let reason = r.map_err(|e| e.to_string())?;

@@ -218,6 +218,28 @@ fn a_reorder_window_past_the_budget_is_refused() {
     );
 }
 
+#[test]
+fn bad_media_ports_and_advertise_are_refused_by_name() {
+    for (flag, value, says) in [
+        ("--media-ports", "40100-40000", "low to high"),
+        ("--media-ports", "forty", "like 40000-40099"),
+        ("--advertise", "203.0.113.7:0", "IP or IP:PORT"),
+        ("--advertise", "relay.example", "IP or IP:PORT"),
+    ] {
+        let (ok, _, err) = run(&[
+            "answer",
+            "--signal-listen",
+            "127.0.0.1:0",
+            "--out",
+            "127.0.0.1:5006",
+            flag,
+            value,
+        ]);
+        assert!(!ok, "{flag} {value}");
+        assert!(err.contains(flag) && err.contains(says), "{flag} {value}: {err}");
+    }
+}
+
 /// The raw response to `request` (a whole HTTP/1.1 request) at `url`.
 fn http_raw(url: &str, request: &str) -> String {
     use std::io::{Read, Write};

@@ -108,6 +108,7 @@ pub struct RtpUdpConfig {
     pub(crate) clock_rates: ClockRates,
     pub(crate) latch: bool,
     pub(crate) resend_window: Duration,
+    pub(crate) media_ports: Option<relay_core::udp::PortRange>,
 }
 
 impl Default for RtpUdpConfig {
@@ -126,6 +127,7 @@ impl Default for RtpUdpConfig {
             clock_rates: ClockRates::new(),
             latch: false,
             resend_window: Duration::ZERO,
+            media_ports: None,
         }
     }
 }
@@ -134,6 +136,14 @@ impl RtpUdpConfig {
     /// Local address to bind (default `127.0.0.1:0`).
     pub fn bind(mut self, addr: SocketAddr) -> Self {
         self.bind = addr;
+        self
+    }
+
+    /// Ports to bind in when the bind address asks for any port (port 0),
+    /// as firewalls open a range: the first free one, from a random start;
+    /// none free is a bind error (default: any port the kernel picks).
+    pub fn media_ports(mut self, ports: Option<relay_core::udp::PortRange>) -> Self {
+        self.media_ports = ports;
         self
     }
 

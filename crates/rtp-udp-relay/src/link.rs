@@ -74,7 +74,8 @@ fn bind(config: &RtpUdpConfig) -> Result<(UdpSocket, SocketAddr), RtpUdpError> {
         addr: config.bind,
         source,
     };
-    let std_socket = relay_core::udp::bind_udp(config.bind, config.socket_buffer).map_err(bind_err)?;
+    let std_socket = relay_core::udp::bind_udp_in(config.bind, config.media_ports, config.socket_buffer)
+        .map_err(bind_err)?;
     let socket = UdpSocket::from_std(std_socket).map_err(bind_err)?;
     let local = socket.local_addr().map_err(bind_err)?;
     let advertised = SocketAddr::new(config.advertise_ip.unwrap_or(local.ip()), local.port());
