@@ -18,10 +18,14 @@
 //!    Version Negotiation packet (long header, version 0) is exempt: its
 //!    fixed bit is unused (RFC 8999 section 6);
 //! 3. **unknown source**: once the connection is established, from any
-//!    address but the peer's. A relay link is one connection between two
-//!    fixed addresses, so this side does not follow a peer that migrates
-//!    or is rebound by a NAT (RFC 9000 section 9): its packets are
-//!    dropped and the link ends by the liveness timeout. Before that the
+//!    address but the peer's, unless it is a short-header packet for one
+//!    of this end's connection IDs the peer has used. That exception is
+//!    what lets a link survive a NAT rebinding: the offerer's packets
+//!    arrive from a new address with the same destination connection ID,
+//!    quinn validates the new path (PATH_CHALLENGE, RFC 9000 section 9)
+//!    and moves the connection to it. A stranger cannot know the IDs
+//!    without seeing the traffic, and one that does still cannot pass
+//!    quinn's packet protection. Before the connection is established the
 //!    answerer must hear from anyone (it does not know the offerer's
 //!    address: signaling carries only fingerprints), and quinn's TLS
 //!    refuses strangers.
@@ -34,6 +38,7 @@ use std::fmt;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 
@@ -48,13 +53,50 @@ const MIN_QUIC_PACKET: usize = 21;
 const FIXED_BIT: u8 = 0x40;
 /// RFC 9000 section 17.2: the header form bit (1 = long header).
 const LONG_HEADER: u8 = 0x80;
+/// Length of the connection IDs quinn issues (its default
+/// `HashedConnectionIdGenerator`; a test checks it).
+const LOCAL_CID_LEN: usize = 8;
+/// Connection IDs remembered: quinn issues a few (active_connection_id_limit).
+const KNOWN_CIDS: usize = 8;
+
+/// The destination connection ID of a short-header packet, as a number.
+fn short_header_dcid(datagram: &[u8]) -> Option<u64> {
+    if datagram[0] & LONG_HEADER != 0 {
+        return None;
+    }
+    let cid = datagram.get(1..1 + LOCAL_CID_LEN)?;
+    Some(u64::from_be_bytes(cid.try_into().ok()?))
+}
+
+/// This end's connection IDs that the peer has sent to from its own
+/// address: lock-free, a few atomics.
+#[derive(Debug, Default)]
+pub(crate) struct KnownCids {
+    slots: [AtomicU64; KNOWN_CIDS],
+    next: AtomicUsize,
+}
+
+impl KnownCids {
+    fn contains(&self, cid: u64) -> bool {
+        cid != 0 && self.slots.iter().any(|s| s.load(Ordering::Relaxed) == cid)
+    }
+
+    fn learn(&self, cid: u64) {
+        if cid != 0 && !self.contains(cid) {
+            let slot = self.next.fetch_add(1, Ordering::Relaxed) % KNOWN_CIDS;
+            self.slots[slot].store(cid, Ordering::Relaxed);
+        }
+    }
+}
 
 /// Why a datagram cannot be for this endpoint's link, or `None` to hand it
-/// to quinn. `peer` is the connected peer once established.
+/// to quinn. `peer` is the connected peer once established; `cids` the
+/// connection IDs it has used (learnt here from its packets).
 pub(crate) fn verdict(
     datagram: &[u8],
     from: SocketAddr,
     peer: Option<SocketAddr>,
+    cids: &KnownCids,
     max_udp_payload: usize,
 ) -> Option<DropCause> {
     if datagram.len() > max_udp_payload {
@@ -69,8 +111,17 @@ pub(crate) fn verdict(
         return Some(DropCause::Malformed);
     }
     match peer {
-        Some(peer) if peer != from => Some(DropCause::UnknownSource),
-        _ => None,
+        Some(peer) if peer == from => {
+            if let Some(cid) = short_header_dcid(datagram) {
+                cids.learn(cid);
+            }
+            None
+        }
+        // The peer from a new address (a NAT rebound it): quinn validates
+        // the path and migrates.
+        Some(_) if short_header_dcid(datagram).is_some_and(|cid| cids.contains(cid)) => None,
+        Some(_) => Some(DropCause::UnknownSource),
+        None => None,
     }
 }
 
@@ -78,6 +129,7 @@ pub(crate) fn verdict(
 pub(crate) struct GuardedSocket {
     inner: Arc<dyn AsyncUdpSocket>,
     peer: OnceLock<SocketAddr>,
+    cids: KnownCids,
     max_udp_payload: usize,
     drops: DropCounters,
 }
@@ -97,13 +149,15 @@ impl GuardedSocket {
         GuardedSocket {
             inner,
             peer: OnceLock::new(),
+            cids: KnownCids::default(),
             max_udp_payload,
             drops: DropCounters::default(),
         }
     }
 
-    /// From now on only `peer` is heard. Called once the connection is
-    /// established; later calls are ignored (the link does not migrate).
+    /// From now on only `peer` is heard, and packets for the connection
+    /// IDs it uses from wherever they come (a rebinding). Called once the
+    /// connection is established; later calls are ignored.
     pub(crate) fn lock_peer(&self, peer: SocketAddr) {
         let _ = self.peer.set(peer);
     }
@@ -119,7 +173,7 @@ impl GuardedSocket {
         let len = meta.len.min(buf.len());
         let stride = if meta.stride == 0 { len } else { meta.stride };
         if stride >= len {
-            if let Some(cause) = verdict(&buf[..len], meta.addr, peer, self.max_udp_payload) {
+            if let Some(cause) = verdict(&buf[..len], meta.addr, peer, &self.cids, self.max_udp_payload) {
                 self.drops.add(cause, 1);
                 meta.len = 0;
             }
@@ -128,7 +182,7 @@ impl GuardedSocket {
         let (mut read, mut write) = (0, 0);
         while read < len {
             let end = (read + stride).min(len);
-            match verdict(&buf[read..end], meta.addr, peer, self.max_udp_payload) {
+            match verdict(&buf[read..end], meta.addr, peer, &self.cids, self.max_udp_payload) {
                 Some(cause) => self.drops.add(cause, 1),
                 None => {
                     if write != read {
@@ -202,25 +256,29 @@ mod tests {
 
     #[test]
     fn datagrams_are_judged_by_size_then_shape_then_source() {
+        let cids = KnownCids::default();
         let peer = addr("127.0.0.1:4000");
         let stranger = addr("127.0.0.2:4000");
         let ok = short_header(100);
-        assert_eq!(verdict(&ok, peer, Some(peer), MAX), None);
+        assert_eq!(verdict(&ok, peer, Some(peer), &cids, MAX), None);
         assert_eq!(
-            verdict(&ok, stranger, None, MAX),
+            verdict(&ok, stranger, None, &cids, MAX),
             None,
             "before the peer is known"
         );
+        // (A stranger's packet for a connection ID the peer never used.)
+        let mut theirs = short_header(100);
+        theirs[1] = 0x11;
         assert_eq!(
-            verdict(&ok, stranger, Some(peer), MAX),
+            verdict(&theirs, stranger, Some(peer), &cids, MAX),
             Some(DropCause::UnknownSource)
         );
         assert_eq!(
-            verdict(&short_header(MAX + 1), peer, Some(peer), MAX),
+            verdict(&short_header(MAX + 1), peer, Some(peer), &cids, MAX),
             Some(DropCause::TooLarge)
         );
         assert_eq!(
-            verdict(&short_header(9000), stranger, None, MAX),
+            verdict(&short_header(9000), stranger, None, &cids, MAX),
             Some(DropCause::TooLarge),
             "size is judged before the source"
         );
@@ -231,14 +289,58 @@ mod tests {
             &[],
         ] {
             assert_eq!(
-                verdict(garbage, stranger, Some(peer), MAX),
+                verdict(garbage, stranger, Some(peer), &cids, MAX),
                 Some(DropCause::Malformed),
                 "{garbage:?}"
             );
         }
         let mut vn = vec![0x80, 0, 0, 0, 0];
         vn.resize(40, 1);
-        assert_eq!(verdict(&vn, peer, None, MAX), None, "version negotiation");
+        assert_eq!(verdict(&vn, peer, None, &cids, MAX), None, "version negotiation");
+    }
+
+    #[test]
+    fn the_peer_rebound_by_a_nat_is_heard_by_its_connection_id_and_strangers_are_not() {
+        let cids = KnownCids::default();
+        let peer = addr("127.0.0.1:4000");
+        let rebound = addr("127.0.0.1:4999");
+        let mut ours = short_header(100);
+        ours[1..9].copy_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        let mut other = ours.clone();
+        other[8] = 9;
+        // Before the peer used the connection ID from its own address, a
+        // packet for it from elsewhere is a stranger's.
+        assert_eq!(
+            verdict(&ours, rebound, Some(peer), &cids, MAX),
+            Some(DropCause::UnknownSource)
+        );
+        assert_eq!(verdict(&ours, peer, Some(peer), &cids, MAX), None);
+        assert_eq!(
+            verdict(&ours, rebound, Some(peer), &cids, MAX),
+            None,
+            "the rebound peer"
+        );
+        assert_eq!(
+            verdict(&other, rebound, Some(peer), &cids, MAX),
+            Some(DropCause::UnknownSource),
+            "another connection ID"
+        );
+        let mut long = ours.clone();
+        long[0] = 0xc1;
+        assert_eq!(
+            verdict(&long, rebound, Some(peer), &cids, MAX),
+            Some(DropCause::UnknownSource),
+            "a long header (a new handshake) from elsewhere"
+        );
+    }
+
+    #[test]
+    fn quinn_issues_connection_ids_of_the_length_the_guard_reads() {
+        use quinn_proto::ConnectionIdGenerator;
+        assert_eq!(
+            quinn_proto::HashedConnectionIdGenerator::default().cid_len(),
+            LOCAL_CID_LEN
+        );
     }
 
     #[test]
