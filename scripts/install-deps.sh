@@ -15,9 +15,11 @@ set -euo pipefail
 # golang-go, golang-github-pion-webrtc.v3-dev: Go 1.19 and pion 3.1.56, from which
 #   relay-bench builds tools/pion-relay offline (the `pion dc` rows of the report)
 # iperf3:                    the report's `iperf3` ceiling row (one send per packet, loopback)
+# nftables, conntrack:       the NAT router of crates/relay/tests/nat_netns.rs (masquerade, and
+#                            flushing its mappings to force a rebinding)
 packages=(ffmpeg gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav janus iproute2
-  golang-go golang-github-pion-webrtc.v3-dev iperf3)
+  golang-go golang-github-pion-webrtc.v3-dev iperf3 nftables conntrack)
 need=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
