@@ -87,6 +87,9 @@ struct Shared {
     /// The socket under the endpoint: what it dropped before quinn saw it
     /// is part of this link's drops.
     guard: Arc<GuardedSocket>,
+    /// Where the peer was last seen: quinn moves the connection when a NAT
+    /// rebinds it (see [`crate::socket`]); compared when stats are read.
+    peer: Mutex<std::net::SocketAddr>,
     /// Keeps the endpoint (socket and driver) alive as long as the link.
     _endpoint: quinn::Endpoint,
 }
@@ -176,6 +179,7 @@ impl QuicLink {
             mode,
             conn,
             guard,
+            peer: Mutex::new(peer),
             _endpoint: endpoint,
         });
         shared.refresh_max_datagram_packet();
@@ -668,6 +672,12 @@ impl RelayLink for QuicLink {
     }
 
     fn stats(&self) -> LinkStats {
+        let now_at = self.shared.conn.remote_address();
+        let was = std::mem::replace(&mut *lock(&self.shared.peer), now_at);
+        if was != now_at {
+            self.shared.stats.on_peer_address_change();
+            tracing::info!(old = %was, new = %now_at, "QUIC peer moved (a NAT rebinding): quinn validated the new path");
+        }
         self.shared.stats.set_rtt(self.shared.conn.rtt());
         if self.shared.mode == Mode::Datagram {
             self.shared.sync_in_quinn(&mut lock(&self.shared.in_quinn));

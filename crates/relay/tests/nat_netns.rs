@@ -7,11 +7,14 @@
 //! mapping, as across the internet.
 //!
 //! Per transport line: the link comes up and carries a paced RTP stream
-//! end to end; then, for the lines that follow a peer to a new address
-//! (rtp-udp srtp latching on authenticated packets, QUIC's connection
-//! migration), the NAT is forced to rebind mid-stream (the masquerade
+//! end to end; then the NAT is forced to rebind mid-stream (the masquerade
 //! moves to ports 41000-41999 and the conntrack table is flushed, so `a`'s
-//! next packet leaves from a new outside port) and the stream must go on.
+//! next packet leaves from a new outside port) and the stream must go on:
+//! at once on the lines that follow a peer to a new address (rtp-udp srtp
+//! latching on authenticated packets, QUIC's connection migration), after
+//! one liveness timeout (1 s here) and a new offer on the others, whose
+//! offering relay runs with `--reconnect` (plain rtp-udp with `--latch`,
+//! which latches once; the data channel, whose ICE does not follow).
 //!
 //! Needs root (CI runs as root), iproute2, nftables and conntrack
 //! (scripts/install-deps.sh); skipped with a notice otherwise.
@@ -152,6 +155,30 @@ impl Network {
         (Guard(child), out)
     }
 
+    /// The body of `GET path` on the answering relay's signaling server,
+    /// asked from inside host `b` (the test's own namespace cannot reach
+    /// it).
+    fn get_in_b(&self, path: &str) -> String {
+        use std::io::Read;
+        let file = std::fs::File::open(format!("/var/run/netns/{}", self.ns("b"))).expect("namespace file");
+        let path = path.to_string();
+        std::thread::spawn(move || {
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            let mut s = std::net::TcpStream::connect((B_IP, 8080)).expect("connect signaling");
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: {B_IP}\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut response = String::new();
+            s.read_to_string(&mut response).unwrap();
+            response
+        })
+        .join()
+        .expect("namespace thread")
+    }
+
     /// A UDP socket bound to `addr` inside host `host` (made on a thread
     /// that enters the namespace; the socket stays there).
     fn udp(&self, host: &str, addr: &str) -> UdpSocket {
@@ -229,7 +256,16 @@ fn stream(tx: &UdpSocket, input: &str, rx: &UdpSocket, seqs: std::ops::Range<u16
     got
 }
 
-fn through_nat(transport: &str, mode: &str, follows_rebinding: bool) {
+/// What a line does when the NAT rebinds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Rebinding {
+    /// Follows the peer to its new address.
+    Follows,
+    /// Loses the link at the liveness timeout; `--reconnect` offers anew.
+    Reconnects,
+}
+
+fn through_nat(transport: &str, mode: &str, rebinding: Rebinding) {
     if !usable() {
         return;
     }
@@ -247,6 +283,9 @@ fn through_nat(transport: &str, mode: &str, follows_rebinding: bool) {
             "127.0.0.1:6004",
             "--token",
             TOKEN,
+            "--liveness-timeout",
+            "1",
+            "--latch",
         ],
     );
     let answer_log = drain_stderr(&mut answerer, 16 * 1024);
@@ -271,6 +310,10 @@ fn through_nat(transport: &str, mode: &str, follows_rebinding: bool) {
             A_IP,
             "--in",
             "127.0.0.1:5004",
+            "--liveness-timeout",
+            "1",
+            "--latch",
+            "--reconnect",
         ],
     );
     let offer_log = drain_stderr(&mut offerer, 16 * 1024);
@@ -289,6 +332,7 @@ fn through_nat(transport: &str, mode: &str, follows_rebinding: bool) {
             logs(offerer, answerer)
         );
     }
+    let session = common::field(&ready, "session").to_string();
     let tx = net.udp("a", "127.0.0.1:0");
     let before = stream(&tx, "127.0.0.1:5004", &out, 0..PACKETS);
     let wanted = usize::from(PACKETS) * 95 / 100;
@@ -299,35 +343,57 @@ fn through_nat(transport: &str, mode: &str, follows_rebinding: bool) {
             logs(offerer, answerer)
         );
     }
-    if !follows_rebinding {
-        return;
-    }
     net.rebind().unwrap_or_else(|e| panic!("rebinding the NAT: {e}"));
-    let after = stream(&tx, "127.0.0.1:5004", &out, PACKETS..2 * PACKETS);
-    // The first packets after the rebinding may be lost while the far end
-    // learns the new address; the second half must all but fully arrive.
-    let late_half = after.iter().filter(|s| **s >= PACKETS + PACKETS / 2).count();
-    if late_half < usize::from(PACKETS / 2) * 95 / 100 {
+    // Following: the first packets after the rebinding may be lost while
+    // the far end learns the new address. Reconnecting: a liveness timeout
+    // (1 s), a new offer and its setup. The last quarter must all but
+    // fully arrive.
+    let after_packets = match rebinding {
+        Rebinding::Follows => PACKETS,
+        Rebinding::Reconnects => 4 * PACKETS,
+    };
+    let after = stream(&tx, "127.0.0.1:5004", &out, PACKETS..PACKETS + after_packets);
+    let last = after_packets / 4;
+    let tail = after
+        .iter()
+        .filter(|s| **s >= PACKETS + after_packets - last)
+        .count();
+    if tail < usize::from(last) * 95 / 100 {
         panic!(
-            "{transport} {mode}: after the NAT rebound, {} of {PACKETS} arrived ({late_half} of the last {}){}",
+            "{transport} {mode}: after the NAT rebound, {} of {after_packets} arrived ({tail} of the last {last}){}",
             after.len(),
-            PACKETS / 2,
             logs(offerer, answerer)
         );
+    }
+    if rebinding == Rebinding::Follows {
+        // The answering end says it followed the peer.
+        let stats = net.get_in_b(&format!("/v1/sessions/{session}/stats"));
+        let changes: u64 = stats
+            .split("\"peer_address_changes\":")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no peer_address_changes in {stats}"));
+        assert!(changes >= 1, "{transport} {mode}: {stats}");
     }
 }
 
 #[test]
 fn srtp_crosses_a_nat_and_follows_its_rebinding() {
-    through_nat("rtp-udp", "srtp", true);
+    through_nat("rtp-udp", "srtp", Rebinding::Follows);
 }
 
 #[test]
 fn quic_crosses_a_nat_and_migrates_when_it_rebinds() {
-    through_nat("quic", "datagram", true);
+    through_nat("quic", "datagram", Rebinding::Follows);
 }
 
 #[test]
-fn a_data_channel_crosses_a_nat() {
-    through_nat("dc", "unreliable", false);
+fn plain_rtp_with_latch_crosses_a_nat_and_reconnects_after_its_rebinding() {
+    through_nat("rtp-udp", "unreliable", Rebinding::Reconnects);
+}
+
+#[test]
+fn a_data_channel_crosses_a_nat_and_reconnects_after_its_rebinding() {
+    through_nat("dc", "unreliable", Rebinding::Reconnects);
 }
