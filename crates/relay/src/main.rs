@@ -134,16 +134,19 @@ struct TlsArgs {
     #[arg(long, requires = "signal_cert")]
     signal_key: Option<std::path::PathBuf>,
     /// Serve signaling over HTTPS with a generated self-signed certificate;
-    /// offerers pin the printed `signal_fingerprint=`.
-    #[arg(long)]
-    signal_self_signed: bool,
+    /// offerers pin the printed `signal_fingerprint=`. With a PATH the
+    /// certificate and key are kept there (created on first start, mode
+    /// 0600), so a restart keeps the fingerprint offerers pinned.
+    #[arg(long, value_name = "PATH", num_args = 0..=1)]
+    signal_self_signed: Option<Option<std::path::PathBuf>>,
 }
 
 impl TlsArgs {
     fn identity(&self) -> Result<Option<TlsIdentity>, String> {
-        match (&self.signal_cert, &self.signal_key, self.signal_self_signed) {
+        match (&self.signal_cert, &self.signal_key, &self.signal_self_signed) {
             (Some(cert), Some(key), _) => TlsIdentity::from_pem_files(cert, key).map(Some),
-            (_, _, true) => TlsIdentity::self_signed().map(Some),
+            (_, _, Some(Some(path))) => TlsIdentity::self_signed_kept(path).map(Some),
+            (_, _, Some(None)) => TlsIdentity::self_signed().map(Some),
             _ => Ok(None),
         }
         .map_err(|e| e.to_string())

@@ -94,7 +94,7 @@ pub fn worth_retrying(error: &RelayError) -> bool {
             ClientError::InvalidBase { .. }
             | ClientError::InvalidSessionId(_)
             | ClientError::Unauthorized { .. }
-            | ClientError::NoFingerprint { .. }
+            | ClientError::NoRootStore { .. }
             | ClientError::FingerprintOverHttp { .. }
             // A restarted answerer with a new self-signed certificate is
             // not the pinned one: an operator must decide (docs/security.md).
@@ -243,7 +243,10 @@ mod retry_tests {
                 expected: fp,
                 actual: fp,
             }),
-            RelayError::Signaling(ClientError::NoFingerprint { server: server() }),
+            RelayError::Signaling(ClientError::NoRootStore {
+                server: server(),
+                reason: "no CA certificates found".into(),
+            }),
             RelayError::BadMode {
                 transport: Transport::Quic,
                 mode: Mode::Srtp,

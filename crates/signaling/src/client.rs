@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use crate::tls::{PinRecord, pinned_client_config};
+use crate::tls::{PinRecord, pinned_client_config, root_store_client_config};
 use crate::{Fingerprint, SessionInfo};
 
 /// SNI sent when the host is not a valid DNS name or IP address. Nothing
@@ -105,15 +105,19 @@ pub enum ClientError {
         /// The server's `{"error": ...}` text, or the start of its body.
         message: String,
     },
-    /// The server is https and no fingerprint was given to check its
-    /// certificate against (there is no root store to check it with).
+    /// The server is https, no fingerprint was given, and the system's
+    /// root store (which checks a CA-signed certificate instead) could not
+    /// be loaded.
     #[error(
-        "signaling server at {server} uses https, but no certificate fingerprint was given to check it; \
-         pass the answerer's fingerprint (--signal-fingerprint \"sha-256 AB:CD:…\", printed by the answerer at startup)"
+        "signaling server at {server} uses https and no certificate fingerprint was given, so its certificate \
+         must be checked against the system's root store, which could not be loaded: {reason}; \
+         or pass the answerer's fingerprint (--signal-fingerprint \"sha-256 AB:CD:…\", printed by the answerer at startup)"
     )]
-    NoFingerprint {
+    NoRootStore {
         /// The server's base address.
         server: String,
+        /// Why the root store is unusable.
+        reason: String,
     },
     /// A fingerprint was given for a plain http server, which has no
     /// certificate to check.
@@ -170,6 +174,15 @@ impl ClientError {
 }
 
 /// `10s`, or `250ms` when not whole seconds.
+/// How an https server's certificate is checked.
+#[derive(Debug, Clone, Copy)]
+enum Check {
+    /// Exactly this certificate (`--signal-fingerprint`).
+    Pin(Fingerprint),
+    /// A chain to a root in the system's store.
+    RootStore,
+}
+
 fn human(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
         format!("{}s", d.as_secs())
@@ -182,8 +195,10 @@ fn human(d: Duration) -> String {
 /// request.
 ///
 /// Over https the server's certificate is pinned by its SHA-256
-/// fingerprint (see [`with_fingerprint`](SignalingClient::with_fingerprint));
-/// there is no root store.
+/// fingerprint (see [`with_fingerprint`](SignalingClient::with_fingerprint)),
+/// or, without a pin, checked against the system's root store (a
+/// CA-signed certificate for the host in `base`; `SSL_CERT_FILE` and
+/// `SSL_CERT_DIR` are honoured).
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), relay_signaling::ClientError> {
@@ -242,7 +257,8 @@ impl SignalingClient {
     /// `https://host:port`, with an optional path prefix
     /// (`http://10.0.0.2:8080/relay`). Anything else (no scheme, another
     /// scheme, a query) is an error saying what is expected. An https
-    /// server also needs [`with_fingerprint`](SignalingClient::with_fingerprint).
+    /// server's certificate is checked against the system's root store
+    /// unless [`with_fingerprint`](SignalingClient::with_fingerprint) pins it.
     pub fn new(base: &str) -> Result<SignalingClient, ClientError> {
         let invalid = |reason: &str| ClientError::InvalidBase {
             base: base.to_owned(),
@@ -444,13 +460,9 @@ impl SignalingClient {
         body: Option<Vec<u8>>,
         what: &str,
     ) -> Result<(StatusCode, Reply), ClientError> {
-        let pin = match (self.https, self.fingerprint) {
-            (true, Some(pin)) => Some(pin),
-            (true, None) => {
-                return Err(ClientError::NoFingerprint {
-                    server: self.base.clone(),
-                });
-            }
+        let check = match (self.https, self.fingerprint) {
+            (true, Some(pin)) => Some(Check::Pin(pin)),
+            (true, None) => Some(Check::RootStore),
             (false, Some(_)) => {
                 return Err(ClientError::FingerprintOverHttp {
                     server: self.base.clone(),
@@ -465,27 +477,35 @@ impl SignalingClient {
                 source,
             })?;
         let _ = stream.set_nodelay(true);
-        match pin {
+        match check {
             None => self.http(stream, method, path, body, what).await,
-            Some(pin) => {
-                let tls = self.tls_connect(stream, pin).await?;
+            Some(check) => {
+                let tls = self.tls_connect(stream, check).await?;
                 self.http(tls, method, path, body, what).await
             }
         }
     }
 
     /// The client side of the TLS handshake, accepting only the pinned
-    /// certificate.
+    /// certificate, or a chain to a root in the system's store.
     async fn tls_connect(
         &self,
         stream: TcpStream,
-        pin: Fingerprint,
+        check: Check,
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ClientError> {
         let record = Arc::new(PinRecord::default());
-        let config = pinned_client_config(pin, Arc::clone(&record)).map_err(|e| ClientError::Tls {
-            server: self.base.clone(),
-            reason: e.to_string(),
-        })?;
+        let config = match check {
+            Check::Pin(pin) => {
+                pinned_client_config(pin, Arc::clone(&record)).map_err(|e| ClientError::Tls {
+                    server: self.base.clone(),
+                    reason: e.to_string(),
+                })?
+            }
+            Check::RootStore => root_store_client_config().map_err(|reason| ClientError::NoRootStore {
+                server: self.base.clone(),
+                reason,
+            })?,
+        };
         let name = ServerName::try_from(self.host.clone())
             .unwrap_or_else(|_| ServerName::try_from(FALLBACK_SERVER_NAME).expect("a valid DNS name"));
         match tokio_rustls::TlsConnector::from(config)
@@ -493,13 +513,13 @@ impl SignalingClient {
             .await
         {
             Ok(tls) => Ok(tls),
-            Err(e) => Err(match record.refused() {
-                Some(actual) => ClientError::FingerprintMismatch {
+            Err(e) => Err(match (record.refused(), check) {
+                (Some(actual), Check::Pin(expected)) => ClientError::FingerprintMismatch {
                     server: self.base.clone(),
-                    expected: pin,
+                    expected,
                     actual,
                 },
-                None => ClientError::Tls {
+                _ => ClientError::Tls {
                     server: self.base.clone(),
                     reason: explain_tls(&e),
                 },
@@ -584,6 +604,15 @@ fn explain_tls(e: &std::io::Error) -> String {
     match rustls_error {
         Some(rustls::Error::InvalidMessage(_)) => {
             format!("{e}; the server did not answer in TLS: if it serves plain http, use http://host:port")
+        }
+        Some(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer | rustls::CertificateError::BadSignature,
+        )) => format!(
+            "{e}: no CA in the system's root store signed the server's certificate; \
+             if the answerer uses a self-signed one, pass its --signal-fingerprint (printed at its startup)"
+        ),
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName)) => {
+            format!("{e}: the certificate does not name the host in --signal")
         }
         Some(_) => e.to_string(),
         None if e.kind() == std::io::ErrorKind::UnexpectedEof => {

@@ -73,6 +73,15 @@ pub enum TlsError {
     /// A self-signed certificate could not be generated.
     #[error("cannot generate a self-signed signaling certificate: {0}")]
     Generate(String),
+    /// A generated identity could not be kept in its file.
+    #[error("cannot write the signaling TLS identity to {}: {}", path.display(), crate::describe_io(source))]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The certificate and key a [`SignalingServer`](crate::SignalingServer)
@@ -176,6 +185,39 @@ impl TlsIdentity {
         TlsIdentity::from_der(chain, key).map_err(|e| TlsError::Generate(e.to_string()))
     }
 
+    /// A self-signed identity kept in `path` (one PEM file, certificate
+    /// and key): loaded if the file exists, else generated and written
+    /// there (readable by the owner only), so a restarted answerer keeps
+    /// its fingerprint and offerers that pinned it (and `--reconnect`)
+    /// still trust it.
+    pub fn self_signed_kept(path: impl AsRef<Path>) -> Result<TlsIdentity, TlsError> {
+        let path = path.as_ref();
+        if path.exists() {
+            return TlsIdentity::from_pem_files(path, path);
+        }
+        let generated =
+            rcgen::generate_simple_self_signed(vec![SELF_SIGNED_NAME.to_owned(), "localhost".to_owned()])
+                .map_err(|e| TlsError::Generate(e.to_string()))?;
+        let pem = format!(
+            "{}{}",
+            generated.cert.pem(),
+            generated.signing_key.serialize_pem()
+        );
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            options.open(path)?.write_all(pem.as_bytes())
+        };
+        write().map_err(|source| TlsError::Write {
+            path: path.to_owned(),
+            source,
+        })?;
+        TlsIdentity::from_pem_files(path, path)
+    }
+
     fn from_der(
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
@@ -227,9 +269,61 @@ pub(crate) fn pinned_client_config(
     Ok(Arc::new(config))
 }
 
+/// A client configuration that checks the server's certificate chain
+/// against the system's root store (`rustls-native-certs`: the OS's CA
+/// bundle, or the files `SSL_CERT_FILE` / `SSL_CERT_DIR` name, as OpenSSL
+/// does), for an answerer with a CA-signed certificate and no pin. Loaded
+/// once per process.
+pub(crate) fn root_store_client_config() -> Result<Arc<rustls::ClientConfig>, String> {
+    static CONFIG: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> =
+        std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let loaded = rustls_native_certs::load_native_certs();
+            let mut roots = rustls::RootCertStore::empty();
+            let (added, _) = roots.add_parsable_certificates(loaded.certs);
+            if added == 0 {
+                let why: Vec<String> = loaded.errors.iter().map(|e| e.to_string()).collect();
+                return Err(if why.is_empty() {
+                    "no CA certificates found (install ca-certificates, or point SSL_CERT_FILE at a bundle)"
+                        .into()
+                } else {
+                    why.join("; ")
+                });
+            }
+            let mut config = rustls::ClientConfig::builder_with_provider(provider())
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+            Ok(Arc::new(config))
+        })
+        .clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_self_signed_identity_survives_a_restart() {
+        let path = std::env::temp_dir().join(format!("sfu-relay-identity-{}.pem", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let first = TlsIdentity::self_signed_kept(&path).unwrap();
+        let again = TlsIdentity::self_signed_kept(&path).unwrap();
+        assert!(first.fingerprint().matches(&again.fingerprint()));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "the key is the owner's only");
+        }
+        std::fs::write(&path, "not pem").unwrap();
+        let err = TlsIdentity::self_signed_kept(&path).unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        std::fs::remove_file(&path).unwrap();
+    }
 
     #[test]
     fn self_signed_identities_differ() {

@@ -73,11 +73,17 @@ async fn https_with_the_pinned_fingerprint_serves_the_whole_api() {
 }
 
 #[tokio::test]
-async fn https_without_a_fingerprint_is_refused_saying_what_to_pass() {
+async fn a_self_signed_server_without_a_fingerprint_is_refused_saying_what_to_pass() {
+    // Without a pin the certificate is checked against the system's root
+    // store, which no self-signed certificate chains to (or, on a machine
+    // without CA certificates, the store itself is missing).
     let (server, _) = https_server(ServerConfig::default()).await;
     let client = SignalingClient::new(&server.url()).unwrap();
     let err = bounded("offer", client.offer(&offer())).await.unwrap_err();
-    assert!(matches!(err, ClientError::NoFingerprint { .. }), "{err:?}");
+    assert!(
+        matches!(err, ClientError::Tls { .. } | ClientError::NoRootStore { .. }),
+        "{err:?}"
+    );
     let text = err.to_string();
     assert!(
         text.contains(&server.url()) && text.contains("--signal-fingerprint"),
