@@ -536,7 +536,7 @@ async fn answer(config: AnswerConfig, options: LinkOptions) -> Result<ExitCode, 
     let mut server_config = ServerConfig::default()
         .token(token.clone())
         .extra_metrics(relay::metrics::answer_source(continuity, totals));
-    if let Some(identity) = tls {
+    if let Some(identity) = tls.clone() {
         server_config = server_config.tls(identity);
     }
     for origin in cors_origins {
@@ -547,7 +547,8 @@ async fn answer(config: AnswerConfig, options: LinkOptions) -> Result<ExitCode, 
         .map_err(|e| e.to_string())?;
     let metrics = match metrics_listen {
         Some(addr) => Some(
-            serve_metrics(addr, token.clone(), server.metrics_source())
+            // The signaling server's identity: one fingerprint to pin.
+            serve_metrics(addr, token.clone(), server.metrics_source(), tls)
                 .await
                 .map_err(|e| format!("cannot serve /metrics on --metrics-listen {addr}: {e}"))?,
         ),
@@ -598,7 +599,7 @@ async fn offer(
         Some((addr, token)) => {
             let source = relay::metrics::offer_source(state.clone(), counters.clone());
             Some(
-                serve_metrics(addr, token, source)
+                serve_metrics(addr, token, source, None)
                     .await
                     .map_err(|e| format!("cannot serve /metrics on --metrics-listen {addr}: {e}"))?,
             )

@@ -5,6 +5,7 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use common::*;
 use http::{Method, StatusCode};
@@ -162,7 +163,7 @@ async fn serve_metrics_answers_metrics_and_health_only() {
             None,
         )
     });
-    let server = serve_metrics("127.0.0.1:0".parse().unwrap(), Some("T".into()), source)
+    let server = serve_metrics("127.0.0.1:0".parse().unwrap(), Some("T".into()), source, None)
         .await
         .unwrap();
     let addr = server.local_addr();
@@ -233,13 +234,14 @@ async fn serve_metrics_refuses_an_empty_token_and_a_taken_port() {
         "127.0.0.1:0".parse().unwrap(),
         Some(String::new()),
         Arc::clone(&source),
+        None,
     )
     .await
     .unwrap_err();
     assert!(err.to_string().contains("token is empty"), "{err}");
     let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = taken.local_addr().unwrap();
-    let err = serve_metrics(addr, None, source).await.unwrap_err();
+    let err = serve_metrics(addr, None, source, None).await.unwrap_err();
     assert_eq!(
         err.to_string(),
         format!("cannot listen for metrics on {addr}: address in use")
@@ -250,9 +252,14 @@ async fn serve_metrics_refuses_an_empty_token_and_a_taken_port() {
 async fn the_signaling_servers_metrics_can_be_served_elsewhere() {
     let server = start(ServerConfig::default(), &[FakeAnswerer::new(Transport::RtpUdp)]).await;
     post(server.local_addr(), &[], &rtp_offer()).await;
-    let metrics_server = serve_metrics("127.0.0.1:0".parse().unwrap(), None, server.metrics_source())
-        .await
-        .unwrap();
+    let metrics_server = serve_metrics(
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+        server.metrics_source(),
+        None,
+    )
+    .await
+    .unwrap();
     let reply = request(metrics_server.local_addr(), Method::GET, "/metrics", &[], "").await;
     let text = String::from_utf8(reply.body.to_vec()).unwrap();
     assert_eq!(sample(&text, "relay_sessions_active"), Some("1"), "{text}");
@@ -280,5 +287,70 @@ async fn the_embedding_process_adds_its_own_families() {
         sample(&text, "relay_sessions_active").is_some(),
         "the server's own families stay: {text}"
     );
+    server.shutdown().await;
+}
+
+/// With the signaling server's identity, `/metrics` is HTTPS: a scraper
+/// that pins that fingerprint reads it, plain HTTP gets nothing.
+#[tokio::test]
+async fn metrics_serve_https_with_the_signaling_identity() {
+    use relay_core::pin::{Pin, PinRecord, PinnedServerCert};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let identity = relay_signaling::TlsIdentity::self_signed().unwrap();
+    let source: metrics::MetricsSource = Arc::new(|| "relay_up 1\n".to_string());
+    let server = serve_metrics(
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+        source,
+        Some(identity.clone()),
+    )
+    .await
+    .unwrap();
+    assert!(server.url().starts_with("https://"), "{}", server.url());
+
+    let verifier = PinnedServerCert(Pin::new(
+        identity.fingerprint(),
+        "pinned",
+        Arc::new(PinRecord::default()),
+    ));
+    let config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("sfu-relay").unwrap();
+    let mut tls = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp),
+    )
+    .await
+    .expect("handshake in time")
+    .expect("the pinned identity");
+    tls.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = String::new();
+    tokio::time::timeout(Duration::from_secs(5), tls.read_to_string(&mut reply))
+        .await
+        .expect("reply in time")
+        .unwrap();
+    assert!(
+        reply.starts_with("HTTP/1.1 200") && reply.contains("relay_up 1"),
+        "{reply}"
+    );
+
+    // Plain HTTP on the same port is not served.
+    let mut plain = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
+    plain
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut got)).await;
+    assert!(!String::from_utf8_lossy(&got).contains("relay_up"));
     server.shutdown().await;
 }

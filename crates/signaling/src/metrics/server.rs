@@ -33,6 +33,7 @@ pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
 /// [`shutdown`](MetricsServer::shutdown) or drop.
 pub struct MetricsServer {
     local_addr: SocketAddr,
+    https: bool,
     stop: watch::Sender<bool>,
     accept_loop: Option<JoinHandle<()>>,
 }
@@ -51,9 +52,10 @@ impl MetricsServer {
         self.local_addr
     }
 
-    /// `http://addr/metrics`.
+    /// `http://addr/metrics`, or `https://` when it serves TLS.
     pub fn url(&self) -> String {
-        format!("http://{}/metrics", self.local_addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}/metrics", self.local_addr)
     }
 
     /// Stops accepting and waits (about 6 s at most) for open scrapes to
@@ -78,8 +80,10 @@ impl Drop for MetricsServer {
 }
 
 /// Serves `source()` on `GET /metrics` at `addr`, for a process that has no
-/// signaling server (the offerer). `token`: the bearer token scrapes must
-/// carry, as on the signaling server.
+/// signaling server (the offerer), or beside one on its own port. `token`:
+/// the bearer token scrapes must carry, as on the signaling server; `tls`:
+/// serve HTTPS with this identity (the signaling server's, so a scraper
+/// pins one fingerprint), else plain HTTP.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -87,7 +91,7 @@ impl Drop for MetricsServer {
 /// use std::sync::Arc;
 /// use relay_signaling::metrics::{render, serve_metrics};
 ///
-/// let server = serve_metrics("127.0.0.1:0".parse().unwrap(), None, Arc::new(|| render(&[], None))).await?;
+/// let server = serve_metrics("127.0.0.1:0".parse().unwrap(), None, Arc::new(|| render(&[], None)), None).await?;
 /// println!("metrics on {}", server.url());
 /// server.shutdown().await;
 /// # Ok(()) }
@@ -96,6 +100,7 @@ pub async fn serve_metrics(
     addr: SocketAddr,
     token: Option<String>,
     source: MetricsSource,
+    tls: Option<crate::TlsIdentity>,
 ) -> io::Result<MetricsServer> {
     if token.as_deref() == Some("") {
         return Err(io::Error::new(
@@ -117,7 +122,7 @@ pub async fn serve_metrics(
         "metrics",
         handler,
         limits,
-        None,
+        tls.as_ref().map(crate::TlsIdentity::acceptor),
         Arc::default(),
         stop_rx,
     ));
@@ -125,6 +130,7 @@ pub async fn serve_metrics(
     let accept_loop = tokio::spawn(listener::accept_loop(listener, shared));
     Ok(MetricsServer {
         local_addr,
+        https: tls.is_some(),
         stop,
         accept_loop: Some(accept_loop),
     })
