@@ -82,7 +82,8 @@ pub struct QuicConfig {
     pub(crate) bind: SocketAddr,
     pub(crate) alpn: String,
     pub(crate) liveness_timeout: Duration,
-    pub(crate) socket_buffer_bytes: usize,
+    pub(crate) socket_buffer: usize,
+    pub(crate) advertise_ip: Option<std::net::IpAddr>,
     pub(crate) media_ports: Option<relay_core::udp::PortRange>,
     pub(crate) receive_queue: usize,
     pub(crate) flow_id: u64,
@@ -99,7 +100,8 @@ impl Default for QuicConfig {
             liveness_timeout: DEFAULT_LIVENESS_TIMEOUT,
             // CRATES.md: the 208 KiB kernel default overflows under
             // unpaced bursts; 4 MiB is what iperf3 needs for line rate here.
-            socket_buffer_bytes: 4 * 1024 * 1024,
+            socket_buffer: relay_core::udp::DEFAULT_SOCKET_BUFFER,
+            advertise_ip: None,
             media_ports: None,
             // About 40 ms of 1,200-byte packets at 1 Gbit/s.
             receive_queue: 4096,
@@ -151,9 +153,19 @@ impl QuicConfig {
         self
     }
 
-    /// `SO_RCVBUF` and `SO_SNDBUF` of the UDP socket (default 4 MiB).
-    pub fn socket_buffer_bytes(mut self, bytes: usize) -> Self {
-        self.socket_buffer_bytes = bytes;
+    /// `SO_RCVBUF` and `SO_SNDBUF` of the UDP socket in bytes (default
+    /// 4 MiB), as `socket_buffer` on the other backends.
+    pub fn socket_buffer(mut self, bytes: usize) -> Self {
+        self.socket_buffer = bytes;
+        self
+    }
+
+    /// The IP the answer gives the offerer instead of the bound one
+    /// (needed when binding `0.0.0.0` or `::`); the port is always the
+    /// bound port. An answerer bound to an unspecified address without one
+    /// fails, since no offerer could reach it.
+    pub fn advertise_ip(mut self, ip: Option<std::net::IpAddr>) -> Self {
+        self.advertise_ip = ip;
         self
     }
 
@@ -332,7 +344,7 @@ impl QuicConfig {
         server: Option<quinn::ServerConfig>,
     ) -> Result<(quinn::Endpoint, Arc<GuardedSocket>), QuicError> {
         let io = |what: String| move |source| QuicError::Io { what, source };
-        let socket = relay_core::udp::bind_udp_in(self.bind, self.media_ports, self.socket_buffer_bytes)
+        let socket = relay_core::udp::bind_udp_in(self.bind, self.media_ports, self.socket_buffer)
             .map_err(io(format!("binding UDP {}", self.bind)))?;
         let what = || format!("starting the QUIC endpoint on {}", self.bind);
         let runtime = Arc::new(quinn::TokioRuntime);

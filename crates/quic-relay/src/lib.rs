@@ -46,7 +46,7 @@
 //! let offerer = QuicOfferer::bind(QuicConfig::default(), Mode::Datagram).await?;
 //! let answerer = QuicAnswerer::bind(QuicConfig::default(), Mode::Datagram, &offerer.offer()).await?;
 //! let answer = answerer.answer(); // normally carried back by signaling
-//! let (a, b) = tokio::join!(offerer.connect(answer), answerer.accept());
+//! let (a, b) = tokio::join!(offerer.connect(&answer), answerer.accept());
 //! let (a, b) = (a?, b?);
 //! a.send(Packet::parse(build_rtp(96, 1, 0, 0x1234, b"media"))?).await?;
 //! assert_eq!(b.recv().await?.ssrc(), 0x1234);

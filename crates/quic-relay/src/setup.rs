@@ -39,7 +39,7 @@ const ALERT_NO_APPLICATION_PROTOCOL: u8 = 120;
 ///
 /// let offerer = QuicOfferer::bind(QuicConfig::default(), Mode::Datagram).await?;
 /// let offer = offerer.offer(); // send this to the answerer, get `answer` back
-/// let link = offerer.connect(answer).await?;
+/// let link = offerer.connect(&answer).await?;
 /// assert_eq!(link.mode(), Mode::Datagram);
 /// # Ok(()) }
 /// ```
@@ -86,7 +86,7 @@ impl QuicOfferer {
 
     /// Connects to the answerer and returns once the link is ready both
     /// ways. Waits at most the liveness timeout.
-    pub async fn connect(self, answer: QuicAnswer) -> Result<QuicLink, QuicError> {
+    pub async fn connect(self, answer: &QuicAnswer) -> Result<QuicLink, QuicError> {
         let started = Instant::now();
         let peer = answer.addr;
         let alpn = &self.config.alpn;
@@ -255,10 +255,17 @@ impl QuicAnswerer {
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(tls));
         server.transport_config(config.transport()?);
         let (endpoint, guard) = config.guarded_endpoint(Some(server))?;
-        let addr = endpoint.local_addr().map_err(|source| QuicError::Io {
+        let bound = endpoint.local_addr().map_err(|source| QuicError::Io {
             what: "reading the bound UDP address".to_string(),
             source,
         })?;
+        let addr = std::net::SocketAddr::new(config.advertise_ip.unwrap_or(bound.ip()), bound.port());
+        if addr.ip().is_unspecified() {
+            return Err(QuicError::InvalidConfig(format!(
+                "bound to the unspecified address {bound}: set an advertised IP the offerer can reach \
+                 (QuicConfig::advertise_ip, relay answer --advertise)"
+            )));
+        }
         Ok(QuicAnswerer {
             config,
             mode,

@@ -192,7 +192,7 @@ async fn our_offerer_to_aioquic_answerer() {
         let mut peer = Peer::spawn(&python, "answerer");
         peer.write(&offerer.offer()).await;
         let answer: QuicAnswer = peer.read().await;
-        let link = offerer.connect(answer).await.expect("connect to aioquic");
+        let link = offerer.connect(&answer).await.expect("connect to aioquic");
         exchange(&link, mode).await;
         link.close();
         peer.exits_cleanly().await;
@@ -214,7 +214,10 @@ async fn aioquic_refuses_an_unpinned_certificate() {
     let mut peer = Peer::spawn(&python, "answerer");
     peer.write(&stranger.offer()).await;
     let answer: QuicAnswer = peer.read().await;
-    let err = offerer.connect(answer).await.expect_err("aioquic must refuse us");
+    let err = offerer
+        .connect(&answer)
+        .await
+        .expect_err("aioquic must refuse us");
     assert!(
         matches!(err, quic_relay::QuicError::CertificateRefused { .. }),
         "{err:?}"

@@ -59,7 +59,7 @@ async fn a_blocked_path_expires_packets_and_delivers_nothing_stale_after() {
     let blocked = Arc::new(AtomicBool::new(false));
     let mut answer = answerer.answer();
     answer.addr = black_hole_proxy(answer.addr, blocked.clone()).await;
-    let (a, b) = tokio::join!(offerer.connect(answer), answerer.accept());
+    let (a, b) = tokio::join!(offerer.connect(&answer), answerer.accept());
     let (a, b) = (Arc::new(a.expect("offerer")), b.expect("answerer"));
 
     // 500 packets/s of 1,200 bytes (4.8 Mbit/s): 0.5 s on a good path,

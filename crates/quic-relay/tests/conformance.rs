@@ -20,7 +20,7 @@ impl PairFactory for Factory {
             .await
             .expect("bind answerer");
         let answer = answerer.answer();
-        Connecting::new(offerer.connect(answer), answerer.accept())
+        Connecting::new(async move { offerer.connect(&answer).await }, answerer.accept())
     }
 }
 

@@ -31,7 +31,7 @@ async fn wrong_answerer_fingerprint_is_refused_by_the_offerer() {
     let real = answer.fingerprint.clone();
     answer.fingerprint = imposter.offer().fingerprint;
 
-    let (connected, accepted) = tokio::join!(offerer.connect(answer.clone()), answerer.accept());
+    let (connected, accepted) = tokio::join!(offerer.connect(&answer), answerer.accept());
     let err = connected.expect_err("an unpinned server certificate must be refused");
     let text = err.to_string();
     assert!(matches!(err, QuicError::FingerprintMismatch { .. }), "{err:?}");
@@ -65,7 +65,7 @@ async fn wrong_client_certificate_is_refused_and_the_right_one_still_gets_in() {
 
     // The stranger has the answer but not the pinned certificate.
     let err = stranger
-        .connect(answer.clone())
+        .connect(&answer)
         .await
         .expect_err("stranger must be refused");
     let text = err.to_string();
@@ -74,7 +74,7 @@ async fn wrong_client_certificate_is_refused_and_the_right_one_still_gets_in() {
     assert!(text.contains("does not match the signaled"), "{text}");
 
     // The answerer is still waiting, and the pinned offerer gets through.
-    let a = pinned.connect(answer).await.expect("pinned offerer connects");
+    let a = pinned.connect(&answer).await.expect("pinned offerer connects");
     let b = accepting
         .await
         .unwrap()
@@ -107,7 +107,7 @@ async fn wrong_alpn_is_refused_in_signaling_and_on_the_wire() {
         .unwrap();
     let mut answer = answerer.answer();
     answer.alpn = "roq-other".into();
-    let (connected, accepted) = tokio::join!(offerer.connect(answer), answerer.accept());
+    let (connected, accepted) = tokio::join!(offerer.connect(&answer), answerer.accept());
     let err = connected.expect_err("no common ALPN");
     assert!(matches!(err, QuicError::AlpnMismatch(_)), "{err:?}");
     assert!(err.to_string().contains("does not accept \"roq-other\""), "{err}");
@@ -125,7 +125,7 @@ async fn answer_from_nobody_times_out_with_a_clear_error() {
         fingerprint: offerer.offer().fingerprint,
     };
     let started = Instant::now();
-    let err = offerer.connect(answer).await.unwrap_err();
+    let err = offerer.connect(&answer).await.unwrap_err();
     assert!(matches!(err, QuicError::NoAnswer { .. }), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(
@@ -188,7 +188,7 @@ async fn vanished_peer_is_detected_within_the_liveness_timeout() {
         let mut answer = answerer.answer();
         let (via, proxy) = proxy_to(answer.addr).await;
         answer.addr = via;
-        let (a, b) = tokio::join!(offerer.connect(answer), answerer.accept());
+        let (a, b) = tokio::join!(offerer.connect(&answer), answerer.accept());
         let (a, b) = (a.unwrap(), b.unwrap());
         a.send(numbered(1, 0, 200)).await.unwrap();
         assert_eq!(b.recv().await.unwrap().ssrc(), 1);
@@ -231,7 +231,7 @@ async fn stats_report_rtt_and_setup_time() {
         .await
         .unwrap();
     let answer = answerer.answer();
-    let (a, b) = tokio::join!(offerer.connect(answer), answerer.accept());
+    let (a, b) = tokio::join!(offerer.connect(&answer), answerer.accept());
     let (a, b) = (a.unwrap(), b.unwrap());
     for link in [&a, &b] {
         let s = link.stats();
@@ -244,4 +244,31 @@ async fn stats_report_rtt_and_setup_time() {
         assert!(setup < Duration::from_secs(1), "{setup:?}");
         assert!(link.max_packet_size() >= relay_core::MIN_MAX_PACKET_SIZE);
     }
+}
+
+/// An answerer on every interface must be told which address to give the
+/// offerer; with one, the answer carries it and the offerer connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answerer_bound_to_every_interface_needs_an_advertised_ip() {
+    let offerer = offerer(Mode::Datagram).await;
+    let any = config().bind("0.0.0.0:0".parse().unwrap());
+    let err = QuicAnswerer::bind(any.clone(), Mode::Datagram, &offerer.offer())
+        .await
+        .expect_err("no address an offerer could reach");
+    assert!(err.to_string().contains("advertise"), "{err}");
+
+    let advertised = any.advertise_ip(Some("127.0.0.1".parse().unwrap()));
+    let answerer = QuicAnswerer::bind(advertised, Mode::Datagram, &offerer.offer())
+        .await
+        .unwrap();
+    let answer = answerer.answer();
+    assert_eq!(answer.addr.ip().to_string(), "127.0.0.1");
+    let (a, b) = tokio::join!(offerer.connect(&answer), answerer.accept());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    a.send(numbered(7, 0, 200)).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), b.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.bytes(), numbered(7, 0, 200).bytes());
 }

@@ -19,7 +19,7 @@ async fn pair(mode: Mode) -> (QuicLink, QuicLink) {
         .await
         .unwrap();
     let answer = answerer.answer();
-    let (a, b) = tokio::join!(offerer.connect(answer), answerer.accept());
+    let (a, b) = tokio::join!(offerer.connect(&answer), answerer.accept());
     (a.unwrap(), b.unwrap())
 }
 

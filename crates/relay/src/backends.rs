@@ -129,7 +129,7 @@ pub(crate) async fn offer(
                 .map_err(|e| err(e.to_string()))?;
             let resp = post(client, transport, mode, offerer.offer(), options).await?;
             let answer = parse_answer(resp.answer)?;
-            let link = offerer.connect(answer).await.map_err(|e| err(e.to_string()))?;
+            let link = offerer.connect(&answer).await.map_err(|e| err(e.to_string()))?;
             Ok(Offered {
                 session_id: resp.id,
                 link: Arc::new(link),
@@ -224,6 +224,7 @@ fn rtp_udp_config(options: &LinkOptions, mode: Mode) -> rtp_udp_relay::RtpUdpCon
 fn quic_config(options: &LinkOptions) -> quic_relay::QuicConfig {
     quic_relay::QuicConfig::default()
         .bind(media_addr(options))
+        .advertise_ip(options.advertise_ip)
         .media_ports(options.media_ports)
         .liveness_timeout(options.liveness_timeout)
         .clock_rates(options.clock_rates.clone())
@@ -295,15 +296,7 @@ impl Answerer for FacadeAnswerer {
                 let answerer = quic_relay::QuicAnswerer::bind(quic_config(&self.options), link_mode, &offer)
                     .await
                     .map_err(|e| AnswerError::Unavailable(e.to_string()))?;
-                let mut answer = answerer.answer();
-                if let Some(ip) = self.options.advertise_ip {
-                    answer.addr.set_ip(ip);
-                } else if answer.addr.ip().is_unspecified() {
-                    return Err(AnswerError::Unavailable(
-                        "media socket bound to an unspecified address; start relay answer with --advertise"
-                            .into(),
-                    ));
-                }
+                let answer = answerer.answer();
                 let pending = boxed(answerer.accept());
                 (to_json(answer)?, pending)
             }
