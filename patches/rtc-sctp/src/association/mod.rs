@@ -2117,10 +2117,10 @@ impl Association {
         while let Some(c) = self.inflight_queue.get_mut(tsn) {
             tsn = tsn.wrapping_add(1);
             let Some(sent) = c.since else { continue };
-            // First transmissions go out in TSN order: from the first one
-            // sent after the newest acknowledged transmission on, nothing
-            // can be judged yet.
-            if c.nsent == 1 && self.rack.is_behind(sent) {
+            // First transmissions go out in TSN order (a burst at one
+            // instant): from the first one sent after the newest
+            // acknowledged transmission on, nothing can be judged yet.
+            if c.nsent == 1 && self.rack.sent_after(c.tsn, sent) {
                 break;
             }
             if !c.is_outstanding() || c.retransmit {

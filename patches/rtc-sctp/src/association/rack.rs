@@ -47,7 +47,7 @@ impl Rack {
 
     /// Whether a transmission of `tsn` at `sent` is more recent than the
     /// most recent acknowledged one (step 3's RACK_sent_after).
-    fn sent_after(&self, tsn: u32, sent: Instant) -> bool {
+    pub(crate) fn sent_after(&self, tsn: u32, sent: Instant) -> bool {
         self.xmit_ts
             .is_none_or(|ts| sent > ts || (sent == ts && sna32gt(tsn, self.end_tsn)))
     }
@@ -60,13 +60,6 @@ impl Rack {
             return None;
         }
         Some(sent + self.rtt + self.reo_wnd(srtt))
-    }
-
-    /// Whether the most recent acknowledged transmission is at least as
-    /// recent as `sent`: an unacknowledged chunk first sent then or later,
-    /// and every chunk after it in TSN order, cannot be judged yet.
-    pub(crate) fn is_behind(&self, sent: Instant) -> bool {
-        self.xmit_ts.is_none_or(|ts| sent > ts)
     }
 
     /// The reordering window (§6.2 step 4): a quarter of the least RTT,
@@ -109,8 +102,8 @@ mod tests {
             "same burst, after it"
         );
         assert_eq!(rack.lost_at(3, t0 + 11 * MS, 40 * MS), None, "sent later");
-        assert!(rack.is_behind(t0 + 11 * MS));
-        assert!(!rack.is_behind(t0 + 10 * MS));
+        assert!(rack.sent_after(3, t0 + 10 * MS));
+        assert!(!rack.sent_after(1, t0 + 10 * MS));
     }
 
     #[test]
