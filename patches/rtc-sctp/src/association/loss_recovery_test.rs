@@ -39,6 +39,8 @@ struct Path {
     /// An outage: every packet either way put on the wire in this interval
     /// is lost.
     down: Option<(Instant, Instant)>,
+    /// The path's one-way delay (`ONE_WAY` unless a test sets it).
+    one_way: Duration,
 }
 
 impl Path {
@@ -67,6 +69,7 @@ impl Path {
             sack_loss: Box::new(|_, _| false),
             sacks: vec![],
             down: None,
+            one_way: ONE_WAY,
         };
         path.run_for(Duration::from_millis(100));
         assert_eq!(path.sender.state(), AssociationState::Established);
@@ -147,7 +150,7 @@ impl Path {
                     }
                 }
                 if !dropped && !black {
-                    self.wire.push_back((self.now + ONE_WAY, true, raw));
+                    self.wire.push_back((self.now + self.one_way, true, raw));
                 }
             }
         }
@@ -167,7 +170,7 @@ impl Path {
                     }
                 }
                 if !dropped && !black {
-                    self.wire.push_back((self.now + ONE_WAY, false, raw));
+                    self.wire.push_back((self.now + self.one_way, false, raw));
                 }
             }
         }
@@ -806,12 +809,16 @@ fn measure_video_under_loss() {
 
 
 /// 2.5 Mbit/s of video (as in `measure_video_under_loss`, 6 s) over the
-/// in-memory path (10 ms one way), black both ways for 1 s from 2 s in.
+/// in-memory path (`one_way` each way), black both ways for 1 s from 2 s in.
 /// Returns the path and how long after its return the first message and
 /// the first fresh one (at most 150 ms from write to read) arrived, and
 /// how many stale ones arrived after it.
-fn video_through_an_outage(unreliable: bool) -> (Path, Duration, Duration, usize) {
+fn video_through_an_outage(
+    unreliable: bool,
+    one_way: Duration,
+) -> (Path, Duration, Duration, usize) {
     let mut path = Path::new(TransportConfig::default(), Box::new(|_, _| false));
+    path.one_way = one_way;
     if unreliable {
         let mut stream = path.sender.stream(SI).unwrap();
         stream
@@ -857,7 +864,7 @@ fn video_through_an_outage(unreliable: bool) -> (Path, Duration, Duration, usize
 // video was fresh again four round trips after the first delivery.
 #[test]
 fn backlog_after_an_outage_drains_in_two_round_trips() {
-    let (mut path, back, fresh, _) = video_through_an_outage(false);
+    let (mut path, back, fresh, _) = video_through_an_outage(false, ONE_WAY);
     assert!(path.sender.stats.get_num_t3timeouts() >= 1);
     assert!(path.sender.stats.get_num_rack_losses() >= 1);
     assert!(
@@ -873,11 +880,12 @@ fn backlog_after_an_outage_drains_in_two_round_trips() {
 #[test]
 #[ignore = "measurement"]
 fn measure_video_through_an_outage() {
-    for unreliable in [false, true] {
-        let (mut path, back, fresh, stale) = video_through_an_outage(unreliable);
+    for (unreliable, one_way) in [(false, 10), (false, 20), (true, 10), (true, 20)] {
+        let one_way = Duration::from_millis(one_way);
+        let (mut path, back, fresh, stale) = video_through_an_outage(unreliable, one_way);
         let written = path.written_at.len();
         println!(
-            "{:>10}: back {back:?} fresh {fresh:?} stale {stale} delivered {:.2}% \
+            "{:>10} {one_way:?}: back {back:?} fresh {fresh:?} stale {stale} delivered {:.2}% \
              probes {} RACK losses {} T3 expiries {} cwnd {} ssthresh {}",
             if unreliable { "unreliable" } else { "reliable" },
             100.0 * path.delivered.len() as f64 / written as f64,
