@@ -189,17 +189,20 @@ impl DcConfig {
         self
     }
 
-    /// The latency budget of [`Mode::Unreliable`](relay_core::Mode)
-    /// (default [`relay_core::DEFAULT_MAX_DELAY`], 200 ms): a packet older
-    /// than this is dropped and counted as
-    /// [`DropCause::Expired`](relay_core::DropCause::Expired), never
-    /// delivered late. The offerer's unreliable channel is opened with
+    /// The latency budget of [`Mode::Unreliable`](relay_core::Mode) and
+    /// [`Mode::Repair`](relay_core::Mode) (default
+    /// [`relay_core::DEFAULT_MAX_DELAY`], 200 ms): a packet that waited
+    /// longer than this in the relay's own send queue in front of SCTP is
+    /// dropped and counted as
+    /// [`DropCause::Expired`](relay_core::DropCause::Expired), never handed
+    /// to SCTP late. The offerer's repair channel is opened with
     /// maxPacketLifeTime = the budget (RFC 3758 timed reliability,
     /// unordered), so SCTP retransmits a lost packet only while it can
     /// still be in time and abandons it (FORWARD TSN) when the lifetime
-    /// ends; the relay's own send queue in front of SCTP drops packets
-    /// older than the budget before SCTP sees them. Reliable links ignore
-    /// it: they deliver everything, in order, however late.
+    /// ends; an unreliable channel (maxRetransmits=0) never retransmits.
+    /// What SCTP abandons is not counted: `rtc` exposes no SCTP
+    /// statistics. Reliable links ignore the budget: they deliver
+    /// everything, in order, however late.
     ///
     /// Between 1 ms and [`MAX_MAX_DELAY`]; anything else (zero, a
     /// sub-millisecond budget, more than maxPacketLifeTime's 16 bits of

@@ -19,19 +19,26 @@
 //! - **DCEP** (RFC 8832) opens the channel in-band: the offerer sends
 //!   `DATA_CHANNEL_OPEN` with the channel type, the answerer acknowledges.
 //!
-//! Two modes. [`Mode::Reliable`](relay_core::Mode::Reliable) is an ordered,
-//! reliable channel: every packet, in order; `send` waits when the send
-//! buffer is full, and a slow reader holds the sender back through SCTP's
-//! receive window. [`Mode::Unreliable`](relay_core::Mode::Unreliable) is
-//! unordered with a latency budget ([`DcConfig::max_delay`], 200 ms by
-//! default): the channel's maxPacketLifeTime (timed partial reliability,
-//! RFC 3758), so SCTP retransmits a lost packet only while it can still be
-//! in time and then abandons it; a packet that waited longer than the
-//! budget in our own send queue is dropped as `expired`; a full queue
-//! drops the oldest packet and counts it. The answerer relays whatever
-//! channel the offerer opens, in its mode (unordered with maxRetransmits=0
-//! is unreliable too), so plain WebRTC peers (pion, aiortc, browsers) can
+//! Three modes. [`Mode::Reliable`](relay_core::Mode::Reliable) is an
+//! ordered, reliable channel: every packet, in order; `send` waits when the
+//! send buffer is full, and a slow reader holds the sender back through
+//! SCTP's receive window. [`Mode::Unreliable`](relay_core::Mode::Unreliable)
+//! is unordered with maxRetransmits=0: a lost packet is never resent.
+//! [`Mode::Repair`](relay_core::Mode::Repair) is unordered with a packet
+//! lifetime (maxPacketLifeTime = [`DcConfig::max_delay`], 200 ms by
+//! default; timed partial reliability, RFC 3758): SCTP retransmits a lost
+//! packet only while it can still be in time and then abandons it. In both
+//! unordered modes a packet that waited longer than the budget in our own
+//! send queue is dropped as `expired`, and a full queue drops the oldest
+//! packet and counts it. The answerer relays whatever channel the offerer
+//! opens, in its mode, so plain WebRTC peers (pion, aiortc, browsers) can
 //! relay into us.
+//!
+//! The SCTP underneath is the workspace's patched `rtc-sctp`
+//! (`patches/rtc-sctp`, docs/architecture.md): among its fixes, time-based
+//! loss detection and loss probes (RACK-TLP, RFC 8985), so a lost
+//! retransmission, a lost tail and a path back from an outage cost a round
+//! trip or two, not a backed-off retransmission timeout.
 //!
 //! Signaling is one exchange of W3C JSON descriptions with every candidate
 //! in them (no trickle). The protocol work is done by the sans-IO `rtc`

@@ -80,6 +80,18 @@ pub const DEFAULT_INITIAL_CWND: u32 = 64 * 1024;
 /// would back off to one MTU.
 pub const DEFAULT_MIN_CWND: u32 = DEFAULT_INITIAL_CWND;
 
+/// Default cap of the loss probe interval (sfu-relay): 100 ms. While DATA
+/// is outstanding and nothing is acknowledged, the association probes the
+/// path with one packet at PTO = 2·SRTT, then at doubling intervals up to
+/// this cap (RFC 8985 §7 sends one probe, then waits for T3-rtx, whose
+/// backoff puts its expiries 0.2, 0.6, 1.4, 3 s ... into an outage). A path
+/// that comes back is then found within 100 ms plus a round trip, for
+/// one MTU per 100 ms (about 0.1 Mbit/s) while it is down. Chromium caps
+/// dcsctp's timer backoff at 3 s (`max_timer_backoff_duration`) for the
+/// same reason, recovery after an outage; a media relay's budget is a few
+/// hundred milliseconds, not seconds.
+pub const DEFAULT_MAX_PROBE_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Config collects the arguments to create_association construction into
 /// a single structure
 #[derive(Debug, Clone)]
@@ -95,6 +107,7 @@ pub struct TransportConfig {
     rto_max: Duration,
     initial_cwnd: Option<u32>,
     min_cwnd: u32,
+    max_probe_interval: Option<Duration>,
 }
 
 impl Default for TransportConfig {
@@ -111,6 +124,7 @@ impl Default for TransportConfig {
             rto_max: Duration::from_millis(RTO_MAX),
             initial_cwnd: Some(DEFAULT_INITIAL_CWND),
             min_cwnd: DEFAULT_MIN_CWND,
+            max_probe_interval: Some(DEFAULT_MAX_PROBE_INTERVAL),
         }
     }
 }
@@ -191,6 +205,20 @@ impl TransportConfig {
     pub fn with_min_cwnd(mut self, bytes: u32) -> Self {
         self.min_cwnd = bytes;
         self
+    }
+
+    /// Sets the cap of the interval between loss probes while nothing is
+    /// acknowledged (never below 2·SRTT), or `None` for no loss probes
+    /// (only T3-rtx resends a lost tail, as RFC 9260). Default 100 ms: see
+    /// [`DEFAULT_MAX_PROBE_INTERVAL`].
+    pub fn with_max_probe_interval(mut self, value: Option<Duration>) -> Self {
+        self.max_probe_interval = value;
+        self
+    }
+
+    /// The configured cap of the loss probe interval (`None`: no probes).
+    pub fn max_probe_interval(&self) -> Option<Duration> {
+        self.max_probe_interval
     }
 
     /// The configured initial congestion window (`None`: ten MTUs).

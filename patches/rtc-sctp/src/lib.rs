@@ -71,8 +71,9 @@ pub use crate::chunk::{
 
 mod config;
 pub use crate::config::{
-    ClientConfig, DEFAULT_INITIAL_CWND, DEFAULT_MIN_CWND, DEFAULT_RTO_INITIAL, EndpointConfig, MIN_DATA_PACKET_MTU,
-    ServerConfig, TransportConfig, max_payload_size_for_mtu,
+    ClientConfig, DEFAULT_INITIAL_CWND, DEFAULT_MAX_PROBE_INTERVAL, DEFAULT_MIN_CWND,
+    DEFAULT_RTO_INITIAL, EndpointConfig, MIN_DATA_PACKET_MTU, ServerConfig, TransportConfig,
+    max_payload_size_for_mtu,
 };
 
 mod endpoint;

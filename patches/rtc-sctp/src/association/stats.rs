@@ -6,6 +6,8 @@ pub struct AssociationStats {
     n_t3timeouts: u64,
     n_ack_timeouts: u64,
     n_fast_retrans: u64,
+    n_rack_losses: u64,
+    n_probes: u64,
 }
 
 impl AssociationStats {
@@ -59,6 +61,27 @@ impl AssociationStats {
         self.n_fast_retrans
     }
 
+    /// Counts `n` chunks RACK declared lost (sfu-relay).
+    pub fn inc_rack_losses(&mut self, n: u64) {
+        self.n_rack_losses += n;
+    }
+
+    /// The number of chunks RACK (RFC 8985) declared lost: sent before a
+    /// chunk that was acknowledged, and unacknowledged a round trip later.
+    pub fn get_num_rack_losses(&mut self) -> u64 {
+        self.n_rack_losses
+    }
+
+    /// Counts one loss probe sent (sfu-relay).
+    pub fn inc_probes(&mut self) {
+        self.n_probes += 1;
+    }
+
+    /// The number of loss probes (RFC 8985 TLP) sent.
+    pub fn get_num_probes(&mut self) -> u64 {
+        self.n_probes
+    }
+
     /// Zeroes every counter.
     pub fn reset(&mut self) {
         self.n_datas = 0;
@@ -66,5 +89,7 @@ impl AssociationStats {
         self.n_t3timeouts = 0;
         self.n_ack_timeouts = 0;
         self.n_fast_retrans = 0;
+        self.n_rack_losses = 0;
+        self.n_probes = 0;
     }
 }

@@ -8,7 +8,7 @@ const PATH_MAX_RETRANS: usize = 5;
 // only marks one of several destinations inactive (§8.2).
 const ASSOC_MAX_RETRANS: usize = 10;
 const NO_MAX_RETRANS: usize = usize::MAX;
-const TIMER_COUNT: usize = 6;
+const TIMER_COUNT: usize = 8;
 
 #[derive(Debug, Copy, Clone)]
 /// Retransmission limits for the association's timers.
@@ -55,6 +55,13 @@ pub(crate) enum Timer {
     T3RTX = 3,
     Reconfig = 4,
     Ack = 5,
+    /// sfu-relay: RACK reorder timer (RFC 8985 §6.2 step 5): a chunk sent
+    /// before the most recently acknowledged one is declared lost when it
+    /// fires, unless acknowledged first.
+    Rack = 6,
+    /// sfu-relay: loss probe (RFC 8985 §7, TLP), repeated while nothing is
+    /// acknowledged; see `Association::on_probe_timeout`.
+    Probe = 7,
 }
 
 impl Timer {
@@ -65,6 +72,8 @@ impl Timer {
         Timer::T3RTX,
         Timer::Reconfig,
         Timer::Ack,
+        Timer::Rack,
+        Timer::Probe,
     ];
 }
 
@@ -88,6 +97,8 @@ impl TimerTable {
                 time_config.max_t3_rtx_retrans,      //T3RTX
                 time_config.max_reconfig_retrans,    //Reconfig
                 time_config.max_ack_retrans,         //Ack
+                NO_MAX_RETRANS,                      //Rack
+                NO_MAX_RETRANS,                      //Probe
             ],
             ..Default::default()
         }
