@@ -240,13 +240,21 @@ impl RelayLink for RepairLink {
     }
 
     async fn send(&self, packet: Packet) -> Result<(), LinkError> {
-        if packet.kind() == PacketKind::Rtp
-            && let Some(seq) = packet.sequence_number()
-            && packet.len() <= self.max_packet_size()
-        {
-            lock(&self.shared.buffer).on_sent(packet.ssrc(), seq, packet.bytes().clone(), now());
+        // Kept only once the inner link took it (a packet it refused, too
+        // large say, is not there to repair). Not checked against
+        // `max_packet_size` first: on quic that takes quinn's connection
+        // lock, which the connection driver holds while it sends the
+        // previous packet of the same frame, and the wait cost more CPU
+        // than the rest of repair's sending end.
+        let keep = match packet.kind() {
+            PacketKind::Rtp => packet.sequence_number().map(|seq| (packet.ssrc(), seq, packet.bytes().clone())),
+            PacketKind::Rtcp => None,
+        };
+        self.shared.inner.send(packet).await?;
+        if let Some((ssrc, seq, bytes)) = keep {
+            lock(&self.shared.buffer).on_sent(ssrc, seq, bytes, now());
         }
-        self.shared.inner.send(packet).await
+        Ok(())
     }
 
     async fn recv(&self) -> Result<Packet, LinkError> {
