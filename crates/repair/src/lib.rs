@@ -46,6 +46,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod handover;
 mod link;
 pub mod receiver;
 pub mod sender;

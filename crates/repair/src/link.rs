@@ -1,9 +1,11 @@
 //! [`RepairLink`]: any unreliable [`RelayLink`] with the repair loop on
-//! top. One task per link reads the inner link: hop NACKs are answered from
-//! the retransmission buffer, media goes through the loss detector (which
-//! drops duplicates and late repairs), everything else is delivered as it
-//! came. The same task asks for missing packets as soon as a gap shows and
-//! again each RTT while the budget allows.
+//! top. Whoever reads the inner link (the application's `recv`, or the
+//! link's driver task while the application does not read; see
+//! `handover.rs`) hands each packet to the repair loop: hop NACKs are
+//! answered from the retransmission buffer, media goes through the loss
+//! detector (which drops duplicates and late repairs), everything else is
+//! delivered as it came. Missing packets are asked for as soon as a gap
+//! shows, and again each RTT while the budget allows (the driver's timer).
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +20,7 @@ use relay_core::{
 use tokio::task::JoinHandle;
 use tracing::debug;
 
+use crate::handover::Handover;
 use crate::receiver::{Arrival, LossDetector};
 use crate::sender::{DEFAULT_REPAIR_SHARE, RetransmitBuffer};
 use crate::wire::{build_nacks, parse_nacks};
@@ -74,6 +77,7 @@ struct Shared {
     nacks_sent: AtomicU64,
     nacks_received: AtomicU64,
     inbox_full: AtomicU64,
+    handover: Handover,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -114,6 +118,7 @@ impl RepairLink {
             nacks_sent: AtomicU64::new(0),
             nacks_received: AtomicU64::new(0),
             inbox_full: AtomicU64::new(0),
+            handover: Handover::new(now()),
         });
         let driver = tokio::spawn(drive(Arc::clone(&shared)));
         RepairLink { shared, driver }
@@ -166,7 +171,9 @@ impl Shared {
                     self.deliver(packet);
                 }
                 if new_gap {
-                    // A new gap is asked for at once, not at the next tick.
+                    // A new gap is asked for at once, not at the next tick,
+                    // and the driver's timer asks again.
+                    self.handover.nudge();
                     self.ask(now).await;
                 }
             }
@@ -206,13 +213,23 @@ impl Shared {
     }
 }
 
+/// The driver: reads the inner link while the application does not
+/// (`handover.rs`), and asks again for what is still missing every
+/// [`TICK`]. Otherwise it sleeps: no timer runs on a clean path.
 async fn drive(shared: Arc<Shared>) {
+    let h = &shared.handover;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Until the application first calls `recv`, the driver reads.
+    h.take_over();
     loop {
         let pending = lock(&shared.detector).pending();
+        if h.driver_reads() && h.app_receiving() {
+            h.step_back();
+        }
+        let reading = h.driver_reads();
         tokio::select! {
-            received = shared.inner.recv() => match received {
+            received = shared.inner.recv(), if reading => match received {
                 Ok(packet) => shared.on_packet(packet).await,
                 Err(LinkError::Closed(reason)) => {
                     shared.inbox.close(reason);
@@ -220,6 +237,7 @@ async fn drive(shared: Arc<Shared>) {
                 }
                 Err(LinkError::TooLarge { .. }) => {}
             },
+            _ = h.nudged() => {}
             _ = tick.tick(), if pending => shared.ask(now()).await,
         }
     }
@@ -246,19 +264,53 @@ impl RelayLink for RepairLink {
         // lock, which the connection driver holds while it sends the
         // previous packet of the same frame, and the wait cost more CPU
         // than the rest of repair's sending end.
+        let now = now();
+        self.shared.handover.on_send(now);
         let keep = match packet.kind() {
-            PacketKind::Rtp => packet.sequence_number().map(|seq| (packet.ssrc(), seq, packet.bytes().clone())),
+            PacketKind::Rtp => packet
+                .sequence_number()
+                .map(|seq| (packet.ssrc(), seq, packet.bytes().clone())),
             PacketKind::Rtcp => None,
         };
         self.shared.inner.send(packet).await?;
         if let Some((ssrc, seq, bytes)) = keep {
-            lock(&self.shared.buffer).on_sent(ssrc, seq, bytes, now());
+            lock(&self.shared.buffer).on_sent(ssrc, seq, bytes, now);
         }
         Ok(())
     }
 
+    /// Reads the inner link in this call (the driver reads only while
+    /// nobody calls `recv`; `handover.rs`): a packet is judged, and a NACK
+    /// in it answered, right here. Cancelling the call (a timeout) loses no
+    /// packet: one judged but not yet returned waits in the queue for the
+    /// next call. It may cut short the answer to a NACK, which the peer
+    /// then asks again an RTT later.
     async fn recv(&self) -> Result<Packet, LinkError> {
-        self.shared.inbox.pop().await.map_err(LinkError::Closed)
+        let s = &*self.shared;
+        let _receiving = s.handover.enter();
+        loop {
+            if let Some(packet) = s.inbox.try_pop() {
+                return Ok(packet);
+            }
+            let received = if s.handover.driver_reads() {
+                // The driver stops at its next turn; what it read until
+                // then comes through the queue.
+                tokio::select! {
+                    queued = s.inbox.pop() => return queued.map_err(LinkError::Closed),
+                    received = s.inner.recv() => received,
+                }
+            } else {
+                s.inner.recv().await
+            };
+            match received {
+                Ok(packet) => s.on_packet(packet).await,
+                Err(LinkError::Closed(reason)) => {
+                    s.inbox.close(reason.clone());
+                    return s.inbox.try_pop().ok_or(LinkError::Closed(reason));
+                }
+                Err(LinkError::TooLarge { .. }) => {}
+            }
+        }
     }
 
     fn stats(&self) -> LinkStats {
