@@ -153,8 +153,11 @@ impl Shared {
         }
     }
 
-    /// One packet from the inner link.
-    async fn on_packet(&self, packet: Packet) {
+    /// One packet from the inner link; returns it if it is to be
+    /// delivered now. A packet delivered before something is awaited (a
+    /// NACK sent) goes to the queue instead, so a cancelled `recv` cannot
+    /// lose it.
+    async fn on_packet(&self, packet: Packet) -> Option<Packet> {
         let now = now();
         match packet.kind() {
             PacketKind::Rtp => {
@@ -167,15 +170,17 @@ impl Shared {
                 if let Arrival::Repaired { waited } = arrival {
                     debug!(ssrc = packet.ssrc(), seq, ?waited, "packet repaired");
                 }
+                if !new_gap {
+                    return arrival.deliver().then_some(packet);
+                }
                 if arrival.deliver() {
                     self.deliver(packet);
                 }
-                if new_gap {
-                    // A new gap is asked for at once, not at the next tick,
-                    // and the driver's timer asks again.
-                    self.handover.nudge();
-                    self.ask(now).await;
-                }
+                // A new gap is asked for at once, not at the next tick, and
+                // the driver's timer asks again.
+                self.handover.nudge();
+                self.ask(now).await;
+                None
             }
             PacketKind::Rtcp => match parse_nacks(packet.bytes()) {
                 Some(asks) => {
@@ -191,8 +196,9 @@ impl Shared {
                             let _ = self.inner.send(p).await;
                         }
                     }
+                    None
                 }
-                None => self.deliver(packet),
+                None => Some(packet),
             },
         }
     }
@@ -230,7 +236,11 @@ async fn drive(shared: Arc<Shared>) {
         let reading = h.driver_reads();
         tokio::select! {
             received = shared.inner.recv(), if reading => match received {
-                Ok(packet) => shared.on_packet(packet).await,
+                Ok(packet) => {
+                    if let Some(packet) = shared.on_packet(packet).await {
+                        shared.deliver(packet);
+                    }
+                }
                 Err(LinkError::Closed(reason)) => {
                     shared.inbox.close(reason);
                     return;
@@ -303,7 +313,12 @@ impl RelayLink for RepairLink {
                 s.inner.recv().await
             };
             match received {
-                Ok(packet) => s.on_packet(packet).await,
+                Ok(packet) => {
+                    // Straight to the application, not through the queue.
+                    if let Some(packet) = s.on_packet(packet).await {
+                        return Ok(packet);
+                    }
+                }
                 Err(LinkError::Closed(reason)) => {
                     s.inbox.close(reason.clone());
                     return s.inbox.try_pop().ok_or(LinkError::Closed(reason));
