@@ -9,6 +9,37 @@ use std::time::Duration;
 
 mod common;
 
+/// The whole response to `GET path` over TLS at `url` (`https://host:port…`),
+/// trusting exactly the certificate with fingerprint `fingerprint`.
+fn https_get_pinned(url: &str, path: &str, fingerprint: &str) -> String {
+    use relay_core::pin::{Pin, PinRecord, PinnedServerCert};
+    use std::io::Write;
+    use std::sync::Arc;
+    let host = url.trim_start_matches("https://").split('/').next().unwrap();
+    let expected: relay_core::Fingerprint = fingerprint.parse().expect("a fingerprint");
+    let verifier = PinnedServerCert(Pin::new(expected, "pinned", Arc::new(PinRecord::default())));
+    let config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("sfu-relay").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let tcp = std::net::TcpStream::connect(host).expect("connect metrics");
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = tls.read_to_string(&mut response);
+    response
+}
+
 use common::{answer, field, first_line, free_udp_addr, http_get, offer, spawn};
 
 fn rtp(seq: u16) -> Vec<u8> {
@@ -314,7 +345,10 @@ fn https_signaling_with_a_pinned_fingerprint_and_metrics_on_both_sides() {
             .recv_from(&mut buf)
             .expect("relayed over https-signaled quic");
     }
-    let answer_text = http_get(&answer_metrics, "/metrics");
+    // The answerer's metrics are HTTPS with the signaling identity: read
+    // them pinning the same fingerprint.
+    assert!(answer_metrics.starts_with("https://"), "{answer_metrics}");
+    let answer_text = https_get_pinned(&answer_metrics, "/metrics", &fingerprint);
     assert!(answer_text.contains("text/plain; version=0.0.4"), "{answer_text}");
     assert_eq!(
         sample(

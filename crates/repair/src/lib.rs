@@ -48,6 +48,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod handover;
 mod link;
 pub mod receiver;
 pub mod reorder;

@@ -1,9 +1,11 @@
 //! [`RepairLink`]: any unreliable [`RelayLink`] with the repair loop on
-//! top. One task per link reads the inner link: hop NACKs are answered from
-//! the retransmission buffer, media goes through the loss detector (which
-//! drops duplicates and late repairs), everything else is delivered as it
-//! came. The same task asks for missing packets as soon as a gap shows and
-//! again each RTT while the budget allows.
+//! top. Whoever reads the inner link (the application's `recv`, or the
+//! link's driver task while the application does not read; see
+//! `handover.rs`) hands each packet to the repair loop: hop NACKs are
+//! answered from the retransmission buffer, media goes through the loss
+//! detector (which drops duplicates and late repairs), everything else is
+//! delivered as it came. Missing packets are asked for as soon as a gap
+//! shows, and again each RTT while the budget allows (the driver's timer).
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +20,7 @@ use relay_core::{
 use tokio::task::JoinHandle;
 use tracing::debug;
 
+use crate::handover::Handover;
 use crate::receiver::{Arrival, LossDetector};
 use crate::reorder::ReorderWindow;
 use crate::sender::{DEFAULT_REPAIR_SHARE, RetransmitBuffer};
@@ -83,6 +86,7 @@ struct Shared {
     nacks_sent: AtomicU64,
     nacks_received: AtomicU64,
     inbox_full: AtomicU64,
+    handover: Handover,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -125,6 +129,7 @@ impl RepairLink {
             nacks_sent: AtomicU64::new(0),
             nacks_received: AtomicU64::new(0),
             inbox_full: AtomicU64::new(0),
+            handover: Handover::new(now()),
         });
         let driver = tokio::spawn(drive(Arc::clone(&shared)));
         RepairLink { shared, driver }
@@ -159,8 +164,11 @@ impl Shared {
         }
     }
 
-    /// One packet from the inner link.
-    async fn on_packet(&self, packet: Packet) {
+    /// One packet from the inner link; returns it if it is to be
+    /// delivered now. A packet delivered before something is awaited (a
+    /// NACK sent) goes to the queue instead, so a cancelled `recv` cannot
+    /// lose it.
+    async fn on_packet(&self, packet: Packet) -> Option<Packet> {
         let now = now();
         match packet.kind() {
             PacketKind::Rtp => {
@@ -173,20 +181,29 @@ impl Shared {
                 if let Arrival::Repaired { waited } = arrival {
                     debug!(ssrc = packet.ssrc(), seq, ?waited, "packet repaired");
                 }
-                if arrival.deliver() {
-                    match &self.reorder {
-                        None => self.deliver(packet),
-                        Some(reorder) => {
-                            let mut due = Vec::new();
-                            lock(reorder).push(packet.ssrc(), seq, packet, now, &mut due);
-                            due.into_iter().for_each(|p| self.deliver(p));
-                        }
+                let packet = match (&self.reorder, arrival.deliver()) {
+                    (_, false) => None,
+                    (None, true) => Some(packet),
+                    (Some(reorder), true) => {
+                        // In order: whatever the window lets go, through the
+                        // queue (`recv` empties it first).
+                        let mut due = Vec::new();
+                        lock(reorder).push(packet.ssrc(), seq, packet, now, &mut due);
+                        due.into_iter().for_each(|p| self.deliver(p));
+                        None
                     }
+                };
+                if !new_gap {
+                    return packet;
                 }
-                if new_gap {
-                    // A new gap is asked for at once, not at the next tick.
-                    self.ask(now).await;
+                if let Some(packet) = packet {
+                    self.deliver(packet);
                 }
+                // A new gap is asked for at once, not at the next tick, and
+                // the driver's timer asks again.
+                self.handover.nudge();
+                self.ask(now).await;
+                None
             }
             PacketKind::Rtcp => match parse_nacks(packet.bytes()) {
                 Some(asks) => {
@@ -202,8 +219,9 @@ impl Shared {
                             let _ = self.inner.resend(p).await;
                         }
                     }
+                    None
                 }
-                None => self.deliver(packet),
+                None => Some(packet),
             },
         }
     }
@@ -214,6 +232,16 @@ impl Shared {
             let mut due = Vec::new();
             lock(reorder).poll(now, &mut due);
             due.into_iter().for_each(|p| self.deliver(p));
+        }
+    }
+
+    /// Delivers everything the reorder window holds (the link is closing:
+    /// what arrived is still delivered).
+    fn flush_reorder(&self) {
+        if let Some(reorder) = &self.reorder {
+            let mut held = Vec::new();
+            lock(reorder).flush(&mut held);
+            held.into_iter().for_each(|p| self.deliver(p));
         }
     }
 
@@ -238,28 +266,39 @@ impl Shared {
     }
 }
 
+/// The driver: reads the inner link while the application does not
+/// (`handover.rs`), and asks again for what is still missing every
+/// [`TICK`]. Otherwise it sleeps: no timer runs on a clean path.
 async fn drive(shared: Arc<Shared>) {
+    let h = &shared.handover;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Until the application first calls `recv`, the driver reads.
+    h.take_over();
     loop {
         let pending = lock(&shared.detector).pending();
         // Held packets are released on the tick too: they wait their
         // window plus at most one tick.
         let holding = shared.holding();
+        if h.driver_reads() && h.app_receiving() {
+            h.step_back();
+        }
+        let reading = h.driver_reads();
         tokio::select! {
-            received = shared.inner.recv() => match received {
-                Ok(packet) => shared.on_packet(packet).await,
-                Err(LinkError::Closed(reason)) => {
-                    if let Some(reorder) = &shared.reorder {
-                        let mut held = Vec::new();
-                        lock(reorder).flush(&mut held);
-                        held.into_iter().for_each(|p| shared.deliver(p));
+            received = shared.inner.recv(), if reading => match received {
+                Ok(packet) => {
+                    if let Some(packet) = shared.on_packet(packet).await {
+                        shared.deliver(packet);
                     }
+                }
+                Err(LinkError::Closed(reason)) => {
+                    shared.flush_reorder();
                     shared.inbox.close(reason);
                     return;
                 }
                 Err(LinkError::TooLarge { .. }) => {}
             },
+            _ = h.nudged() => {}
             _ = tick.tick(), if pending || holding => {
                 let now = now();
                 shared.release(now);
@@ -284,21 +323,70 @@ impl RelayLink for RepairLink {
     }
 
     async fn send(&self, packet: Packet) -> Result<(), LinkError> {
-        if packet.kind() == PacketKind::Rtp
-            && let Some(seq) = packet.sequence_number()
-            && packet.len() <= self.max_packet_size()
-        {
-            lock(&self.shared.buffer).on_sent(packet.ssrc(), seq, packet.bytes().clone(), now());
+        // Kept only once the inner link took it (a packet it refused, too
+        // large say, is not there to repair). Not checked against
+        // `max_packet_size` first: on quic that takes quinn's connection
+        // lock, which the connection driver holds while it sends the
+        // previous packet of the same frame, and the wait cost more CPU
+        // than the rest of repair's sending end.
+        let now = now();
+        self.shared.handover.on_send(now);
+        let keep = match packet.kind() {
+            PacketKind::Rtp => packet
+                .sequence_number()
+                .map(|seq| (packet.ssrc(), seq, packet.bytes().clone())),
+            PacketKind::Rtcp => None,
+        };
+        self.shared.inner.send(packet).await?;
+        if let Some((ssrc, seq, bytes)) = keep {
+            lock(&self.shared.buffer).on_sent(ssrc, seq, bytes, now);
         }
-        self.shared.inner.send(packet).await
+        Ok(())
     }
 
     async fn resend(&self, packet: Packet) -> Result<(), LinkError> {
         self.shared.inner.resend(packet).await
     }
 
+    /// Reads the inner link in this call (the driver reads only while
+    /// nobody calls `recv`; `handover.rs`): a packet is judged, and a NACK
+    /// in it answered, right here. Cancelling the call (a timeout) loses no
+    /// packet: one judged but not yet returned waits in the queue for the
+    /// next call. It may cut short the answer to a NACK, which the peer
+    /// then asks again an RTT later.
     async fn recv(&self) -> Result<Packet, LinkError> {
-        self.shared.inbox.pop().await.map_err(LinkError::Closed)
+        let s = &*self.shared;
+        let _receiving = s.handover.enter();
+        loop {
+            if let Some(packet) = s.inbox.try_pop() {
+                return Ok(packet);
+            }
+            let received = if s.handover.driver_reads() || s.reorder.is_some() {
+                // The driver stops at its next turn; what it read until
+                // then comes through the queue, as do the packets a
+                // reorder window releases on its timer.
+                tokio::select! {
+                    queued = s.inbox.pop() => return queued.map_err(LinkError::Closed),
+                    received = s.inner.recv() => received,
+                }
+            } else {
+                s.inner.recv().await
+            };
+            match received {
+                Ok(packet) => {
+                    // Straight to the application, not through the queue.
+                    if let Some(packet) = s.on_packet(packet).await {
+                        return Ok(packet);
+                    }
+                }
+                Err(LinkError::Closed(reason)) => {
+                    s.flush_reorder();
+                    s.inbox.close(reason.clone());
+                    return s.inbox.try_pop().ok_or(LinkError::Closed(reason));
+                }
+                Err(LinkError::TooLarge { .. }) => {}
+            }
+        }
     }
 
     fn stats(&self) -> LinkStats {

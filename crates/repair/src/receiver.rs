@@ -101,12 +101,65 @@ struct Missing {
     last_ask: Option<Instant>,
 }
 
+/// The fate of the last [`WINDOW`] sequence numbers of a stream, two bits
+/// each in a ring indexed by extended sequence number modulo the window:
+/// 256 bytes a stream, and an in-order packet touches one word of each
+/// (a tree of the same touched a path of nodes and allocated).
+#[derive(Debug, Clone, Default)]
+struct Fates {
+    delivered: [u64; WORDS],
+    given_up: [u64; WORDS],
+}
+
+const WORDS: usize = (WINDOW / 64) as usize;
+
+impl Fates {
+    fn bit(ext: u64) -> (usize, u64) {
+        let i = ext % WINDOW;
+        ((i / 64) as usize, 1 << (i % 64))
+    }
+
+    /// The fate of `ext`, which the caller keeps within the window.
+    fn get(&self, ext: u64) -> Option<Fate> {
+        let (w, b) = Fates::bit(ext);
+        if self.delivered[w] & b != 0 {
+            Some(Fate::Delivered)
+        } else if self.given_up[w] & b != 0 {
+            Some(Fate::GivenUp)
+        } else {
+            None
+        }
+    }
+
+    fn set(&mut self, ext: u64, fate: Fate) {
+        let (w, b) = Fates::bit(ext);
+        match fate {
+            Fate::Delivered => self.delivered[w] |= b,
+            Fate::GivenUp => self.given_up[w] |= b,
+        }
+    }
+
+    /// The window moves up from `from` to `to`: the numbers that fall out
+    /// free their bits for `from + 1 ..= to`.
+    fn advance(&mut self, from: u64, to: u64) {
+        if to - from >= WINDOW {
+            *self = Fates::default();
+            return;
+        }
+        for ext in from + 1..=to {
+            let (w, b) = Fates::bit(ext);
+            self.delivered[w] &= !b;
+            self.given_up[w] &= !b;
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Stream {
     /// Highest extended sequence number so far.
     highest: u64,
     /// Fate of the last [`WINDOW`] sequence numbers, by extended number.
-    fates: BTreeMap<u64, Fate>,
+    fates: Fates,
     missing: BTreeMap<u64, Missing>,
     heard: Instant,
 }
@@ -116,8 +169,8 @@ impl Stream {
         // Start high enough that sequence numbers before the first can be
         // told apart without going below zero.
         let highest = (1 << 20) + u64::from(seq);
-        let mut fates = BTreeMap::new();
-        fates.insert(highest, Fate::Delivered);
+        let mut fates = Fates::default();
+        fates.set(highest, Fate::Delivered);
         Stream {
             highest,
             fates,
@@ -132,13 +185,15 @@ impl Stream {
         (self.highest as i64 + i64::from(delta)) as u64
     }
 
-    /// Drops fates below the window. Runs per in-order packet, so it pops
-    /// the few entries that fell out instead of rebuilding the map
-    /// (`split_off` allocated a new tree for every packet).
-    fn forget_old(&mut self) {
-        let floor = self.highest.saturating_sub(WINDOW - 1);
-        while self.fates.first_key_value().is_some_and(|(&seq, _)| seq < floor) {
-            self.fates.pop_first();
+    /// Whether `ext` is within the window (its fate is remembered).
+    fn remembers(&self, ext: u64) -> bool {
+        ext <= self.highest && ext + WINDOW > self.highest
+    }
+
+    /// Records `fate` for `ext`, if the window still holds it.
+    fn settle(&mut self, ext: u64, fate: Fate) {
+        if self.remembers(ext) {
+            self.fates.set(ext, fate);
         }
     }
 }
@@ -185,7 +240,8 @@ impl LossDetector {
 
     /// Judges one arriving RTP packet of stream `ssrc`.
     pub fn on_rtp(&mut self, ssrc: u32, seq: u16, now: Instant) -> Arrival {
-        if !self.streams.contains_key(&ssrc) {
+        // One lookup for a known stream, the common case.
+        let Some(stream) = self.streams.get_mut(&ssrc) else {
             if self.streams.len() >= MAX_STREAMS
                 && let Some(&quietest) = self.streams.iter().min_by_key(|(_, s)| s.heard).map(|(k, _)| k)
             {
@@ -193,8 +249,7 @@ impl LossDetector {
             }
             self.streams.insert(ssrc, Stream::new(seq, now));
             return Arrival::Fresh;
-        }
-        let stream = self.streams.get_mut(&ssrc).expect("checked above");
+        };
         stream.heard = now;
         let ext = stream.extend(seq);
         if ext > stream.highest {
@@ -216,24 +271,23 @@ impl LossDetector {
                     },
                 );
             }
+            stream.fates.advance(stream.highest, ext);
+            stream.highest = ext;
+            stream.fates.set(ext, Fate::Delivered);
             while stream.missing.len() > MAX_MISSING {
-                let (&oldest, _) = stream.missing.iter().next().expect("not empty");
-                stream.missing.remove(&oldest);
-                stream.fates.insert(oldest, Fate::GivenUp);
+                let (oldest, _) = stream.missing.pop_first().expect("not empty");
+                stream.settle(oldest, Fate::GivenUp);
                 self.counts.unrepairable += 1;
             }
-            stream.highest = ext;
-            stream.fates.insert(ext, Fate::Delivered);
-            stream.forget_old();
             return Arrival::Fresh;
         }
-        if ext + WINDOW <= stream.highest {
+        if !stream.remembers(ext) {
             // Older than anything remembered: it cannot be told from a
             // duplicate, and it is far past any budget.
             self.counts.late += 1;
             return Arrival::Late;
         }
-        match stream.fates.get(&ext) {
+        match stream.fates.get(ext) {
             Some(Fate::Delivered) => {
                 self.counts.duplicates += 1;
                 Arrival::Duplicate
@@ -243,7 +297,7 @@ impl LossDetector {
                 Arrival::Late
             }
             None => {
-                stream.fates.insert(ext, Fate::Delivered);
+                stream.fates.set(ext, Fate::Delivered);
                 match stream.missing.remove(&ext) {
                     Some(m) if m.asks > 0 => {
                         self.counts.repaired += 1;
@@ -290,7 +344,7 @@ impl LossDetector {
             }
             for ext in given_up {
                 stream.missing.remove(&ext);
-                stream.fates.insert(ext, Fate::GivenUp);
+                stream.settle(ext, Fate::GivenUp);
                 self.counts.unrepairable += 1;
             }
             if !ask.is_empty() {
@@ -411,6 +465,27 @@ mod tests {
         }
         assert_eq!(d.on_rtp(9, 5, t0), Arrival::Late);
         assert_eq!(d.on_rtp(9, 1_999, t0), Arrival::Duplicate);
+    }
+
+    #[test]
+    fn the_window_moves_without_mixing_old_and_new_numbers() {
+        let (mut d, t0) = detector();
+        for seq in 0..10 {
+            d.on_rtp(4, seq, t0);
+        }
+        // 10 to 1,029 missing; the window is now 7 to 1,030.
+        d.on_rtp(4, 1_030, t0);
+        assert_eq!(d.on_rtp(4, 8, t0), Arrival::Duplicate, "still remembered");
+        assert_eq!(d.on_rtp(4, 6, t0), Arrival::Late, "fell out of the window");
+        // 1,029 shares its slot with 5, which was delivered.
+        assert_eq!(
+            d.on_rtp(4, 1_029, t0),
+            Arrival::Fresh,
+            "missing, not yet asked for"
+        );
+        assert_eq!(d.on_rtp(4, 1_029, t0), Arrival::Duplicate);
+        // 10 was given up (more than MAX_MISSING were missing).
+        assert_eq!(d.on_rtp(4, 10, t0), Arrival::Late);
     }
 
     #[test]

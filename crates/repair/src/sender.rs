@@ -2,7 +2,9 @@
 //! the latency budget, kept for retransmission, and the cap that keeps a
 //! peer from using NACKs to make the relay send more than its media.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -41,6 +43,35 @@ pub struct SenderCounts {
     pub capped: u64,
 }
 
+/// A kept packet's key: its SSRC and sequence number in one word.
+fn key(ssrc: u32, seq: u16) -> u64 {
+    (u64::from(ssrc) << 16) | u64::from(seq)
+}
+
+/// Hashes a [`key`] with one multiplication (Fibonacci hashing), folded so
+/// the low bits hashbrown indexes by depend on the SSRC as well as the
+/// sequence number. The keys are the relay's own packets, not the peer's
+/// choice, so the default SipHash's flooding resistance buys nothing here
+/// and cost about as much as the rest of `on_sent`.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 32)
+    }
+}
+
 #[derive(Debug)]
 struct Kept {
     bytes: Bytes,
@@ -52,7 +83,7 @@ struct Kept {
 pub struct RetransmitBuffer {
     budget: Duration,
     share: f64,
-    kept: HashMap<(u32, u16), Kept>,
+    kept: HashMap<u64, Kept, BuildHasherDefault<KeyHasher>>,
     order: VecDeque<(Instant, u32, u16)>,
     credit: f64,
     kept_bytes: usize,
@@ -66,7 +97,7 @@ impl RetransmitBuffer {
         RetransmitBuffer {
             budget,
             share: share.max(0.0),
-            kept: HashMap::new(),
+            kept: HashMap::default(),
             order: VecDeque::new(),
             credit: CREDIT_BASE,
             kept_bytes: 0,
@@ -103,7 +134,7 @@ impl RetransmitBuffer {
         self.credit = self.credit.min(CREDIT_BASE + self.share * self.kept_bytes as f64);
         // The same number again (a sender restart) replaces the old packet;
         // its stale entry in `order` no longer matches and is skipped.
-        if let Some(old) = self.kept.insert((ssrc, seq), Kept { bytes, sent: now }) {
+        if let Some(old) = self.kept.insert(key(ssrc, seq), Kept { bytes, sent: now }) {
             self.kept_bytes -= old.bytes.len();
         }
         self.order.push_back((now, ssrc, seq));
@@ -116,7 +147,7 @@ impl RetransmitBuffer {
         let mut out = Vec::new();
         for &seq in seqs {
             self.counts.requested += 1;
-            let Some(kept) = self.kept.get(&(ssrc, seq)) else {
+            let Some(kept) = self.kept.get(&key(ssrc, seq)) else {
                 self.counts.gone += 1;
                 continue;
             };
@@ -149,10 +180,10 @@ impl RetransmitBuffer {
 
     /// Drops the packet `order` recorded, unless it was replaced since.
     fn forget(&mut self, (sent, ssrc, seq): (Instant, u32, u16)) {
-        if self.kept.get(&(ssrc, seq)).is_some_and(|k| k.sent == sent)
-            && let Some(gone) = self.kept.remove(&(ssrc, seq))
+        if let Entry::Occupied(kept) = self.kept.entry(key(ssrc, seq))
+            && kept.get().sent == sent
         {
-            self.kept_bytes -= gone.bytes.len();
+            self.kept_bytes -= kept.remove().bytes.len();
         }
     }
 }

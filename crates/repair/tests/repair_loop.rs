@@ -163,6 +163,45 @@ async fn every_lost_packet_is_repaired_once_and_nacks_stay_on_the_hop() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn repair_works_whether_the_application_or_the_driver_reads() {
+    // The receiving application reads all along (each packet is judged in
+    // its own recv call); the sending one read once and then only sends
+    // (the driver takes over answering NACKs).
+    let lost_once = Arc::new(Mutex::new(HashSet::new()));
+    let l = lost_once.clone();
+    let (a, b) = pair(
+        Box::new(move |p| is_rtp_seq(p, |s| s % 10 == 5) && l.lock().unwrap().insert(p.sequence_number())),
+        Box::new(|_| false),
+        Duration::from_millis(20),
+    );
+    let sender = RepairLink::new(a, Mode::Repair, config(200));
+    let receiver = Arc::new(RepairLink::new(b, Mode::Repair, config(200)));
+    let reader = {
+        let receiver = receiver.clone();
+        tokio::spawn(async move { drain(&receiver, Duration::from_millis(500)).await })
+    };
+    assert!(
+        tokio::time::timeout(Duration::from_millis(5), sender.recv())
+            .await
+            .is_err()
+    );
+    for seq in 0..1_000u16 {
+        sender.send(rtp(7, seq)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let got = reader.await.unwrap();
+    let unique: HashSet<u16> = got.iter().filter_map(Packet::sequence_number).collect();
+    assert_eq!((got.len(), unique.len()), (1_000, 1_000), "each packet once");
+    let rx = receiver.stats().repair.unwrap();
+    assert_eq!(
+        (rx.repaired, rx.unrepairable, rx.duplicates),
+        (100, 0, 0),
+        "{rx:?}"
+    );
+    assert_eq!(sender.stats().repair.unwrap().retransmissions, 100);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_packet_that_cannot_be_repaired_in_time_is_given_up_and_never_delivered_late() {
     // Packet 50 and every copy of it are lost until 300 ms in; the budget
     // is 200 ms, so whatever copy arrives after is dropped, not delivered.
