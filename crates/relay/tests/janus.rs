@@ -30,12 +30,16 @@
 //! only when not root or when network namespaces cannot be made. About 3 minutes.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write as _};
+use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{is_root, notice, run};
 
 const RELAY: &str = env!("CARGO_BIN_EXE_relay");
 /// The namespace's own address and the interface that carries it.
@@ -317,25 +321,31 @@ struct Netns {
 impl Netns {
     fn create() -> Result<Netns, String> {
         let name = format!("sfurelay-{}", std::process::id());
-        ip(&["netns", "add", &name])?;
+        run("ip", &["netns", "add", &name])?;
         let ns = Netns { name };
         let n = ns.name.as_str();
-        ip(&["-n", n, "link", "set", "lo", "up"])?;
-        ip(&[
-            "-n",
-            n,
-            "link",
-            "add",
-            NS_IFACE,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            NS_PEER_IFACE,
-        ])?;
-        ip(&["-n", n, "addr", "add", &format!("{NS_IP}/24"), "dev", NS_IFACE])?;
-        ip(&["-n", n, "link", "set", NS_IFACE, "up"])?;
-        ip(&["-n", n, "link", "set", NS_PEER_IFACE, "up"])?;
+        run("ip", &["-n", n, "link", "set", "lo", "up"])?;
+        run(
+            "ip",
+            &[
+                "-n",
+                n,
+                "link",
+                "add",
+                NS_IFACE,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                NS_PEER_IFACE,
+            ],
+        )?;
+        run(
+            "ip",
+            &["-n", n, "addr", "add", &format!("{NS_IP}/24"), "dev", NS_IFACE],
+        )?;
+        run("ip", &["-n", n, "link", "set", NS_IFACE, "up"])?;
+        run("ip", &["-n", n, "link", "set", NS_PEER_IFACE, "up"])?;
         Ok(ns)
     }
 }
@@ -347,36 +357,13 @@ impl Drop for Netns {
                 let _ = Command::new("kill").args(["-KILL", pid]).status();
             }
         }
-        if let Err(e) = ip(&["netns", "del", &self.name]) {
+        if let Err(e) = run("ip", &["netns", "del", &self.name]) {
             notice(&format!(
                 "janus: could not delete network namespace {}: {e}",
                 self.name
             ));
         }
     }
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run `ip` (iproute2; scripts/install-deps.sh): {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 /// The peers venv's python with aiortc; fails with what to run otherwise.
@@ -408,12 +395,6 @@ fn check_janus() {
         ok,
         "`janus` is missing: run scripts/install-deps.sh (Debian's janus 1.1.2)"
     );
-}
-
-/// On the real stderr: the test harness captures `eprintln!`, and a skip or the result table
-/// should be seen without `--nocapture`.
-fn notice(text: &str) {
-    let _ = writeln!(std::io::stderr(), "{text}");
 }
 
 fn tail(path: &Path, n: usize) -> String {

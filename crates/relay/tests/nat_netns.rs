@@ -30,33 +30,12 @@ use relay_core::build_rtp;
 
 mod common;
 
-use common::{Guard, RELAY, drain_stderr, first_line};
+use common::{Guard, RELAY, drain_stderr, first_line, is_root, notice, run};
 
 const A_IP: &str = "10.77.1.2";
 const B_IP: &str = "198.51.100.2";
 const TOKEN: &str = "nat-test-token";
 const PACKETS: u16 = 400;
-
-/// On the real stderr, so a skip is seen without `--nocapture`.
-fn notice(text: &str) {
-    let _ = writeln!(std::io::stderr(), "{text}");
-}
-
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run `{program}` (scripts/install-deps.sh installs it): {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{program} {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
 
 /// The three namespaces; dropping it kills what runs inside and deletes
 /// them (their veth pairs go with them).
@@ -211,11 +190,7 @@ impl Drop for Network {
 
 /// Whether this machine can run the test; says why not.
 fn usable() -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    if !root {
+    if !is_root() {
         notice("SKIP nat_netns: needs root to make network namespaces (CI runs as root)");
         return false;
     }

@@ -201,3 +201,36 @@ pub fn drain_stderr(child: &mut Guard, keep: usize) -> std::thread::JoinHandle<S
         String::from_utf8_lossy(&tail[start..]).into_owned()
     })
 }
+
+/// Runs `program args` to completion; its stderr is the error when it fails.
+/// For the tests that build networks (`ip`, `nft`, `conntrack`).
+pub fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run `{program}` (scripts/install-deps.sh installs it): {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Whether the tests run as root (network namespaces need it).
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// On the real stderr: the test harness captures `eprintln!`, and a skip
+/// should be seen without `--nocapture`.
+pub fn notice(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
