@@ -187,9 +187,7 @@ impl Shared {
                     (Some(reorder), true) => {
                         // In order: whatever the window lets go, through the
                         // queue (`recv` empties it first).
-                        let mut due = Vec::new();
-                        lock(reorder).push(packet.ssrc(), seq, packet, now, &mut due);
-                        due.into_iter().for_each(|p| self.deliver(p));
+                        lock(reorder).push(packet.ssrc(), seq, packet, now, &mut |p| self.deliver(p));
                         None
                     }
                 };
@@ -229,9 +227,7 @@ impl Shared {
     /// Delivers what waited its reorder window.
     fn release(&self, now: Instant) {
         if let Some(reorder) = &self.reorder {
-            let mut due = Vec::new();
-            lock(reorder).poll(now, &mut due);
-            due.into_iter().for_each(|p| self.deliver(p));
+            lock(reorder).poll(now, &mut |p| self.deliver(p));
         }
     }
 
@@ -239,9 +235,7 @@ impl Shared {
     /// what arrived is still delivered).
     fn flush_reorder(&self) {
         if let Some(reorder) = &self.reorder {
-            let mut held = Vec::new();
-            lock(reorder).flush(&mut held);
-            held.into_iter().for_each(|p| self.deliver(p));
+            lock(reorder).flush(&mut |p| self.deliver(p));
         }
     }
 

@@ -51,18 +51,18 @@ impl Stream {
     }
 
     /// Delivers from `next` on while there is no gap.
-    fn drain(&mut self, out: &mut Vec<Packet>) {
+    fn drain(&mut self, out: &mut impl FnMut(Packet)) {
         while let Some(entry) = self.held.first_entry() {
             if *entry.key() != self.next {
                 break;
             }
-            out.push(entry.remove().0);
+            out(entry.remove().0);
             self.next += 1;
         }
     }
 
     /// Skips the gap before the first held packet and delivers from it.
-    fn skip_gap(&mut self, out: &mut Vec<Packet>) {
+    fn skip_gap(&mut self, out: &mut impl FnMut(Packet)) {
         if let Some(&first) = self.held.keys().next() {
             self.next = first;
             self.drain(out);
@@ -93,10 +93,9 @@ impl ReorderWindow {
     }
 
     /// One packet of `ssrc` with sequence number `seq`, arrived at `now`
-    /// (already screened for duplicates and lateness): appends to `out`
+    /// (already screened for duplicates and lateness): hands to `out`
     /// whatever can be delivered now, in order.
-    pub fn push(&mut self, ssrc: u32, seq: u16, packet: Packet, now: Instant, out: &mut Vec<Packet>) {
-        let before = out.len();
+    pub fn push(&mut self, ssrc: u32, seq: u16, packet: Packet, now: Instant, out: &mut impl FnMut(Packet)) {
         let held_before = self.streams.get(&ssrc).map_or(0, |s| s.held.len());
         if !self.streams.contains_key(&ssrc) {
             if self.streams.len() < MAX_STREAMS {
@@ -110,7 +109,7 @@ impl ReorderWindow {
                     },
                 );
             }
-            out.push(packet);
+            out(packet);
             return;
         }
         let stream = self.streams.get_mut(&ssrc).expect("checked");
@@ -118,21 +117,23 @@ impl ReorderWindow {
         if ext.abs_diff(stream.next) >= RESYNC {
             // A new sequence: what is held goes out in order, then this.
             self.skipped += u64::from(!stream.held.is_empty());
-            out.extend(std::mem::take(&mut stream.held).into_values().map(|(p, _)| p));
-            out.push(packet);
+            std::mem::take(&mut stream.held)
+                .into_values()
+                .for_each(|(p, _)| out(p));
+            out(packet);
             // Re-based like a new stream, so no number of restarts can
             // walk the extended numbers below zero.
             stream.next = u64::from(seq) + (1 << 16) + 1;
         } else if ext < stream.next {
             // Its gap was skipped already: late, out of order, still useful.
             self.reordered += 1;
-            out.push(packet);
+            out(packet);
         } else if ext == stream.next {
             if !stream.held.is_empty() {
                 // It fills the gap the held packets wait behind.
                 self.reordered += 1;
             }
-            out.push(packet);
+            out(packet);
             stream.next += 1;
             stream.drain(out);
         } else {
@@ -144,12 +145,11 @@ impl ReorderWindow {
         }
         let held_after = self.streams.get(&ssrc).map_or(0, |s| s.held.len());
         self.held = self.held + held_after - held_before;
-        debug_assert!(out.len() >= before);
     }
 
-    /// Appends to `out` the packets whose wait reached the window, with
+    /// Hands to `out` the packets whose wait reached the window, with
     /// everything in order behind them (the gaps before them are skipped).
-    pub fn poll(&mut self, now: Instant, out: &mut Vec<Packet>) {
+    pub fn poll(&mut self, now: Instant, out: &mut impl FnMut(Packet)) {
         if self.held == 0 {
             return;
         }
@@ -167,11 +167,13 @@ impl ReorderWindow {
         self.held = held;
     }
 
-    /// Appends to `out` everything held, each SSRC in order (the link is
+    /// Hands to `out` everything held, each SSRC in order (the link is
     /// closing: what arrived is still delivered).
-    pub fn flush(&mut self, out: &mut Vec<Packet>) {
+    pub fn flush(&mut self, out: &mut impl FnMut(Packet)) {
         for stream in self.streams.values_mut() {
-            out.extend(std::mem::take(&mut stream.held).into_values().map(|(p, _)| p));
+            std::mem::take(&mut stream.held)
+                .into_values()
+                .for_each(|(p, _)| out(p));
         }
         self.held = 0;
     }
@@ -216,13 +218,13 @@ mod tests {
         let mut w = ReorderWindow::new(100 * MS);
         let mut out = Vec::new();
         for seq in [10, 11, 13, 14] {
-            w.push(7, seq, rtp(seq), t0, &mut out);
+            w.push(7, seq, rtp(seq), t0, &mut |p| out.push(p));
         }
         assert_eq!(seqs(&out), [10, 11]);
         assert!(w.holding());
-        w.poll(t0 + 50 * MS, &mut out);
+        w.poll(t0 + 50 * MS, &mut |p| out.push(p));
         assert_eq!(seqs(&out), [10, 11], "within the window");
-        w.push(7, 12, rtp(12), t0 + 60 * MS, &mut out);
+        w.push(7, 12, rtp(12), t0 + 60 * MS, &mut |p| out.push(p));
         assert_eq!(seqs(&out), [10, 11, 12, 13, 14]);
         assert!(!w.holding());
         assert_eq!((w.reordered(), w.skipped()), (1, 0));
@@ -234,20 +236,20 @@ mod tests {
         let mut w = ReorderWindow::new(100 * MS);
         let mut out = Vec::new();
         for (seq, at) in [(65_534u16, 0), (0, 0), (1, 30), (3, 40)] {
-            w.push(7, seq, rtp(seq), t0 + at * MS, &mut out);
+            w.push(7, seq, rtp(seq), t0 + at * MS, &mut |p| out.push(p));
         }
         // 65,535 and 2 are missing; the sequence wraps.
         assert_eq!(seqs(&out), [65_534]);
-        w.poll(t0 + 99 * MS, &mut out);
+        w.poll(t0 + 99 * MS, &mut |p| out.push(p));
         assert_eq!(seqs(&out), [65_534]);
         // 0 waited its 100 ms: the first gap is skipped, 0 and 1 go, 3
         // still waits behind 2 (it arrived later).
-        w.poll(t0 + 100 * MS, &mut out);
+        w.poll(t0 + 100 * MS, &mut |p| out.push(p));
         assert_eq!(seqs(&out), [65_534, 0, 1]);
-        w.poll(t0 + 140 * MS, &mut out);
+        w.poll(t0 + 140 * MS, &mut |p| out.push(p));
         assert_eq!(seqs(&out), [65_534, 0, 1, 3]);
         assert!(!w.holding());
-        w.push(7, 65_535, rtp(65_535), t0 + 150 * MS, &mut out);
+        w.push(7, 65_535, rtp(65_535), t0 + 150 * MS, &mut |p| out.push(p));
         assert_eq!(seqs(&out), [65_534, 0, 1, 3, 65_535]);
         assert_eq!((w.reordered(), w.skipped()), (1, 2));
     }
@@ -257,9 +259,9 @@ mod tests {
         let t0 = Instant::now();
         let mut w = ReorderWindow::new(Duration::from_secs(10));
         let mut out = Vec::new();
-        w.push(7, 0, rtp(0), t0, &mut out);
+        w.push(7, 0, rtp(0), t0, &mut |p| out.push(p));
         for seq in 2..(MAX_HELD as u16 + 3) {
-            w.push(7, seq, rtp(seq), t0, &mut out);
+            w.push(7, seq, rtp(seq), t0, &mut |p| out.push(p));
         }
         // One more than MAX_HELD arrived behind the gap at 1: it is skipped.
         assert_eq!(out.len(), 1 + MAX_HELD + 1);
@@ -273,7 +275,7 @@ mod tests {
         let mut w = ReorderWindow::new(100 * MS);
         let mut out = Vec::new();
         for seq in [100, 102, 40_000, 40_001] {
-            w.push(7, seq, rtp(seq), t0, &mut out);
+            w.push(7, seq, rtp(seq), t0, &mut |p| out.push(p));
         }
         assert_eq!(seqs(&out), [100, 102, 40_000, 40_001]);
         assert!(!w.holding());
@@ -285,12 +287,12 @@ mod tests {
         let mut w = ReorderWindow::new(100 * MS);
         let mut out = Vec::new();
         let other = |seq| Packet::parse(build_rtp(96, seq, 0, 8, b"y")).unwrap();
-        w.push(7, 1, rtp(1), t0, &mut out);
-        w.push(7, 3, rtp(3), t0, &mut out);
-        w.push(8, 50, other(50), t0, &mut out);
-        w.push(8, 51, other(51), t0, &mut out);
+        w.push(7, 1, rtp(1), t0, &mut |p| out.push(p));
+        w.push(7, 3, rtp(3), t0, &mut |p| out.push(p));
+        w.push(8, 50, other(50), t0, &mut |p| out.push(p));
+        w.push(8, 51, other(51), t0, &mut |p| out.push(p));
         assert_eq!(seqs(&out), [1, 50, 51], "SSRC 8 is not held behind 7's gap");
-        w.flush(&mut out);
+        w.flush(&mut |p| out.push(p));
         assert_eq!(seqs(&out), [1, 50, 51, 3]);
         assert!(!w.holding());
     }
