@@ -71,26 +71,44 @@ pub const DEFAULT_RTO_INITIAL: Duration = Duration::from_millis(300);
 /// window, so slow start barely grows it: measured in
 /// association/loss_recovery_test.rs, 2.5 Mbit/s video kept cwnd under 41
 /// MTU after 10 keyframes and every keyframe waited one or two round trips.
+///
+/// The window starts at the larger of this and the floor
+/// ([`DEFAULT_MIN_CWND`], 256 KiB by default).
 pub const DEFAULT_INITIAL_CWND: u32 = 64 * 1024;
 
-/// Default congestion window floor (sfu-relay): the initial window, so a
-/// loss halves a window that has grown past it but never leaves a keyframe
-/// waiting for round trips. The cost: on a congested path this sender keeps
-/// up to 64 KiB per round trip in flight where a standard SCTP or TCP sender
-/// would back off to one MTU.
-pub const DEFAULT_MIN_CWND: u32 = DEFAULT_INITIAL_CWND;
+/// Default congestion window floor (sfu-relay): 256 KiB. A loss halves a
+/// window that has grown past it, and T3-rtx sets the window to it, never
+/// below: a keyframe never waits for round trips, and after an outage the
+/// backlog of a reliable channel (1 s of 2.5 Mbit/s video is ~310 KB) goes
+/// out in one or two round trips. With 64 KiB (the initial window) the
+/// repeated T3-rtx expiries of a 1 s outage left cwnd and ssthresh both at
+/// 64 KiB, so the backlog drained in congestion avoidance at ~64 KiB per
+/// round trip: fresh media 370 ms after the path's return on a 40 ms RTT
+/// path (the report's wan-outage, 3 seeds), against 202 ms with this floor.
+/// The cost: on a congested path this sender keeps up to 256 KiB per round
+/// trip in flight (about 52 Mbit/s at 40 ms RTT) where a standard SCTP or
+/// TCP sender would back off to one MTU; dc-relay never has more than
+/// 512 KiB buffered in the association, and quic-relay's floor is 512 KiB
+/// for the same reason.
+pub const DEFAULT_MIN_CWND: u32 = 256 * 1024;
 
-/// Default cap of the loss probe interval (sfu-relay): 100 ms. While DATA
+/// Default cap of the loss probe interval (sfu-relay): 50 ms. While DATA
 /// is outstanding and nothing is acknowledged, the association probes the
 /// path with one packet at PTO = 2·SRTT, then at doubling intervals up to
 /// this cap (RFC 8985 §7 sends one probe, then waits for T3-rtx, whose
 /// backoff puts its expiries 0.2, 0.6, 1.4, 3 s ... into an outage). A path
-/// that comes back is then found within 100 ms plus a round trip, for
-/// one MTU per 100 ms (about 0.1 Mbit/s) while it is down. Chromium caps
-/// dcsctp's timer backoff at 3 s (`max_timer_backoff_duration`) for the
-/// same reason, recovery after an outage; a media relay's budget is a few
-/// hundred milliseconds, not seconds.
-pub const DEFAULT_MAX_PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// that comes back is then found within 50 ms plus a round trip, for
+/// one MTU per 50 ms (about 0.2 Mbit/s) while it is down. At 100 ms the
+/// first packet after a 1 s outage came 156 ms after the path's return on
+/// a 40 ms RTT path (median of 3 seeds; the probe often carries a chunk
+/// that arrived before the outage, whose SACK was lost, so the return costs
+/// the probe's wait plus a round trip plus a one-way trip), and the oldest
+/// packets of a reliable channel's backlog, delivered then, made its p99;
+/// at 50 ms, 75 ms. Chromium caps dcsctp's timer backoff at 3 s
+/// (`max_timer_backoff_duration`) for the same reason, recovery after an
+/// outage; a media relay's budget is a few hundred milliseconds, not
+/// seconds.
+pub const DEFAULT_MAX_PROBE_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Config collects the arguments to create_association construction into
 /// a single structure
@@ -201,7 +219,7 @@ impl TransportConfig {
     /// Sets the floor in bytes under which loss does not reduce the
     /// congestion window (fast retransmit, RFC 9260 §7.2.3, and T3-rtx
     /// expiry, §6.3.3 E1, which would set it to one MTU). One MTU is always
-    /// the least. Default 64 KiB: see [`DEFAULT_MIN_CWND`].
+    /// the least. Default 256 KiB: see [`DEFAULT_MIN_CWND`].
     pub fn with_min_cwnd(mut self, bytes: u32) -> Self {
         self.min_cwnd = bytes;
         self

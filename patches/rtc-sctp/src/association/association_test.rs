@@ -661,10 +661,13 @@ fn initial_cwnd_is_computed_safely_for_non_default_mtus() {
     // `u32::MAX` — reachable through `EndpointConfig::max_payload_size`
     // and MTU-derived payload budgets. RFC 4960 §7.2.1:
     // cwnd = min(4*MTU, max(2*MTU, 4380)); for a small MTU that is 4*MTU.
-    // sfu-relay: the initial cwnd is now configured, 64 KiB by default
-    // (see Association::new).
+    // sfu-relay: the initial cwnd is now configured, and never below the
+    // window floor (see Association::new).
     let a = create_association_with_mtu(100);
-    assert_eq!(a.cwnd, crate::config::DEFAULT_INITIAL_CWND);
+    assert_eq!(
+        a.cwnd,
+        crate::config::DEFAULT_INITIAL_CWND.max(crate::config::DEFAULT_MIN_CWND)
+    );
 
     // Directly via the low-level `max_payload_size` setter path: the
     // effective-MTU reconstruction (`max_payload_size + 28`) must saturate

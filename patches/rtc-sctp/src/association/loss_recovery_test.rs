@@ -663,7 +663,11 @@ fn return_from_an_outage_is_found_by_the_next_probe() {
     );
     // What the probing cost: about one packet per interval while down.
     let probes = path.sender.stats.get_num_probes();
-    assert!((8..=13).contains(&probes), "{probes} probes");
+    let per_second = (1000 / DEFAULT_MAX_PROBE_INTERVAL.as_millis()) as u64;
+    assert!(
+        (per_second * 4 / 5..=per_second * 13 / 10).contains(&probes),
+        "{probes} probes"
+    );
     // And a message written 200 ms after the return is on time again.
     let fresh = (first..first + 200)
         .find(|i| path.written_at[i] >= up + Duration::from_millis(200))
@@ -869,6 +873,25 @@ fn backlog_after_an_outage_drains_in_two_round_trips() {
     assert!(path.sender.stats.get_num_rack_losses() >= 1);
     assert!(
         fresh <= back + 4 * ONE_WAY,
+        "first delivery {back:?} after the return, fresh {fresh:?}"
+    );
+}
+
+// (n) The same on a 40 ms RTT path (the report's wan-outage). T3-rtx
+// expiries during the outage leave cwnd and ssthresh at the window floor,
+// so the backlog drains at the floor per round trip, in congestion
+// avoidance. With a 64 KiB floor the ~1 s of video waiting behind the
+// outage took two more round trips after the first delivery before media
+// was fresh again (80 ms here; 215 ms in the report, where the receiver
+// acknowledges bursts with fewer SACKs); the 256 KiB floor sends it in the
+// first round trip.
+#[test]
+fn backlog_after_an_outage_leaves_in_the_first_round_trip_on_a_wan_path() {
+    let one_way = Duration::from_millis(20);
+    let (mut path, back, fresh, _) = video_through_an_outage(false, one_way);
+    assert!(path.sender.stats.get_num_t3timeouts() >= 1);
+    assert!(
+        fresh <= back + 2 * one_way,
         "first delivery {back:?} after the return, fresh {fresh:?}"
     );
 }
