@@ -147,6 +147,27 @@ pub trait RelayLink: Send + Sync + fmt::Debug {
     /// received are still returned, then `Err(LinkError::Closed)`.
     async fn recv(&self) -> Result<Packet, LinkError>;
 
+    /// Sends `packet` as [`send`](RelayLink::send) would, if the link can
+    /// without waiting; `Err(packet)` hands it back when it would have to
+    /// wait (or the link does not say), and the caller awaits `send`.
+    ///
+    /// A fast path for wrappers of a link (the repair loop) that call it
+    /// once per packet: `send` through `dyn RelayLink` allocates its future,
+    /// which on a link whose sending never waits (rtp-udp) cost as much as
+    /// the wrapper's own work. The default always hands the packet back.
+    fn try_send(&self, packet: Packet) -> Result<Result<(), LinkError>, Packet> {
+        Err(packet)
+    }
+
+    /// A packet already received, if one waits, without waiting: what
+    /// [`recv`](RelayLink::recv) would return at once. `None` when none
+    /// waits, the link is closed, or the link does not say; the caller then
+    /// awaits `recv`. The fast path of [`try_send`](RelayLink::try_send)'s
+    /// kind on the receiving side; the default is always `None`.
+    fn try_recv(&self) -> Option<Packet> {
+        None
+    }
+
     /// Counters so far.
     fn stats(&self) -> LinkStats;
 

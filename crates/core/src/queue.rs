@@ -132,7 +132,7 @@ impl PacketQueue {
     pub fn try_pop(&self) -> Option<Packet> {
         let p = self.state().items.pop_front();
         if p.is_some() {
-            self.writable.notify_one();
+            self.made_room();
         }
         p
     }
@@ -143,7 +143,7 @@ impl PacketQueue {
         let n = st.items.len().min(max);
         out.extend(st.items.drain(..n));
         drop(st);
-        if n > 0 {
+        if n > 0 && self.overflow == Overflow::Wait {
             self.writable.notify_waiters();
             self.writable.notify_one();
         }
@@ -159,7 +159,7 @@ impl PacketQueue {
                 let mut st = self.state();
                 if let Some(p) = st.items.pop_front() {
                     drop(st);
-                    self.writable.notify_one();
+                    self.made_room();
                     return Ok(p);
                 }
                 if let Some(r) = &st.closed {
@@ -167,6 +167,15 @@ impl PacketQueue {
                 }
             }
             ready.await;
+        }
+    }
+
+    /// Wakes a sender waiting for room. Only an [`Overflow::Wait`] queue
+    /// has any: a drop-oldest one never makes `push_wait` wait, and its
+    /// pops (one per packet) skip the notification.
+    fn made_room(&self) {
+        if self.overflow == Overflow::Wait {
+            self.writable.notify_one();
         }
     }
 

@@ -785,21 +785,10 @@ async fn drive(
     }
 }
 
-#[async_trait]
-impl RelayLink for RtpUdpLink {
-    fn transport(&self) -> Transport {
-        Transport::RtpUdp
-    }
-
-    fn mode(&self) -> Mode {
-        self.shared.mode
-    }
-
-    fn max_packet_size(&self) -> usize {
-        self.shared.max_packet_size
-    }
-
-    async fn send(&self, packet: Packet) -> Result<(), LinkError> {
+impl RtpUdpLink {
+    /// [`RelayLink::send`], which never waits: the kernel's send buffer
+    /// is this transport's queue.
+    fn send_now(&self, packet: Packet) -> Result<(), LinkError> {
         let s = &self.shared;
         if let Some(reason) = s.close.reason() {
             return Err(LinkError::Closed(reason));
@@ -843,6 +832,34 @@ impl RelayLink for RtpUdpLink {
         };
         s.put_on_wire(&wire, &packet);
         Ok(())
+    }
+}
+
+#[async_trait]
+impl RelayLink for RtpUdpLink {
+    fn transport(&self) -> Transport {
+        Transport::RtpUdp
+    }
+
+    fn mode(&self) -> Mode {
+        self.shared.mode
+    }
+
+    fn max_packet_size(&self) -> usize {
+        self.shared.max_packet_size
+    }
+
+    async fn send(&self, packet: Packet) -> Result<(), LinkError> {
+        self.send_now(packet)
+    }
+
+    /// Sending never waits on this transport (see `put_on_wire`).
+    fn try_send(&self, packet: Packet) -> Result<Result<(), LinkError>, Packet> {
+        Ok(self.send_now(packet))
+    }
+
+    fn try_recv(&self) -> Option<Packet> {
+        self.shared.inbox.try_pop()
     }
 
     /// In srtp mode with a [resend window](RtpUdpConfig::resend_window),
