@@ -109,6 +109,11 @@ impl Handover {
     /// `send`'s look, once per packet: if the application has been away
     /// from `recv` for a [`HANDOVER`], the driver reads from now on.
     pub(crate) fn on_send(&self, now: Instant) {
+        if self.driver_reads() {
+            // Nothing to hand over (a sending end that never reads: every
+            // packet comes here).
+            return;
+        }
         let at = now.saturating_duration_since(self.epoch).as_nanos() as u64;
         let calls = self.calls.load(Relaxed);
         if self.seen_calls.load(Relaxed) != calls {
@@ -117,7 +122,7 @@ impl Handover {
             return;
         }
         let away = Duration::from_nanos(at.saturating_sub(self.seen_at.load(Relaxed)));
-        if away >= HANDOVER && !self.driver_reads() && self.take_over() {
+        if away >= HANDOVER && self.take_over() {
             self.nudge.notify_one();
         }
     }

@@ -49,6 +49,7 @@
 #![warn(missing_docs)]
 
 mod handover;
+mod hash;
 mod link;
 pub mod receiver;
 pub mod reorder;

@@ -8,11 +8,12 @@
 //! shows, and again each RTT while the budget allows (the driver's timer).
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use relay_core::{
     CloseReason, LinkError, LinkStats, Mode, Overflow, Packet, PacketKind, PacketQueue, Pushed, RelayLink,
     RepairStats, Transport,
@@ -80,6 +81,9 @@ struct Shared {
     buffer: Mutex<RetransmitBuffer>,
     detector: Mutex<LossDetector>,
     inbox: PacketQueue,
+    /// Set by every delivery to `inbox`, cleared by a `recv` that looks:
+    /// false means `inbox` is empty (see `queued_packet`).
+    queued: AtomicBool,
     /// `Some` with a reorder window.
     reorder: Option<Mutex<ReorderWindow>>,
     rtt: Mutex<(Duration, Option<Instant>)>,
@@ -87,6 +91,19 @@ struct Shared {
     nacks_received: AtomicU64,
     inbox_full: AtomicU64,
     handover: Handover,
+}
+
+/// What [`Shared::judge`] made of a packet from the inner link.
+enum Judged {
+    /// Deliver it now.
+    Deliver(Packet),
+    /// Nothing to deliver (a duplicate, a late repair, one the reorder
+    /// window holds).
+    Nothing,
+    /// A new gap showed: ask for it now (what was deliverable is queued).
+    Ask(Instant),
+    /// A NACK: send these again.
+    Answer(Vec<Bytes>),
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -123,6 +140,7 @@ impl RepairLink {
             buffer: Mutex::new(RetransmitBuffer::new(config.budget, config.share)),
             detector: Mutex::new(LossDetector::new(config.budget)),
             inbox: PacketQueue::new(config.receive_queue, Overflow::DropOldest),
+            queued: AtomicBool::new(false),
             reorder: (!config.reorder_window.is_zero())
                 .then(|| Mutex::new(ReorderWindow::new(config.reorder_window))),
             rtt: Mutex::new((DEFAULT_RTT, None)),
@@ -162,24 +180,39 @@ impl Shared {
         if let Pushed::DroppedOldest = self.inbox.push(packet) {
             self.inbox_full.fetch_add(1, Ordering::Relaxed);
         }
+        self.queued.store(true, Ordering::Release);
     }
 
-    /// One packet from the inner link; returns it if it is to be
-    /// delivered now. A packet delivered before something is awaited (a
-    /// NACK sent) goes to the queue instead, so a cancelled `recv` cannot
-    /// lose it.
-    async fn on_packet(&self, packet: Packet) -> Option<Packet> {
+    /// A packet from the queue, if it may hold one: most calls find it
+    /// empty, and looking takes its lock.
+    fn queued_packet(&self) -> Option<Packet> {
+        if !self.queued.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        let packet = self.inbox.try_pop()?;
+        // There may be more.
+        self.queued.store(true, Ordering::Release);
+        Some(packet)
+    }
+
+    /// One packet from the inner link, judged without waiting: what to
+    /// do with it. A packet deliverable now and followed by a wait (a
+    /// NACK to send) is queued first, so a cancelled `recv` cannot lose
+    /// it. Synchronous, so that the per-packet path keeps no state of
+    /// the rare ones (asking, answering) in the caller's future.
+    fn judge(&self, packet: Packet) -> Judged {
         let now = now();
         match packet.kind() {
             PacketKind::Rtp => {
+                let ssrc = packet.ssrc();
                 let seq = packet.sequence_number().expect("RTP has a sequence number");
                 let (arrival, new_gap) = {
                     let mut detector = lock(&self.detector);
-                    let arrival = detector.on_rtp(packet.ssrc(), seq, now);
+                    let arrival = detector.on_rtp(ssrc, seq, now);
                     (arrival, detector.new_gap())
                 };
                 if let Arrival::Repaired { waited } = arrival {
-                    debug!(ssrc = packet.ssrc(), seq, ?waited, "packet repaired");
+                    debug!(ssrc, seq, ?waited, "packet repaired");
                 }
                 let packet = match (&self.reorder, arrival.deliver()) {
                     (_, false) => None,
@@ -187,12 +220,12 @@ impl Shared {
                     (Some(reorder), true) => {
                         // In order: whatever the window lets go, through the
                         // queue (`recv` empties it first).
-                        lock(reorder).push(packet.ssrc(), seq, packet, now, &mut |p| self.deliver(p));
+                        lock(reorder).push(ssrc, seq, packet, now, &mut |p| self.deliver(p));
                         None
                     }
                 };
                 if !new_gap {
-                    return packet;
+                    return packet.map_or(Judged::Nothing, Judged::Deliver);
                 }
                 if let Some(packet) = packet {
                     self.deliver(packet);
@@ -200,8 +233,7 @@ impl Shared {
                 // A new gap is asked for at once, not at the next tick, and
                 // the driver's timer asks again.
                 self.handover.nudge();
-                self.ask(now).await;
-                None
+                Judged::Ask(now)
             }
             PacketKind::Rtcp => match parse_nacks(packet.bytes()) {
                 Some(asks) => {
@@ -212,15 +244,37 @@ impl Shared {
                             .flat_map(|(ssrc, seqs)| buffer.on_nack(*ssrc, seqs, now))
                             .collect()
                     };
-                    for bytes in resend {
-                        if let Ok(p) = Packet::parse(bytes) {
-                            let _ = self.inner.resend(p).await;
-                        }
-                    }
-                    None
+                    Judged::Answer(resend)
                 }
-                None => Some(packet),
+                None => Judged::Deliver(packet),
             },
+        }
+    }
+
+    /// Does what [`judge`](Self::judge) left to do; returns a packet to
+    /// deliver now. The waits are boxed: rare, and their state would
+    /// otherwise be part of every `recv` call's future.
+    async fn follow(&self, judged: Judged) -> Option<Packet> {
+        match judged {
+            Judged::Deliver(packet) => Some(packet),
+            Judged::Nothing => None,
+            Judged::Ask(now) => {
+                Box::pin(self.ask(now)).await;
+                None
+            }
+            Judged::Answer(resend) => {
+                Box::pin(self.answer(resend)).await;
+                None
+            }
+        }
+    }
+
+    /// Sends again what a NACK asked for and the buffer still holds.
+    async fn answer(&self, resend: Vec<Bytes>) {
+        for bytes in resend {
+            if let Ok(p) = Packet::parse(bytes) {
+                let _ = self.inner.resend(p).await;
+            }
         }
     }
 
@@ -281,7 +335,8 @@ async fn drive(shared: Arc<Shared>) {
         tokio::select! {
             received = shared.inner.recv(), if reading => match received {
                 Ok(packet) => {
-                    if let Some(packet) = shared.on_packet(packet).await {
+                    let judged = shared.judge(packet);
+                    if let Some(packet) = shared.follow(judged).await {
                         shared.deliver(packet);
                     }
                 }
@@ -331,7 +386,10 @@ impl RelayLink for RepairLink {
                 .map(|seq| (packet.ssrc(), seq, packet.bytes().clone())),
             PacketKind::Rtcp => None,
         };
-        self.shared.inner.send(packet).await?;
+        match self.shared.inner.try_send(packet) {
+            Ok(sent) => sent?,
+            Err(packet) => self.shared.inner.send(packet).await?,
+        }
         if let Some((ssrc, seq, bytes)) = keep {
             lock(&self.shared.buffer).on_sent(ssrc, seq, bytes, now);
         }
@@ -352,10 +410,14 @@ impl RelayLink for RepairLink {
         let s = &*self.shared;
         let _receiving = s.handover.enter();
         loop {
-            if let Some(packet) = s.inbox.try_pop() {
+            if let Some(packet) = s.queued_packet() {
                 return Ok(packet);
             }
-            let received = if s.handover.driver_reads() || s.reorder.is_some() {
+            let received = if let Some(packet) = s.inner.try_recv() {
+                // Already there (the rest of a frame that arrived in one
+                // burst): no future to allocate for it.
+                Ok(packet)
+            } else if s.handover.driver_reads() || s.reorder.is_some() {
                 // The driver stops at its next turn; what it read until
                 // then comes through the queue, as do the packets a
                 // reorder window releases on its timer.
@@ -369,7 +431,8 @@ impl RelayLink for RepairLink {
             match received {
                 Ok(packet) => {
                     // Straight to the application, not through the queue.
-                    if let Some(packet) = s.on_packet(packet).await {
+                    let judged = s.judge(packet);
+                    if let Some(packet) = s.follow(judged).await {
                         return Ok(packet);
                     }
                 }

@@ -19,6 +19,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use crate::hash::Keyed;
+
 /// Sequence numbers each stream remembers the fate of: at 2.5 Mbit/s of
 /// 1,200-byte packets about 4 s, at 50 Mbit/s about 200 ms, so far longer
 /// than any budget at the rates a relay link carries per SSRC.
@@ -202,7 +204,7 @@ impl Stream {
 #[derive(Debug)]
 pub struct LossDetector {
     budget: Duration,
-    streams: HashMap<u32, Stream>,
+    streams: HashMap<u32, Stream, Keyed>,
     counts: ReceiverCounts,
     /// A gap appeared since the last [`poll`](LossDetector::poll).
     new_gap: bool,
@@ -214,7 +216,7 @@ impl LossDetector {
     pub fn new(budget: Duration) -> LossDetector {
         LossDetector {
             budget,
-            streams: HashMap::new(),
+            streams: HashMap::default(),
             counts: ReceiverCounts::default(),
             new_gap: false,
         }

@@ -4,10 +4,11 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+
+use crate::hash::Keyed;
 
 /// Packets kept at most, whatever the budget: 200 ms of 50 Mbit/s in
 /// 1,200-byte packets. Beyond it the oldest go first.
@@ -48,30 +49,6 @@ fn key(ssrc: u32, seq: u16) -> u64 {
     (u64::from(ssrc) << 16) | u64::from(seq)
 }
 
-/// Hashes a [`key`] with one multiplication (Fibonacci hashing), folded so
-/// the low bits hashbrown indexes by depend on the SSRC as well as the
-/// sequence number. The keys are the relay's own packets, not the peer's
-/// choice, so the default SipHash's flooding resistance buys nothing here
-/// and cost about as much as the rest of `on_sent`.
-#[derive(Default)]
-struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0 ^ (self.0 >> 32)
-    }
-}
-
 #[derive(Debug)]
 struct Kept {
     bytes: Bytes,
@@ -83,7 +60,7 @@ struct Kept {
 pub struct RetransmitBuffer {
     budget: Duration,
     share: f64,
-    kept: HashMap<u64, Kept, BuildHasherDefault<KeyHasher>>,
+    kept: HashMap<u64, Kept, Keyed>,
     order: VecDeque<(Instant, u32, u16)>,
     credit: f64,
     kept_bytes: usize,
@@ -169,8 +146,13 @@ impl RetransmitBuffer {
     }
 
     fn expire(&mut self, now: Instant) {
+        // One subtraction per call, then plain comparisons: this runs for
+        // every packet sent.
+        let Some(cutoff) = now.checked_sub(self.budget) else {
+            return;
+        };
         while let Some(&(sent, ssrc, seq)) = self.order.front() {
-            if now.saturating_duration_since(sent) < self.budget {
+            if sent > cutoff {
                 break;
             }
             self.order.pop_front();

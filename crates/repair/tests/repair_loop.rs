@@ -30,6 +30,9 @@ struct MemEnd {
     sent: AtomicU64,
     close: CloseSignal,
     rtt: Duration,
+    /// Whether the end has the synchronous fast paths (`try_send`,
+    /// `try_recv`) as rtp-udp does; the repair loop must work either way.
+    fast: bool,
 }
 
 impl fmt::Debug for MemEnd {
@@ -39,6 +42,10 @@ impl fmt::Debug for MemEnd {
 }
 
 fn pair(loss_ab: Loss, loss_ba: Loss, one_way: Duration) -> (Arc<MemEnd>, Arc<MemEnd>) {
+    pair_with(false, loss_ab, loss_ba, one_way)
+}
+
+fn pair_with(fast: bool, loss_ab: Loss, loss_ba: Loss, one_way: Duration) -> (Arc<MemEnd>, Arc<MemEnd>) {
     let a_in = Arc::new(PacketQueue::new(100_000, Overflow::DropOldest));
     let b_in = Arc::new(PacketQueue::new(100_000, Overflow::DropOldest));
     let end = |to_peer, inbox, loss| {
@@ -50,6 +57,7 @@ fn pair(loss_ab: Loss, loss_ba: Loss, one_way: Duration) -> (Arc<MemEnd>, Arc<Me
             sent: AtomicU64::new(0),
             close: CloseSignal::new(),
             rtt: 2 * one_way,
+            fast,
         })
     };
     (end(b_in.clone(), a_in.clone(), loss_ab), end(a_in, b_in, loss_ba))
@@ -67,17 +75,17 @@ impl RelayLink for MemEnd {
         1_400
     }
     async fn send(&self, packet: Packet) -> Result<(), LinkError> {
-        self.sent.fetch_add(1, Ordering::Relaxed);
-        if (self.loss)(&packet) {
-            return Ok(());
+        self.put(packet)
+    }
+    fn try_send(&self, packet: Packet) -> Result<Result<(), LinkError>, Packet> {
+        if self.fast {
+            Ok(self.put(packet))
+        } else {
+            Err(packet)
         }
-        let to = self.to_peer.clone();
-        let delay = self.delay;
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            to.push(packet);
-        });
-        Ok(())
+    }
+    fn try_recv(&self) -> Option<Packet> {
+        self.fast.then(|| self.inbox.try_pop()).flatten()
     }
     async fn recv(&self) -> Result<Packet, LinkError> {
         self.inbox.pop().await.map_err(LinkError::Closed)
@@ -97,6 +105,22 @@ impl RelayLink for MemEnd {
     }
     fn close_reason(&self) -> Option<CloseReason> {
         self.close.reason()
+    }
+}
+
+impl MemEnd {
+    fn put(&self, packet: Packet) -> Result<(), LinkError> {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        if (self.loss)(&packet) {
+            return Ok(());
+        }
+        let to = self.to_peer.clone();
+        let delay = self.delay;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            to.push(packet);
+        });
+        Ok(())
     }
 }
 
@@ -126,10 +150,20 @@ fn config(budget_ms: u64) -> RepairConfig {
 
 #[tokio::test(start_paused = true)]
 async fn every_lost_packet_is_repaired_once_and_nacks_stay_on_the_hop() {
+    repaired_once(false).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_lost_packet_is_repaired_once_over_a_link_with_fast_paths() {
+    repaired_once(true).await;
+}
+
+async fn repaired_once(fast: bool) {
     // The first copy of every tenth packet is lost on the way.
     let lost_once = Arc::new(Mutex::new(HashSet::new()));
     let l = lost_once.clone();
-    let (a, b) = pair(
+    let (a, b) = pair_with(
+        fast,
         Box::new(move |p| is_rtp_seq(p, |s| s % 10 == 5) && l.lock().unwrap().insert(p.sequence_number())),
         Box::new(|_| false),
         Duration::from_millis(20),
@@ -164,12 +198,22 @@ async fn every_lost_packet_is_repaired_once_and_nacks_stay_on_the_hop() {
 
 #[tokio::test(start_paused = true)]
 async fn repair_works_whether_the_application_or_the_driver_reads() {
+    both_readers(false).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn repair_works_whether_the_application_or_the_driver_reads_with_fast_paths() {
+    both_readers(true).await;
+}
+
+async fn both_readers(fast: bool) {
     // The receiving application reads all along (each packet is judged in
     // its own recv call); the sending one read once and then only sends
     // (the driver takes over answering NACKs).
     let lost_once = Arc::new(Mutex::new(HashSet::new()));
     let l = lost_once.clone();
-    let (a, b) = pair(
+    let (a, b) = pair_with(
+        fast,
         Box::new(move |p| is_rtp_seq(p, |s| s % 10 == 5) && l.lock().unwrap().insert(p.sequence_number())),
         Box::new(|_| false),
         Duration::from_millis(20),
