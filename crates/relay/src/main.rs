@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use relay::pipe::{Continuity, Pipe, PipeCounters, PipeOptions, Side, StreamSpec};
-use relay::reconnect::{OfferPlan, OfferState};
+use relay::reconnect::{LinkEvent, OfferPlan, OfferState};
 use relay::{Established, LinkOptions};
 use relay_core::{Mode, Transport};
 use relay_signaling::metrics::serve_metrics;
@@ -611,13 +611,15 @@ async fn offer(
         .map(|m| format!(" metrics={}", m.url()))
         .unwrap_or_default();
     let (transport, mode) = (plan.transport, plan.mode);
-    let on_up = |id: &str| {
-        status_line(&format!(
-            "ready transport={transport} mode={mode} in={input} session={id}{metrics_note}"
-        ))
+    let on_event = |event: LinkEvent<'_>| {
+        if let LinkEvent::Up { session } = event {
+            status_line(&format!(
+                "ready transport={transport} mode={mode} in={input} session={session}{metrics_note}"
+            ))
+        }
     };
     let code = tokio::select! {
-        r = relay::offer_and_carry(&client, &plan, &pipe, &state, on_up) => {
+        r = relay::offer_and_carry(&client, &plan, &pipe, &state, on_event) => {
             let reason = r.map_err(|e| e.to_string())?;
             eprintln!("relay: link closed: {reason}");
             ExitCode::FAILURE
