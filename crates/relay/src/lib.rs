@@ -12,7 +12,7 @@
 //!   link it establishes to a [`LinkSink`].
 //! - [`pipe`]: moves packets between a link and local UDP (where ffmpeg,
 //!   GStreamer or an SFU sends and receives RTP), to one link or, fanned
-//!   out, to several at once ([`pipe::fanout`]).
+//!   out, to several at once ([`pipe::fanout`], [`targets`]).
 //! - [`compare`]: the same workload over every backend and raw UDP.
 //!
 //! ```no_run
@@ -37,6 +37,7 @@ pub mod pipe;
 pub mod reconnect;
 pub mod sdp;
 mod session;
+pub mod targets;
 
 use std::net::IpAddr;
 use std::sync::Arc;
