@@ -16,6 +16,7 @@ use relay::{Established, LinkOptions};
 use relay_core::{Mode, Transport};
 use relay_signaling::metrics::serve_metrics;
 use relay_signaling::{Fingerprint, ServerConfig, SignalingClient, SignalingServer, TlsIdentity};
+use tracing::Instrument;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -750,10 +751,22 @@ async fn fan_out(
     let mut tasks = tokio::task::JoinSet::new();
     let mut ends = Vec::with_capacity(links.len());
     for ((link, branch), state) in links.into_iter().zip(branches).zip(states) {
-        ends.push((link.client.clone(), state.clone(), branch.counters().clone()));
+        // Every log line of a link's task names the link.
+        let span = tracing::info_span!("link", name = %link.name);
+        ends.push((
+            link.client.clone(),
+            state.clone(),
+            branch.counters().clone(),
+            span.clone(),
+        ));
         let note = note.clone();
-        tasks.spawn(async move {
-            let LinkOffer { name, url, client, plan } = link;
+        let task = async move {
+            let LinkOffer {
+                name,
+                url,
+                client,
+                plan,
+            } = link;
             let (transport, mode) = (plan.transport, plan.mode);
             let on_event = |event: LinkEvent<'_>| match event {
                 LinkEvent::Up { session } => status_line(&format!(
@@ -768,7 +781,8 @@ async fn fan_out(
                 status_line(&format!("failed link={name} signal={url} error={error}"));
                 eprintln!("relay: link {name} to {url}: {error}");
             }
-        });
+        };
+        tasks.spawn(task.instrument(span));
     }
     let every_link_ended = async { while tasks.join_next().await.is_some() {} };
     let code = tokio::select! {
@@ -782,9 +796,9 @@ async fn fan_out(
     // the sessions still up, all at once.
     tasks.shutdown().await;
     let mut deletes = tokio::task::JoinSet::new();
-    for (client, state, counters) in ends {
+    for (client, state, counters, span) in ends {
         if let Some((id, link)) = state.current() {
-            deletes.spawn(async move { end_session(&client, &id, link, &counters).await });
+            deletes.spawn(async move { end_session(&client, &id, link, &counters).await }.instrument(span));
         }
     }
     deletes.join_all().await;
