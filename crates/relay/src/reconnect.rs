@@ -124,7 +124,8 @@ pub struct OfferPlan {
     pub reconnect: Option<ReconnectPolicy>,
 }
 
-/// A link of `relay offer` coming up or going down, as [`run`] reports it
+/// A link of `relay offer` coming up or going down, as
+/// [`offer_and_carry`](crate::offer_and_carry) reports it
 /// (the command prints a status line for each).
 #[derive(Debug, Clone, Copy)]
 pub enum LinkEvent<'a> {
