@@ -11,7 +11,8 @@
 //!   [`relay_signaling::Answerer`] per compiled-in backend, each handing every
 //!   link it establishes to a [`LinkSink`].
 //! - [`pipe`]: moves packets between a link and local UDP (where ffmpeg,
-//!   GStreamer or an SFU sends and receives RTP).
+//!   GStreamer or an SFU sends and receives RTP), to one link or, fanned
+//!   out, to several at once ([`pipe::fanout`], [`targets`]).
 //! - [`compare`]: the same workload over every backend and raw UDP.
 //!
 //! ```no_run
@@ -36,6 +37,7 @@ pub mod pipe;
 pub mod reconnect;
 pub mod sdp;
 mod session;
+pub mod targets;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -172,17 +174,19 @@ pub async fn offer(
 }
 
 /// Runs `relay offer`: establishes a link through `client` and carries
-/// `pipe` over it; with a `policy`, establishes a new link whenever one
-/// dies, until an error retrying cannot fix. See [`reconnect`].
+/// `pipe` over it (a [`Pipe`](pipe::Pipe), or one
+/// [`Branch`](pipe::Branch) of a fan-out); with a `policy`, establishes a
+/// new link whenever one dies, until an error retrying cannot fix. See
+/// [`reconnect`].
 pub async fn offer_and_carry(
     client: &relay_signaling::SignalingClient,
     plan: &reconnect::OfferPlan,
-    pipe: &pipe::Pipe,
+    pipe: &impl pipe::Outlet,
     state: &reconnect::OfferState,
-    on_up: impl FnMut(&str),
+    on_event: impl FnMut(reconnect::LinkEvent<'_>),
 ) -> Result<relay_core::CloseReason, RelayError> {
     check(plan.transport, plan.mode)?;
-    reconnect::run(client, plan, pipe, state, on_up).await
+    reconnect::run(client, plan, pipe, state, on_event).await
 }
 
 /// `DELETE`s session `id` on the answering side, waiting at most `within`.

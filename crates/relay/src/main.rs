@@ -8,12 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use relay::pipe::{Continuity, Pipe, PipeCounters, PipeOptions, Side, StreamSpec};
-use relay::reconnect::{OfferPlan, OfferState};
+use relay::metrics::OfferedLink;
+use relay::pipe::{Branch, Continuity, Pipe, PipeCounters, PipeOptions, Side, StreamSpec};
+use relay::reconnect::{LinkEvent, OfferPlan, OfferState};
+use relay::targets::{SignalTarget, TargetDefaults};
 use relay::{Established, LinkOptions};
 use relay_core::{Mode, Transport};
 use relay_signaling::metrics::serve_metrics;
 use relay_signaling::{Fingerprint, ServerConfig, SignalingClient, SignalingServer, TlsIdentity};
+use tracing::Instrument;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -62,15 +65,24 @@ enum Command {
         #[command(flatten)]
         link: LinkArgs,
     },
-    /// Offer a link to a signaling server; relay what arrives on --in.
+    /// Offer a link to a signaling server, or one to each of several
+    /// (fan-out); relay what arrives on --in.
     Offer {
-        /// Base URL of the answering relay's signaling, e.g. http://10.0.0.2:8080.
+        /// Base URL of the answering relay's signaling, e.g.
+        /// http://10.0.0.2:8080. Repeatable: the same --in then goes to
+        /// every answering relay at once, each over its own link with its
+        /// own queue, stats and reconnects (fan-out). A link that differs
+        /// from --transport, --mode or --signal-fingerprint says so:
+        /// URL,transport=T,mode=M,fingerprint=FP; name=NAME labels it in
+        /// status lines and /metrics (default: its position, 1, 2, ...).
+        #[arg(long, required = true, value_name = "URL[,KEY=VALUE]...")]
+        signal: Vec<SignalTarget>,
+        /// Transport: rtp-udp, quic or dc (those compiled in), for every
+        /// --signal that does not name its own.
         #[arg(long)]
-        signal: String,
-        /// Transport: rtp-udp, quic or dc (those compiled in).
-        #[arg(long)]
-        transport: Transport,
-        /// Delivery mode (default: the transport's first).
+        transport: Option<Transport>,
+        /// Delivery mode (default: the transport's first), for every
+        /// --signal that does not name its own.
         #[arg(long)]
         mode: Option<Mode>,
         /// Where the local sender (SFU, ffmpeg, GStreamer) sends RTP, as
@@ -84,15 +96,19 @@ enum Command {
         #[arg(long, env = "RELAY_TOKEN", hide_env_values = true)]
         token: Option<String>,
         /// SHA-256 fingerprint of the answering relay's HTTPS certificate, as
-        /// `relay answer` prints it (`signal_fingerprint=`); required for https://.
+        /// `relay answer` prints it (`signal_fingerprint=`), pinned instead
+        /// of checking it against the system's root store. With several
+        /// --signal, put each pin on its own: URL,fingerprint=FP.
         #[arg(long)]
         signal_fingerprint: Option<Fingerprint>,
-        /// Serve GET /metrics (Prometheus) for this link on this address.
+        /// Serve GET /metrics (Prometheus) for the link(s) on this address
+        /// (a `link` label per link in a fan-out).
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
-        /// When the link dies (peer restarted, path lost), offer a new one,
-        /// backing off from 100 ms to 2 s between attempts, until stopped.
-        /// Local packets that arrive with no link up are counted.
+        /// When a link dies (peer restarted, path lost), offer a new one,
+        /// backing off from 100 ms to 2 s between attempts, until stopped;
+        /// in a fan-out each link on its own. Local packets that arrive
+        /// with no link up are counted.
         #[arg(long)]
         reconnect: bool,
         #[command(flatten)]
@@ -231,6 +247,22 @@ impl LinkArgs {
                 self.max_delay.as_millis()
             )),
             window => Ok(window.unwrap_or(Duration::ZERO)),
+        }
+    }
+
+    /// Refuses what one advertised port cannot do for several links: every
+    /// rtp-udp and dc offer carries its own media address, and without a
+    /// port range all of them would be advertised as the same port.
+    fn check_fan_out(&self, links: &[relay::targets::PlannedLink]) -> Result<(), String> {
+        let advertising = links.iter().filter(|l| l.transport != Transport::Quic).count();
+        match self.advertise {
+            Some((ip, Some(port))) if advertising > 1 && self.media_ports.is_none() => Err(format!(
+                "--advertise {}: {advertising} links offer a media address of their own (rtp-udp and dc do), \
+                 and without --media-ports all would be advertised as port {port}: add --media-ports LO-HI, \
+                 forwarded to {port}.. so the link bound on LO+n is advertised as {port}+n",
+                SocketAddr::new(ip, port)
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -375,28 +407,38 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             link,
         } => {
             relay::pipe::spec::check_streams(&input, false).map_err(|e| format!("--in: {e}"))?;
-            let pipe_options = link.pipe_options()?;
-            let plan = relay::reconnect::OfferPlan {
+            let defaults = TargetDefaults {
                 transport,
-                mode: mode.unwrap_or(transport.default_mode()),
-                options: link.options()?,
-                reconnect: reconnect.then(relay::reconnect::ReconnectPolicy::default),
+                mode,
+                fingerprint: signal_fingerprint,
             };
-            let client = SignalingClient::new(&signal)
-                .map_err(|e| e.to_string())?
-                .with_token(token.clone());
-            let client = match signal_fingerprint {
-                Some(fp) => client.with_fingerprint(fp),
-                None => client,
-            };
-            offer(
-                client,
-                plan,
-                &input,
-                pipe_options,
-                metrics_listen.map(|a| (a, token)),
-            )
-            .await
+            let planned = relay::targets::plan(&signal, &defaults).map_err(|e| e.to_string())?;
+            link.check_fan_out(&planned)?;
+            let pipe_options = link.pipe_options()?;
+            let options = link.options()?;
+            let mut links = Vec::with_capacity(planned.len());
+            for p in planned {
+                let client = SignalingClient::new(&p.url)
+                    .map_err(|e| e.to_string())?
+                    .with_token(token.clone());
+                let client = match p.fingerprint {
+                    Some(fp) => client.with_fingerprint(fp),
+                    None => client,
+                };
+                let plan = relay::reconnect::OfferPlan {
+                    transport: p.transport,
+                    mode: p.mode,
+                    options: options.clone(),
+                    reconnect: reconnect.then(relay::reconnect::ReconnectPolicy::default),
+                };
+                links.push(LinkOffer {
+                    name: p.name,
+                    url: p.url,
+                    client,
+                    plan,
+                });
+            }
+            offer(links, &input, pipe_options, metrics_listen.map(|a| (a, token))).await
         }
         Command::Compare {
             packets,
@@ -575,9 +617,17 @@ async fn answer(config: AnswerConfig, options: LinkOptions) -> Result<ExitCode, 
     Ok(ExitCode::SUCCESS)
 }
 
-async fn offer(
+/// One answering relay `relay offer` keeps a link to.
+struct LinkOffer {
+    /// The link's label (`link=`), used in a fan-out.
+    name: String,
+    url: String,
     client: SignalingClient,
     plan: OfferPlan,
+}
+
+async fn offer(
+    links: Vec<LinkOffer>,
     input: &[StreamSpec],
     pipe_options: PipeOptions,
     metrics_listen: Option<(SocketAddr, Option<String>)>,
@@ -594,10 +644,29 @@ async fn offer(
         })
         .collect();
     let input = ins.join(" in=");
-    let state = Arc::new(OfferState::default());
+    let states: Vec<Arc<OfferState>> = links.iter().map(|_| Arc::default()).collect();
+    // One link is sent onto directly, as it always was; several each get
+    // a branch of the pipe with its own queue.
+    let branches = if links.len() > 1 {
+        pipe.fan_out(links.len())
+    } else {
+        Vec::new()
+    };
     let metrics = match metrics_listen {
         Some((addr, token)) => {
-            let source = relay::metrics::offer_source(state.clone(), counters.clone());
+            let shown = if branches.is_empty() {
+                vec![OfferedLink::single(states[0].clone(), counters.clone())]
+            } else {
+                links
+                    .iter()
+                    .zip(&states)
+                    .zip(&branches)
+                    .map(|((l, state), branch)| {
+                        OfferedLink::branch(l.name.clone(), state.clone(), branch.clone())
+                    })
+                    .collect()
+            };
+            let source = relay::metrics::offer_source(shown, counters.clone());
             Some(
                 serve_metrics(addr, token, source, None)
                     .await
@@ -610,36 +679,147 @@ async fn offer(
         .as_ref()
         .map(|m| format!(" metrics={}", m.url()))
         .unwrap_or_default();
-    let (transport, mode) = (plan.transport, plan.mode);
-    let on_up = |id: &str| {
-        status_line(&format!(
-            "ready transport={transport} mode={mode} in={input} session={id}{metrics_note}"
-        ))
+    let note = Notes {
+        input,
+        metrics: metrics_note,
     };
-    let code = tokio::select! {
-        r = relay::offer_and_carry(&client, &plan, &pipe, &state, on_up) => {
-            let reason = r.map_err(|e| e.to_string())?;
-            eprintln!("relay: link closed: {reason}");
-            ExitCode::FAILURE
-        }
-        _ = shutdown_signal() => {
-            if let Some((id, link)) = state.current() {
-                // DELETE first, so the answering server ends the session as
-                // asked rather than seeing the link's goodbye first.
-                match relay::delete_session(&client, &id, Duration::from_secs(3)).await {
-                    Ok(()) => tracing::info!(session = %id, "session deleted"),
-                    Err(error) => tracing::warn!(session = %id, %error, "could not delete the session"),
-                }
-                link.close();
-                log_end(&*link, &counters, &relay_core::CloseReason::Local);
-            }
-            ExitCode::SUCCESS
-        }
+    let code = if branches.is_empty() {
+        let link = links.into_iter().next().ok_or("no --signal given")?;
+        offer_one(link, &pipe, &states[0], &note).await?
+    } else {
+        fan_out(links, branches, states, note).await
     };
     if let Some(m) = metrics {
         m.shutdown().await;
     }
     Ok(code)
+}
+
+/// What every `ready` status line of `relay offer` repeats.
+#[derive(Clone)]
+struct Notes {
+    /// The --in addresses, bound (` in=` between streams).
+    input: String,
+    /// ` metrics=URL`, or nothing.
+    metrics: String,
+}
+
+/// `relay offer` to one answering relay: the pipe sends onto the link
+/// directly, and the command ends when the link does (unless it reconnects).
+async fn offer_one(
+    link: LinkOffer,
+    pipe: &Pipe,
+    state: &OfferState,
+    note: &Notes,
+) -> Result<ExitCode, String> {
+    let LinkOffer { client, plan, .. } = link;
+    let (transport, mode) = (plan.transport, plan.mode);
+    let on_event = |event: LinkEvent<'_>| {
+        if let LinkEvent::Up { session } = event {
+            status_line(&format!(
+                "ready transport={transport} mode={mode} in={} session={session}{}",
+                note.input, note.metrics
+            ));
+        }
+    };
+    tokio::select! {
+        r = relay::offer_and_carry(&client, &plan, pipe, state, on_event) => {
+            let reason = r.map_err(|e| e.to_string())?;
+            eprintln!("relay: link closed: {reason}");
+            Ok(ExitCode::FAILURE)
+        }
+        _ = shutdown_signal() => {
+            if let Some((id, link)) = state.current() {
+                end_session(&client, &id, link, pipe.counters()).await;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `relay offer` to several answering relays: each link runs on its own
+/// task, with its own branch of the pipe, reconnects and status lines
+/// (`ready link=NAME …`, `down link=NAME …`, `failed link=NAME …`). A link
+/// that ends for good leaves the others running; the command ends when
+/// every link has, or on Ctrl-C.
+async fn fan_out(
+    links: Vec<LinkOffer>,
+    branches: Vec<Branch>,
+    states: Vec<Arc<OfferState>>,
+    note: Notes,
+) -> ExitCode {
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut ends = Vec::with_capacity(links.len());
+    for ((link, branch), state) in links.into_iter().zip(branches).zip(states) {
+        // Every log line of a link's task names the link.
+        let span = tracing::info_span!("link", name = %link.name);
+        ends.push((
+            link.client.clone(),
+            state.clone(),
+            branch.counters().clone(),
+            span.clone(),
+        ));
+        let note = note.clone();
+        let task = async move {
+            let LinkOffer {
+                name,
+                url,
+                client,
+                plan,
+            } = link;
+            let (transport, mode) = (plan.transport, plan.mode);
+            let on_event = |event: LinkEvent<'_>| match event {
+                LinkEvent::Up { session } => status_line(&format!(
+                    "ready link={name} signal={url} transport={transport} mode={mode} in={} session={session}{}",
+                    note.input, note.metrics
+                )),
+                LinkEvent::Down { session, reason } => status_line(&format!(
+                    "down link={name} signal={url} session={session} reason={reason}"
+                )),
+            };
+            if let Err(error) = relay::offer_and_carry(&client, &plan, &branch, &state, on_event).await {
+                status_line(&format!("failed link={name} signal={url} error={error}"));
+                eprintln!("relay: link {name} to {url}: {error}");
+            }
+        };
+        tasks.spawn(task.instrument(span));
+    }
+    let every_link_ended = async { while tasks.join_next().await.is_some() {} };
+    let code = tokio::select! {
+        _ = every_link_ended => {
+            eprintln!("relay: every link has closed");
+            ExitCode::FAILURE
+        }
+        _ = shutdown_signal() => ExitCode::SUCCESS,
+    };
+    // Stop every link's loop first (no reconnect from here on), then end
+    // the sessions still up, all at once.
+    tasks.shutdown().await;
+    let mut deletes = tokio::task::JoinSet::new();
+    for (client, state, counters, span) in ends {
+        if let Some((id, link)) = state.current() {
+            deletes.spawn(async move { end_session(&client, &id, link, &counters).await }.instrument(span));
+        }
+    }
+    deletes.join_all().await;
+    code
+}
+
+/// Ends session `id` on Ctrl-C: DELETE first, so the answering server ends
+/// the session as asked rather than seeing the link's goodbye first; then
+/// the link.
+async fn end_session(
+    client: &SignalingClient,
+    id: &str,
+    link: Arc<dyn relay_core::RelayLink>,
+    counters: &PipeCounters,
+) {
+    match relay::delete_session(client, id, Duration::from_secs(3)).await {
+        Ok(()) => tracing::info!(session = %id, "session deleted"),
+        Err(error) => tracing::warn!(session = %id, %error, "could not delete the session"),
+    }
+    link.close();
+    log_end(&*link, counters, &relay_core::CloseReason::Local);
 }
 
 fn log_end(link: &dyn relay_core::RelayLink, counters: &PipeCounters, reason: &relay_core::CloseReason) {
@@ -656,7 +836,9 @@ fn log_end(link: &dyn relay_core::RelayLink, counters: &PipeCounters, reason: &r
         unrouted = counters.unrouted.load(Relaxed),
         keyframe_requests = counters.keyframe_requests.load(Relaxed),
         keyframe_requests_relayed = counters.keyframe_requests_relayed.load(Relaxed),
+        keyframe_requests_merged = counters.keyframe_requests_merged.load(Relaxed),
         no_link = counters.no_link.load(Relaxed),
+        queue_overflow = counters.queue_overflow.load(Relaxed),
         sent = s.packets_sent,
         received = s.packets_received,
         drops = s.drops.total(),

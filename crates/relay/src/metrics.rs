@@ -1,6 +1,8 @@
 //! What `relay answer` and `relay offer` add to `GET /metrics` beyond the
 //! per-link families relay-signaling renders: reconnects, outages, the
-//! packets they cost, and the local side of the pipe.
+//! packets they cost, and the local side of the pipe. A fanned-out `relay
+//! offer` reports each link apart, with a `link` label
+//! (`relay_offer_link_up{link="2"} 0`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -8,7 +10,7 @@ use std::sync::atomic::Ordering;
 use relay_signaling::SessionState;
 use relay_signaling::metrics::{self, Kind, LinkMetrics, MetricsSource, Role, Value, write_family};
 
-use crate::pipe::{Continuity, PipeCounters};
+use crate::pipe::{Branch, Continuity, PipeCounters};
 use crate::reconnect::OfferState;
 
 /// The answering side: streams resuming on new sessions (see
@@ -16,83 +18,161 @@ use crate::reconnect::OfferState;
 pub fn answer_source(continuity: Arc<Continuity>, pipes: Arc<PipeCounters>) -> MetricsSource {
     Arc::new(move || {
         let mut out = render_continuity(&continuity);
-        write_pipe(&mut out, &pipes);
+        write_pipe(&mut out, &pipes, &[(String::new(), &pipes)]);
         out
     })
 }
 
+/// Whether a pipe family is counted per link (labelled `link` in a
+/// fan-out) or once for the pipe's local side.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Per {
+    Link,
+    Pipe,
+}
+
 /// The local side of a pipe (`--in` or `--out`): what it relayed, dropped,
-/// and the keyframe requests it made and passed on.
-fn write_pipe(out: &mut String, pipe: &PipeCounters) {
-    let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    for (name, help, value) in [
+/// and the keyframe requests it made and passed on. The families about
+/// one link have a sample per entry of `links` (`(labels, counters)`);
+/// the others one unlabelled sample from `pipe`.
+fn write_pipe(out: &mut String, pipe: &PipeCounters, links: &[(String, &PipeCounters)]) {
+    type Counter = fn(&PipeCounters) -> &std::sync::atomic::AtomicU64;
+    let families: [(&str, &str, Per, Counter); 15] = [
         (
             "relay_local_packets_to_link_total",
             "Local packets relayed onto a link.",
-            get(&pipe.to_link),
+            Per::Link,
+            |p| &p.to_link,
         ),
         (
             "relay_local_packets_to_local_total",
             "Link packets sent to the local side.",
-            get(&pipe.to_local),
+            Per::Link,
+            |p| &p.to_local,
         ),
         (
             "relay_local_packets_no_link_total",
             "Local packets dropped because no link was up (before the first, or reconnecting).",
-            get(&pipe.no_link),
+            Per::Link,
+            |p| &p.no_link,
+        ),
+        (
+            "relay_local_packets_queue_overflow_total",
+            "Local packets dropped, oldest first, from a fan-out link's queue because that link fell behind.",
+            Per::Link,
+            |p| &p.queue_overflow,
         ),
         (
             "relay_local_packets_rejected_total",
             "Local datagrams that were not RTP/RTCP or too large for the link.",
-            get(&pipe.rejected),
+            Per::Pipe,
+            |p| &p.rejected,
         ),
         (
             "relay_local_packets_foreign_total",
             "Local datagrams from an address not allowed to send (answering side: not --out's IP).",
-            get(&pipe.foreign),
+            Per::Pipe,
+            |p| &p.foreign,
         ),
         (
             "relay_local_packets_not_rtcp_total",
             "RTP with a payload on a local RTCP port, dropped (never relayed as media).",
-            get(&pipe.not_rtcp),
+            Per::Pipe,
+            |p| &p.not_rtcp,
         ),
         (
             "relay_local_packets_keepalive_total",
             "Header-only RTP packets (an SFU's hello, e.g. Janus announcing its RTCP socket), dropped.",
-            get(&pipe.keepalives),
+            Per::Pipe,
+            |p| &p.keepalives,
         ),
         (
             "relay_local_packets_unrouted_total",
             "Link RTP whose payload type no --out takes, dropped.",
-            get(&pipe.unrouted),
+            Per::Link,
+            |p| &p.unrouted,
         ),
         (
             "relay_local_packets_no_destination_total",
             "Link packets with nowhere to go yet (no local sender seen to latch onto).",
-            get(&pipe.no_destination),
+            Per::Link,
+            |p| &p.no_destination,
         ),
         (
             "relay_local_packets_send_failed_total",
             "Link packets the local socket refused to send (consumer port unreachable, datagram too large).",
-            get(&pipe.local_send_failed),
+            Per::Link,
+            |p| &p.local_send_failed,
         ),
         (
             "relay_keyframe_requests_total",
             "Keyframe requests (PLI + FIR) this relay sent its local source: link up, new stream, outage.",
-            get(&pipe.keyframe_requests),
+            Per::Pipe,
+            |p| &p.keyframe_requests,
         ),
         (
             "relay_keyframe_requests_to_link_total",
             "Keyframe requests this relay sent over the link for a stream that resumed after an outage.",
-            get(&pipe.keyframe_requests_to_link),
+            Per::Link,
+            |p| &p.keyframe_requests_to_link,
         ),
         (
             "relay_keyframe_requests_relayed_total",
             "RTCP from the link holding the far receivers' own PLI/FIR, passed to the local source.",
-            get(&pipe.keyframe_requests_relayed),
+            Per::Link,
+            |p| &p.keyframe_requests_relayed,
         ),
-    ] {
-        write_family(out, name, Kind::Counter, help, Value::U(value));
+        (
+            "relay_keyframe_requests_merged_total",
+            "Fan-out: far receivers' PLI/FIR held back because a request for the stream reached the source within 500 ms.",
+            Per::Link,
+            |p| &p.keyframe_requests_merged,
+        ),
+    ];
+    let get = |p: &PipeCounters, which: Counter| Value::U(which(p).load(Ordering::Relaxed));
+    for (name, help, per, which) in families {
+        match per {
+            Per::Pipe => write_family(out, name, Kind::Counter, help, get(pipe, which)),
+            Per::Link => write_samples(
+                out,
+                name,
+                Kind::Counter,
+                help,
+                links.iter().map(|(labels, p)| (labels.clone(), get(p, which))),
+            ),
+        }
+    }
+}
+
+/// One family with a sample per `(labels, value)`; labels already
+/// written as `key="value",...` (empty: none), values of the link label
+/// restricted to characters that need no escaping
+/// ([`crate::targets::SignalTarget`]'s `name=`).
+fn write_samples(
+    out: &mut String,
+    name: &str,
+    kind: Kind,
+    help: &str,
+    samples: impl IntoIterator<Item = (String, Value)>,
+) {
+    use std::fmt::Write;
+    let kind_name = match kind {
+        Kind::Counter => "counter",
+        Kind::Gauge => "gauge",
+    };
+    let mut samples = samples.into_iter().peekable();
+    if samples.peek().is_none() {
+        return;
+    }
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind_name}");
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
     }
 }
 
@@ -130,72 +210,162 @@ fn render_continuity(c: &Continuity) -> String {
     out
 }
 
-/// The offering side: its current link, reconnects and outages, and the
-/// local `--in` pipe.
-pub fn offer_source(state: Arc<OfferState>, pipe: Arc<PipeCounters>) -> MetricsSource {
-    Arc::new(move || render_offer(&state, &pipe))
+/// One link of `relay offer` as `/metrics` shows it.
+#[derive(Debug, Clone)]
+pub struct OfferedLink {
+    /// The `link` label: `Some` in a fan-out, `None` for the one link of a
+    /// plain `relay offer` (no label).
+    name: Option<String>,
+    state: Arc<OfferState>,
+    counters: Arc<PipeCounters>,
+    branch: Option<Branch>,
 }
 
-fn render_offer(state: &OfferState, pipe: &PipeCounters) -> String {
-    let links: Vec<LinkMetrics> = state
-        .current()
-        .map(|(session, link)| {
+impl OfferedLink {
+    /// The only link of a pipe, counted in the pipe's own counters.
+    pub fn single(state: Arc<OfferState>, counters: Arc<PipeCounters>) -> OfferedLink {
+        OfferedLink {
+            name: None,
+            state,
+            counters,
+            branch: None,
+        }
+    }
+
+    /// Link `name` of a fan-out, carried by `branch`.
+    pub fn branch(name: String, state: Arc<OfferState>, branch: Branch) -> OfferedLink {
+        OfferedLink {
+            name: Some(name),
+            state,
+            counters: branch.counters().clone(),
+            branch: Some(branch),
+        }
+    }
+
+    /// `link="NAME"`, or nothing for a single link.
+    fn labels(&self) -> String {
+        self.name
+            .as_ref()
+            .map(|n| format!("link=\"{n}\""))
+            .unwrap_or_default()
+    }
+}
+
+/// The offering side: each link (its stats while up, reconnects and
+/// outages, what its queue dropped) and the local `--in` pipe. In a
+/// fan-out every per-link sample carries a `link` label, the links' own
+/// families (`relay_link_*`) too.
+pub fn offer_source(links: Vec<OfferedLink>, pipe: Arc<PipeCounters>) -> MetricsSource {
+    Arc::new(move || render_offer(&links, &pipe))
+}
+
+fn render_offer(links: &[OfferedLink], pipe: &PipeCounters) -> String {
+    let up: Vec<(&OfferedLink, LinkMetrics)> = links
+        .iter()
+        .filter_map(|l| {
+            let (session, link) = l.state.current()?;
             let stats = link.stats();
-            LinkMetrics {
-                session,
-                transport: stats.transport,
-                mode: stats.mode,
-                role: Role::Offer,
-                state: SessionState::Up,
-                stats: Some(stats),
-                extra: Vec::new(),
-            }
+            Some((
+                l,
+                LinkMetrics {
+                    session,
+                    transport: stats.transport,
+                    mode: stats.mode,
+                    role: Role::Offer,
+                    state: SessionState::Up,
+                    stats: Some(stats),
+                    extra: Vec::new(),
+                },
+            ))
         })
-        .into_iter()
         .collect();
-    let mut out = metrics::render(&links, None);
-    let (outages, last, total) = state.outages();
+    let rendered = metrics::render(&up.iter().map(|(_, m)| m.clone()).collect::<Vec<_>>(), None);
+    let mut out = label_links(rendered, up.iter().map(|(l, m)| (m.session.as_str(), l.labels())));
+    let per_link = |value: &dyn Fn(&OfferedLink) -> Value| -> Vec<(String, Value)> {
+        links.iter().map(|l| (l.labels(), value(l))).collect()
+    };
     for (name, help, value) in [
         (
             "relay_offer_links_established_total",
             "Links established, the first included.",
-            state.links_established(),
+            per_link(&|l| Value::U(l.state.links_established())),
         ),
         (
             "relay_offer_attempts_failed_total",
             "Offer or link setup attempts that failed.",
-            state.attempts_failed(),
+            per_link(&|l| Value::U(l.state.attempts_failed())),
         ),
         (
             "relay_offer_outages_total",
             "Outages (a link died) ended by a new link.",
-            outages,
+            per_link(&|l| Value::U(l.state.outages().0)),
+        ),
+        (
+            "relay_offer_outage_seconds_total",
+            "Time from a link being declared dead to the next being up, summed.",
+            per_link(&|l| Value::F(l.state.outages().2.as_secs_f64())),
         ),
     ] {
-        write_family(&mut out, name, Kind::Counter, help, Value::U(value));
+        write_samples(&mut out, name, Kind::Counter, help, value);
     }
-    write_pipe(&mut out, pipe);
-    write_family(
+    for (name, help, value) in [
+        (
+            "relay_offer_last_outage_seconds",
+            "That time for the latest outage.",
+            per_link(&|l| Value::F(l.state.outages().1.as_secs_f64())),
+        ),
+        (
+            "relay_offer_link_up",
+            "1 while a link is up.",
+            per_link(&|l| Value::U(u64::from(l.state.current().is_some()))),
+        ),
+    ] {
+        write_samples(&mut out, name, Kind::Gauge, help, value);
+    }
+    let queued: Vec<(String, Value)> = links
+        .iter()
+        .filter_map(|l| Some((l.labels(), Value::U(l.branch.as_ref()?.queued() as u64))))
+        .collect();
+    write_samples(
         &mut out,
-        "relay_offer_outage_seconds_total",
-        Kind::Counter,
-        "Time from a link being declared dead to the next being up, summed.",
-        Value::F(total.as_secs_f64()),
-    );
-    write_family(
-        &mut out,
-        "relay_offer_last_outage_seconds",
+        "relay_offer_link_queue_packets",
         Kind::Gauge,
-        "That time for the latest outage.",
-        Value::F(last.as_secs_f64()),
+        "Fan-out: local packets waiting in a link's queue now.",
+        queued,
     );
-    write_family(
-        &mut out,
-        "relay_offer_link_up",
-        Kind::Gauge,
-        "1 while a link is up.",
-        Value::U(u64::from(!links.is_empty())),
-    );
+    let counters: Vec<(String, &PipeCounters)> = links.iter().map(|l| (l.labels(), &*l.counters)).collect();
+    write_pipe(&mut out, pipe, &counters);
+    out
+}
+
+/// Adds each link's `labels` (`link="NAME"`) to the samples of its
+/// session in relay-signaling's rendering, whose per-link labels start
+/// with `session`: so a fan-out's link families read by link name, which,
+/// unlike the session, survives a reconnect.
+fn label_links<'a>(text: String, links: impl Iterator<Item = (&'a str, String)>) -> String {
+    let links: Vec<(String, String)> = links
+        .filter(|(_, labels)| !labels.is_empty())
+        .map(|(session, labels)| {
+            (
+                format!("{{session=\"{session}\""),
+                format!("{{{labels},session=\"{session}\""),
+            )
+        })
+        .collect();
+    if links.is_empty() {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 64 * links.len());
+    for line in text.lines() {
+        match links
+            .iter()
+            .find(|(from, _)| !line.starts_with('#') && line.contains(from.as_str()))
+        {
+            Some((from, to)) => out.push_str(&line.replacen(from.as_str(), to, 1)),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
     out
 }
 
@@ -205,10 +375,10 @@ mod tests {
 
     #[test]
     fn offer_metrics_without_a_link_report_it_down_and_count_drops() {
-        let state = OfferState::default();
-        let pipe = PipeCounters::default();
+        let state = Arc::new(OfferState::default());
+        let pipe = Arc::new(PipeCounters::default());
         pipe.no_link.store(7, Ordering::Relaxed);
-        let text = render_offer(&state, &pipe);
+        let text = render_offer(&[OfferedLink::single(state, pipe.clone())], &pipe);
         assert!(text.contains("\nrelay_offer_link_up 0\n"), "{text}");
         assert!(text.contains("\nrelay_local_packets_no_link_total 7\n"), "{text}");
         // Every family is announced once, and every sample belongs to one.

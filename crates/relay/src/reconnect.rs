@@ -24,7 +24,7 @@ use relay_core::{CloseReason, Mode, RelayLink, Transport};
 use relay_signaling::ClientError;
 
 use crate::backends::Exchange;
-use crate::pipe::Pipe;
+use crate::pipe::Outlet;
 use crate::{LinkOptions, RelayError};
 
 /// How `relay offer --reconnect` retries.
@@ -124,16 +124,36 @@ pub struct OfferPlan {
     pub reconnect: Option<ReconnectPolicy>,
 }
 
-/// Establishes links and carries `pipe` over them until a link closes and
-/// the plan does not reconnect (returns why it closed), or an attempt
-/// fails in a way retrying cannot fix (returns the error). `on_up` is
-/// called with each new session's id.
+/// A link of `relay offer` coming up or going down, as
+/// [`offer_and_carry`](crate::offer_and_carry) reports it
+/// (the command prints a status line for each).
+#[derive(Debug, Clone, Copy)]
+pub enum LinkEvent<'a> {
+    /// A link is up and carrying: session `session` on the answering side.
+    Up {
+        /// The session id.
+        session: &'a str,
+    },
+    /// That link closed; with `--reconnect` another is being established.
+    Down {
+        /// The session id.
+        session: &'a str,
+        /// Why it closed.
+        reason: &'a CloseReason,
+    },
+}
+
+/// Establishes links and carries `pipe` (the whole pipe, or one branch of
+/// a fan-out) over them until a link closes and the plan does not
+/// reconnect (returns why it closed), or an attempt fails in a way
+/// retrying cannot fix (returns the error). `on_event` hears of every link
+/// that comes up and goes down.
 pub(crate) async fn run(
     exchange: &dyn Exchange,
     plan: &OfferPlan,
-    pipe: &Pipe,
+    pipe: &impl Outlet,
     state: &OfferState,
-    mut on_up: impl FnMut(&str),
+    mut on_event: impl FnMut(LinkEvent<'_>),
 ) -> Result<CloseReason, RelayError> {
     let (transport, mode, options, policy) =
         (plan.transport, plan.mode, &plan.options, plan.reconnect.as_ref());
@@ -179,9 +199,13 @@ pub(crate) async fn run(
         let id = offered.session_id.clone();
         state.set_current(Some((id.clone(), offered.link.clone())));
         pipe.attach(offered.link.clone());
-        on_up(&id);
+        on_event(LinkEvent::Up { session: &id });
         let reason = pipe.carry(offered.link.clone()).await;
         state.set_current(None);
+        on_event(LinkEvent::Down {
+            session: &id,
+            reason: &reason,
+        });
         let s = offered.link.stats();
         tracing::warn!(
             session = %id,

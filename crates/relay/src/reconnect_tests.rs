@@ -14,7 +14,7 @@ use tokio::net::UdpSocket;
 
 use super::*;
 use crate::Established;
-use crate::pipe::{Continuity, PipeCounters, PipeOptions, Side, StreamSpec};
+use crate::pipe::{Continuity, Pipe, PipeCounters, PipeOptions, Side, StreamSpec};
 
 /// HTTP signaling with a netsim proxy placed in every session's media
 /// path; `set` changes the impairment of every proxy, now and later.
@@ -125,8 +125,10 @@ async fn black_hole(transport: Transport, mode: Mode) {
         reconnect: Some(ReconnectPolicy::default()),
     };
     let (up_tx, mut up_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let offering = run(&exchange, &plan, &pipe, &state, |id| {
-        let _ = up_tx.send(id.to_string());
+    let offering = run(&exchange, &plan, &pipe, &state, |event| {
+        if let LinkEvent::Up { session } = event {
+            let _ = up_tx.send(session.to_string());
+        }
     });
 
     let total: u16 = 4_000;

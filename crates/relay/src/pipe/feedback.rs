@@ -72,18 +72,44 @@ impl KeyframeRequests {
     /// one was made less than [`KEYFRAME_REQUEST_MIN_INTERVAL`] ago.
     pub fn request(&mut self, media_ssrc: u32, now: Instant) -> Option<Bytes> {
         let fir_seq = match self.asked.get(&media_ssrc) {
-            Some(a) if now.saturating_duration_since(a.at) < KEYFRAME_REQUEST_MIN_INTERVAL => return None,
+            Some(a) if Self::recent(a, now) => return None,
             Some(a) => a.fir_seq.wrapping_add(1),
             None => 0,
         };
+        self.remember(media_ssrc, Asked { at: now, fir_seq });
+        Some(keyframe_request(self.sender_ssrc, media_ssrc, fir_seq))
+    }
+
+    /// Notes that a request for `media_ssrc` from someone else (a far
+    /// receiver) is about to reach the source at `now`; false, and nothing
+    /// noted, when a request for it went there less than
+    /// [`KEYFRAME_REQUEST_MIN_INTERVAL`] ago. The relay's own requests and
+    /// the ones it passes on share the interval.
+    pub fn note_relayed(&mut self, media_ssrc: u32, now: Instant) -> bool {
+        let fir_seq = match self.asked.get(&media_ssrc) {
+            Some(a) if Self::recent(a, now) => return false,
+            // Our own FIR sequence goes on where it was.
+            Some(a) => a.fir_seq,
+            None => u8::MAX,
+        };
+        self.remember(media_ssrc, Asked { at: now, fir_seq });
+        true
+    }
+
+    fn recent(asked: &Asked, now: Instant) -> bool {
+        now.saturating_duration_since(asked.at) < KEYFRAME_REQUEST_MIN_INTERVAL
+    }
+
+    /// Records `asked` for `media_ssrc`, forgetting the least recently
+    /// asked SSRC if the table is full.
+    fn remember(&mut self, media_ssrc: u32, asked: Asked) {
         if self.asked.len() >= MAX_TRACKED_SSRCS && !self.asked.contains_key(&media_ssrc) {
             let oldest = self.asked.iter().min_by_key(|(_, a)| a.at).map(|(s, _)| *s);
             if let Some(oldest) = oldest {
                 self.asked.remove(&oldest);
             }
         }
-        self.asked.insert(media_ssrc, Asked { at: now, fir_seq });
-        Some(keyframe_request(self.sender_ssrc, media_ssrc, fir_seq))
+        self.asked.insert(media_ssrc, asked);
     }
 }
 
@@ -139,6 +165,8 @@ pub struct RtcpSummary {
     pub ssrcs: Vec<u32>,
     /// It holds a PLI or a FIR: a keyframe request.
     pub keyframe_request: bool,
+    /// The media SSRCs its PLIs and FIRs ask keyframes of.
+    pub keyframe_ssrcs: Vec<u32>,
 }
 
 /// Reads `bytes` as compound RTCP; `None` when rtc-rtcp cannot parse it
@@ -152,9 +180,11 @@ pub fn summarize(bytes: &[u8]) -> Option<RtcpSummary> {
         if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
             summary.keyframe_request = true;
             summary.ssrcs.push(pli.media_ssrc);
+            summary.keyframe_ssrcs.push(pli.media_ssrc);
         } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
             summary.keyframe_request = true;
             summary.ssrcs.extend(fir.fir.iter().map(|e| e.ssrc));
+            summary.keyframe_ssrcs.extend(fir.fir.iter().map(|e| e.ssrc));
         } else {
             // SR: report blocks then the sender; RR: report blocks; SDES,
             // BYE: sources; feedback: the media source.
@@ -162,6 +192,22 @@ pub fn summarize(bytes: &[u8]) -> Option<RtcpSummary> {
         }
     }
     Some(summary)
+}
+
+/// `bytes` (compound RTCP) without its PLIs and FIRs, re-encoded; `None`
+/// when nothing else is left or it does not parse. What a merged keyframe
+/// request leaves to relay: the receiver's reports, NACKs, REMB.
+pub fn without_keyframe_requests(bytes: &[u8]) -> Option<Bytes> {
+    let mut buf = bytes;
+    let mut packets = rtc_rtcp::packet::unmarshal(&mut buf).ok()?;
+    packets.retain(|p| {
+        let any = p.as_any();
+        !(any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>())
+    });
+    if packets.is_empty() {
+        return None;
+    }
+    rtc_rtcp::packet::marshal(&packets).ok().map(|b| b.freeze())
 }
 
 #[cfg(test)]
@@ -208,6 +254,45 @@ mod tests {
             46,
             "wraps: 302 mod 256"
         );
+    }
+
+    #[test]
+    fn relayed_requests_share_the_interval_with_our_own() {
+        let t0 = Instant::now();
+        let mut k = KeyframeRequests::new(1);
+        assert!(k.note_relayed(10, t0), "the first receiver's request passes");
+        assert!(
+            !k.note_relayed(10, t0 + Duration::from_millis(10)),
+            "a second is merged"
+        );
+        assert!(
+            k.request(10, t0 + Duration::from_millis(20)).is_none(),
+            "so is ours"
+        );
+        let later = t0 + KEYFRAME_REQUEST_MIN_INTERVAL;
+        assert_eq!(
+            k.request(10, later).unwrap()[36],
+            0,
+            "our FIR sequence starts at 0"
+        );
+        assert!(!k.note_relayed(10, later), "ours just went");
+        assert!(k.note_relayed(11, later), "another stream is not held back");
+    }
+
+    #[test]
+    fn stripping_keyframe_requests_keeps_the_reports() {
+        let request = keyframe_request(0xAAAA, 0x1234, 0);
+        let rest = without_keyframe_requests(&request).unwrap();
+        assert_eq!(rest.len(), 8, "the RR");
+        assert_eq!(summarize(&rest).unwrap(), RtcpSummary::default());
+        let pli_only: [Box<dyn RtcpPacket>; 1] = [Box::new(PictureLossIndication {
+            sender_ssrc: 1,
+            media_ssrc: 2,
+        })];
+        let pli_only = rtc_rtcp::packet::marshal(&pli_only).unwrap();
+        assert_eq!(summarize(&pli_only).unwrap().keyframe_ssrcs, vec![2]);
+        assert_eq!(without_keyframe_requests(&pli_only), None, "nothing left");
+        assert_eq!(without_keyframe_requests(&[0x80, 200, 0, 9]), None, "unreadable");
     }
 
     #[test]

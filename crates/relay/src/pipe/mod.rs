@@ -40,8 +40,14 @@
 //! and counted ([`PipeCounters::no_link`]), never silently lost.
 //! [`Continuity`] notices, on the answering side, an RTP stream that
 //! resumes on a new session and counts the packets missing across the gap.
+//!
+//! One pipe can also feed several links at once ([`Pipe::fan_out`], `relay
+//! offer` with several `--signal`): each link is a [`Branch`] with its own
+//! queue, counters and reconnects, so that a slow or dead receiver never
+//! holds back the others (see [`fanout`]).
 
 mod continuity;
+pub mod fanout;
 pub mod feedback;
 pub mod spec;
 mod up;
@@ -58,8 +64,10 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 pub use continuity::{CONTINUITY_MAX_STREAMS, Continuity, Resumed, SessionStreams};
+pub use fanout::{BRANCH_QUEUE_PACKETS, Branch};
 pub use spec::{BadStreamSpec, StreamSpec};
 
+use fanout::BranchQueue;
 use feedback::{KeyframeRequests, MAX_TRACKED_SSRCS, OUTAGE_GAP};
 use up::{Port, local_to_link};
 
@@ -114,6 +122,14 @@ pub struct PipeCounters {
     /// RTCP from the link holding a PLI or FIR (the far receivers' own
     /// requests), passed on to the local source.
     pub keyframe_requests_relayed: AtomicU64,
+    /// Fan-out: far receivers' keyframe requests held back because one for
+    /// the same stream reached the local source less than
+    /// [`KEYFRAME_REQUEST_MIN_INTERVAL`](feedback::KEYFRAME_REQUEST_MIN_INTERVAL)
+    /// ago (the rest of their RTCP still passes).
+    pub keyframe_requests_merged: AtomicU64,
+    /// Fan-out: local packets dropped from a link's queue because the link
+    /// fell [`BRANCH_QUEUE_PACKETS`] behind (the oldest goes first).
+    pub queue_overflow: AtomicU64,
 }
 
 impl PipeCounters {
@@ -264,8 +280,31 @@ struct Shared {
     sender_ssrc: u32,
     sources: Mutex<HashMap<u32, Source>>,
     requests: Mutex<KeyframeRequests>,
-    /// The link local packets go to, if one is up.
-    current: watch::Sender<Option<Arc<dyn RelayLink>>>,
+    /// Where local packets go.
+    route: watch::Sender<Route>,
+}
+
+/// Where the local → link tasks send what they read.
+#[derive(Debug, Clone, Default)]
+enum Route {
+    /// No link: local packets are dropped and counted.
+    #[default]
+    Down,
+    /// One link, sent onto directly: a reliable mode's back-pressure
+    /// reaches the local socket, as with no relay in between.
+    Link(Arc<dyn RelayLink>),
+    /// Several links, each behind its own queue ([`Pipe::fan_out`]).
+    Fanout(Arc<[Arc<BranchQueue>]>),
+}
+
+impl Route {
+    fn is_up(&self) -> bool {
+        match self {
+            Route::Down => false,
+            Route::Link(_) => true,
+            Route::Fanout(branches) => branches.iter().any(|b| b.is_up()),
+        }
+    }
 }
 
 impl Shared {
@@ -363,7 +402,7 @@ impl Shared {
         );
         drop(sources);
         tracing::info!(stream = %self.ends[end].spec, ssrc = format_args!("{ssrc:#010x}"), payload_type, "new local RTP stream");
-        if self.current.borrow().is_some() {
+        if self.route.borrow().is_up() {
             self.ask_keyframe(ssrc, Instant::now());
         }
     }
@@ -485,7 +524,7 @@ impl Pipe {
             sender_ssrc,
             sources: Mutex::new(HashMap::new()),
             requests: Mutex::new(KeyframeRequests::new(sender_ssrc)),
-            current: watch::Sender::new(None),
+            route: watch::Sender::new(Route::Down),
         });
         let mut tasks = Vec::new();
         for (i, end) in shared.ends.iter().enumerate() {
@@ -539,8 +578,8 @@ impl Pipe {
     /// can announce "ready" only once nothing sent after it is dropped).
     /// A new link asks the local sources for keyframes.
     pub fn attach(&self, link: Arc<dyn RelayLink>) {
-        let previous = self.shared.current.send_replace(Some(link.clone()));
-        if !previous.is_some_and(|p| Arc::ptr_eq(&p, &link)) {
+        let previous = self.shared.route.send_replace(Route::Link(link.clone()));
+        if !matches!(previous, Route::Link(p) if Arc::ptr_eq(&p, &link)) {
             self.shared.link_came_up();
         }
     }
@@ -549,15 +588,92 @@ impl Pipe {
     /// is then without a link until the next `carry`.
     pub async fn carry(&self, link: Arc<dyn RelayLink>) -> CloseReason {
         self.attach(link.clone());
-        let shared = self.shared.clone();
-        // Dropped when this carry ends, which publishes the session's
-        // streams to the shared tracker.
-        let mut streams = self.continuity.as_ref().map(|(c, session)| c.session(*session));
-        let mut far_requests = KeyframeRequests::new(shared.sender_ssrc);
+        let shared = &self.shared;
+        shared
+            .relay_down(
+                &link,
+                &shared.counters,
+                self.continuity.as_ref(),
+                FarRequests::PassOn,
+            )
+            .await;
+        shared.route.send_replace(Route::Down);
+        link.closed().await
+    }
+
+    /// Feeds every local packet to `branches` links at once, each through
+    /// its own queue, instead of one link: the branches are handed back,
+    /// one per link, for [`Branch::attach`] and [`Branch::carry`]. Each
+    /// branch's counters add up into the pipe's. [`attach`](Pipe::attach)
+    /// and [`carry`](Pipe::carry) are not for a fanned-out pipe.
+    pub fn fan_out(&self, branches: usize) -> Vec<Branch> {
+        let branches: Vec<Branch> = (0..branches).map(|_| Branch::new(self.shared.clone())).collect();
+        let queues: Arc<[Arc<BranchQueue>]> = branches.iter().map(|b| b.queue().clone()).collect();
+        self.shared.route.send_replace(Route::Fanout(queues));
+        branches
+    }
+}
+
+/// Where a link plugs into a pipe: the whole [`Pipe`] when it carries one
+/// link, or one [`Branch`] of a fanned-out pipe. `relay offer`'s
+/// establish-and-reconnect loop ([`crate::reconnect`]) drives either.
+pub trait Outlet: Send + Sync {
+    /// Local packets go to `link` from now on; see [`Pipe::attach`].
+    fn attach(&self, link: Arc<dyn RelayLink>);
+
+    /// Relays over `link` until it closes; returns why. See [`Pipe::carry`].
+    fn carry(&self, link: Arc<dyn RelayLink>) -> impl Future<Output = CloseReason> + Send;
+
+    /// The counters of what this outlet relays.
+    fn counters(&self) -> &Arc<PipeCounters>;
+}
+
+impl Outlet for Pipe {
+    fn attach(&self, link: Arc<dyn RelayLink>) {
+        Pipe::attach(self, link);
+    }
+
+    fn carry(&self, link: Arc<dyn RelayLink>) -> impl Future<Output = CloseReason> + Send {
+        Pipe::carry(self, link)
+    }
+
+    fn counters(&self) -> &Arc<PipeCounters> {
+        Pipe::counters(self)
+    }
+}
+
+/// What the link → local direction does with the far receivers' own
+/// keyframe requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FarRequests {
+    /// Pass them on unchanged: one link, one receiving SFU, whose requests
+    /// are its own business.
+    PassOn,
+    /// Fan-out: pass on at most one per stream per
+    /// [`KEYFRAME_REQUEST_MIN_INTERVAL`](feedback::KEYFRAME_REQUEST_MIN_INTERVAL),
+    /// counting the rest, so that N receivers joining or losing packets at
+    /// once do not make the source send N keyframes.
+    Merge,
+}
+
+impl Shared {
+    /// The link → local direction of `link` until it closes or fails,
+    /// counting into `counters`.
+    async fn relay_down(
+        &self,
+        link: &Arc<dyn RelayLink>,
+        counters: &PipeCounters,
+        continuity: Option<&(Arc<Continuity>, u64)>,
+        far: FarRequests,
+    ) {
+        // Dropped when this ends, which publishes the session's streams to
+        // the shared tracker.
+        let mut streams = continuity.map(|(c, session)| c.session(*session));
+        let mut far_requests = KeyframeRequests::new(self.sender_ssrc);
         let mut link_ssrcs: HashMap<u32, LinkStream> = HashMap::new();
-        let specs: Vec<StreamSpec> = shared.ends.iter().map(|e| e.spec.clone()).collect();
+        let specs: Vec<StreamSpec> = self.ends.iter().map(|e| e.spec.clone()).collect();
         let down = async {
-            while let Ok(packet) = link.recv().await {
+            while let Ok(mut packet) = link.recv().await {
                 let now = Instant::now();
                 let end = match packet.kind() {
                     PacketKind::Rtp => {
@@ -570,7 +686,7 @@ impl Pipe {
                             }
                             None => {
                                 let Some(end) = spec::route(&specs, pt) else {
-                                    shared.counters.count(|c| &c.unrouted);
+                                    counters.count(|c| &c.unrouted);
                                     continue;
                                 };
                                 if link_ssrcs.len() >= MAX_TRACKED_SSRCS {
@@ -583,12 +699,12 @@ impl Pipe {
                         // A video stream resuming after an outage: its
                         // receivers need a keyframe from the far source.
                         if resumed
-                            && shared.is_video(pt)
+                            && self.is_video(pt)
                             && let Some(request) = far_requests.request(ssrc, now)
                             && let Ok(request) = Packet::parse(request)
                             && link.send(request).await.is_ok()
                         {
-                            shared.counters.count(|c| &c.keyframe_requests_to_link);
+                            counters.count(|c| &c.keyframe_requests_to_link);
                         }
                         if let (Some(streams), Some(seq)) = (&mut streams, packet.sequence_number()) {
                             streams.observe(ssrc, seq);
@@ -598,24 +714,36 @@ impl Pipe {
                     PacketKind::Rtcp => {
                         let summary = feedback::summarize(packet.bytes()).unwrap_or_default();
                         if summary.keyframe_request {
-                            shared.counters.count(|c| &c.keyframe_requests_relayed);
+                            if far == FarRequests::Merge && !self.pass_far_request(&summary, now) {
+                                counters.count(|c| &c.keyframe_requests_merged);
+                                // The rest of the compound (the receiver's
+                                // reports) still goes to the source.
+                                match feedback::without_keyframe_requests(packet.bytes())
+                                    .and_then(|rest| Packet::parse(rest).ok())
+                                {
+                                    Some(rest) => packet = rest,
+                                    None => continue,
+                                }
+                            } else {
+                                counters.count(|c| &c.keyframe_requests_relayed);
+                            }
                         }
-                        shared.rtcp_end(&summary.ssrcs, &link_ssrcs)
+                        self.rtcp_end(&summary.ssrcs, &link_ssrcs)
                     }
                 };
-                let local = &shared.ends[end];
+                let local = &self.ends[end];
                 let (socket, dest) = match packet.kind() {
                     PacketKind::Rtp => (&local.rtp, local.rtp_dest.get()),
                     PacketKind::Rtcp => local.rtcp_target(),
                 };
                 let Some(dest) = dest else {
-                    shared.counters.count(|c| &c.no_destination);
+                    counters.count(|c| &c.no_destination);
                     continue;
                 };
                 match socket.send_to(packet.bytes(), dest).await {
-                    Ok(_) => shared.counters.count(|c| &c.to_local),
+                    Ok(_) => counters.count(|c| &c.to_local),
                     Err(e) => {
-                        shared.counters.count(|c| &c.local_send_failed);
+                        counters.count(|c| &c.local_send_failed);
                         tracing::debug!(%dest, error = %e, "local send failed");
                     }
                 }
@@ -626,7 +754,7 @@ impl Pipe {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                shared.hello();
+                self.hello();
             }
         };
         tokio::select! {
@@ -634,8 +762,20 @@ impl Pipe {
             _ = hello => {},
             _ = link.closed() => {},
         }
-        self.shared.current.send_replace(None);
-        link.closed().await
+    }
+
+    /// Fan-out: whether a far receiver's keyframe request (`summary`)
+    /// should reach the local source, that is whether no request for any
+    /// stream it names went there (from another receiver, or from the
+    /// relay itself) within the minimum interval. Passing it counts as a
+    /// request for those streams.
+    fn pass_far_request(&self, summary: &feedback::RtcpSummary, now: Instant) -> bool {
+        let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        // Not short-circuiting: every stream asked about is noted.
+        summary
+            .keyframe_ssrcs
+            .iter()
+            .fold(false, |pass, &ssrc| requests.note_relayed(ssrc, now) | pass)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The pipe against an in-memory link: keyframe requests at every link up,
 //! owed until the feedback destination is known, and over the link after
-//! an outage.
+//! an outage; a fanned-out pipe whose stalled link loses only its own
+//! packets, and far keyframe requests merged.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +25,9 @@ struct MemLink {
     rx: Mutex<mpsc::UnboundedReceiver<Packet>>,
     close: CloseSignal,
     stats: StatsRecorder,
+    /// Sends wait until the link closes, as a reliable link to a receiver
+    /// that stopped reading does.
+    stalled: std::sync::atomic::AtomicBool,
 }
 
 fn mem_pair() -> (Arc<MemLink>, Arc<MemLink>) {
@@ -35,6 +39,7 @@ fn mem_pair() -> (Arc<MemLink>, Arc<MemLink>) {
             rx: Mutex::new(rx),
             close: CloseSignal::new(),
             stats: StatsRecorder::new(Transport::RtpUdp, Mode::Unreliable),
+            stalled: Default::default(),
         })
     };
     (end(a_tx, a_rx), end(b_tx, b_rx))
@@ -52,6 +57,9 @@ impl RelayLink for MemLink {
         1500
     }
     async fn send(&self, packet: Packet) -> Result<(), LinkError> {
+        if self.stalled.load(Ordering::Relaxed) {
+            return Err(LinkError::Closed(self.closed().await));
+        }
         if let Some(r) = self.close.reason() {
             return Err(LinkError::Closed(r));
         }
@@ -230,4 +238,160 @@ async fn a_video_stream_resuming_after_an_outage_asks_the_far_source_over_the_li
     assert_eq!(counters.to_local.load(Ordering::Relaxed), 5);
     far.close();
     carrying.abort();
+}
+
+/// Waits (bounded) until `check` holds.
+async fn eventually(what: &str, check: impl Fn() -> bool) {
+    for _ in 0..200 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("not within 2 s: {what}");
+}
+
+#[tokio::test]
+async fn a_stalled_branch_drops_its_oldest_and_never_holds_back_the_others() {
+    let (pipe, totals) = offer_pipe("127.0.0.1:0");
+    let input: SocketAddr = pipe.local_addrs()[0].0;
+    let branches = pipe.fan_out(2);
+    let (fast, fast_far) = mem_pair();
+    let (stalled, _stalled_far) = mem_pair();
+    stalled.stalled.store(true, Ordering::Relaxed);
+    let carrying: Vec<_> = branches
+        .iter()
+        .cloned()
+        .zip([fast.clone(), stalled.clone()])
+        .map(|(branch, link)| {
+            let link: Arc<dyn RelayLink> = link;
+            tokio::spawn(async move { branch.carry(link).await })
+        })
+        .collect();
+    eventually("both branches up", || branches.iter().all(|b| b.queue().is_up())).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let source = udp().await;
+    let total = BRANCH_QUEUE_PACKETS as u16 + 300;
+    for seq in 0..total {
+        source
+            .send_to(&build_rtp(96, seq, 0, 0x42, &[0; 100]), input)
+            .await
+            .unwrap();
+        if seq % 64 == 0 {
+            // Let the pipe read: the test's socket is faster than its buffer.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    // The fast branch gets everything, in order.
+    for seq in 0..total {
+        let p = tokio::time::timeout(Duration::from_secs(2), fast_far.recv())
+            .await
+            .expect("the fast branch is not held back")
+            .unwrap();
+        assert_eq!(p.sequence_number(), Some(seq));
+    }
+    let (fast_counts, stalled_counts) = (branches[0].counters(), branches[1].counters());
+    assert_eq!(fast_counts.to_link.load(Ordering::Relaxed), u64::from(total));
+    // The stalled one holds one packet in its send and a full queue; the
+    // rest went out oldest first, counted.
+    let overflow = u64::from(total) - 1 - BRANCH_QUEUE_PACKETS as u64;
+    eventually("the stalled branch's overflow is counted", || {
+        stalled_counts.queue_overflow.load(Ordering::Relaxed) == overflow
+    })
+    .await;
+    assert_eq!(branches[1].queued(), BRANCH_QUEUE_PACKETS);
+    assert_eq!(fast_counts.queue_overflow.load(Ordering::Relaxed), 0);
+    // Its link dies: what it still held is counted as missed, and from now
+    // on so is every new packet, on that branch only.
+    stalled.close();
+    eventually("the dead branch's queue is flushed", || {
+        stalled_counts.no_link.load(Ordering::Relaxed) == BRANCH_QUEUE_PACKETS as u64 + 1
+    })
+    .await;
+    source
+        .send_to(&build_rtp(96, total, 0, 0x42, &[0; 100]), input)
+        .await
+        .unwrap();
+    assert!(fast_far.recv().await.is_ok());
+    eventually("a packet with the branch down is counted", || {
+        stalled_counts.no_link.load(Ordering::Relaxed) == BRANCH_QUEUE_PACKETS as u64 + 2
+    })
+    .await;
+    // The branches' counts add up in the pipe's.
+    assert_eq!(totals.to_link.load(Ordering::Relaxed), u64::from(total) + 1);
+    assert_eq!(totals.queue_overflow.load(Ordering::Relaxed), overflow);
+    fast.close();
+    for c in carrying {
+        tokio::time::timeout(Duration::from_secs(2), c)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn far_keyframe_requests_are_merged_across_branches_but_reports_pass() {
+    let (pipe, totals) = offer_pipe("127.0.0.1:0");
+    let input: SocketAddr = pipe.local_addrs()[0].0;
+    let branches = pipe.fan_out(2);
+    let links: Vec<_> = (0..2).map(|_| mem_pair()).collect();
+    for (branch, (link, _)) in branches.iter().zip(&links) {
+        let (branch, link): (_, Arc<dyn RelayLink>) = (branch.clone(), link.clone());
+        tokio::spawn(async move { branch.carry(link).await });
+    }
+    let source = udp().await;
+    source
+        .send_to(&build_rtp(96, 1, 0, 0x42, &[0; 100]), input)
+        .await
+        .unwrap();
+    // The relay's own request for the new stream.
+    assert_eq!(next_request(&source, 0x42, Duration::from_secs(2)).await, Some(0));
+    // Within its interval, both far receivers ask too: merged into it.
+    let feedback = |receiver: u32| {
+        let packets: [Box<dyn rtc_rtcp::packet::Packet>; 2] = [
+            Box::new(rtc_rtcp::receiver_report::ReceiverReport {
+                ssrc: receiver,
+                reports: Vec::new(),
+                profile_extensions: Bytes::new(),
+            }),
+            Box::new(
+                rtc_rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
+                    sender_ssrc: receiver,
+                    media_ssrc: 0x42,
+                },
+            ),
+        ];
+        Packet::parse(rtc_rtcp::packet::marshal(&packets).unwrap().freeze()).unwrap()
+    };
+    for (i, (_, far)) in links.iter().enumerate() {
+        far.send(feedback(0xA0 + i as u32)).await.unwrap();
+    }
+    let mut buf = [0u8; 1500];
+    for _ in 0..2 {
+        let (n, _) = tokio::time::timeout(Duration::from_secs(2), source.recv_from(&mut buf))
+            .await
+            .expect("each receiver's report reaches the source")
+            .unwrap();
+        let s = summarize(&buf[..n]).unwrap();
+        assert!(!s.keyframe_request, "merged: {s:?}");
+        assert_eq!(n, 8, "the RR alone");
+    }
+    assert_eq!(totals.keyframe_requests_merged.load(Ordering::Relaxed), 2);
+    // Once the interval has passed, the next receiver's request goes through.
+    tokio::time::sleep(KEYFRAME_REQUEST_MIN_INTERVAL).await;
+    links[1].1.send(feedback(0xA1)).await.unwrap();
+    let (n, _) = tokio::time::timeout(Duration::from_secs(2), source.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(summarize(&buf[..n]).unwrap().keyframe_request);
+    assert_eq!(
+        branches[1]
+            .counters()
+            .keyframe_requests_relayed
+            .load(Ordering::Relaxed),
+        1
+    );
+    assert_eq!(totals.keyframe_requests_relayed.load(Ordering::Relaxed), 1);
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use relay_core::{LinkError, Packet, PacketKind, RTP_HEADER_LEN};
 
-use super::Shared;
+use super::{PipeCounters, Route, Shared};
 
 /// Which of a stream's sockets a task reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,7 +22,7 @@ const SEEN_CACHE: usize = 256;
 
 /// The local → link direction of one socket: runs until the pipe is dropped.
 pub(super) async fn local_to_link(shared: Arc<Shared>, end_index: usize, port: Port) {
-    let mut current = shared.current.subscribe();
+    let mut route_changes = shared.route.subscribe();
     let end = &shared.ends[end_index];
     let counters = &*shared.counters;
     let (socket, dest) = match port {
@@ -41,7 +41,7 @@ pub(super) async fn local_to_link(shared: Arc<Shared>, end_index: usize, port: P
     let mut buf = vec![0u8; 65_536];
     // Per-packet state kept here, so the shared copies (the watch channel's
     // lock, the destination and source tables) are touched only when they change.
-    let mut link = current.borrow_and_update().clone();
+    let mut route = route_changes.borrow_and_update().clone();
     let mut sender_seen: Option<SocketAddr> = None;
     let mut seen: HashSet<u32> = HashSet::new();
     loop {
@@ -92,24 +92,33 @@ pub(super) async fn local_to_link(shared: Arc<Shared>, end_index: usize, port: P
             shared.new_source(end_index, packet.ssrc(), packet.payload_type().unwrap_or(0));
         }
         // The sender lives in the Pipe, which aborts this task on drop.
-        if current.has_changed().unwrap_or(false) {
-            link = current.borrow_and_update().clone();
+        if route_changes.has_changed().unwrap_or(false) {
+            route = route_changes.borrow_and_update().clone();
         }
-        let Some(link) = &link else {
-            counters.count(|c| &c.no_link);
-            continue;
-        };
-        match link.send(packet).await {
-            Ok(()) => counters.count(|c| &c.to_link),
-            Err(LinkError::TooLarge { size, max }) => {
-                tracing::warn!(
-                    size,
-                    max,
-                    "local packet too large for the link; lower the sender's MTU"
-                );
-                counters.count(|c| &c.rejected);
+        match &route {
+            Route::Down => counters.count(|c| &c.no_link),
+            Route::Link(link) => count_send(link.send(packet).await, counters),
+            Route::Fanout(branches) => {
+                for branch in branches.iter() {
+                    branch.push(packet.clone());
+                }
             }
-            Err(LinkError::Closed(_)) => counters.count(|c| &c.no_link),
         }
+    }
+}
+
+/// Counts what became of a local packet sent onto a link.
+pub(super) fn count_send(sent: Result<(), LinkError>, counters: &PipeCounters) {
+    match sent {
+        Ok(()) => counters.count(|c| &c.to_link),
+        Err(LinkError::TooLarge { size, max }) => {
+            tracing::warn!(
+                size,
+                max,
+                "local packet too large for the link; lower the sender's MTU"
+            );
+            counters.count(|c| &c.rejected);
+        }
+        Err(LinkError::Closed(_)) => counters.count(|c| &c.no_link),
     }
 }
