@@ -45,7 +45,11 @@ pub struct ReportConfig {
     /// Flood runs per path and scenario; the median is reported.
     pub flood_reps: usize,
     /// Video and audio runs per path on the clean network (where the
-    /// latency goals are judged); the median by p99 is reported.
+    /// latency goals and the repair modes' CPU overhead are judged); the
+    /// median by p99 is reported. Five, not three: on this VM the CPU time
+    /// of two identical 5 s video runs differs by up to 2x (how the
+    /// scheduler spreads the wake-ups over the two cores), and the
+    /// overhead goal is a 5% ratio of such runs.
     pub clean_paced_reps: usize,
     /// Video and audio runs per path on each impaired LAN scenario, each
     /// with its own netsim seed; the median by p99 is reported.
@@ -83,7 +87,7 @@ impl ReportConfig {
             audio_streams: 10,
             flood: Duration::from_secs(1),
             flood_reps: 3,
-            clean_paced_reps: 3,
+            clean_paced_reps: 5,
             impaired_paced_reps: 3,
             // Three seeds of 8 s: 24 s of video per path and scenario, so
             // an event that happens a few times a minute shows at least once
