@@ -273,6 +273,34 @@ pub struct Matrix {
     pub ceiling: crate::ceiling::Ceiling,
 }
 
+#[cfg(test)]
+impl Matrix {
+    /// A matrix of `runs` of `subjects` in the scenarios `scenario`
+    /// selects, nothing else measured: what the goals' tests judge.
+    pub(crate) fn of_runs(
+        subjects: Vec<Subject>,
+        scenario: impl Fn(&str) -> bool,
+        runs: Vec<RunResult>,
+    ) -> Matrix {
+        Matrix {
+            config: ReportConfig::quick(),
+            subjects,
+            scenarios: crate::scenario::scenarios()
+                .into_iter()
+                .filter(|s| scenario(s.name))
+                .collect(),
+            setups: Vec::new(),
+            runs,
+            failures: Vec::new(),
+            skipped: Vec::new(),
+            elapsed: Duration::from_secs(1),
+            load: (String::new(), String::new()),
+            sustained: Vec::new(),
+            ceiling: Default::default(),
+        }
+    }
+}
+
 /// Packets kept in flight by the sustained-throughput measurement: enough
 /// to keep every transport busy, few enough to stay inside every
 /// transport's buffers (quinn's 1 MiB datagram send buffer, the 4,096-packet

@@ -140,10 +140,8 @@ fn clean_overhead(m: &Matrix, video: &str, subject: Subject, base: Subject) -> V
 mod tests {
     use super::*;
     use crate::latency::Latency;
-    use crate::report::ReportConfig;
     use crate::report::goals::Verdict;
     use crate::report::json::tests::run;
-    use crate::scenario::scenarios;
     use relay_core::{Mode, Transport};
 
     /// A wan-loss1 run of 1,000 packets: `delivered` of them at `ms`.
@@ -174,22 +172,7 @@ mod tests {
             r.delivered = 1_000;
             runs.push(r);
         }
-        let m = Matrix {
-            config: ReportConfig::quick(),
-            subjects: vec![Subject::RawUdp, plain, repair],
-            scenarios: scenarios()
-                .into_iter()
-                .filter(|s| s.name == "wan-loss1")
-                .collect(),
-            setups: Vec::new(),
-            runs,
-            failures: Vec::new(),
-            elapsed: std::time::Duration::from_secs(1),
-            load: (String::new(), String::new()),
-            sustained: Vec::new(),
-            ceiling: Default::default(),
-            skipped: Vec::new(),
-        };
+        let m = Matrix::of_runs(vec![Subject::RawUdp, plain, repair], |s| s == "wan-loss1", runs);
         let goals = repair_targets(&m);
         let find = |start: &str| {
             goals

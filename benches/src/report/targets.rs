@@ -352,10 +352,8 @@ fn delivered_goal(m: &Matrix, sc: &Scenario, video: &str, subject: Subject) -> G
 mod tests {
     use super::*;
     use crate::latency::Latency;
-    use crate::report::ReportConfig;
     use crate::report::goals::Verdict;
     use crate::report::json::tests::run;
-    use crate::scenario::scenarios;
     use relay_core::{Mode, Transport};
 
     fn at(ms: u64, mut r: RunResult) -> RunResult {
@@ -386,20 +384,8 @@ mod tests {
         }
         runs[1].setup = Duration::from_millis(2500);
         let m = Matrix {
-            config: ReportConfig::quick(),
-            subjects: vec![Subject::RawUdp, quic, dc],
-            scenarios: scenarios()
-                .into_iter()
-                .filter(|s| s.name == "wan-burst5")
-                .collect(),
-            setups: Vec::new(),
-            runs,
             failures: vec!["wan-burst5 video 2.5 Mbit/s dc reliable: data channel not open".into()],
-            elapsed: Duration::from_secs(1),
-            load: (String::new(), String::new()),
-            sustained: Vec::new(),
-            ceiling: Default::default(),
-            skipped: Vec::new(),
+            ..Matrix::of_runs(vec![Subject::RawUdp, quic, dc], |s| s == "wan-burst5", runs)
         };
         let goals = loss_targets(&m);
         let find = |start: &str| {
@@ -449,22 +435,7 @@ mod tests {
             runs.push(at(30, run("wan-burst5", dc, seed)));
             runs.push(at(25, run("wan-burst5", pion, seed)));
         }
-        let m = Matrix {
-            config: ReportConfig::quick(),
-            subjects: vec![Subject::RawUdp, dc, pion],
-            scenarios: scenarios()
-                .into_iter()
-                .filter(|s| s.name == "wan-burst5")
-                .collect(),
-            setups: Vec::new(),
-            runs,
-            failures: Vec::new(),
-            skipped: Vec::new(),
-            elapsed: Duration::from_secs(1),
-            load: (String::new(), String::new()),
-            sustained: Vec::new(),
-            ceiling: Default::default(),
-        };
+        let m = Matrix::of_runs(vec![Subject::RawUdp, dc, pion], |s| s == "wan-burst5", runs);
         let goals = loss_targets(&m);
         let vs = goals
             .iter()
@@ -510,22 +481,7 @@ mod tests {
             runs.push(with(dc, 0, seed));
             runs.push(with(pion, 11, seed));
         }
-        let m = Matrix {
-            config: ReportConfig::quick(),
-            subjects: vec![Subject::RawUdp, dc, pion],
-            scenarios: scenarios()
-                .into_iter()
-                .filter(|s| s.name == "wan-outage")
-                .collect(),
-            setups: Vec::new(),
-            runs,
-            failures: Vec::new(),
-            skipped: Vec::new(),
-            elapsed: Duration::from_secs(1),
-            load: (String::new(), String::new()),
-            sustained: Vec::new(),
-            ceiling: Default::default(),
-        };
+        let m = Matrix::of_runs(vec![Subject::RawUdp, dc, pion], |s| s == "wan-outage", runs);
         let goals = loss_targets(&m);
         let vs = goals
             .iter()
