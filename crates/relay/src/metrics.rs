@@ -133,45 +133,13 @@ fn write_pipe(out: &mut String, pipe: &PipeCounters, links: &[(String, &PipeCoun
     for (name, help, per, which) in families {
         match per {
             Per::Pipe => write_family(out, name, Kind::Counter, help, get(pipe, which)),
-            Per::Link => write_samples(
+            Per::Link => metrics::write_labelled_family(
                 out,
                 name,
                 Kind::Counter,
                 help,
                 links.iter().map(|(labels, p)| (labels.clone(), get(p, which))),
             ),
-        }
-    }
-}
-
-/// One family with a sample per `(labels, value)`; labels already
-/// written as `key="value",...` (empty: none), values of the link label
-/// restricted to characters that need no escaping
-/// ([`crate::targets::SignalTarget`]'s `name=`).
-fn write_samples(
-    out: &mut String,
-    name: &str,
-    kind: Kind,
-    help: &str,
-    samples: impl IntoIterator<Item = (String, Value)>,
-) {
-    use std::fmt::Write;
-    let kind_name = match kind {
-        Kind::Counter => "counter",
-        Kind::Gauge => "gauge",
-    };
-    let mut samples = samples.into_iter().peekable();
-    if samples.peek().is_none() {
-        return;
-    }
-    // Writing to a String cannot fail.
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind_name}");
-    for (labels, value) in samples {
-        if labels.is_empty() {
-            let _ = writeln!(out, "{name} {value}");
-        } else {
-            let _ = writeln!(out, "{name}{{{labels}}} {value}");
         }
     }
 }
@@ -306,7 +274,7 @@ fn render_offer(links: &[OfferedLink], pipe: &PipeCounters) -> String {
             per_link(&|l| Value::F(l.state.outages().2.as_secs_f64())),
         ),
     ] {
-        write_samples(&mut out, name, Kind::Counter, help, value);
+        metrics::write_labelled_family(&mut out, name, Kind::Counter, help, value);
     }
     for (name, help, value) in [
         (
@@ -320,13 +288,13 @@ fn render_offer(links: &[OfferedLink], pipe: &PipeCounters) -> String {
             per_link(&|l| Value::U(u64::from(l.state.current().is_some()))),
         ),
     ] {
-        write_samples(&mut out, name, Kind::Gauge, help, value);
+        metrics::write_labelled_family(&mut out, name, Kind::Gauge, help, value);
     }
     let queued: Vec<(String, Value)> = links
         .iter()
         .filter_map(|l| Some((l.labels(), Value::U(l.branch.as_ref()?.queued() as u64))))
         .collect();
-    write_samples(
+    metrics::write_labelled_family(
         &mut out,
         "relay_offer_link_queue_packets",
         Kind::Gauge,

@@ -47,7 +47,7 @@ mod text;
 
 pub use server::{MetricsServer, MetricsSource, serve_metrics};
 pub(crate) use text::exposition;
-pub use text::{CONTENT_TYPE, Kind, Value, write_family};
+pub use text::{CONTENT_TYPE, Kind, Value, write_family, write_labelled_family};
 use text::{Exposition, escape_label, metric_name_part};
 
 /// Which side of the offer/answer exchange a link was set up from.

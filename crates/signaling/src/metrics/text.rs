@@ -147,6 +147,25 @@ pub fn write_family(out: &mut String, name: &str, kind: Kind, help: &str, value:
     write_family_text(out, name, kind, help, [(String::new(), value)]);
 }
 
+/// Appends one family with a sample per `(labels, value)` to `out`, labels
+/// written as `key="value",...` (empty: none), or nothing when there are
+/// no samples: for a process's own per-link counters (`relay offer`'s
+/// fan-out labels each link). The caller keeps its names apart from the
+/// built-in ones and its label values free of characters that need
+/// escaping.
+pub fn write_labelled_family(
+    out: &mut String,
+    name: &str,
+    kind: Kind,
+    help: &str,
+    samples: impl IntoIterator<Item = (String, Value)>,
+) {
+    let mut samples = samples.into_iter().peekable();
+    if samples.peek().is_some() {
+        write_family_text(out, name, kind, help, samples);
+    }
+}
+
 /// `200` with the exposition text.
 pub(crate) fn exposition(text: String) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(text)));
