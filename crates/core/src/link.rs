@@ -147,6 +147,16 @@ pub trait RelayLink: Send + Sync + fmt::Debug {
     /// received are still returned, then `Err(LinkError::Closed)`.
     async fn recv(&self) -> Result<Packet, LinkError>;
 
+    /// Whether [`resend`](RelayLink::resend) finds what to put on the wire
+    /// by the packet's SSRC and sequence number alone, because the link
+    /// keeps what it sent (rtp-udp in srtp mode with a resend window keeps
+    /// the protected bytes). A repair loop over such a link keeps no copy
+    /// of the packets, only their numbers and sizes, and hands `resend`
+    /// the RTP header alone. The default: no.
+    fn resends_by_number(&self) -> bool {
+        false
+    }
+
     /// Sends `packet` as [`send`](RelayLink::send) would, if the link can
     /// without waiting; `Err(packet)` hands it back when it would have to
     /// wait (or the link does not say), and the caller awaits `send`.

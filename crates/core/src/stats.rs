@@ -762,7 +762,14 @@ impl StatsRecorder {
 
     /// Accounts a packet handed to the transport.
     pub fn on_sent(&self, packet: &Packet) {
-        let len = packet.len() as u64;
+        self.on_sent_sized(packet, packet.len());
+    }
+
+    /// Accounts a packet of `len` bytes handed to the transport, of which
+    /// `packet` is the header (a retransmission found by number: the RTP
+    /// header names it, the link kept its bytes).
+    pub fn on_sent_sized(&self, packet: &Packet, len: usize) {
+        let len = len as u64;
         self.packets_sent.fetch_add(1, Ordering::Relaxed);
         self.bytes_sent.fetch_add(len, Ordering::Relaxed);
         match packet.kind() {

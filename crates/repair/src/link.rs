@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use relay_core::{
     CloseReason, LinkError, LinkStats, Mode, Overflow, Packet, PacketKind, PacketQueue, Pushed, RelayLink,
-    RepairStats, Transport,
+    RepairStats, Transport, build_rtp,
 };
 use tokio::task::JoinHandle;
 use tracing::debug;
@@ -81,6 +81,9 @@ struct Shared {
     buffer: Mutex<RetransmitBuffer>,
     detector: Mutex<LossDetector>,
     inbox: PacketQueue,
+    /// The inner link resends by number (`RelayLink::resends_by_number`):
+    /// the buffer keeps no bytes.
+    by_number: bool,
     /// Set by every delivery to `inbox`, cleared by a `recv` that looks:
     /// false means `inbox` is empty (see `queued_packet`).
     queued: AtomicBool,
@@ -102,8 +105,9 @@ enum Judged {
     Nothing,
     /// A new gap showed: ask for it now (what was deliverable is queued).
     Ask(Instant),
-    /// A NACK: send these again.
-    Answer(Vec<Bytes>),
+    /// A NACK: send these again (SSRC, sequence number, and the bytes,
+    /// empty where the inner link resends by number).
+    Answer(Vec<(u32, u16, Bytes)>),
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -134,12 +138,14 @@ impl RepairLink {
     /// an unwrapped peer would receive the NACKs as RTCP and pass them on
     /// to its media server.
     pub fn new(inner: Arc<dyn RelayLink>, mode: Mode, config: RepairConfig) -> RepairLink {
+        let by_number = inner.resends_by_number();
         let shared = Arc::new(Shared {
             inner,
             mode,
             buffer: Mutex::new(RetransmitBuffer::new(config.budget, config.share)),
             detector: Mutex::new(LossDetector::new(config.budget)),
             inbox: PacketQueue::new(config.receive_queue, Overflow::DropOldest),
+            by_number,
             queued: AtomicBool::new(false),
             reorder: (!config.reorder_window.is_zero())
                 .then(|| Mutex::new(ReorderWindow::new(config.reorder_window))),
@@ -241,7 +247,12 @@ impl Shared {
                     let resend: Vec<_> = {
                         let mut buffer = lock(&self.buffer);
                         asks.iter()
-                            .flat_map(|(ssrc, seqs)| buffer.on_nack(*ssrc, seqs, now))
+                            .flat_map(|&(ssrc, ref seqs)| {
+                                buffer
+                                    .on_nack(ssrc, seqs, now)
+                                    .into_iter()
+                                    .map(move |(seq, bytes)| (ssrc, seq, bytes))
+                            })
                             .collect()
                     };
                     Judged::Answer(resend)
@@ -269,9 +280,16 @@ impl Shared {
         }
     }
 
-    /// Sends again what a NACK asked for and the buffer still holds.
-    async fn answer(&self, resend: Vec<Bytes>) {
-        for bytes in resend {
+    /// Sends again what a NACK asked for and the buffer still holds. A
+    /// packet kept by number goes to the inner link as its RTP header
+    /// alone, which is all its `resend` looks at.
+    async fn answer(&self, resend: Vec<(u32, u16, Bytes)>) {
+        for (ssrc, seq, bytes) in resend {
+            let bytes = if bytes.is_empty() {
+                build_rtp(0, seq, 0, ssrc, &[])
+            } else {
+                bytes
+            };
             if let Ok(p) = Packet::parse(bytes) {
                 let _ = self.inner.resend(p).await;
             }
@@ -380,18 +398,32 @@ impl RelayLink for RepairLink {
         // than the rest of repair's sending end.
         let now = now();
         self.shared.handover.on_send(now);
+        // Over a link that keeps what it sent (SRTP's protected bytes),
+        // only the packet's number and size: a second copy would double
+        // the memory held for the budget, which at a high rate costs more
+        // in cache misses than anything else repair does.
         let keep = match packet.kind() {
-            PacketKind::Rtp => packet
-                .sequence_number()
-                .map(|seq| (packet.ssrc(), seq, packet.bytes().clone())),
+            PacketKind::Rtp => packet.sequence_number().map(|seq| {
+                let bytes = if self.shared.by_number {
+                    Bytes::new()
+                } else {
+                    packet.bytes().clone()
+                };
+                (packet.ssrc(), seq, bytes, packet.len())
+            }),
             PacketKind::Rtcp => None,
         };
         match self.shared.inner.try_send(packet) {
             Ok(sent) => sent?,
             Err(packet) => self.shared.inner.send(packet).await?,
         }
-        if let Some((ssrc, seq, bytes)) = keep {
-            lock(&self.shared.buffer).on_sent(ssrc, seq, bytes, now);
+        if let Some((ssrc, seq, bytes, len)) = keep {
+            let mut buffer = lock(&self.shared.buffer);
+            if bytes.is_empty() {
+                buffer.on_sent_numbered(ssrc, seq, len, now);
+            } else {
+                buffer.on_sent(ssrc, seq, bytes, now);
+            }
         }
         Ok(())
     }

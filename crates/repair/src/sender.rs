@@ -51,7 +51,9 @@ fn key(ssrc: u32, seq: u16) -> u64 {
 
 #[derive(Debug)]
 struct Kept {
+    /// Empty for a packet kept by number only (`on_sent_numbered`).
     bytes: Bytes,
+    len: usize,
     sent: Instant,
 }
 
@@ -99,6 +101,19 @@ impl RetransmitBuffer {
 
     /// Keeps one RTP packet that was just sent.
     pub fn on_sent(&mut self, ssrc: u32, seq: u16, bytes: Bytes, now: Instant) {
+        let len = bytes.len();
+        self.keep(ssrc, seq, bytes, len, now);
+    }
+
+    /// Records one RTP packet of `len` bytes that was just sent, without
+    /// its bytes: for a link that resends by number from its own copy
+    /// (`RelayLink::resends_by_number`). [`on_nack`](Self::on_nack) then
+    /// returns it with empty bytes; the budget and the cap apply as to any.
+    pub fn on_sent_numbered(&mut self, ssrc: u32, seq: u16, len: usize, now: Instant) {
+        self.keep(ssrc, seq, Bytes::new(), len, now);
+    }
+
+    fn keep(&mut self, ssrc: u32, seq: u16, bytes: Bytes, len: usize, now: Instant) {
         self.expire(now);
         while self.kept.len() >= MAX_KEPT {
             let Some(oldest) = self.order.pop_front() else {
@@ -106,20 +121,29 @@ impl RetransmitBuffer {
             };
             self.forget(oldest);
         }
-        self.kept_bytes += bytes.len();
-        self.credit += self.share * bytes.len() as f64;
+        self.kept_bytes += len;
+        self.credit += self.share * len as f64;
         self.credit = self.credit.min(CREDIT_BASE + self.share * self.kept_bytes as f64);
         // The same number again (a sender restart) replaces the old packet;
         // its stale entry in `order` no longer matches and is skipped.
-        if let Some(old) = self.kept.insert(key(ssrc, seq), Kept { bytes, sent: now }) {
-            self.kept_bytes -= old.bytes.len();
+        if let Some(old) = self.kept.insert(
+            key(ssrc, seq),
+            Kept {
+                bytes,
+                len,
+                sent: now,
+            },
+        ) {
+            self.kept_bytes -= old.len;
         }
         self.order.push_back((now, ssrc, seq));
     }
 
     /// The packets to send again for a NACK of `seqs` of stream `ssrc`:
-    /// those still kept and within the budget, while the cap allows.
-    pub fn on_nack(&mut self, ssrc: u32, seqs: &[u16], now: Instant) -> Vec<Bytes> {
+    /// those still kept and within the budget, while the cap allows, each
+    /// with its sequence number (its bytes are empty if it was kept by
+    /// number only).
+    pub fn on_nack(&mut self, ssrc: u32, seqs: &[u16], now: Instant) -> Vec<(u16, Bytes)> {
         self.expire(now);
         let mut out = Vec::new();
         for &seq in seqs {
@@ -132,15 +156,15 @@ impl RetransmitBuffer {
                 self.counts.gone += 1;
                 continue;
             }
-            let len = kept.bytes.len() as f64;
+            let len = kept.len as f64;
             if self.credit < len {
                 self.counts.capped += 1;
                 continue;
             }
             self.credit -= len;
             self.counts.retransmitted += 1;
-            self.counts.retransmitted_bytes += kept.bytes.len() as u64;
-            out.push(kept.bytes.clone());
+            self.counts.retransmitted_bytes += kept.len as u64;
+            out.push((seq, kept.bytes.clone()));
         }
         out
     }
@@ -165,7 +189,7 @@ impl RetransmitBuffer {
         if let Entry::Occupied(kept) = self.kept.entry(key(ssrc, seq))
             && kept.get().sent == sent
         {
-            self.kept_bytes -= kept.remove().bytes.len();
+            self.kept_bytes -= kept.remove().len;
         }
     }
 }
@@ -241,5 +265,23 @@ mod tests {
         }
         assert_eq!(b.len(), MAX_KEPT);
         assert!(b.on_nack(0, &[0], t0).is_empty(), "the oldest went first");
+    }
+
+    #[test]
+    fn a_packet_kept_by_number_comes_back_without_bytes_under_the_same_rules() {
+        let t0 = Instant::now();
+        let mut b = RetransmitBuffer::new(200 * MS, 0.01);
+        for seq in 0..100u16 {
+            b.on_sent_numbered(1, seq, 1_000, t0);
+        }
+        let again = b.on_nack(1, &[3], t0 + 50 * MS);
+        assert_eq!(again.len(), 1);
+        assert_eq!((again[0].0, again[0].1.len()), (3, 0), "the number, no bytes");
+        assert_eq!(b.counts().retransmitted_bytes, 1_000, "counted at its own size");
+        // The cap counts the numbered packets' sizes: the credit (the base
+        // plus 1% of 100 kB, less the first resend: 48 kB) covers 48 more.
+        let all: Vec<u16> = (0..100).collect();
+        assert_eq!(b.on_nack(1, &all, t0 + 50 * MS).len(), 48);
+        assert!(b.on_nack(1, &[3], t0 + 200 * MS).is_empty(), "past the budget");
     }
 }

@@ -412,9 +412,15 @@ impl Shared {
     /// kernel send buffer is this transport's send queue: when it is full
     /// the packet is dropped (counted); the sender never waits.
     fn put_on_wire(&self, wire: &[u8], packet: &Packet) {
+        self.put_on_wire_sized(wire, packet, packet.len());
+    }
+
+    /// [`put_on_wire`](Self::put_on_wire), counting `len` bytes sent:
+    /// the size of the packet `packet` only names (a resend by number).
+    fn put_on_wire_sized(&self, wire: &[u8], packet: &Packet, len: usize) {
         let peer = self.peer();
         match self.socket.try_send_to(wire, peer) {
-            Ok(_) => self.stats.on_sent(packet),
+            Ok(_) => self.stats.on_sent_sized(packet, len),
             Err(e) => {
                 if e.kind() != io::ErrorKind::WouldBlock {
                     tracing::debug!(%peer, error = %e, "UDP send failed");
@@ -862,6 +868,12 @@ impl RelayLink for RtpUdpLink {
         self.shared.inbox.try_pop()
     }
 
+    /// In srtp mode with a resend window: `resend` puts the kept SRTP
+    /// bytes on the wire, found by SSRC and sequence number.
+    fn resends_by_number(&self) -> bool {
+        self.shared.sent.is_some()
+    }
+
     /// In srtp mode with a [resend window](RtpUdpConfig::resend_window),
     /// an RTP packet goes out as the SRTP bytes it was first sent as (see
     /// [`resend`](crate::resend)); one no longer kept is not sent, and
@@ -877,7 +889,10 @@ impl RelayLink for RtpUdpLink {
         let now = tokio::time::Instant::now().into_std();
         let kept = lock(sent).get(packet.ssrc(), seq, now);
         match kept {
-            Some(wire) => s.put_on_wire(&wire, &packet),
+            // Counted at the size first sent (the tag is the wire's), not
+            // the size of `packet`, which may be the RTP header alone
+            // (`resends_by_number`).
+            Some(wire) => s.put_on_wire_sized(&wire, &packet, wire.len().saturating_sub(srtp::TAG_LEN)),
             None => s.stats.on_drop(DropCause::Expired),
         }
         Ok(())

@@ -41,8 +41,11 @@ impl SentWire {
     /// Keeps `wire`, the protected form of `ssrc`'s packet `seq`, sent at
     /// `now`; forgets what fell out of the window.
     pub(crate) fn keep(&mut self, ssrc: u32, seq: u16, wire: Bytes, now: Instant) {
+        // One subtraction per packet, then comparisons (this runs for every
+        // packet sent); before the clock has run a window, nothing is old.
+        let cutoff = now.checked_sub(self.window);
         while let Some(&(s, q, at)) = self.order.front() {
-            if self.order.len() < MAX_KEPT && now.saturating_duration_since(at) <= self.window {
+            if self.order.len() < MAX_KEPT && cutoff.is_none_or(|cutoff| at >= cutoff) {
                 break;
             }
             self.order.pop_front();
