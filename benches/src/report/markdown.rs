@@ -149,6 +149,10 @@ pub fn render(m: &Matrix, machine: &Machine, versions: &[(String, String)], comm
     for g in goals(m) {
         let _ = writeln!(md, "| {} | {} | {} |", g.goal, g.measured, g.verdict);
     }
+    md.push_str(
+        "\nTOO NOISY: the repetitions fall on both sides of the limit (the upper quartile of the paired ratios is over it, \
+         the lower quartile within it), so this run cannot say; the CPU time of identical paced runs varies by up to 3x on this machine.\n",
+    );
     md.push('\n');
     md.push_str(&super::ceiling::section(m));
 
