@@ -78,7 +78,8 @@ pub struct ReportConfig {
 }
 
 impl ReportConfig {
-    /// The committed report: well under 15 minutes on the 2-core machine.
+    /// The committed report: about 70 minutes on the 2-core machine (793
+    /// runs at 32f9386).
     pub fn full() -> ReportConfig {
         ReportConfig {
             quick: false,
