@@ -12,21 +12,14 @@ mod common;
 /// The whole response to `GET path` over TLS at `url` (`https://host:port…`),
 /// trusting exactly the certificate with fingerprint `fingerprint`.
 fn https_get_pinned(url: &str, path: &str, fingerprint: &str) -> String {
-    use relay_core::pin::{Pin, PinRecord, PinnedServerCert};
+    use relay_core::pin::PinRecord;
     use std::io::Write;
     use std::sync::Arc;
     let host = url.trim_start_matches("https://").split('/').next().unwrap();
     let expected: relay_core::Fingerprint = fingerprint.parse().expect("a fingerprint");
-    let verifier = PinnedServerCert(Pin::new(expected, "pinned", Arc::new(PinRecord::default())));
-    let config =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
+    let config = relay_signaling::pinned_client_config(expected, Arc::new(PinRecord::default())).unwrap();
     let name = rustls::pki_types::ServerName::try_from("sfu-relay").unwrap();
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
     let tcp = std::net::TcpStream::connect(host).expect("connect metrics");
     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut tls = rustls::StreamOwned::new(conn, tcp);

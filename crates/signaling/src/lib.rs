@@ -187,7 +187,7 @@ pub use client::{ClientError, DEFAULT_CLIENT_TIMEOUT, SignalingClient};
 pub use listener::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_REQUEST_READ_TIMEOUT};
 pub use server::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_SESSIONS, ServerConfig, ServerError, SignalingServer};
 pub use session::{Accepted, AnswerError, Answerer, Session, SessionInfo, SessionState};
-pub use tls::{Fingerprint, InvalidFingerprint, TlsError, TlsIdentity};
+pub use tls::{Fingerprint, InvalidFingerprint, TlsError, TlsIdentity, pinned_client_config};
 
 /// Entry points for the cargo-fuzz targets (the `fuzz` feature, which only
 /// fuzz/ enables); not part of the API.

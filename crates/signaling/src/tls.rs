@@ -253,8 +253,11 @@ pub(crate) use relay_core::pin::PinRecord;
 use relay_core::pin::{Pin, PinnedServerCert};
 
 /// A client configuration that trusts exactly the certificate `expected`,
-/// recording a refused certificate's fingerprint in `record`.
-pub(crate) fn pinned_client_config(
+/// recording a refused certificate's fingerprint in `record`: what
+/// [`SignalingClient`](crate::SignalingClient) connects with to a pinned
+/// `https://` server, and what a scraper of that server's HTTPS
+/// `/metrics` needs (TLS 1.3, ALPN `http/1.1`).
+pub fn pinned_client_config(
     expected: Fingerprint,
     record: Arc<PinRecord>,
 ) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {

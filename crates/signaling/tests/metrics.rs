@@ -294,7 +294,7 @@ async fn the_embedding_process_adds_its_own_families() {
 /// that pins that fingerprint reads it, plain HTTP gets nothing.
 #[tokio::test]
 async fn metrics_serve_https_with_the_signaling_identity() {
-    use relay_core::pin::{Pin, PinRecord, PinnedServerCert};
+    use relay_core::pin::PinRecord;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let identity = relay_signaling::TlsIdentity::self_signed().unwrap();
@@ -309,23 +309,14 @@ async fn metrics_serve_https_with_the_signaling_identity() {
     .unwrap();
     assert!(server.url().starts_with("https://"), "{}", server.url());
 
-    let verifier = PinnedServerCert(Pin::new(
-        identity.fingerprint(),
-        "pinned",
-        Arc::new(PinRecord::default()),
-    ));
     let config =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
+        relay_signaling::pinned_client_config(identity.fingerprint(), Arc::new(PinRecord::default()))
+            .unwrap();
     let tcp = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("sfu-relay").unwrap();
     let mut tls = tokio::time::timeout(
         Duration::from_secs(5),
-        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp),
+        tokio_rustls::TlsConnector::from(config).connect(name, tcp),
     )
     .await
     .expect("handshake in time")
