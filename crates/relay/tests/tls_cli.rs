@@ -133,35 +133,30 @@ fn a_ca_signed_answerer_needs_no_fingerprint_when_the_root_store_has_its_ca() {
 fn a_kept_self_signed_identity_keeps_its_fingerprint_across_restarts() {
     let dir = Dir::new("kept");
     let path = dir.file("identity.pem");
-    let start = || {
-        let (child, mut out) = spawn(&[
+    // An answering relay with a generated identity, kept at `path` if
+    // given; its child and the fingerprint it prints.
+    let start = |path: Option<&std::path::Path>| {
+        let out_addr = free_udp_addr();
+        let mut args = vec![
             "answer",
             "--signal-listen",
             "127.0.0.1:0",
             "--out",
-            &free_udp_addr(),
+            &out_addr,
             "--no-token",
             "--signal-self-signed",
-            path.to_str().unwrap(),
-        ]);
+        ];
+        args.extend(path.map(|p| p.to_str().unwrap()));
+        let (child, mut out) = spawn(&args);
         let line = first_line(&mut out);
         (child, field(&line, "signal_fingerprint").to_string())
     };
-    let (first, fingerprint) = start();
+    let (first, fingerprint) = start(Some(&path));
     drop(first);
     assert!(path.exists(), "the identity was written");
-    let (_second, again) = start();
+    let (_second, again) = start(Some(&path));
     assert_eq!(fingerprint, again);
     // Without a PATH every start is a new identity.
-    let (_fresh, mut out) = spawn(&[
-        "answer",
-        "--signal-listen",
-        "127.0.0.1:0",
-        "--out",
-        &free_udp_addr(),
-        "--no-token",
-        "--signal-self-signed",
-    ]);
-    let fresh = field(&first_line(&mut out), "signal_fingerprint").to_string();
+    let (_fresh, fresh) = start(None);
     assert_ne!(fresh, fingerprint);
 }
