@@ -31,7 +31,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Serve signaling; relay every session's packets to --out.
+    /// Serve signaling; relay every session's packets to --out, and with
+    /// --forward onwards to further relays (a relay tree).
     Answer {
         /// Address for the signaling server (HTTP, or HTTPS with the TLS flags).
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -41,8 +42,33 @@ enum Command {
         /// RTCP to its own port (an SFU mountpoint's RTCP port; its
         /// feedback is relayed back), `pt=` routes that payload type here.
         /// Repeatable: one --out per stream, at most one without pt=.
-        #[arg(long, required = true, value_name = "STREAM")]
+        /// Optional with --forward.
+        #[arg(long, required_unless_present = "forward", value_name = "STREAM")]
         out: Vec<StreamSpec>,
+        /// Relay every answered session onwards to the answering relay
+        /// whose signaling is at URL, as `relay offer --signal` does: this
+        /// relay becomes a node of a tree. Repeatable (fan-out, each link
+        /// with its own queue); each link is established at start and again
+        /// whenever it dies. Feedback from below (receivers' RTCP, keyframe
+        /// requests, merged to one per stream per 500 ms) goes back up.
+        /// URL,transport=T,mode=M,fingerprint=FP,name=NAME as for --signal.
+        #[arg(long, value_name = "URL[,KEY=VALUE]...")]
+        forward: Vec<SignalTarget>,
+        /// Transport of every --forward that does not name its own.
+        #[arg(long, requires = "forward")]
+        forward_transport: Option<Transport>,
+        /// Mode of every --forward that does not name its own (default:
+        /// the transport's first).
+        #[arg(long, requires = "forward")]
+        forward_mode: Option<Mode>,
+        /// Bearer token for the --forward relays' signaling.
+        #[arg(
+            long,
+            env = "RELAY_FORWARD_TOKEN",
+            hide_env_values = true,
+            requires = "forward"
+        )]
+        forward_token: Option<String>,
         /// Require `Authorization: Bearer TOKEN` on signaling requests and
         /// /metrics. Listening beyond loopback without one, a random token is
         /// generated and printed (`token=` in the status line).
@@ -375,6 +401,10 @@ async fn run(command: Command) -> Result<ExitCode, String> {
         Command::Answer {
             signal_listen,
             out,
+            forward,
+            forward_transport,
+            forward_mode,
+            forward_token,
             token,
             no_token,
             cors_origins,
@@ -382,18 +412,31 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             metrics_listen,
             link,
         } => {
-            relay::pipe::spec::check_streams(&out, true).map_err(|e| format!("--out: {e}"))?;
+            if !out.is_empty() {
+                relay::pipe::spec::check_streams(&out, true).map_err(|e| format!("--out: {e}"))?;
+            }
+            let options = link.options()?;
+            let defaults = TargetDefaults {
+                transport: forward_transport,
+                mode: forward_mode,
+                fingerprint: None,
+            };
+            let planned =
+                relay::targets::plan(&forward, &defaults).map_err(|e| forward_wording(&e.to_string()))?;
+            link.check_fan_out(&planned)?;
+            let forward = link_offers(planned, forward_token, &options, true)?;
             let token = answer_token(signal_listen, token, no_token);
             let config = AnswerConfig {
                 listen: signal_listen,
                 out,
+                forward,
                 token,
                 tls: tls.identity()?,
                 metrics_listen,
                 pipe: link.pipe_options()?,
                 cors_origins,
             };
-            answer(config, link.options()?).await
+            answer(config, options).await
         }
         Command::Offer {
             signal,
@@ -416,28 +459,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             link.check_fan_out(&planned)?;
             let pipe_options = link.pipe_options()?;
             let options = link.options()?;
-            let mut links = Vec::with_capacity(planned.len());
-            for p in planned {
-                let client = SignalingClient::new(&p.url)
-                    .map_err(|e| e.to_string())?
-                    .with_token(token.clone());
-                let client = match p.fingerprint {
-                    Some(fp) => client.with_fingerprint(fp),
-                    None => client,
-                };
-                let plan = relay::reconnect::OfferPlan {
-                    transport: p.transport,
-                    mode: p.mode,
-                    options: options.clone(),
-                    reconnect: reconnect.then(relay::reconnect::ReconnectPolicy::default),
-                };
-                links.push(LinkOffer {
-                    name: p.name,
-                    url: p.url,
-                    client,
-                    plan,
-                });
-            }
+            let links = link_offers(planned, token.clone(), &options, reconnect)?;
             offer(links, &input, pipe_options, metrics_listen.map(|a| (a, token))).await
         }
         Command::Compare {
@@ -475,6 +497,49 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The links to offer for `planned` targets, each with its signaling
+/// client (bearer `token`, the link's pin) and, with `reconnect`, the
+/// default reconnect policy.
+fn link_offers(
+    planned: Vec<relay::targets::PlannedLink>,
+    token: Option<String>,
+    options: &LinkOptions,
+    reconnect: bool,
+) -> Result<Vec<LinkOffer>, String> {
+    let mut links = Vec::with_capacity(planned.len());
+    for p in planned {
+        let client = SignalingClient::new(&p.url)
+            .map_err(|e| e.to_string())?
+            .with_token(token.clone());
+        let client = match p.fingerprint {
+            Some(fp) => client.with_fingerprint(fp),
+            None => client,
+        };
+        let plan = relay::reconnect::OfferPlan {
+            transport: p.transport,
+            mode: p.mode,
+            options: options.clone(),
+            reconnect: reconnect.then(relay::reconnect::ReconnectPolicy::default),
+        };
+        links.push(LinkOffer {
+            name: p.name,
+            url: p.url,
+            client,
+            plan,
+        });
+    }
+    Ok(links)
+}
+
+/// A mistake in the `--forward` targets, in `relay answer`'s words: the
+/// planner speaks of `relay offer`'s `--signal`, `--transport` and `--mode`.
+fn forward_wording(message: &str) -> String {
+    message
+        .replace("--signal ", "--forward ")
+        .replace("--transport", "--forward-transport")
+        .replace("--mode", "--forward-mode")
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -526,6 +591,8 @@ fn answer_token(listen: SocketAddr, token: Option<String>, no_token: bool) -> Op
 struct AnswerConfig {
     listen: SocketAddr,
     out: Vec<StreamSpec>,
+    /// The relays this one passes every session on to (a node).
+    forward: Vec<LinkOffer>,
     token: Option<String>,
     tls: Option<TlsIdentity>,
     metrics_listen: Option<SocketAddr>,
@@ -537,6 +604,7 @@ async fn answer(config: AnswerConfig, options: LinkOptions) -> Result<ExitCode, 
     let AnswerConfig {
         listen,
         out,
+        forward,
         token,
         tls,
         metrics_listen,
@@ -547,8 +615,17 @@ async fn answer(config: AnswerConfig, options: LinkOptions) -> Result<ExitCode, 
     // Every session's pipe counts into these, for /metrics.
     let totals = Arc::new(PipeCounters::default());
     let sessions = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // A node passes every session on through one forwarding pipe, whose
+    // links are established below once signaling is up.
+    let forwarding = (!forward.is_empty()).then(|| {
+        Arc::new(Pipe::forwarding(
+            pipe_options.clone(),
+            Arc::new(PipeCounters::default()),
+        ))
+    });
     let sink = {
         let (continuity, totals, out) = (continuity.clone(), totals.clone(), out.clone());
+        let forwarding = forwarding.clone();
         Arc::new(move |e: Established| {
             let (continuity, totals, out, pipe_options) = (
                 continuity.clone(),
@@ -557,6 +634,8 @@ async fn answer(config: AnswerConfig, options: LinkOptions) -> Result<ExitCode, 
                 pipe_options.clone(),
             );
             let session = sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let feed = forwarding.as_ref().map(|f| f.feed(session, e.link.clone()));
+            let note = forwarding_note(feed.is_some());
             tokio::spawn(async move {
                 let counters = Arc::new(PipeCounters::with_total(totals));
                 let pipe = match Pipe::bind(Side::Answer, &out, pipe_options, counters.clone()) {
@@ -567,17 +646,44 @@ async fn answer(config: AnswerConfig, options: LinkOptions) -> Result<ExitCode, 
                         return;
                     }
                 };
+                let pipe = match feed {
+                    Some(feed) => pipe.with_forward(feed),
+                    None => pipe,
+                };
                 let outs = out.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" ");
-                tracing::info!(transport = %e.transport, mode = %e.link.mode(), out = %outs, "link up; relaying to --out");
+                tracing::info!(transport = %e.transport, mode = %e.link.mode(), out = %outs, "link up; relaying to --out{note}");
                 let link = e.link.clone();
                 let reason = pipe.carry(e.link).await;
                 log_end(&*link, &counters, &reason);
             });
         })
     };
+    let forward_states: Vec<Arc<OfferState>> = forward.iter().map(|_| Arc::default()).collect();
+    let branches = match &forwarding {
+        Some(f) if forward.len() > 1 => f.fan_out(forward.len()),
+        _ => Vec::new(),
+    };
+    let mut extra_metrics = relay::metrics::answer_source(continuity, totals);
+    if let Some(f) = &forwarding {
+        // The forward links' metrics join the answering side's.
+        let shown = forward
+            .iter()
+            .zip(&forward_states)
+            .enumerate()
+            .map(|(i, (l, state))| {
+                let branch = branches.get(i).cloned();
+                let counters = branch
+                    .as_ref()
+                    .map_or_else(|| f.counters().clone(), |b| b.counters().clone());
+                OfferedLink::forward(l.name.clone(), state.clone(), counters, branch)
+            })
+            .collect();
+        let (answering, forwarding) = (extra_metrics, relay::metrics::forward_source(shown));
+        extra_metrics = Arc::new(move || answering() + &forwarding());
+    }
     let mut server_config = ServerConfig::default()
         .token(token.clone())
-        .extra_metrics(relay::metrics::answer_source(continuity, totals));
+        .extra_metrics(extra_metrics);
     if let Some(identity) = tls.clone() {
         server_config = server_config.tls(identity);
     }
@@ -596,8 +702,13 @@ async fn answer(config: AnswerConfig, options: LinkOptions) -> Result<ExitCode, 
         ),
         None => None,
     };
-    let outs: Vec<String> = out.iter().map(|s| s.to_string()).collect();
-    let mut status = format!("listening signal={} out={}", server.url(), outs.join(" out="));
+    let mut status = format!("listening signal={}", server.url());
+    for o in &out {
+        status.push_str(&format!(" out={o}"));
+    }
+    for l in &forward {
+        status.push_str(&format!(" forward={}", l.url));
+    }
     if let Some(fp) = server.tls_fingerprint() {
         status.push_str(&format!(" signal_fingerprint={}", fp.hex()));
     }
@@ -608,13 +719,36 @@ async fn answer(config: AnswerConfig, options: LinkOptions) -> Result<ExitCode, 
         status.push_str(&format!(" token={t}"));
     }
     status_line(&status);
+    let forward_links = forwarding.map(|f| {
+        let note = Notes {
+            input: None,
+            metrics: String::new(),
+        };
+        if branches.is_empty() {
+            LinkTasks::spawn(forward, vec![f], forward_states, note)
+        } else {
+            LinkTasks::spawn(forward, branches, forward_states, note)
+        }
+    });
     shutdown_signal().await;
     tracing::info!("shutting down: closing every session");
+    if let Some(links) = forward_links {
+        links.stop().await;
+    }
     server.shutdown().await;
     if let Some(m) = metrics {
         m.shutdown().await;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How a session's "link up" log line mentions forwarding.
+fn forwarding_note(forwarding: bool) -> &'static str {
+    if forwarding {
+        " and passing it on (--forward)"
+    } else {
+        ""
+    }
 }
 
 /// One answering relay `relay offer` keeps a link to.
@@ -680,7 +814,7 @@ async fn offer(
         .map(|m| format!(" metrics={}", m.url()))
         .unwrap_or_default();
     let note = Notes {
-        input,
+        input: Some(input),
         metrics: metrics_note,
     };
     let code = if branches.is_empty() {
@@ -698,8 +832,9 @@ async fn offer(
 /// What every `ready` status line of `relay offer` repeats.
 #[derive(Clone)]
 struct Notes {
-    /// The --in addresses, bound (` in=` between streams).
-    input: String,
+    /// The --in addresses, bound (` in=` between streams); none for a
+    /// node's --forward links.
+    input: Option<String>,
     /// ` metrics=URL`, or nothing.
     metrics: String,
 }
@@ -718,7 +853,8 @@ async fn offer_one(
         if let LinkEvent::Up { session } = event {
             status_line(&format!(
                 "ready transport={transport} mode={mode} in={} session={session}{}",
-                note.input, note.metrics
+                note.input.as_deref().unwrap_or_default(),
+                note.metrics
             ));
         }
     };
@@ -738,71 +874,106 @@ async fn offer_one(
 }
 
 /// `relay offer` to several answering relays: each link runs on its own
-/// task, with its own branch of the pipe, reconnects and status lines
-/// (`ready link=NAME …`, `down link=NAME …`, `failed link=NAME …`). A link
-/// that ends for good leaves the others running; the command ends when
-/// every link has, or on Ctrl-C.
+/// task, with its own branch of the pipe (see [`LinkTasks`]). A link that
+/// ends for good leaves the others running; the command ends when every
+/// link has, or on Ctrl-C.
 async fn fan_out(
     links: Vec<LinkOffer>,
     branches: Vec<Branch>,
     states: Vec<Arc<OfferState>>,
     note: Notes,
 ) -> ExitCode {
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut ends = Vec::with_capacity(links.len());
-    for ((link, branch), state) in links.into_iter().zip(branches).zip(states) {
-        // Every log line of a link's task names the link.
-        let span = tracing::info_span!("link", name = %link.name);
-        ends.push((
-            link.client.clone(),
-            state.clone(),
-            branch.counters().clone(),
-            span.clone(),
-        ));
-        let note = note.clone();
-        let task = async move {
-            let LinkOffer {
-                name,
-                url,
-                client,
-                plan,
-            } = link;
-            let (transport, mode) = (plan.transport, plan.mode);
-            let on_event = |event: LinkEvent<'_>| match event {
-                LinkEvent::Up { session } => status_line(&format!(
-                    "ready link={name} signal={url} transport={transport} mode={mode} in={} session={session}{}",
-                    note.input, note.metrics
-                )),
-                LinkEvent::Down { session, reason } => status_line(&format!(
-                    "down link={name} signal={url} session={session} reason={reason}"
-                )),
-            };
-            if let Err(error) = relay::offer_and_carry(&client, &plan, &branch, &state, on_event).await {
-                status_line(&format!("failed link={name} signal={url} error={error}"));
-                eprintln!("relay: link {name} to {url}: {error}");
-            }
-        };
-        tasks.spawn(task.instrument(span));
-    }
-    let every_link_ended = async { while tasks.join_next().await.is_some() {} };
+    let mut tasks = LinkTasks::spawn(links, branches, states, note);
     let code = tokio::select! {
-        _ = every_link_ended => {
+        _ = tasks.all_ended() => {
             eprintln!("relay: every link has closed");
             ExitCode::FAILURE
         }
         _ = shutdown_signal() => ExitCode::SUCCESS,
     };
-    // Stop every link's loop first (no reconnect from here on), then end
-    // the sessions still up, all at once.
-    tasks.shutdown().await;
-    let mut deletes = tokio::task::JoinSet::new();
-    for (client, state, counters, span) in ends {
-        if let Some((id, link)) = state.current() {
-            deletes.spawn(async move { end_session(&client, &id, link, &counters).await }.instrument(span));
-        }
-    }
-    deletes.join_all().await;
+    tasks.stop().await;
     code
+}
+
+/// Links that run on their own tasks, each through its own outlet, with
+/// its own reconnects and status lines (`ready link=NAME …`, `down
+/// link=NAME …`, `failed link=NAME …`): a fanned-out `relay offer`'s
+/// links, or a node's `--forward` links.
+struct LinkTasks {
+    tasks: tokio::task::JoinSet<()>,
+    /// What ending each link's session takes.
+    ends: Vec<(SignalingClient, Arc<OfferState>, Arc<PipeCounters>, tracing::Span)>,
+}
+
+impl LinkTasks {
+    fn spawn<O: relay::pipe::Outlet + 'static>(
+        links: Vec<LinkOffer>,
+        outlets: Vec<O>,
+        states: Vec<Arc<OfferState>>,
+        note: Notes,
+    ) -> LinkTasks {
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut ends = Vec::with_capacity(links.len());
+        for ((link, outlet), state) in links.into_iter().zip(outlets).zip(states) {
+            // Every log line of a link's task names the link.
+            let span = tracing::info_span!("link", name = %link.name);
+            ends.push((
+                link.client.clone(),
+                state.clone(),
+                outlet.counters().clone(),
+                span.clone(),
+            ));
+            let note = note.clone();
+            let task = async move {
+                let LinkOffer {
+                    name,
+                    url,
+                    client,
+                    plan,
+                } = link;
+                let (transport, mode) = (plan.transport, plan.mode);
+                let input = note
+                    .input
+                    .as_deref()
+                    .map(|i| format!(" in={i}"))
+                    .unwrap_or_default();
+                let on_event = |event: LinkEvent<'_>| match event {
+                    LinkEvent::Up { session } => status_line(&format!(
+                        "ready link={name} signal={url} transport={transport} mode={mode}{input} session={session}{}",
+                        note.metrics
+                    )),
+                    LinkEvent::Down { session, reason } => status_line(&format!(
+                        "down link={name} signal={url} session={session} reason={reason}"
+                    )),
+                };
+                if let Err(error) = relay::offer_and_carry(&client, &plan, &outlet, &state, on_event).await {
+                    status_line(&format!("failed link={name} signal={url} error={error}"));
+                    eprintln!("relay: link {name} to {url}: {error}");
+                }
+            };
+            tasks.spawn(task.instrument(span));
+        }
+        LinkTasks { tasks, ends }
+    }
+
+    /// Resolves when every link has ended for good.
+    async fn all_ended(&mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Stops every link's loop first (no reconnect from here on), then
+    /// ends the sessions still up, all at once.
+    async fn stop(mut self) {
+        self.tasks.shutdown().await;
+        let mut deletes = tokio::task::JoinSet::new();
+        for (client, state, counters, span) in self.ends {
+            if let Some((id, link)) = state.current() {
+                deletes
+                    .spawn(async move { end_session(&client, &id, link, &counters).await }.instrument(span));
+            }
+        }
+        deletes.join_all().await;
+    }
 }
 
 /// Ends session `id` on Ctrl-C: DELETE first, so the answering server ends

@@ -45,10 +45,16 @@
 //! offer` with several `--signal`): each link is a [`Branch`] with its own
 //! queue, counters and reconnects, so that a slow or dead receiver never
 //! holds back the others (see [`fanout`]).
+//!
+//! In a relay tree (`relay answer --forward`) a node's answering pipes
+//! feed a forwarding pipe ([`Pipe::forwarding`]) whose local side is the
+//! answered sessions: media goes down the tree, feedback up it (see
+//! [`forward`]).
 
 mod continuity;
 pub mod fanout;
 pub mod feedback;
+pub mod forward;
 pub mod spec;
 mod up;
 
@@ -65,11 +71,13 @@ use tokio::sync::watch;
 
 pub use continuity::{CONTINUITY_MAX_STREAMS, Continuity, Resumed, SessionStreams};
 pub use fanout::{BRANCH_QUEUE_PACKETS, Branch};
+pub use forward::Feed;
 pub use spec::{BadStreamSpec, StreamSpec};
 
 use fanout::BranchQueue;
 use feedback::{KeyframeRequests, MAX_TRACKED_SSRCS, OUTAGE_GAP};
-use up::{Port, local_to_link};
+use forward::Upstream;
+use up::{Port, count_send, local_to_link};
 
 /// How often the answering side repeats its empty RR to each separate RTCP
 /// destination: RFC 3550's minimum RTCP interval, so that an SFU restarted
@@ -282,6 +290,9 @@ struct Shared {
     requests: Mutex<KeyframeRequests>,
     /// Where local packets go.
     route: watch::Sender<Route>,
+    /// A node's forwarding pipe ([`Pipe::forwarding`]): the answered
+    /// sessions that are its local side, instead of `ends`.
+    upstream: Option<Upstream>,
 }
 
 /// Where the local → link tasks send what they read.
@@ -324,6 +335,11 @@ impl Shared {
             return;
         };
         if !self.is_video(source.payload_type) {
+            return;
+        }
+        if let Some(upstream) = &self.upstream {
+            drop(sources);
+            self.ask_upstream(upstream, ssrc, now);
             return;
         }
         let end = &self.ends[source.end];
@@ -401,7 +417,16 @@ impl Shared {
             },
         );
         drop(sources);
-        tracing::info!(stream = %self.ends[end].spec, ssrc = format_args!("{ssrc:#010x}"), payload_type, "new local RTP stream");
+        match self.ends.get(end) {
+            Some(local) => {
+                tracing::info!(stream = %local.spec, ssrc = format_args!("{ssrc:#010x}"), payload_type, "new local RTP stream")
+            }
+            None => tracing::info!(
+                ssrc = format_args!("{ssrc:#010x}"),
+                payload_type,
+                "new RTP stream from upstream"
+            ),
+        }
         if self.route.borrow().is_up() {
             self.ask_keyframe(ssrc, Instant::now());
         }
@@ -425,8 +450,8 @@ impl Shared {
 
     /// The stream a relayed RTCP packet belongs to: the first SSRC it names
     /// that the link delivered to a stream or a local source sent on one;
-    /// else the first stream.
-    fn rtcp_end(&self, ssrcs: &[u32], link_ssrcs: &HashMap<u32, LinkStream>) -> usize {
+    /// else the first stream (none without local streams).
+    fn rtcp_end(&self, ssrcs: &[u32], link_ssrcs: &HashMap<u32, LinkStream>) -> Option<usize> {
         let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
         ssrcs
             .iter()
@@ -434,16 +459,32 @@ impl Shared {
                 link_ssrcs
                     .get(s)
                     .map(|l| l.end)
-                    .or_else(|| sources.get(s).map(|x| x.end))
+                    .or_else(|| sources.get(s).map(|x| Some(x.end)))
             })
-            .unwrap_or(0)
+            .unwrap_or((!self.ends.is_empty()).then_some(0))
+    }
+
+    /// Sends a local packet where `route` says (the tail of every local →
+    /// link path: a local socket's, or an answered session's in a node).
+    async fn dispatch(&self, route: &Route, packet: Packet) {
+        let counters = &*self.counters;
+        match route {
+            Route::Down => counters.count(|c| &c.no_link),
+            Route::Link(link) => count_send(link.send(packet).await, counters),
+            Route::Fanout(branches) => {
+                for branch in branches.iter() {
+                    branch.push(packet.clone());
+                }
+            }
+        }
     }
 }
 
 /// A stream arriving over the link, by SSRC.
 #[derive(Debug, Clone, Copy)]
 struct LinkStream {
-    end: usize,
+    /// The local stream it goes to; none in a node without `--out` for it.
+    end: Option<usize>,
     last: Instant,
 }
 
@@ -456,6 +497,8 @@ pub struct Pipe {
     shared: Arc<Shared>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     continuity: Option<(Arc<Continuity>, u64)>,
+    /// A node's answering pipe: where what the link brings also goes.
+    forward: Mutex<Option<Feed>>,
 }
 
 impl std::fmt::Debug for Pipe {
@@ -525,6 +568,7 @@ impl Pipe {
             sources: Mutex::new(HashMap::new()),
             requests: Mutex::new(KeyframeRequests::new(sender_ssrc)),
             route: watch::Sender::new(Route::Down),
+            upstream: None,
         });
         let mut tasks = Vec::new();
         for (i, end) in shared.ends.iter().enumerate() {
@@ -537,7 +581,55 @@ impl Pipe {
             shared,
             tasks,
             continuity: None,
+            forward: Mutex::new(None),
         })
+    }
+
+    /// A node's forwarding pipe (`relay answer --forward`, see [`forward`]):
+    /// an offering pipe whose local side is the sessions this relay
+    /// answers. Each answering pipe feeds it through a [`Feed`]
+    /// ([`Pipe::feed`], [`Pipe::with_forward`]); it carries one downstream
+    /// link, or several once [fanned out](Pipe::fan_out). Must run inside
+    /// a tokio runtime.
+    pub fn forwarding(options: PipeOptions, counters: Arc<PipeCounters>) -> Pipe {
+        let sender_ssrc = rand::random();
+        let shared = Arc::new(Shared {
+            side: Side::Offer,
+            ends: Vec::new(),
+            counters,
+            options,
+            sender_ssrc,
+            sources: Mutex::new(HashMap::new()),
+            requests: Mutex::new(KeyframeRequests::new(sender_ssrc)),
+            route: watch::Sender::new(Route::Down),
+            upstream: Some(Upstream::default()),
+        });
+        Pipe {
+            shared,
+            tasks: Vec::new(),
+            continuity: None,
+            forward: Mutex::new(None),
+        }
+    }
+
+    /// A forwarding pipe's way in for answered session `session` over
+    /// `link`: feedback goes up `link` while the [`Feed`] lives. Panics on
+    /// a pipe not made by [`Pipe::forwarding`].
+    pub fn feed(&self, session: u64, link: Arc<dyn RelayLink>) -> Feed {
+        Feed::new(self.shared.clone(), session, link)
+    }
+
+    /// Answered sessions feeding this forwarding pipe now (0 for others).
+    pub fn upstream_sessions(&self) -> usize {
+        self.shared.upstream.as_ref().map_or(0, |u| u.sessions())
+    }
+
+    /// An answering pipe that also passes what its link brings down the
+    /// tree through `feed` (`relay answer --forward`; with no `--out`
+    /// streams, only there).
+    pub fn with_forward(self, feed: Feed) -> Pipe {
+        *self.forward.lock().unwrap_or_else(|e| e.into_inner()) = Some(feed);
+        self
     }
 
     /// Reports RTP streams this pipe delivers locally to `continuity`, as
@@ -589,12 +681,14 @@ impl Pipe {
     pub async fn carry(&self, link: Arc<dyn RelayLink>) -> CloseReason {
         self.attach(link.clone());
         let shared = &self.shared;
+        let mut forward = self.forward.lock().unwrap_or_else(|e| e.into_inner()).take();
         shared
             .relay_down(
                 &link,
                 &shared.counters,
                 self.continuity.as_ref(),
                 FarRequests::PassOn,
+                forward.as_mut(),
             )
             .await;
         shared.route.send_replace(Route::Down);
@@ -628,6 +722,20 @@ pub trait Outlet: Send + Sync {
     fn counters(&self) -> &Arc<PipeCounters>;
 }
 
+impl<O: Outlet> Outlet for Arc<O> {
+    fn attach(&self, link: Arc<dyn RelayLink>) {
+        O::attach(self, link);
+    }
+
+    fn carry(&self, link: Arc<dyn RelayLink>) -> impl Future<Output = CloseReason> + Send {
+        O::carry(self, link)
+    }
+
+    fn counters(&self) -> &Arc<PipeCounters> {
+        O::counters(self)
+    }
+}
+
 impl Outlet for Pipe {
     fn attach(&self, link: Arc<dyn RelayLink>) {
         Pipe::attach(self, link);
@@ -658,14 +766,24 @@ enum FarRequests {
 
 impl Shared {
     /// The link → local direction of `link` until it closes or fails,
-    /// counting into `counters`.
+    /// counting into `counters`; in a node, also down the tree through
+    /// `forward`. A forwarding pipe's link → local direction goes up the
+    /// tree instead ([`Shared::relay_up`]).
     async fn relay_down(
         &self,
         link: &Arc<dyn RelayLink>,
         counters: &PipeCounters,
         continuity: Option<&(Arc<Continuity>, u64)>,
         far: FarRequests,
+        mut forward: Option<&mut Feed>,
     ) {
+        if let Some(upstream) = &self.upstream {
+            tokio::select! {
+                _ = self.relay_up(link, counters, upstream) => {},
+                _ = link.closed() => {},
+            }
+            return;
+        }
         // Dropped when this ends, which publishes the session's streams to
         // the shared tracker.
         let mut streams = continuity.map(|(c, session)| c.session(*session));
@@ -685,14 +803,18 @@ impl Shared {
                                 (s.end, silent >= OUTAGE_GAP)
                             }
                             None => {
-                                let Some(end) = spec::route(&specs, pt) else {
+                                let end = spec::route(&specs, pt);
+                                if end.is_none() && forward.is_none() {
                                     counters.count(|c| &c.unrouted);
                                     continue;
-                                };
+                                }
                                 if link_ssrcs.len() >= MAX_TRACKED_SSRCS {
                                     link_ssrcs.clear();
                                 }
                                 link_ssrcs.insert(ssrc, LinkStream { end, last: now });
+                                if let Some(feed) = &forward {
+                                    feed.new_stream(ssrc, pt);
+                                }
                                 (end, false)
                             }
                         };
@@ -714,22 +836,19 @@ impl Shared {
                     PacketKind::Rtcp => {
                         let summary = feedback::summarize(packet.bytes()).unwrap_or_default();
                         if summary.keyframe_request {
-                            if far == FarRequests::Merge && !self.pass_far_request(&summary, now) {
-                                counters.count(|c| &c.keyframe_requests_merged);
-                                // The rest of the compound (the receiver's
-                                // reports) still goes to the source.
-                                match feedback::without_keyframe_requests(packet.bytes())
-                                    .and_then(|rest| Packet::parse(rest).ok())
-                                {
-                                    Some(rest) => packet = rest,
-                                    None => continue,
-                                }
-                            } else {
-                                counters.count(|c| &c.keyframe_requests_relayed);
+                            match self.far_request(packet, &summary, far, counters, now) {
+                                Some(rest) => packet = rest,
+                                None => continue,
                             }
                         }
                         self.rtcp_end(&summary.ssrcs, &link_ssrcs)
                     }
+                };
+                if let Some(feed) = forward.as_deref_mut() {
+                    feed.send(packet.clone()).await;
+                }
+                let Some(end) = end else {
+                    continue;
                 };
                 let local = &self.ends[end];
                 let (socket, dest) = match packet.kind() {
@@ -761,6 +880,28 @@ impl Shared {
             _ = down => {},
             _ = hello => {},
             _ = link.closed() => {},
+        }
+    }
+
+    /// A far receiver's RTCP holding a keyframe request, as it should go
+    /// on: whole, or (merging, when one for the same streams went to the
+    /// source within the minimum interval) without its PLI/FIR, the rest
+    /// of the compound (the receiver's reports) still going on; `None`
+    /// when nothing is left.
+    fn far_request(
+        &self,
+        packet: Packet,
+        summary: &feedback::RtcpSummary,
+        far: FarRequests,
+        counters: &PipeCounters,
+        now: Instant,
+    ) -> Option<Packet> {
+        if far == FarRequests::Merge && !self.pass_far_request(summary, now) {
+            counters.count(|c| &c.keyframe_requests_merged);
+            feedback::without_keyframe_requests(packet.bytes()).and_then(|rest| Packet::parse(rest).ok())
+        } else {
+            counters.count(|c| &c.keyframe_requests_relayed);
+            Some(packet)
         }
     }
 
