@@ -31,6 +31,7 @@
 mod backends;
 pub mod compare;
 pub mod duration;
+pub mod logs;
 pub mod loopback;
 pub mod metrics;
 pub mod pipe;

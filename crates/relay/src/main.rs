@@ -1,7 +1,6 @@
 //! The `relay` command: relay RTP between two media servers, or compare the
 //! transports on this machine. See `relay --help`.
 
-use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -357,14 +356,7 @@ fn main() -> ExitCode {
     } else {
         "info"
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RELAY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .init();
+    relay::logs::init(default_level);
     if let Some(limit) = raise_open_file_limit() {
         tracing::debug!(limit, "open file limit");
     }
