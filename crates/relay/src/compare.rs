@@ -387,6 +387,10 @@ pub fn table(rows: &[Row], config: &CompareConfig) -> String {
             r.kernel_drops,
         );
     }
-    out += "\nk-drops: datagrams the kernel dropped for full socket buffers during the row (not the transport's loss).\n";
+    out += "\nflood: the sender sends as fast as it can, on the same cores as the receiver. flood dlv is the share\n\
+            that arrived: an unreliable mode drops what cannot leave at once instead of slowing the sender,\n\
+            so a low figure says the CPU was saturated, not that the path loses packets; compare p50/p99\n\
+            at the paced rate for latency and flood Mb/s for throughput.\n";
+    out += "k-drops: datagrams the kernel dropped for full socket buffers during the row (not the transport's loss).\n";
     out
 }
