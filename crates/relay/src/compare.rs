@@ -255,7 +255,7 @@ pub async fn run(config: &CompareConfig, mut progress: impl FnMut(&str)) -> Resu
     let k0 = KernelUdpCounters::read();
     let (tx, rx) = raw_pair().map_err(|e| RelayError::Setup {
         transport: Transport::RtpUdp,
-        message: format!("raw UDP baseline: {e}"),
+        source: format!("raw UDP baseline: {e}").into(),
     })?;
     let to = rx.local_addr().expect("bound socket");
     let (paced, flood) = measure(
@@ -294,7 +294,7 @@ pub async fn run(config: &CompareConfig, mut progress: impl FnMut(&str)) -> Resu
     .await
     .map_err(|e| RelayError::Setup {
         transport: Transport::RtpUdp,
-        message: e.to_string(),
+        source: e.into(),
     })?;
     let client = SignalingClient::new(&format!("http://{}", server.local_addr()))?;
 
@@ -311,7 +311,7 @@ pub async fn run(config: &CompareConfig, mut progress: impl FnMut(&str)) -> Resu
                 .flatten()
                 .ok_or_else(|| RelayError::Setup {
                     transport,
-                    message: "answering side never reported the link".into(),
+                    source: "answering side never reported the link".into(),
                 })?;
             let (paced, flood) = measure(
                 Path::Link {
