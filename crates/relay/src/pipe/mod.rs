@@ -52,9 +52,11 @@
 //! [`forward`]).
 
 mod continuity;
+mod down;
 pub mod fanout;
 pub mod feedback;
 pub mod forward;
+mod sources;
 pub mod spec;
 mod up;
 
@@ -65,7 +67,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use relay_core::{ClockRates, CloseReason, Packet, PacketKind, RelayLink};
+use relay_core::{ClockRates, CloseReason, RelayLink};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
@@ -74,8 +76,9 @@ pub use fanout::{BRANCH_QUEUE_PACKETS, Branch};
 pub use forward::Feed;
 pub use spec::{BadStreamSpec, StreamSpec};
 
+use down::FarRequests;
 use fanout::BranchQueue;
-use feedback::{KeyframeRequests, MAX_TRACKED_SSRCS, OUTAGE_GAP};
+use feedback::{KeyframeRequests, MAX_TRACKED_SSRCS};
 use forward::Upstream;
 use up::{Port, count_send, local_to_link};
 
@@ -314,168 +317,6 @@ impl Route {
             Route::Down => false,
             Route::Link(_) => true,
             Route::Fanout(branches) => branches.iter().any(|b| b.is_up()),
-        }
-    }
-}
-
-impl Shared {
-    /// Whether `pt` is (or may be) video: 90 kHz, or of unknown rate on a
-    /// dynamic type (a PLI for an audio stream is ignored by its sender).
-    fn is_video(&self, pt: u8) -> bool {
-        // Configured, else RFC 3551's static rate (every static video type
-        // runs at 90 kHz); a dynamic type of unknown rate may be video.
-        self.options.clock_rates.get(pt).is_none_or(|hz| hz == 90_000)
-    }
-
-    /// Asks the local source of `ssrc` for a keyframe, unless asked
-    /// recently; owed until the stream's feedback destination is known.
-    fn ask_keyframe(&self, ssrc: u32, now: Instant) {
-        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(source) = sources.get_mut(&ssrc) else {
-            return;
-        };
-        if !self.is_video(source.payload_type) {
-            return;
-        }
-        if let Some(upstream) = &self.upstream {
-            drop(sources);
-            self.ask_upstream(upstream, ssrc, now);
-            return;
-        }
-        let end = &self.ends[source.end];
-        let (socket, dest) = end.rtcp_target();
-        let Some(dest) = dest else {
-            source.pending = true;
-            return;
-        };
-        source.pending = false;
-        drop(sources);
-        let request = self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .request(ssrc, now);
-        if let Some(request) = request {
-            tracing::debug!(ssrc = format_args!("{ssrc:#010x}"), %dest, "asking the local source for a keyframe");
-            send_control(
-                socket,
-                request,
-                dest,
-                &self.counters,
-                Some(|c| &c.keyframe_requests),
-                "keyframe request",
-            );
-        }
-    }
-
-    /// A link is up: ask for a keyframe on every known stream, and tell
-    /// receiving SFUs where our RTCP comes from.
-    fn link_came_up(&self) {
-        let now = Instant::now();
-        let ssrcs: Vec<u32> = self
-            .sources
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .copied()
-            .collect();
-        for ssrc in ssrcs {
-            self.ask_keyframe(ssrc, now);
-        }
-        self.hello();
-    }
-
-    /// Answering side: an empty RR to every separate RTCP destination.
-    fn hello(&self) {
-        if self.side != Side::Answer {
-            return;
-        }
-        let rr = feedback::empty_receiver_report(self.sender_ssrc);
-        for end in &self.ends {
-            if let (Some(socket), Some(dest)) = (&end.rtcp, end.rtcp_dest.get()) {
-                send_control(socket, rr.clone(), dest, &self.counters, None, "RTCP hello");
-            }
-        }
-    }
-
-    /// The first packet of `ssrc` on stream `end`: remember it, and ask for
-    /// a keyframe if a link is up (a stream joining a live link).
-    fn new_source(&self, end: usize, ssrc: u32, payload_type: u8) {
-        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
-        if sources.contains_key(&ssrc) {
-            return;
-        }
-        if sources.len() >= MAX_TRACKED_SSRCS {
-            return;
-        }
-        sources.insert(
-            ssrc,
-            Source {
-                end,
-                payload_type,
-                pending: false,
-            },
-        );
-        drop(sources);
-        match self.ends.get(end) {
-            Some(local) => {
-                tracing::info!(stream = %local.spec, ssrc = format_args!("{ssrc:#010x}"), payload_type, "new local RTP stream")
-            }
-            None => tracing::info!(
-                ssrc = format_args!("{ssrc:#010x}"),
-                payload_type,
-                "new RTP stream from upstream"
-            ),
-        }
-        if self.route.borrow().is_up() {
-            self.ask_keyframe(ssrc, Instant::now());
-        }
-    }
-
-    /// Stream `end`'s feedback destination became known: send what is owed.
-    fn destination_learned(&self, end: usize) {
-        let owed: Vec<u32> = self
-            .sources
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|(_, s)| s.end == end && s.pending)
-            .map(|(ssrc, _)| *ssrc)
-            .collect();
-        let now = Instant::now();
-        for ssrc in owed {
-            self.ask_keyframe(ssrc, now);
-        }
-    }
-
-    /// The stream a relayed RTCP packet belongs to: the first SSRC it names
-    /// that the link delivered to a stream or a local source sent on one;
-    /// else the first stream (none without local streams).
-    fn rtcp_end(&self, ssrcs: &[u32], link_ssrcs: &HashMap<u32, LinkStream>) -> Option<usize> {
-        let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
-        ssrcs
-            .iter()
-            .find_map(|s| {
-                link_ssrcs
-                    .get(s)
-                    .map(|l| l.end)
-                    .or_else(|| sources.get(s).map(|x| Some(x.end)))
-            })
-            .unwrap_or((!self.ends.is_empty()).then_some(0))
-    }
-
-    /// Sends a local packet where `route` says (the tail of every local →
-    /// link path: a local socket's, or an answered session's in a node).
-    async fn dispatch(&self, route: &Route, packet: Packet) {
-        let counters = &*self.counters;
-        match route {
-            Route::Down => counters.count(|c| &c.no_link),
-            Route::Link(link) => count_send(link.send(packet).await, counters),
-            Route::Fanout(branches) => {
-                for branch in branches.iter() {
-                    branch.push(packet.clone());
-                }
-            }
         }
     }
 }
@@ -747,176 +588,6 @@ impl Outlet for Pipe {
 
     fn counters(&self) -> &Arc<PipeCounters> {
         Pipe::counters(self)
-    }
-}
-
-/// What the link → local direction does with the far receivers' own
-/// keyframe requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FarRequests {
-    /// Pass them on unchanged: one link, one receiving SFU, whose requests
-    /// are its own business.
-    PassOn,
-    /// Fan-out: pass on at most one per stream per
-    /// [`KEYFRAME_REQUEST_MIN_INTERVAL`](feedback::KEYFRAME_REQUEST_MIN_INTERVAL),
-    /// counting the rest, so that N receivers joining or losing packets at
-    /// once do not make the source send N keyframes.
-    Merge,
-}
-
-impl Shared {
-    /// The link → local direction of `link` until it closes or fails,
-    /// counting into `counters`; in a node, also down the tree through
-    /// `forward`. A forwarding pipe's link → local direction goes up the
-    /// tree instead ([`Shared::relay_up`]).
-    async fn relay_down(
-        &self,
-        link: &Arc<dyn RelayLink>,
-        counters: &PipeCounters,
-        continuity: Option<&(Arc<Continuity>, u64)>,
-        far: FarRequests,
-        mut forward: Option<&mut Feed>,
-    ) {
-        if let Some(upstream) = &self.upstream {
-            tokio::select! {
-                _ = self.relay_up(link, counters, upstream) => {},
-                _ = link.closed() => {},
-            }
-            return;
-        }
-        // Dropped when this ends, which publishes the session's streams to
-        // the shared tracker.
-        let mut streams = continuity.map(|(c, session)| c.session(*session));
-        let mut far_requests = KeyframeRequests::new(self.sender_ssrc);
-        let mut link_ssrcs: HashMap<u32, LinkStream> = HashMap::new();
-        let specs: Vec<StreamSpec> = self.ends.iter().map(|e| e.spec.clone()).collect();
-        let down = async {
-            while let Ok(mut packet) = link.recv().await {
-                let now = Instant::now();
-                let end = match packet.kind() {
-                    PacketKind::Rtp => {
-                        let (ssrc, pt) = (packet.ssrc(), packet.payload_type().unwrap_or(0));
-                        let (end, resumed) = match link_ssrcs.get_mut(&ssrc) {
-                            Some(s) => {
-                                let silent = now.saturating_duration_since(s.last);
-                                s.last = now;
-                                (s.end, silent >= OUTAGE_GAP)
-                            }
-                            None => {
-                                let end = spec::route(&specs, pt);
-                                if end.is_none() && forward.is_none() {
-                                    counters.count(|c| &c.unrouted);
-                                    continue;
-                                }
-                                if link_ssrcs.len() >= MAX_TRACKED_SSRCS {
-                                    link_ssrcs.clear();
-                                }
-                                link_ssrcs.insert(ssrc, LinkStream { end, last: now });
-                                if let Some(feed) = &forward {
-                                    feed.new_stream(ssrc, pt);
-                                }
-                                (end, false)
-                            }
-                        };
-                        // A video stream resuming after an outage: its
-                        // receivers need a keyframe from the far source.
-                        if resumed
-                            && self.is_video(pt)
-                            && let Some(request) = far_requests.request(ssrc, now)
-                            && let Ok(request) = Packet::parse(request)
-                            && link.send(request).await.is_ok()
-                        {
-                            counters.count(|c| &c.keyframe_requests_to_link);
-                        }
-                        if let (Some(streams), Some(seq)) = (&mut streams, packet.sequence_number()) {
-                            streams.observe(ssrc, seq);
-                        }
-                        end
-                    }
-                    PacketKind::Rtcp => {
-                        let summary = feedback::summarize(packet.bytes()).unwrap_or_default();
-                        if summary.keyframe_request {
-                            match self.far_request(packet, &summary, far, counters, now) {
-                                Some(rest) => packet = rest,
-                                None => continue,
-                            }
-                        }
-                        self.rtcp_end(&summary.ssrcs, &link_ssrcs)
-                    }
-                };
-                if let Some(feed) = forward.as_deref_mut() {
-                    feed.send(packet.clone()).await;
-                }
-                let Some(end) = end else {
-                    continue;
-                };
-                let local = &self.ends[end];
-                let (socket, dest) = match packet.kind() {
-                    PacketKind::Rtp => (&local.rtp, local.rtp_dest.get()),
-                    PacketKind::Rtcp => local.rtcp_target(),
-                };
-                let Some(dest) = dest else {
-                    counters.count(|c| &c.no_destination);
-                    continue;
-                };
-                match socket.send_to(packet.bytes(), dest).await {
-                    Ok(_) => counters.count(|c| &c.to_local),
-                    Err(e) => {
-                        counters.count(|c| &c.local_send_failed);
-                        tracing::debug!(%dest, error = %e, "local send failed");
-                    }
-                }
-            }
-        };
-        let hello = async {
-            let mut tick = tokio::time::interval(RTCP_HELLO_INTERVAL);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                self.hello();
-            }
-        };
-        tokio::select! {
-            _ = down => {},
-            _ = hello => {},
-            _ = link.closed() => {},
-        }
-    }
-
-    /// A far receiver's RTCP holding a keyframe request, as it should go
-    /// on: whole, or (merging, when one for the same streams went to the
-    /// source within the minimum interval) without its PLI/FIR, the rest
-    /// of the compound (the receiver's reports) still going on; `None`
-    /// when nothing is left.
-    fn far_request(
-        &self,
-        packet: Packet,
-        summary: &feedback::RtcpSummary,
-        far: FarRequests,
-        counters: &PipeCounters,
-        now: Instant,
-    ) -> Option<Packet> {
-        if far == FarRequests::Merge && !self.pass_far_request(summary, now) {
-            counters.count(|c| &c.keyframe_requests_merged);
-            feedback::without_keyframe_requests(packet.bytes()).and_then(|rest| Packet::parse(rest).ok())
-        } else {
-            counters.count(|c| &c.keyframe_requests_relayed);
-            Some(packet)
-        }
-    }
-
-    /// Fan-out: whether a far receiver's keyframe request (`summary`)
-    /// should reach the local source, that is whether no request for any
-    /// stream it names went there (from another receiver, or from the
-    /// relay itself) within the minimum interval. Passing it counts as a
-    /// request for those streams.
-    fn pass_far_request(&self, summary: &feedback::RtcpSummary, now: Instant) -> bool {
-        let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-        // Not short-circuiting: every stream asked about is noted.
-        summary
-            .keyframe_ssrcs
-            .iter()
-            .fold(false, |pass, &ssrc| requests.note_relayed(ssrc, now) | pass)
     }
 }
 
