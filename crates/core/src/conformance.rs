@@ -1,12 +1,13 @@
 //! The conformance suite: the [`RelayLink`] contract, checked the same way
 //! against every backend.
 //!
-//! A backend implements [`PairFactory`] (make a connected offerer/answerer
-//! pair on loopback) and expands [`conformance_tests!`](crate::conformance_tests)
-//! once per mode in its tests:
+//! A backend's tests expand [`conformance_tests!`](crate::conformance_tests)
+//! once per mode with a [`PairFactory`] (something that makes a connected
+//! offerer/answerer pair on loopback): [`Loopback`] does it for any
+//! [`Backend`].
 //!
 //! ```ignore
-//! relay_core::conformance_tests!(unreliable, MyFactory::default(), relay_core::Mode::Unreliable);
+//! relay_core::conformance_tests!(unreliable, Loopback::<MyBackend>::default(), relay_core::Mode::Unreliable);
 //! ```
 //!
 //! Each check panics with a message saying what broke. Every wait is bounded.
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+use crate::backend::{Answering, Backend, Offering};
 use crate::{ClockRate, ClockRates, CloseReason, LinkError, Mode, Packet, RelayLink, build_rtp};
 
 /// A link on its way to being ready.
@@ -68,6 +70,37 @@ pub trait PairFactory: Send + Sync {
     /// Starts establishing one link in `mode`: exchange the offer and answer
     /// in-process, return both sides' readiness futures.
     async fn connect(&self, mode: Mode) -> Connecting;
+}
+
+/// Loopback pairs of any [`Backend`]: both sides bound with the same
+/// configuration, offer and answer exchanged in-process.
+///
+/// ```ignore
+/// relay_core::conformance_tests!(srtp, Loopback::<rtp_udp_relay::RtpUdp>::default(), relay_core::Mode::Srtp);
+/// ```
+pub struct Loopback<B: Backend>(pub B::Config);
+
+impl<B: Backend> Default for Loopback<B>
+where
+    B::Config: Default,
+{
+    fn default() -> Self {
+        Loopback(B::Config::default())
+    }
+}
+
+#[async_trait]
+impl<B: Backend> PairFactory for Loopback<B> {
+    async fn connect(&self, mode: Mode) -> Connecting {
+        let offerer = B::Offerer::bind(self.0.clone(), mode)
+            .await
+            .expect("bind offerer");
+        let answerer = B::Answerer::bind(self.0.clone(), mode, &offerer.offer())
+            .await
+            .expect("bind answerer");
+        let answer = answerer.answer();
+        Connecting::new(async move { offerer.connect(&answer).await }, answerer.accept())
+    }
 }
 
 /// Bound on every single wait in the suite.

@@ -36,6 +36,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod backend;
 mod description;
 mod fingerprint;
 mod link;

@@ -66,6 +66,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod backend;
 mod config;
 mod driver;
 mod error;
@@ -74,6 +75,7 @@ mod link;
 mod outbox;
 mod setup;
 
+pub use backend::Dc;
 pub use config::{DEFAULT_MAX_PACKET_SIZE, DcConfig, MAX_MAX_DELAY, MAX_MESSAGE_SIZE};
 pub use error::DcError;
 pub use link::DcLink;

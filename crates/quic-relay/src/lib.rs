@@ -54,6 +54,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod backend;
 mod budget;
 mod config;
 mod congestion;
@@ -67,6 +68,7 @@ mod socket;
 #[cfg(test)]
 mod raw_peer_tests;
 
+pub use backend::Quic;
 pub use config::{DEFAULT_MIN_WINDOW, MAX_STREAM_PACKET, QuicConfig};
 pub use error::QuicError;
 pub use identity::Fingerprint;

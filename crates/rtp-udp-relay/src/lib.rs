@@ -67,6 +67,7 @@
 //! rtp-udp-relay --example pair`.
 #![warn(missing_docs)]
 
+mod backend;
 mod link;
 pub mod liveness;
 pub mod resend;
@@ -78,6 +79,7 @@ use std::time::Duration;
 
 use relay_core::{ClockRates, CloseReason};
 
+pub use backend::RtpUdp;
 pub use link::{RtpUdpAnswerer, RtpUdpLink, RtpUdpOfferer};
 /// The relay-core types a user of this crate needs beside it.
 pub use relay_core::{LinkStats, Mode, Packet, RelayLink, build_rtp};
