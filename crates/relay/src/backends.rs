@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use relay_core::backend::{Answering, Backend, CommonConfig, Offering};
 use relay_core::{Mode, OfferRequest, RelayLink, Transport};
 use relay_signaling::{Accepted, AnswerError, Answerer, SignalingClient};
 
@@ -40,10 +41,6 @@ fn parse_offer<T: serde::de::DeserializeOwned>(
     v: serde_json::Value,
 ) -> Result<T, AnswerError> {
     serde_json::from_value(v).map_err(|e| AnswerError::BadOffer(format!("not a {transport} offer: {e}")))
-}
-
-fn media_addr(options: &LinkOptions) -> SocketAddr {
-    SocketAddr::new(options.bind_ip, 0)
 }
 
 /// Carries an offer to the answering side and its answer back. HTTP
@@ -107,61 +104,63 @@ pub(crate) async fn offer(
     mode: Mode,
     options: &LinkOptions,
 ) -> Result<Offered, RelayError> {
-    let _ = (client, mode, options);
-    let link_mode = transport.link_mode(mode);
-    let offered = match transport {
+    let offered: Offered = match transport {
         #[cfg(feature = "rtp-udp")]
-        Transport::RtpUdp => {
-            use rtp_udp_relay::RtpUdpOfferer;
-            let err = setup_err(transport);
-            let offerer = RtpUdpOfferer::bind(rtp_udp_config(options, mode), link_mode)
-                .await
-                .map_err(&err)?;
-            let resp = post(client, transport, mode, offerer.offer(), options).await?;
-            let answer = parse_answer(resp.answer)?;
-            let link = offerer.connect(&answer).await.map_err(&err)?;
-            Ok(Offered {
-                session_id: resp.id,
-                link: Arc::new(link),
-            })
-        }
+        Transport::RtpUdp => offer_with::<rtp_udp_relay::RtpUdp>(client, mode, options).await,
         #[cfg(feature = "quic")]
-        Transport::Quic => {
-            let err = setup_err(transport);
-            let offerer = quic_relay::QuicOfferer::bind(quic_config(options), link_mode)
-                .await
-                .map_err(&err)?;
-            let resp = post(client, transport, mode, offerer.offer(), options).await?;
-            let answer = parse_answer(resp.answer)?;
-            let link = offerer.connect(&answer).await.map_err(&err)?;
-            Ok(Offered {
-                session_id: resp.id,
-                link: Arc::new(link),
-            })
-        }
+        Transport::Quic => offer_with::<quic_relay::Quic>(client, mode, options).await,
         #[cfg(feature = "dc")]
-        Transport::Dc => {
-            let err = setup_err(transport);
-            let offerer = dc_relay::DcOfferer::bind(dc_config(options), link_mode)
-                .await
-                .map_err(&err)?;
-            let resp = post(client, transport, mode, offerer.offer(), options).await?;
-            let answer: relay_core::W3cDescription = parse_answer(resp.answer)?;
-            let link = offerer.connect(&answer).await.map_err(&err)?;
-            Ok(Offered {
-                session_id: resp.id,
-                link: Arc::new(link),
+        Transport::Dc => offer_with::<dc_relay::Dc>(client, mode, options).await,
+        #[allow(unreachable_patterns)]
+        other => {
+            let _ = (client, mode);
+            Err(RelayError::NotCompiled {
+                transport: other,
+                available: crate::join(compiled_transports().iter()),
             })
         }
-        #[allow(unreachable_patterns)]
-        other => Err(RelayError::NotCompiled {
-            transport: other,
-            available: crate::join(compiled_transports().iter()),
-        }),
     }?;
     Ok(Offered {
         link: with_repair(offered.link, mode, options),
         ..offered
+    })
+}
+
+/// The settings every backend takes alike, from the facade's.
+fn common(options: &LinkOptions) -> CommonConfig {
+    CommonConfig {
+        bind: SocketAddr::new(options.bind_ip, 0),
+        advertise_ip: options.advertise_ip,
+        media_ports: options.media_ports,
+        liveness_timeout: options.liveness_timeout,
+        clock_rates: options.clock_rates.clone(),
+        max_delay: options.max_delay,
+        latch: options.latch,
+    }
+}
+
+/// Offers a link of backend `B` through `client`: bind, offer, answer,
+/// connect.
+#[cfg_attr(
+    not(any(feature = "rtp-udp", feature = "quic", feature = "dc")),
+    allow(dead_code)
+)]
+async fn offer_with<B: Backend>(
+    client: &dyn Exchange,
+    mode: Mode,
+    options: &LinkOptions,
+) -> Result<Offered, RelayError> {
+    let link_mode = B::TRANSPORT.link_mode(mode);
+    let err = setup_err(B::TRANSPORT);
+    let offerer = B::Offerer::bind(B::config(&common(options), mode), link_mode)
+        .await
+        .map_err(&err)?;
+    let resp = post(client, B::TRANSPORT, mode, offerer.offer(), options).await?;
+    let answer: B::Answer = parse_answer(resp.answer)?;
+    let link = offerer.connect(&answer).await.map_err(&err)?;
+    Ok(Offered {
+        session_id: resp.id,
+        link: Arc::new(link),
     })
 }
 
@@ -205,47 +204,6 @@ fn with_repair(link: Arc<dyn RelayLink>, mode: Mode, options: &LinkOptions) -> A
     Arc::new(relay_repair::RepairLink::new(link, mode, config))
 }
 
-#[cfg(feature = "rtp-udp")]
-fn rtp_udp_config(options: &LinkOptions, mode: Mode) -> rtp_udp_relay::RtpUdpConfig {
-    let config = rtp_udp_relay::RtpUdpConfig::default()
-        .bind(media_addr(options))
-        .advertise_ip(options.advertise_ip)
-        .media_ports(options.media_ports)
-        .liveness_timeout(options.liveness_timeout)
-        .clock_rates(options.clock_rates.clone())
-        .latch(options.latch);
-    if mode == Mode::SrtpRepair {
-        // The repair loop's retransmissions are the SRTP bytes sent the
-        // first time; the link keeps them as long as the loop keeps the
-        // packets.
-        config.resend_window(options.max_delay)
-    } else {
-        config
-    }
-}
-
-#[cfg(feature = "quic")]
-fn quic_config(options: &LinkOptions) -> quic_relay::QuicConfig {
-    quic_relay::QuicConfig::default()
-        .bind(media_addr(options))
-        .advertise_ip(options.advertise_ip)
-        .media_ports(options.media_ports)
-        .liveness_timeout(options.liveness_timeout)
-        .clock_rates(options.clock_rates.clone())
-        .max_delay(options.max_delay)
-}
-
-#[cfg(feature = "dc")]
-fn dc_config(options: &LinkOptions) -> dc_relay::DcConfig {
-    dc_relay::DcConfig::default()
-        .bind_addrs(vec![media_addr(options)])
-        .advertise_ip(options.advertise_ip)
-        .media_ports(options.media_ports)
-        .liveness_timeout(options.liveness_timeout)
-        .clock_rates(options.clock_rates.clone())
-        .max_delay(options.max_delay)
-}
-
 /// Answers one transport's offers, handing established links to the sink.
 struct FacadeAnswerer {
     transport: Transport,
@@ -275,60 +233,22 @@ impl Answerer for FacadeAnswerer {
         self.transport
     }
 
+    // A build with no backend refuses every offer before the rest.
+    #[cfg_attr(
+        not(any(feature = "rtp-udp", feature = "quic", feature = "dc")),
+        allow(unreachable_code, unused_variables)
+    )]
     async fn answer(&self, mode: Mode, offer: serde_json::Value) -> Result<Accepted, AnswerError> {
-        let link_mode = self.transport.link_mode(mode);
-        let (answer, pending): (serde_json::Value, Pending) = match self.transport {
+        let (answer, pending) = match self.transport {
             #[cfg(feature = "rtp-udp")]
-            Transport::RtpUdp => {
-                let offer: relay_core::RtpUdpDescription = parse_offer(self.transport, offer)?;
-                use rtp_udp_relay::{RtpUdpAnswerer, RtpUdpError};
-                let answerer = RtpUdpAnswerer::bind(rtp_udp_config(&self.options, mode), link_mode, &offer)
-                    .await
-                    .map_err(|e| match e {
-                        RtpUdpError::BadAddress { .. }
-                        | RtpUdpError::BadSrtp(_)
-                        | RtpUdpError::UnsupportedMode(_) => AnswerError::BadOffer(e.to_string()),
-                        other => AnswerError::Unavailable(other.to_string()),
-                    })?;
-                let answer = to_json(answerer.answer())?;
-                let pending = boxed(answerer.accept());
-                (answer, pending)
-            }
+            Transport::RtpUdp => answer_with::<rtp_udp_relay::RtpUdp>(mode, offer, &self.options).await?,
             #[cfg(feature = "quic")]
-            Transport::Quic => {
-                let offer: relay_core::QuicOffer = parse_offer(self.transport, offer)?;
-                let answerer = quic_relay::QuicAnswerer::bind(quic_config(&self.options), link_mode, &offer)
-                    .await
-                    .map_err(|e| AnswerError::Unavailable(e.to_string()))?;
-                let answer = answerer.answer();
-                let pending = boxed(answerer.accept());
-                (to_json(answer)?, pending)
-            }
+            Transport::Quic => answer_with::<quic_relay::Quic>(mode, offer, &self.options).await?,
             #[cfg(feature = "dc")]
-            Transport::Dc => {
-                // The answerer relays whatever channel the offerer opens, in
-                // that channel's mode; `mode` is what the offerer announced.
-                let offer: relay_core::W3cDescription = parse_offer(self.transport, offer)?;
-                if offer.kind != relay_core::SdpType::Offer {
-                    return Err(AnswerError::BadOffer(format!(
-                        "expected a W3C description of type \"offer\", got {:?}",
-                        offer.kind
-                    )));
-                }
-                let answerer = dc_relay::DcAnswerer::bind(dc_config(&self.options), &offer)
-                    .await
-                    .map_err(|e| match e {
-                        dc_relay::DcError::BadDescription { .. } => AnswerError::BadOffer(e.to_string()),
-                        other => AnswerError::Unavailable(other.to_string()),
-                    })?;
-                let answer = to_json(answerer.answer())?;
-                let pending = boxed(answerer.accept());
-                let _ = link_mode;
-                (answer, pending)
-            }
+            Transport::Dc => answer_with::<dc_relay::Dc>(mode, offer, &self.options).await?,
             #[allow(unreachable_patterns)]
             other => {
-                let _ = (link_mode, offer);
+                let _ = offer;
                 return Err(AnswerError::BadOffer(format!(
                     "transport {other} is not compiled in"
                 )));
@@ -336,7 +256,7 @@ impl Answerer for FacadeAnswerer {
         };
         let answer = advertise_port(self.transport, answer, &self.options)
             .map_err(|e| AnswerError::Unavailable(e.to_string()))?;
-        let pending: Pending = if mode.is_repair() && link_mode != mode {
+        let pending: Pending = if mode.is_repair() && self.transport.link_mode(mode) != mode {
             let options = self.options.clone();
             Box::pin(async move { Ok(with_repair(pending.await?, mode, &options)) })
         } else {
@@ -345,6 +265,33 @@ impl Answerer for FacadeAnswerer {
         let session = LinkSession::start(self.transport, pending, self.sink.clone());
         Ok(Accepted { answer, session })
     }
+}
+
+/// Answers `offer` with backend `B`: its answer, and the link it will be.
+/// An offer `B` cannot read, or that its setup calls bad, is the offering
+/// side's mistake (400); anything else this side's (503).
+#[cfg_attr(
+    not(any(feature = "rtp-udp", feature = "quic", feature = "dc")),
+    allow(dead_code)
+)]
+async fn answer_with<B: Backend>(
+    mode: Mode,
+    offer: serde_json::Value,
+    options: &LinkOptions,
+) -> Result<(serde_json::Value, Pending), AnswerError> {
+    let offer: B::Offer = parse_offer(B::TRANSPORT, offer)?;
+    let link_mode = B::TRANSPORT.link_mode(mode);
+    let answerer = B::Answerer::bind(B::config(&common(options), mode), link_mode, &offer)
+        .await
+        .map_err(|e| {
+            if B::offer_was_bad(&e) {
+                AnswerError::BadOffer(e.to_string())
+            } else {
+                AnswerError::Unavailable(e.to_string())
+            }
+        })?;
+    let answer = to_json(answerer.answer())?;
+    Ok((answer, boxed(answerer.accept())))
 }
 
 /// A backend's accept future, as the session tracker wants it.
