@@ -630,6 +630,43 @@ mod tests {
         Ok(())
     }
 
+    /// Patched: a flight that gets no answer is sent again after 250 ms,
+    /// then after twice as long each time (RFC 6347 section 4.2.4.1), not
+    /// once a second. Unpatched, the first resend came after 1 s and every
+    /// later one 1 s after the last.
+    #[cfg(feature = "crypto-ring")]
+    #[test]
+    fn an_unanswered_flight_is_resent_after_250_ms_then_twice_as_long_each_time() -> Result<()> {
+        let provider: Arc<dyn RTCCryptoProvider> = Arc::new(crypto::providers::RingProvider::new());
+        let suite = CipherSuiteId::Tls_Ecdhe_Ecdsa_With_Aes_128_Gcm_Sha256;
+        let mut server = Endpoint::new(
+            server_addr(),
+            TransportProtocol::UDP,
+            Some(config(provider.clone(), false, &[suite])?),
+        );
+        let mut client = Endpoint::new(client_addr(), TransportProtocol::UDP, None);
+        let t0 = Instant::now();
+        client.connect(t0, server_addr(), config(provider, true, &[suite])?, None)?;
+        let mut now = t0;
+        for expected in [250, 500, 1_000, 2_000] {
+            // The ClientHello is lost.
+            assert!(std::iter::from_fn(|| client.poll_transmit()).count() > 0);
+            let timer = client.poll_timeout(&server_addr()).expect("Flight 1 is on a timer");
+            assert_eq!(timer - now, std::time::Duration::from_millis(expected));
+            client.handle_timeout(server_addr(), timer)?;
+            now = timer;
+        }
+        // The fifth copy arrives: the handshake completes from there.
+        deliver(&mut client, &mut server, client_addr(), now)?; // Flight 1
+        deliver(&mut server, &mut client, server_addr(), now)?; // Flight 2
+        deliver(&mut client, &mut server, client_addr(), now)?; // Flight 3
+        deliver(&mut server, &mut client, server_addr(), now)?; // Flight 4
+        let (_, server_done) = deliver(&mut client, &mut server, client_addr(), now)?;
+        let (_, client_done) = deliver(&mut server, &mut client, server_addr(), now)?;
+        assert!(server_done && client_done, "the handshake completes");
+        Ok(())
+    }
+
     #[test]
     fn failing_random_provider_aborts_client_hello_cleanly() -> Result<()> {
         let base = crypto::default_provider().map_err(|error| Error::Crypto(error.to_string()))?;

@@ -118,6 +118,19 @@ impl DTLSConn {
         }
     }
 
+    /// How long to wait before the current flight is sent again: the
+    /// configured interval, doubled for every retransmission of this flight
+    /// so far (RFC 6347 section 4.2.4.1), at most
+    /// [`MAX_RETRANSMIT_INTERVAL`](crate::conn::MAX_RETRANSMIT_INTERVAL).
+    /// Patched: the interval was the same for every retransmission.
+    fn retransmit_interval(&self) -> std::time::Duration {
+        let doublings = self.current_retransmit_count.min(16) as u32;
+        self.handshake_config
+            .retransmit_interval
+            .saturating_mul(1 << doublings)
+            .min(crate::conn::MAX_RETRANSMIT_INTERVAL)
+    }
+
     fn prepare(&mut self) -> Result<HandshakeState> {
         self.flights = None;
 
@@ -181,7 +194,7 @@ impl DTLSConn {
         if self.current_flight.is_last_send_flight() || self.is_handshake_completed() {
             Ok(HandshakeState::Finished)
         } else {
-            self.current_retransmit_timer = Some(now + self.handshake_config.retransmit_interval);
+            self.current_retransmit_timer = Some(now + self.retransmit_interval());
             Ok(HandshakeState::Waiting)
         }
     }
@@ -298,8 +311,7 @@ impl DTLSConn {
                     Some(HandshakeState::Sending)
                 }
             } else {
-                self.current_retransmit_timer =
-                    Some(now + self.handshake_config.retransmit_interval);
+                self.current_retransmit_timer = Some(now + self.retransmit_interval());
                 Some(HandshakeState::Waiting)
             }
         } else if self.current_handshake_state == HandshakeState::Finished {
