@@ -68,7 +68,8 @@ impl Default for DcConfig {
             ice_servers: Vec::new(),
             liveness_timeout: relay_core::DEFAULT_LIVENESS_TIMEOUT,
             // Measured on loopback, 1,200-byte packets, release build, 2 cores
-            // (tests/behaviour.rs flood_throughput): 256 KiB here with a 128 KiB
+            // (a flood test since replaced by the report's max-rate rows,
+            // `relay-bench report --scenario clean --path dc`): 256 KiB here with a 128 KiB
             // receive window moved 640-720 Mbit/s unreliable; 512 KiB with 1 MiB
             // 780-970 Mbit/s unreliable and 780-870 reliable. More adds only
             // queueing delay.

@@ -1,14 +1,15 @@
 //! dc-relay behaviour beyond the shared conformance suite: liveness, setup
-//! errors, STUN gathering, RTT, a thousand first-packet rounds, and the
-//! measurements (setup-time percentiles, flood throughput, a soak), which
-//! are `#[ignore]`d: run them with
-//! `cargo test --release -p dc-relay --test behaviour -- --ignored --nocapture`.
+//! errors, STUN gathering, RTT, a thousand first-packet rounds, and a soak
+//! (`#[ignore]`d: `cargo test --release -p dc-relay --test behaviour --
+//! --ignored --nocapture`). Setup times and throughput are measured by the
+//! report (`relay-bench report`), not here.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dc_relay::{DcAnswerer, DcConfig, DcError, DcLink, DcOfferer};
+use dc_relay::{Dc, DcAnswerer, DcConfig, DcError, DcLink, DcOfferer};
+use relay_core::conformance::Loopback;
 use relay_core::conformance::numbered;
 use relay_core::{CloseReason, LinkError, Mode, RelayLink, SdpType, W3cDescription};
 use tokio::net::UdpSocket;
@@ -289,52 +290,9 @@ async fn clean_close_in_both_directions() {
 async fn first_packet_not_lost_a_thousand_times() {
     let started = Instant::now();
     for mode in [Mode::Reliable, Mode::Unreliable] {
-        relay_core::conformance::first_packet_not_lost(&Loopback, mode, 500).await;
+        relay_core::conformance::first_packet_not_lost(&Loopback::<Dc>::default(), mode, 500).await;
     }
     println!("1000 rounds (500 per mode) in {:?}", started.elapsed());
-}
-
-struct Loopback;
-
-#[async_trait::async_trait]
-impl relay_core::conformance::PairFactory for Loopback {
-    async fn connect(&self, mode: Mode) -> relay_core::conformance::Connecting {
-        let offerer = DcOfferer::bind(DcConfig::default(), mode).await.unwrap();
-        let answerer = DcAnswerer::bind(DcConfig::default(), &offerer.offer())
-            .await
-            .unwrap();
-        let answer = answerer.answer();
-        relay_core::conformance::Connecting::new(
-            async move { offerer.connect(&answer).await },
-            answerer.accept(),
-        )
-    }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-/// Setup time, offer created to both links ready, in-process signaling.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "measurement: run with --release -- --ignored --nocapture"]
-async fn setup_time_percentiles() {
-    for mode in [Mode::Reliable, Mode::Unreliable] {
-        let mut times = Vec::with_capacity(100);
-        for _ in 0..100 {
-            let started = Instant::now();
-            let (a, b) = pair(mode).await;
-            times.push(started.elapsed());
-            drop((a, b));
-        }
-        times.sort();
-        println!(
-            "setup {mode}: p50 {:?} p99 {:?} max {:?} (100 runs)",
-            percentile(&times, 0.5),
-            percentile(&times, 0.99),
-            times[99]
-        );
-    }
 }
 
 /// Floods `n` packets of `size` bytes one way while the receiver reads;
@@ -374,65 +332,6 @@ async fn flood(a: &Arc<DcLink>, b: &Arc<DcLink>, n: u32, size: usize) -> (u64, D
         .expect("sender never stalls")
         .unwrap();
     (got, last - started)
-}
-
-/// Throughput of 1,200-byte packets on loopback (goals: unreliable 900,
-/// reliable 500 Mbit/s with everything delivered; meaningful in release).
-///
-/// Reliable: an unpaced flood, `send` waits for room. Unreliable `send`
-/// never waits, so an unpaced sender only measures how fast the queue
-/// drops: instead the sender offers a rate (bursts every millisecond) and
-/// the test reports what arrived.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "measurement: run with --release -- --ignored --nocapture"]
-async fn flood_throughput() {
-    // RUST_LOG=rtc_sctp=debug shows each association's counters at close.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .try_init();
-    const N: u32 = 100_000;
-    for run in 0..3 {
-        let (a, b) = pair(Mode::Reliable).await;
-        let (a, b) = (Arc::new(a), Arc::new(b));
-        let (got, took) = flood(&a, &b, N, 1200).await;
-        let mbit = got as f64 * 1200.0 * 8.0 / took.as_secs_f64() / 1e6;
-        println!("flood reliable run {run}: {got}/{N} delivered in {took:?}: {mbit:.0} Mbit/s");
-        assert_eq!(got, N as u64);
-    }
-    for offered in [600u64, 800, 900, 1000, 1200] {
-        let (a, b) = pair(Mode::Unreliable).await;
-        let (a, b) = (Arc::new(a), Arc::new(b));
-        let per_ms = (offered * 1_000_000 / 8 / 1200 / 1000) as u32;
-        let ms = 1000u32;
-        let sender = {
-            let a = a.clone();
-            tokio::spawn(async move {
-                let start = tokio::time::Instant::now();
-                for burst in 0..ms {
-                    tokio::time::sleep_until(start + Duration::from_millis(burst as u64)).await;
-                    for j in 0..per_ms {
-                        a.send(numbered(1, burst * per_ms + j, 1200)).await.unwrap();
-                    }
-                }
-            })
-        };
-        let started = Instant::now();
-        let mut got = 0u64;
-        let mut last = started;
-        while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(300), b.recv()).await {
-            got += 1;
-            last = Instant::now();
-        }
-        sender.await.unwrap();
-        let sent = (per_ms * ms) as u64;
-        let mbit = got as f64 * 1200.0 * 8.0 / (last - started).as_secs_f64() / 1e6;
-        println!(
-            "unreliable offered {offered} Mbit/s: {got}/{sent} delivered ({:.1}%), {mbit:.0} Mbit/s; \
-             send-queue drops {}",
-            got as f64 * 100.0 / sent as f64,
-            a.stats().drops.send_queue_full
-        );
-    }
 }
 
 /// No stall, ever: 200 back-to-back flood sessions (alternating modes) all
