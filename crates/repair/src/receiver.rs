@@ -317,10 +317,13 @@ impl LossDetector {
     /// The sequence numbers to ask for now, per stream, given the link's
     /// round-trip time: packets never asked for, and packets asked for
     /// longer than [`retry_after`] ago (the repair itself may have been
-    /// lost). A
-    /// packet is given up (and counted unrepairable) when a repair asked
-    /// for now would arrive after its budget: seen half an RTT after it
-    /// was sent (one way), asked now, answered an RTT later.
+    /// lost). A packet is given up (and counted unrepairable) when a
+    /// repair asked for now could arrive after its budget: seen half an RTT
+    /// after it was sent (one way), asked now, answered within
+    /// [`retry_after`] (the RTT with the jitter and scheduling allowance
+    /// that decides when to ask again). With the bare RTT, repairs asked
+    /// right at the edge arrived up to a millisecond past the budget when
+    /// the path was queueing (after an outage, `wan-outage`).
     pub fn poll(&mut self, now: Instant, rtt: Duration) -> Vec<(u32, Vec<u16>)> {
         self.new_gap = false;
         let mut out = Vec::new();
@@ -329,7 +332,7 @@ impl LossDetector {
             let mut given_up = Vec::new();
             for (&ext, m) in &mut stream.missing {
                 let age = now.saturating_duration_since(m.seen) + rtt / 2;
-                let repair_arrives = age + rtt;
+                let repair_arrives = age + retry_after(rtt);
                 if repair_arrives > self.budget || (m.asks >= MAX_ASKS && age > self.budget) {
                     given_up.push(ext);
                     continue;
@@ -403,10 +406,11 @@ mod tests {
         d.on_rtp(1, 100, t0);
         d.on_rtp(1, 102, t0);
         assert_eq!(d.poll(t0, RTT), vec![(1, vec![101])]);
-        // Seen at t0, one way is 20 ms: at t0 + 141 ms a repair asked now
-        // would arrive at 20 + 141 + 40 = 201 ms of age, past 200 ms.
-        assert_eq!(d.poll(t0 + 140 * MS, RTT), vec![(1, vec![101])]);
-        assert_eq!(d.poll(t0 + 141 * MS, RTT), vec![]);
+        // Seen at t0, one way is 20 ms; a repair takes up to retry_after(40
+        // ms) = 55 ms: at t0 + 126 ms one asked now could arrive at
+        // 20 + 126 + 55 = 201 ms of age, past 200 ms.
+        assert_eq!(d.poll(t0 + 125 * MS, RTT), vec![(1, vec![101])]);
+        assert_eq!(d.poll(t0 + 126 * MS, RTT), vec![]);
         assert_eq!(d.counts().unrepairable, 1);
         assert!(!d.pending());
         assert_eq!(d.on_rtp(1, 101, t0 + 150 * MS), Arrival::Late);
@@ -419,7 +423,7 @@ mod tests {
         let t0 = Instant::now();
         d.on_rtp(1, 0, t0);
         d.on_rtp(1, 2, t0);
-        // RTT 80: half an RTT + an RTT = 120 ms > 100 ms budget.
+        // RTT 80: half an RTT + retry_after(80 ms) = 40 + 105 = 145 ms > 100 ms.
         assert_eq!(d.poll(t0, 80 * MS), vec![]);
         assert_eq!(d.counts().unrepairable, 1);
     }
