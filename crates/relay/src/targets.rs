@@ -45,12 +45,16 @@ pub struct SignalTarget {
     pub fingerprint: Option<Fingerprint>,
     /// `name=`: the link's label.
     pub name: Option<String>,
+    /// `token-env=`: the environment variable holding this link's bearer
+    /// token (named rather than written out, so it is not on the command
+    /// line for every `ps` to read).
+    pub token_env: Option<String>,
 }
 
 /// Why a `--signal` did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "bad --signal {input:?}: {reason} (expected URL[,transport=T][,mode=M][,fingerprint=FP][,name=NAME], e.g. http://10.0.0.2:8080,transport=quic)"
+    "bad --signal {input:?}: {reason} (expected URL[,transport=T][,mode=M][,fingerprint=FP][,name=NAME][,token-env=VAR], e.g. http://10.0.0.2:8080,transport=quic)"
 )]
 pub struct BadSignalTarget {
     input: String,
@@ -87,6 +91,7 @@ impl FromStr for SignalTarget {
             mode: None,
             fingerprint: None,
             name: None,
+            token_env: None,
         };
         for part in parts {
             let (key, value) = part
@@ -121,9 +126,18 @@ impl FromStr for SignalTarget {
                     }
                     target.name = Some(value.to_string());
                 }
+                "token-env" => {
+                    twice(target.token_env.is_some())?;
+                    if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                        return Err(bad(format!(
+                            "token-env={value:?} must name an environment variable (letters, digits, '_')"
+                        )));
+                    }
+                    target.token_env = Some(value.to_string());
+                }
                 _ => {
                     return Err(bad(format!(
-                        "unknown key {key:?}; known: transport, mode, fingerprint, name"
+                        "unknown key {key:?}; known: transport, mode, fingerprint, name, token-env"
                     )));
                 }
             }
@@ -146,6 +160,9 @@ impl fmt::Display for SignalTarget {
         }
         if let Some(n) = &self.name {
             write!(f, ",name={n}")?;
+        }
+        if let Some(v) = &self.token_env {
+            write!(f, ",token-env={v}")?;
         }
         Ok(())
     }
@@ -176,6 +193,19 @@ pub struct PlannedLink {
     pub mode: Mode,
     /// The HTTPS pin, if any.
     pub fingerprint: Option<Fingerprint>,
+    /// This link's own bearer token (`token-env=`), if it has one; the
+    /// command's `--token` otherwise.
+    pub token: Option<LinkToken>,
+}
+
+/// A bearer token read from the environment; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LinkToken(pub String);
+
+impl fmt::Debug for LinkToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LinkToken(…)")
+    }
 }
 
 /// A combination of `--signal`s and defaults that cannot work.
@@ -237,6 +267,14 @@ pub enum BadTargets {
         /// The label.
         name: String,
     },
+    /// `token-env=` names a variable that is not set (or not UTF-8).
+    #[error("--signal {url} takes its token from ${var}, which is not set")]
+    TokenUnset {
+        /// The link's URL.
+        url: String,
+        /// The variable.
+        var: String,
+    },
 }
 
 /// `--signal URL: ` before an error about one link of several.
@@ -260,6 +298,15 @@ fn which_link(url: Option<&str>) -> String {
 /// # Ok::<(), relay::targets::BadTargets>(())
 /// ```
 pub fn plan(targets: &[SignalTarget], defaults: &TargetDefaults) -> Result<Vec<PlannedLink>, BadTargets> {
+    plan_with(targets, defaults, |var| std::env::var(var).ok())
+}
+
+/// [`plan`], reading `token-env=` variables through `env`.
+fn plan_with(
+    targets: &[SignalTarget],
+    defaults: &TargetDefaults,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<PlannedLink>, BadTargets> {
     if targets.len() > 1 && defaults.fingerprint.is_some() {
         return Err(BadTargets::OnePinForSeveral { links: targets.len() });
     }
@@ -299,12 +346,25 @@ pub fn plan(targets: &[SignalTarget], defaults: &TargetDefaults) -> Result<Vec<P
         if links.iter().any(|l| same(&l)) {
             return Err(BadTargets::Duplicate { url, transport, mode });
         }
+        let token = match &t.token_env {
+            Some(var) => match env(var) {
+                Some(value) if !value.is_empty() => Some(LinkToken(value)),
+                _ => {
+                    return Err(BadTargets::TokenUnset {
+                        url,
+                        var: var.clone(),
+                    });
+                }
+            },
+            None => None,
+        };
         links.push(PlannedLink {
             name,
             url,
             transport,
             mode,
             fingerprint,
+            token,
         });
     }
     Ok(links)
@@ -323,9 +383,27 @@ mod tests {
     }
 
     #[test]
+    fn a_link_takes_its_token_from_the_variable_it_names() {
+        let env = |var: &str| (var == "EU_TOKEN").then(|| "s3cret".to_string());
+        let t = targets(&[
+            "http://a:1,transport=quic,token-env=EU_TOKEN",
+            "http://b:1,transport=quic",
+        ]);
+        let links = plan_with(&t, &TargetDefaults::default(), env).unwrap();
+        assert_eq!(links[0].token, Some(LinkToken("s3cret".into())));
+        assert_eq!(links[1].token, None, "the command's --token, if any");
+        assert!(!format!("{:?}", links[0]).contains("s3cret"), "never printed");
+        let unset = targets(&["http://a:1,transport=quic,token-env=US_TOKEN"]);
+        let e = plan_with(&unset, &TargetDefaults::default(), env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("$US_TOKEN, which is not set"), "{e}");
+    }
+
+    #[test]
     fn a_target_reads_back_as_written() {
         let text = format!(
-            "https://10.0.0.2:8443,transport=quic,mode=stream,fingerprint={},name=eu-1",
+            "https://10.0.0.2:8443,transport=quic,mode=stream,fingerprint={},name=eu-1,token-env=EU_TOKEN",
             pin().hex()
         );
         let t: SignalTarget = text.parse().unwrap();
@@ -348,6 +426,7 @@ mod tests {
             ("http://a:1,name=a b", "letters, digits"),
             ("http://a:1,name=", "letters, digits"),
             ("http://a:1,token=x", "unknown key \"token\""),
+            ("http://a:1,token-env=$X", "must name an environment variable"),
             ("http://a:1,fingerprint=zz", "fingerprint"),
         ] {
             let e = text.parse::<SignalTarget>().unwrap_err().to_string();

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Read;
+use std::process::Command;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
@@ -411,4 +412,62 @@ fn fan_out_mistakes_are_named_before_anything_starts() {
         assert!(err.contains(says), "{args:?}: expected {says:?} in {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
+}
+
+#[test]
+fn each_link_carries_its_own_token_from_the_variable_it_names() {
+    use std::io::BufReader;
+    use std::process::Stdio;
+    let base = Instant::now();
+    let consumers: Vec<Consumer> = (0..3).map(|_| Consumer::start(base)).collect();
+    let tokens = ["token-a", "token-b", "token-c"];
+    let answers: Vec<(Guard, String)> = consumers
+        .iter()
+        .zip(tokens)
+        .map(|(c, t)| answer(&c.addr(), &["--token", t]))
+        .collect();
+    let input = free_udp_addr();
+    let mut args = vec!["offer", "--in", &input, "--transport", "rtp-udp"];
+    let signals: Vec<String> = answers
+        .iter()
+        .enumerate()
+        .map(|(i, (_, url))| format!("{url},token-env=RELAY_TEST_TOKEN_{i}"))
+        .collect();
+    for s in &signals {
+        args.extend(["--signal", s.as_str()]);
+    }
+    // The third relay's variable holds the wrong token.
+    let mut child = Command::new(common::RELAY)
+        .args(&args)
+        .env_remove("RELAY_TOKEN")
+        .env("RELAY_TEST_TOKEN_0", "token-a")
+        .env("RELAY_TEST_TOKEN_1", "token-b")
+        .env("RELAY_TEST_TOKEN_2", "token-a")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start relay offer");
+    let stdout = child.stdout.take().unwrap();
+    let _offer = Guard(child);
+    let lines = StatusLines::new(BufReader::new(stdout));
+    // Two links come up and the third fails, in whatever order.
+    let (mut ready, mut failed) = (std::collections::BTreeSet::new(), None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ready.len() < 2 || failed.is_none() {
+        let line = lines.wait_for("", deadline.saturating_duration_since(Instant::now()));
+        if line.starts_with("ready ") {
+            ready.insert(common::field(&line, "link").to_string());
+        } else if line.starts_with("failed link=3 ") {
+            failed = Some(line);
+        }
+    }
+    assert_eq!(ready, ["1".to_string(), "2".to_string()].into());
+    let failed = failed.unwrap();
+    assert!(failed.contains("401"), "{failed}");
+    send_paced(&input, 200, Duration::from_millis(1), base, 200);
+    let got: Vec<usize> = consumers
+        .into_iter()
+        .map(|c| summary(&c.finish(Duration::from_millis(300))).0.len())
+        .collect();
+    assert_eq!(got, [200, 200, 0], "each relay took its own token; the wrong one none");
 }

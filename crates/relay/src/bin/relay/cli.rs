@@ -43,7 +43,8 @@ pub(crate) enum Command {
         /// with its own queue); each link is established at start and again
         /// whenever it dies. Feedback from below (receivers' RTCP, keyframe
         /// requests, merged to one per stream per 500 ms) goes back up.
-        /// URL,transport=T,mode=M,fingerprint=FP,name=NAME as for --signal.
+        /// URL,transport=T,mode=M,fingerprint=FP,name=NAME,token-env=VAR
+        /// as for `relay offer --signal`.
         #[arg(long, value_name = "URL[,KEY=VALUE]...")]
         forward: Vec<SignalTarget>,
         /// Transport of every --forward that does not name its own.
@@ -92,7 +93,9 @@ pub(crate) enum Command {
         /// own queue, stats and reconnects (fan-out). A link that differs
         /// from --transport, --mode or --signal-fingerprint says so:
         /// URL,transport=T,mode=M,fingerprint=FP; name=NAME labels it in
-        /// status lines and /metrics (default: its position, 1, 2, ...).
+        /// status lines and /metrics (default: its position, 1, 2, ...);
+        /// token-env=VAR gives it its own bearer token, read from the
+        /// environment variable VAR (instead of --token).
         #[arg(long, required = true, value_name = "URL[,KEY=VALUE]...")]
         signal: Vec<SignalTarget>,
         /// Transport: rtp-udp, quic or dc (those compiled in), for every

@@ -29,7 +29,7 @@ pub(crate) fn link_offers(
     for p in planned {
         let client = SignalingClient::new(&p.url)
             .map_err(|e| e.to_string())?
-            .with_token(token.clone());
+            .with_token(p.token.map(|t| t.0).or_else(|| token.clone()));
         let client = match p.fingerprint {
             Some(fp) => client.with_fingerprint(fp),
             None => client,
