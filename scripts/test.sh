@@ -19,6 +19,6 @@ cargo test -p rtc-dtls --locked "$@"
 
 # Each backend's example relays between two ends in one process; they are
 # documentation that has to keep working, so they run (and must exit 0).
-for example in rtp-udp-relay:pair; do
+for example in rtp-udp-relay:pair quic-relay:pair dc-relay:pair; do
   cargo run --locked -q -p "${example%%:*}" --example "${example##*:}" >/dev/null
 done

@@ -77,4 +77,6 @@ mod setup;
 pub use config::{DEFAULT_MAX_PACKET_SIZE, DcConfig, MAX_MAX_DELAY, MAX_MESSAGE_SIZE};
 pub use error::DcError;
 pub use link::DcLink;
+/// The relay-core types a user of this crate needs beside it.
+pub use relay_core::{LinkStats, Mode, Packet, RelayLink, build_rtp};
 pub use setup::{DcAnswerer, DcOfferer};

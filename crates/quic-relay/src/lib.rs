@@ -71,4 +71,6 @@ pub use config::{DEFAULT_MIN_WINDOW, MAX_STREAM_PACKET, QuicConfig};
 pub use error::QuicError;
 pub use identity::Fingerprint;
 pub use link::QuicLink;
+/// The relay-core types a user of this crate needs beside it.
+pub use relay_core::{LinkStats, Mode, Packet, RelayLink, build_rtp};
 pub use setup::{QuicAnswerer, QuicOfferer};

@@ -23,8 +23,12 @@ pub fn compiled_transports() -> Vec<Transport> {
         .collect()
 }
 
-fn setup_err(transport: Transport) -> impl Fn(String) -> RelayError {
-    move |message| RelayError::Setup { transport, message }
+/// A backend's setup error, kept whole.
+fn setup_err<E: std::error::Error + Send + Sync + 'static>(transport: Transport) -> impl Fn(E) -> RelayError {
+    move |e| RelayError::Setup {
+        transport,
+        source: Box::new(e),
+    }
 }
 
 fn parse_answer<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, RelayError> {
@@ -112,10 +116,10 @@ pub(crate) async fn offer(
             let err = setup_err(transport);
             let offerer = RtpUdpOfferer::bind(rtp_udp_config(options, mode), link_mode)
                 .await
-                .map_err(|e| err(e.to_string()))?;
+                .map_err(&err)?;
             let resp = post(client, transport, mode, offerer.offer(), options).await?;
             let answer = parse_answer(resp.answer)?;
-            let link = offerer.connect(&answer).await.map_err(|e| err(e.to_string()))?;
+            let link = offerer.connect(&answer).await.map_err(&err)?;
             Ok(Offered {
                 session_id: resp.id,
                 link: Arc::new(link),
@@ -126,10 +130,10 @@ pub(crate) async fn offer(
             let err = setup_err(transport);
             let offerer = quic_relay::QuicOfferer::bind(quic_config(options), link_mode)
                 .await
-                .map_err(|e| err(e.to_string()))?;
+                .map_err(&err)?;
             let resp = post(client, transport, mode, offerer.offer(), options).await?;
             let answer = parse_answer(resp.answer)?;
-            let link = offerer.connect(&answer).await.map_err(|e| err(e.to_string()))?;
+            let link = offerer.connect(&answer).await.map_err(&err)?;
             Ok(Offered {
                 session_id: resp.id,
                 link: Arc::new(link),
@@ -140,10 +144,10 @@ pub(crate) async fn offer(
             let err = setup_err(transport);
             let offerer = dc_relay::DcOfferer::bind(dc_config(options), link_mode)
                 .await
-                .map_err(|e| err(e.to_string()))?;
+                .map_err(&err)?;
             let resp = post(client, transport, mode, offerer.offer(), options).await?;
             let answer: relay_core::W3cDescription = parse_answer(resp.answer)?;
-            let link = offerer.connect(&answer).await.map_err(|e| err(e.to_string()))?;
+            let link = offerer.connect(&answer).await.map_err(&err)?;
             Ok(Offered {
                 session_id: resp.id,
                 link: Arc::new(link),
@@ -181,7 +185,7 @@ pub(crate) fn advertise_port(
         .map_or(0, |r| local.port() - r.lo());
     let port = base.checked_add(offset).ok_or_else(|| RelayError::Setup {
         transport,
-        message: format!("--advertise port {base} + {offset} is past 65535"),
+        source: format!("--advertise port {base} + {offset} is past 65535").into(),
     })?;
     crate::loopback::rewrite_description(transport, description, SocketAddr::new(local.ip(), port))
 }
@@ -359,4 +363,41 @@ where
 
 fn to_json(v: impl serde::Serialize) -> Result<serde_json::Value, AnswerError> {
     serde_json::to_value(v).map_err(|e| AnswerError::Internal(e.to_string()))
+}
+
+#[cfg(all(test, feature = "rtp-udp"))]
+mod tests {
+    use super::*;
+
+    /// Signaling that must not be reached.
+    struct Unreached;
+
+    #[async_trait]
+    impl Exchange for Unreached {
+        async fn exchange(&self, _: OfferRequest) -> Result<relay_core::OfferResponse, RelayError> {
+            panic!("setup failed before signaling")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_backend_setup_error_keeps_its_type_and_text() {
+        // The range's only port is taken.
+        let held = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = held.local_addr().unwrap().port();
+        let options = LinkOptions {
+            media_ports: relay_core::udp::PortRange::new(port, port),
+            ..LinkOptions::default()
+        };
+        let error = offer(&Unreached, Transport::RtpUdp, Mode::Unreliable, &options)
+            .await
+            .expect_err("no port to bind");
+        let RelayError::Setup { transport, source } = &error else {
+            panic!("not a setup error: {error}");
+        };
+        assert_eq!(*transport, Transport::RtpUdp);
+        let backend = source
+            .downcast_ref::<rtp_udp_relay::RtpUdpError>()
+            .unwrap_or_else(|| panic!("the backend's error type is kept: {error}"));
+        assert!(error.to_string().ends_with(&backend.to_string()), "{error}");
+    }
 }

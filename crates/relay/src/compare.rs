@@ -255,7 +255,7 @@ pub async fn run(config: &CompareConfig, mut progress: impl FnMut(&str)) -> Resu
     let k0 = KernelUdpCounters::read();
     let (tx, rx) = raw_pair().map_err(|e| RelayError::Setup {
         transport: Transport::RtpUdp,
-        message: format!("raw UDP baseline: {e}"),
+        source: format!("raw UDP baseline: {e}").into(),
     })?;
     let to = rx.local_addr().expect("bound socket");
     let (paced, flood) = measure(
@@ -294,7 +294,7 @@ pub async fn run(config: &CompareConfig, mut progress: impl FnMut(&str)) -> Resu
     .await
     .map_err(|e| RelayError::Setup {
         transport: Transport::RtpUdp,
-        message: e.to_string(),
+        source: e.into(),
     })?;
     let client = SignalingClient::new(&format!("http://{}", server.local_addr()))?;
 
@@ -311,7 +311,7 @@ pub async fn run(config: &CompareConfig, mut progress: impl FnMut(&str)) -> Resu
                 .flatten()
                 .ok_or_else(|| RelayError::Setup {
                     transport,
-                    message: "answering side never reported the link".into(),
+                    source: "answering side never reported the link".into(),
                 })?;
             let (paced, flood) = measure(
                 Path::Link {
@@ -387,6 +387,10 @@ pub fn table(rows: &[Row], config: &CompareConfig) -> String {
             r.kernel_drops,
         );
     }
-    out += "\nk-drops: datagrams the kernel dropped for full socket buffers during the row (not the transport's loss).\n";
+    out += "\nflood: the sender sends as fast as it can, on the same cores as the receiver. flood dlv is the share\n\
+            that arrived: an unreliable mode drops what cannot leave at once instead of slowing the sender,\n\
+            so a low figure says the CPU was saturated, not that the path loses packets; compare p50/p99\n\
+            at the paced rate for latency and flood Mb/s for throughput.\n";
+    out += "k-drops: datagrams the kernel dropped for full socket buffers during the row (not the transport's loss).\n";
     out
 }

@@ -31,6 +31,7 @@
 mod backends;
 pub mod compare;
 pub mod duration;
+pub mod logs;
 pub mod loopback;
 pub mod metrics;
 pub mod pipe;
@@ -153,12 +154,14 @@ pub enum RelayError {
     #[error("the answering server sent an answer this relay cannot read: {0}")]
     BadAnswer(String),
     /// The backend failed to set up the link.
-    #[error("{transport} link setup failed: {message}")]
+    #[error("{transport} link setup failed: {source}")]
     Setup {
         /// Transport.
         transport: Transport,
-        /// The backend's error.
-        message: String,
+        /// The backend's own error (its type, for a caller that wants to
+        /// tell one failure from another), or what went wrong around it.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 

@@ -208,7 +208,7 @@ pub async fn establish(
 fn setup_error(transport: Transport, message: impl Into<String>) -> RelayError {
     RelayError::Setup {
         transport,
-        message: message.into(),
+        source: message.into().into(),
     }
 }
 

@@ -210,6 +210,21 @@ impl OfferedLink {
         }
     }
 
+    /// Forward link `name` of a node; `branch` when there are several.
+    pub fn forward(
+        name: String,
+        state: Arc<OfferState>,
+        counters: Arc<PipeCounters>,
+        branch: Option<Branch>,
+    ) -> OfferedLink {
+        OfferedLink {
+            name: Some(name),
+            state,
+            counters,
+            branch,
+        }
+    }
+
     /// `link="NAME"`, or nothing for a single link.
     fn labels(&self) -> String {
         self.name
@@ -303,6 +318,98 @@ fn render_offer(links: &[OfferedLink], pipe: &PipeCounters) -> String {
     );
     let counters: Vec<(String, &PipeCounters)> = links.iter().map(|l| (l.labels(), &*l.counters)).collect();
     write_pipe(&mut out, pipe, &counters);
+    out
+}
+
+/// A node's `--forward` links (`relay answer --forward`), each labelled
+/// `link="NAME"`: whether it is up, its reconnects, what went down the
+/// tree on it and what it dropped, and the feedback it sent up. The links'
+/// own transport statistics are on the downstream relay's `/metrics`,
+/// where they are the answered sessions.
+pub fn forward_source(links: Vec<OfferedLink>) -> MetricsSource {
+    Arc::new(move || render_forward(&links))
+}
+
+fn render_forward(links: &[OfferedLink]) -> String {
+    type Counter = fn(&PipeCounters) -> &std::sync::atomic::AtomicU64;
+    let mut out = String::new();
+    let per_link = |value: &dyn Fn(&OfferedLink) -> Value| -> Vec<(String, Value)> {
+        links.iter().map(|l| (l.labels(), value(l))).collect()
+    };
+    metrics::write_labelled_family(
+        &mut out,
+        "relay_forward_link_up",
+        Kind::Gauge,
+        "1 while the forward link is up.",
+        per_link(&|l| Value::U(u64::from(l.state.current().is_some()))),
+    );
+    metrics::write_labelled_family(
+        &mut out,
+        "relay_forward_queue_packets",
+        Kind::Gauge,
+        "Packets waiting in the forward link's queue now (several --forward).",
+        per_link(&|l| Value::U(l.branch.as_ref().map_or(0, |b| b.queued() as u64))),
+    );
+    for (name, help, value) in [
+        (
+            "relay_forward_links_established_total",
+            "Forward links established, the first included.",
+            per_link(&|l| Value::U(l.state.links_established())),
+        ),
+        (
+            "relay_forward_attempts_failed_total",
+            "Forward link setup attempts that failed.",
+            per_link(&|l| Value::U(l.state.attempts_failed())),
+        ),
+        (
+            "relay_forward_outage_seconds_total",
+            "Time from a forward link being declared dead to the next being up, summed.",
+            per_link(&|l| Value::F(l.state.outages().2.as_secs_f64())),
+        ),
+    ] {
+        metrics::write_labelled_family(&mut out, name, Kind::Counter, help, value);
+    }
+    let counters: [(&str, &str, Counter); 6] = [
+        (
+            "relay_forward_packets_down_total",
+            "Packets passed down the tree on the forward link.",
+            |p| &p.to_link,
+        ),
+        (
+            "relay_forward_packets_up_total",
+            "Feedback from the forward link passed up the tree.",
+            |p| &p.to_local,
+        ),
+        (
+            "relay_forward_packets_no_link_total",
+            "Packets for the forward link dropped while it was down.",
+            |p| &p.no_link,
+        ),
+        (
+            "relay_forward_packets_queue_overflow_total",
+            "Packets dropped from the forward link's queue because it fell behind (oldest first).",
+            |p| &p.queue_overflow,
+        ),
+        (
+            "relay_forward_keyframe_requests_up_total",
+            "Keyframe requests from below passed up the tree.",
+            |p| &p.keyframe_requests_relayed,
+        ),
+        (
+            "relay_forward_keyframe_requests_merged_total",
+            "Keyframe requests from below held back: one for the stream went up less than 500 ms before.",
+            |p| &p.keyframe_requests_merged,
+        ),
+    ];
+    for (name, help, counter) in counters {
+        metrics::write_labelled_family(
+            &mut out,
+            name,
+            Kind::Counter,
+            help,
+            per_link(&|l| Value::U(counter(&l.counters).load(Ordering::Relaxed))),
+        );
+    }
     out
 }
 

@@ -249,7 +249,7 @@ mod retry_tests {
             }),
             RelayError::Setup {
                 transport: Transport::Quic,
-                message: "handshake timed out".into(),
+                source: "handshake timed out".into(),
             },
             status(503),
             status(500),

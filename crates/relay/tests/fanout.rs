@@ -6,126 +6,16 @@
 //! are named before anything starts.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::UdpSocket;
-use std::process::{ChildStdout, Command};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{Guard, answer, field, free_tcp_addr, free_udp_addr, http_get_body, spawn};
-
-/// An RTP packet of SSRC 0x1234 whose payload starts with the
-/// microseconds since `base` at which it is sent, padded to `size` bytes.
-fn rtp(seq: u16, base: Instant, size: usize) -> Vec<u8> {
-    let mut p = vec![0x80, 96];
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0x12, 0x34]);
-    p.extend_from_slice(&(base.elapsed().as_micros() as u64).to_be_bytes());
-    p.resize(size.max(20), 0xAB);
-    p
-}
-
-/// A consumer behind one answering relay's `--out`: a thread records the
-/// sequence number and one-way delay of every RTP packet until stopped.
-struct Consumer {
-    socket: Arc<UdpSocket>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<Vec<(u16, Duration)>>>,
-}
-
-impl Consumer {
-    fn start(base: Instant) -> Consumer {
-        // A large receive buffer: a relay that resumes after a stall
-        // delivers its backlog in one burst.
-        let socket = relay_core::udp::bind_udp(
-            "127.0.0.1:0".parse().unwrap(),
-            relay_core::udp::DEFAULT_SOCKET_BUFFER,
-        )
-        .expect("bind a consumer");
-        socket.set_nonblocking(false).unwrap();
-        socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        let socket = Arc::new(socket);
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s, stopped) = (socket.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            let mut got = Vec::new();
-            let mut buf = [0u8; 2048];
-            // Bounded: the test stops it, or two minutes pass.
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while !stopped.load(Ordering::Relaxed) && Instant::now() < deadline {
-                let Ok((n, _)) = s.recv_from(&mut buf) else {
-                    continue;
-                };
-                // RTP only (the second byte of RTCP is 192..=223).
-                if n >= 20 && !(192..=223).contains(&buf[1]) {
-                    let seq = u16::from_be_bytes([buf[2], buf[3]]);
-                    let sent = u64::from_be_bytes(buf[12..20].try_into().unwrap());
-                    let delay = base.elapsed().saturating_sub(Duration::from_micros(sent));
-                    got.push((seq, delay));
-                }
-            }
-            got
-        });
-        Consumer {
-            socket,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn addr(&self) -> String {
-        self.socket.local_addr().unwrap().to_string()
-    }
-
-    /// Waits `quiet` for stragglers, stops, and returns what arrived.
-    fn finish(mut self, quiet: Duration) -> Vec<(u16, Duration)> {
-        std::thread::sleep(quiet);
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().unwrap().join().expect("consumer thread")
-    }
-}
-
-/// The distinct sequence numbers and the largest one-way delay.
-fn summary(got: &[(u16, Duration)]) -> (BTreeSet<u16>, Duration) {
-    let seqs = got.iter().map(|(s, _)| *s).collect();
-    let worst = got.iter().map(|(_, d)| *d).max().unwrap_or_default();
-    (seqs, worst)
-}
-
-/// The offering relay's stdout, read on a thread so that waiting for a
-/// status line is bounded in time.
-struct StatusLines(mpsc::Receiver<String>);
-
-impl StatusLines {
-    fn new(out: BufReader<ChildStdout>) -> StatusLines {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in out.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        StatusLines(rx)
-    }
-
-    /// The next line starting with `prefix` within `within` (others skipped).
-    fn wait_for(&self, prefix: &str, within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.0.recv_timeout(left) {
-                Ok(line) if line.starts_with(prefix) => return line,
-                Ok(line) => eprintln!("status: {line}"),
-                Err(_) => break,
-            }
-        }
-        panic!("no status line starting {prefix:?} within {within:?}")
-    }
-}
+use common::{
+    Consumer, Guard, StatusLines, answer, free_tcp_addr, free_udp_addr, http_get_body, kill, metric,
+    receiver_feedback, rtp, send_paced, spawn, summary, wait_ready,
+};
 
 /// Starts `relay offer` from `input` to every `--signal` in `signals`.
 fn fan_out(input: &str, signals: &[String], extra: &[&str]) -> (Guard, StatusLines) {
@@ -136,60 +26,6 @@ fn fan_out(input: &str, signals: &[String], extra: &[&str]) -> (Guard, StatusLin
     args.extend_from_slice(extra);
     let (child, out) = spawn(&args);
     (child, StatusLines::new(out))
-}
-
-/// Waits for a `ready` line from each of `names`; returns the metrics URL.
-fn wait_ready(lines: &StatusLines, names: &[&str], within: Duration) -> String {
-    let mut waiting: BTreeSet<&str> = names.iter().copied().collect();
-    let mut metrics = String::new();
-    let deadline = Instant::now() + within;
-    while !waiting.is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = lines.wait_for("ready ", left);
-        waiting.remove(field(&line, "link"));
-        metrics = field(&line, "metrics").to_string();
-    }
-    metrics
-}
-
-/// The value of sample `name{labels}` (labels exactly as rendered), or of
-/// the family summed over every label set when `labels` is empty.
-fn metric(text: &str, name: &str, labels: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter(|(series, _)| {
-            if labels.is_empty() {
-                *series == name || series.starts_with(&format!("{name}{{"))
-            } else {
-                *series == format!("{name}{{{labels}}}")
-                    || (series.starts_with(&format!("{name}{{{labels},")))
-            }
-        })
-        .map(|(_, v)| v.parse::<f64>().unwrap_or(0.0))
-        .sum()
-}
-
-fn kill(signal: &str, child: &Guard) {
-    let status = Command::new("kill")
-        .args([signal, &child.0.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill {signal}");
-}
-
-/// Sends `count` packets to `input`, one every `gap`.
-fn send_paced(input: &str, count: u16, gap: Duration, base: Instant, size: usize) {
-    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let started = Instant::now();
-    for seq in 0..count {
-        // Paced against the start, so a slow iteration does not slow the rest.
-        let due = started + gap * u32::from(seq);
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-        sender.send_to(&rtp(seq, base, size), input).unwrap();
-    }
 }
 
 #[test]
@@ -411,21 +247,6 @@ fn a_killed_receiver_is_counted_down_and_reconnects_while_the_other_streams() {
         killed_seqs.iter().any(|&s| f64::from(s) > f64::from(total) / 2.0),
         "media reaches the restarted receiver"
     );
-}
-
-/// A compound RTCP packet from `sender`: an RR about `media`, then, if
-/// asked, a PLI for it.
-fn receiver_feedback(sender: u32, media: u32, pli: bool) -> Vec<u8> {
-    let mut p = vec![0x81, 201, 0, 7];
-    p.extend_from_slice(&sender.to_be_bytes());
-    p.extend_from_slice(&media.to_be_bytes());
-    p.extend_from_slice(&[0; 20]);
-    if pli {
-        p.extend_from_slice(&[0x81, 206, 0, 2]);
-        p.extend_from_slice(&sender.to_be_bytes());
-        p.extend_from_slice(&media.to_be_bytes());
-    }
-    p
 }
 
 #[test]

@@ -146,7 +146,7 @@ impl Branch {
         };
         tokio::select! {
             _ = send => {},
-            _ = self.shared.relay_down(&link, counters, None, FarRequests::Merge) => {},
+            _ = self.shared.relay_down(&link, counters, None, FarRequests::Merge, None) => {},
         }
         self.queue.up.store(false, Ordering::Release);
         if sending.load(Ordering::Relaxed) {

@@ -45,10 +45,18 @@
 //! offer` with several `--signal`): each link is a [`Branch`] with its own
 //! queue, counters and reconnects, so that a slow or dead receiver never
 //! holds back the others (see [`fanout`]).
+//!
+//! In a relay tree (`relay answer --forward`) a node's answering pipes
+//! feed a forwarding pipe ([`Pipe::forwarding`]) whose local side is the
+//! answered sessions: media goes down the tree, feedback up it (see
+//! [`forward`]).
 
 mod continuity;
+mod down;
 pub mod fanout;
 pub mod feedback;
+pub mod forward;
+mod sources;
 pub mod spec;
 mod up;
 
@@ -59,17 +67,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use relay_core::{ClockRates, CloseReason, Packet, PacketKind, RelayLink};
+use relay_core::{ClockRates, CloseReason, RelayLink};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 pub use continuity::{CONTINUITY_MAX_STREAMS, Continuity, Resumed, SessionStreams};
 pub use fanout::{BRANCH_QUEUE_PACKETS, Branch};
+pub use forward::Feed;
 pub use spec::{BadStreamSpec, StreamSpec};
 
+use down::FarRequests;
 use fanout::BranchQueue;
-use feedback::{KeyframeRequests, MAX_TRACKED_SSRCS, OUTAGE_GAP};
-use up::{Port, local_to_link};
+use feedback::{KeyframeRequests, MAX_TRACKED_SSRCS};
+use forward::Upstream;
+use up::{Port, count_send, local_to_link};
 
 /// How often the answering side repeats its empty RR to each separate RTCP
 /// destination: RFC 3550's minimum RTCP interval, so that an SFU restarted
@@ -282,6 +293,9 @@ struct Shared {
     requests: Mutex<KeyframeRequests>,
     /// Where local packets go.
     route: watch::Sender<Route>,
+    /// A node's forwarding pipe ([`Pipe::forwarding`]): the answered
+    /// sessions that are its local side, instead of `ends`.
+    upstream: Option<Upstream>,
 }
 
 /// Where the local → link tasks send what they read.
@@ -307,143 +321,11 @@ impl Route {
     }
 }
 
-impl Shared {
-    /// Whether `pt` is (or may be) video: 90 kHz, or of unknown rate on a
-    /// dynamic type (a PLI for an audio stream is ignored by its sender).
-    fn is_video(&self, pt: u8) -> bool {
-        // Configured, else RFC 3551's static rate (every static video type
-        // runs at 90 kHz); a dynamic type of unknown rate may be video.
-        self.options.clock_rates.get(pt).is_none_or(|hz| hz == 90_000)
-    }
-
-    /// Asks the local source of `ssrc` for a keyframe, unless asked
-    /// recently; owed until the stream's feedback destination is known.
-    fn ask_keyframe(&self, ssrc: u32, now: Instant) {
-        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(source) = sources.get_mut(&ssrc) else {
-            return;
-        };
-        if !self.is_video(source.payload_type) {
-            return;
-        }
-        let end = &self.ends[source.end];
-        let (socket, dest) = end.rtcp_target();
-        let Some(dest) = dest else {
-            source.pending = true;
-            return;
-        };
-        source.pending = false;
-        drop(sources);
-        let request = self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .request(ssrc, now);
-        if let Some(request) = request {
-            tracing::debug!(ssrc = format_args!("{ssrc:#010x}"), %dest, "asking the local source for a keyframe");
-            send_control(
-                socket,
-                request,
-                dest,
-                &self.counters,
-                Some(|c| &c.keyframe_requests),
-                "keyframe request",
-            );
-        }
-    }
-
-    /// A link is up: ask for a keyframe on every known stream, and tell
-    /// receiving SFUs where our RTCP comes from.
-    fn link_came_up(&self) {
-        let now = Instant::now();
-        let ssrcs: Vec<u32> = self
-            .sources
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .copied()
-            .collect();
-        for ssrc in ssrcs {
-            self.ask_keyframe(ssrc, now);
-        }
-        self.hello();
-    }
-
-    /// Answering side: an empty RR to every separate RTCP destination.
-    fn hello(&self) {
-        if self.side != Side::Answer {
-            return;
-        }
-        let rr = feedback::empty_receiver_report(self.sender_ssrc);
-        for end in &self.ends {
-            if let (Some(socket), Some(dest)) = (&end.rtcp, end.rtcp_dest.get()) {
-                send_control(socket, rr.clone(), dest, &self.counters, None, "RTCP hello");
-            }
-        }
-    }
-
-    /// The first packet of `ssrc` on stream `end`: remember it, and ask for
-    /// a keyframe if a link is up (a stream joining a live link).
-    fn new_source(&self, end: usize, ssrc: u32, payload_type: u8) {
-        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
-        if sources.contains_key(&ssrc) {
-            return;
-        }
-        if sources.len() >= MAX_TRACKED_SSRCS {
-            return;
-        }
-        sources.insert(
-            ssrc,
-            Source {
-                end,
-                payload_type,
-                pending: false,
-            },
-        );
-        drop(sources);
-        tracing::info!(stream = %self.ends[end].spec, ssrc = format_args!("{ssrc:#010x}"), payload_type, "new local RTP stream");
-        if self.route.borrow().is_up() {
-            self.ask_keyframe(ssrc, Instant::now());
-        }
-    }
-
-    /// Stream `end`'s feedback destination became known: send what is owed.
-    fn destination_learned(&self, end: usize) {
-        let owed: Vec<u32> = self
-            .sources
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|(_, s)| s.end == end && s.pending)
-            .map(|(ssrc, _)| *ssrc)
-            .collect();
-        let now = Instant::now();
-        for ssrc in owed {
-            self.ask_keyframe(ssrc, now);
-        }
-    }
-
-    /// The stream a relayed RTCP packet belongs to: the first SSRC it names
-    /// that the link delivered to a stream or a local source sent on one;
-    /// else the first stream.
-    fn rtcp_end(&self, ssrcs: &[u32], link_ssrcs: &HashMap<u32, LinkStream>) -> usize {
-        let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
-        ssrcs
-            .iter()
-            .find_map(|s| {
-                link_ssrcs
-                    .get(s)
-                    .map(|l| l.end)
-                    .or_else(|| sources.get(s).map(|x| x.end))
-            })
-            .unwrap_or(0)
-    }
-}
-
 /// A stream arriving over the link, by SSRC.
 #[derive(Debug, Clone, Copy)]
 struct LinkStream {
-    end: usize,
+    /// The local stream it goes to; none in a node without `--out` for it.
+    end: Option<usize>,
     last: Instant,
 }
 
@@ -456,6 +338,8 @@ pub struct Pipe {
     shared: Arc<Shared>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     continuity: Option<(Arc<Continuity>, u64)>,
+    /// A node's answering pipe: where what the link brings also goes.
+    forward: Mutex<Option<Feed>>,
 }
 
 impl std::fmt::Debug for Pipe {
@@ -525,6 +409,7 @@ impl Pipe {
             sources: Mutex::new(HashMap::new()),
             requests: Mutex::new(KeyframeRequests::new(sender_ssrc)),
             route: watch::Sender::new(Route::Down),
+            upstream: None,
         });
         let mut tasks = Vec::new();
         for (i, end) in shared.ends.iter().enumerate() {
@@ -537,7 +422,55 @@ impl Pipe {
             shared,
             tasks,
             continuity: None,
+            forward: Mutex::new(None),
         })
+    }
+
+    /// A node's forwarding pipe (`relay answer --forward`, see [`forward`]):
+    /// an offering pipe whose local side is the sessions this relay
+    /// answers. Each answering pipe feeds it through a [`Feed`]
+    /// ([`Pipe::feed`], [`Pipe::with_forward`]); it carries one downstream
+    /// link, or several once [fanned out](Pipe::fan_out). Must run inside
+    /// a tokio runtime.
+    pub fn forwarding(options: PipeOptions, counters: Arc<PipeCounters>) -> Pipe {
+        let sender_ssrc = rand::random();
+        let shared = Arc::new(Shared {
+            side: Side::Offer,
+            ends: Vec::new(),
+            counters,
+            options,
+            sender_ssrc,
+            sources: Mutex::new(HashMap::new()),
+            requests: Mutex::new(KeyframeRequests::new(sender_ssrc)),
+            route: watch::Sender::new(Route::Down),
+            upstream: Some(Upstream::default()),
+        });
+        Pipe {
+            shared,
+            tasks: Vec::new(),
+            continuity: None,
+            forward: Mutex::new(None),
+        }
+    }
+
+    /// A forwarding pipe's way in for answered session `session` over
+    /// `link`: feedback goes up `link` while the [`Feed`] lives. Panics on
+    /// a pipe not made by [`Pipe::forwarding`].
+    pub fn feed(&self, session: u64, link: Arc<dyn RelayLink>) -> Feed {
+        Feed::new(self.shared.clone(), session, link)
+    }
+
+    /// Answered sessions feeding this forwarding pipe now (0 for others).
+    pub fn upstream_sessions(&self) -> usize {
+        self.shared.upstream.as_ref().map_or(0, |u| u.sessions())
+    }
+
+    /// An answering pipe that also passes what its link brings down the
+    /// tree through `feed` (`relay answer --forward`; with no `--out`
+    /// streams, only there).
+    pub fn with_forward(self, feed: Feed) -> Pipe {
+        *self.forward.lock().unwrap_or_else(|e| e.into_inner()) = Some(feed);
+        self
     }
 
     /// Reports RTP streams this pipe delivers locally to `continuity`, as
@@ -589,12 +522,14 @@ impl Pipe {
     pub async fn carry(&self, link: Arc<dyn RelayLink>) -> CloseReason {
         self.attach(link.clone());
         let shared = &self.shared;
+        let mut forward = self.forward.lock().unwrap_or_else(|e| e.into_inner()).take();
         shared
             .relay_down(
                 &link,
                 &shared.counters,
                 self.continuity.as_ref(),
                 FarRequests::PassOn,
+                forward.as_mut(),
             )
             .await;
         shared.route.send_replace(Route::Down);
@@ -628,6 +563,20 @@ pub trait Outlet: Send + Sync {
     fn counters(&self) -> &Arc<PipeCounters>;
 }
 
+impl<O: Outlet> Outlet for Arc<O> {
+    fn attach(&self, link: Arc<dyn RelayLink>) {
+        O::attach(self, link);
+    }
+
+    fn carry(&self, link: Arc<dyn RelayLink>) -> impl Future<Output = CloseReason> + Send {
+        O::carry(self, link)
+    }
+
+    fn counters(&self) -> &Arc<PipeCounters> {
+        O::counters(self)
+    }
+}
+
 impl Outlet for Pipe {
     fn attach(&self, link: Arc<dyn RelayLink>) {
         Pipe::attach(self, link);
@@ -639,143 +588,6 @@ impl Outlet for Pipe {
 
     fn counters(&self) -> &Arc<PipeCounters> {
         Pipe::counters(self)
-    }
-}
-
-/// What the link → local direction does with the far receivers' own
-/// keyframe requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FarRequests {
-    /// Pass them on unchanged: one link, one receiving SFU, whose requests
-    /// are its own business.
-    PassOn,
-    /// Fan-out: pass on at most one per stream per
-    /// [`KEYFRAME_REQUEST_MIN_INTERVAL`](feedback::KEYFRAME_REQUEST_MIN_INTERVAL),
-    /// counting the rest, so that N receivers joining or losing packets at
-    /// once do not make the source send N keyframes.
-    Merge,
-}
-
-impl Shared {
-    /// The link → local direction of `link` until it closes or fails,
-    /// counting into `counters`.
-    async fn relay_down(
-        &self,
-        link: &Arc<dyn RelayLink>,
-        counters: &PipeCounters,
-        continuity: Option<&(Arc<Continuity>, u64)>,
-        far: FarRequests,
-    ) {
-        // Dropped when this ends, which publishes the session's streams to
-        // the shared tracker.
-        let mut streams = continuity.map(|(c, session)| c.session(*session));
-        let mut far_requests = KeyframeRequests::new(self.sender_ssrc);
-        let mut link_ssrcs: HashMap<u32, LinkStream> = HashMap::new();
-        let specs: Vec<StreamSpec> = self.ends.iter().map(|e| e.spec.clone()).collect();
-        let down = async {
-            while let Ok(mut packet) = link.recv().await {
-                let now = Instant::now();
-                let end = match packet.kind() {
-                    PacketKind::Rtp => {
-                        let (ssrc, pt) = (packet.ssrc(), packet.payload_type().unwrap_or(0));
-                        let (end, resumed) = match link_ssrcs.get_mut(&ssrc) {
-                            Some(s) => {
-                                let silent = now.saturating_duration_since(s.last);
-                                s.last = now;
-                                (s.end, silent >= OUTAGE_GAP)
-                            }
-                            None => {
-                                let Some(end) = spec::route(&specs, pt) else {
-                                    counters.count(|c| &c.unrouted);
-                                    continue;
-                                };
-                                if link_ssrcs.len() >= MAX_TRACKED_SSRCS {
-                                    link_ssrcs.clear();
-                                }
-                                link_ssrcs.insert(ssrc, LinkStream { end, last: now });
-                                (end, false)
-                            }
-                        };
-                        // A video stream resuming after an outage: its
-                        // receivers need a keyframe from the far source.
-                        if resumed
-                            && self.is_video(pt)
-                            && let Some(request) = far_requests.request(ssrc, now)
-                            && let Ok(request) = Packet::parse(request)
-                            && link.send(request).await.is_ok()
-                        {
-                            counters.count(|c| &c.keyframe_requests_to_link);
-                        }
-                        if let (Some(streams), Some(seq)) = (&mut streams, packet.sequence_number()) {
-                            streams.observe(ssrc, seq);
-                        }
-                        end
-                    }
-                    PacketKind::Rtcp => {
-                        let summary = feedback::summarize(packet.bytes()).unwrap_or_default();
-                        if summary.keyframe_request {
-                            if far == FarRequests::Merge && !self.pass_far_request(&summary, now) {
-                                counters.count(|c| &c.keyframe_requests_merged);
-                                // The rest of the compound (the receiver's
-                                // reports) still goes to the source.
-                                match feedback::without_keyframe_requests(packet.bytes())
-                                    .and_then(|rest| Packet::parse(rest).ok())
-                                {
-                                    Some(rest) => packet = rest,
-                                    None => continue,
-                                }
-                            } else {
-                                counters.count(|c| &c.keyframe_requests_relayed);
-                            }
-                        }
-                        self.rtcp_end(&summary.ssrcs, &link_ssrcs)
-                    }
-                };
-                let local = &self.ends[end];
-                let (socket, dest) = match packet.kind() {
-                    PacketKind::Rtp => (&local.rtp, local.rtp_dest.get()),
-                    PacketKind::Rtcp => local.rtcp_target(),
-                };
-                let Some(dest) = dest else {
-                    counters.count(|c| &c.no_destination);
-                    continue;
-                };
-                match socket.send_to(packet.bytes(), dest).await {
-                    Ok(_) => counters.count(|c| &c.to_local),
-                    Err(e) => {
-                        counters.count(|c| &c.local_send_failed);
-                        tracing::debug!(%dest, error = %e, "local send failed");
-                    }
-                }
-            }
-        };
-        let hello = async {
-            let mut tick = tokio::time::interval(RTCP_HELLO_INTERVAL);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                self.hello();
-            }
-        };
-        tokio::select! {
-            _ = down => {},
-            _ = hello => {},
-            _ = link.closed() => {},
-        }
-    }
-
-    /// Fan-out: whether a far receiver's keyframe request (`summary`)
-    /// should reach the local source, that is whether no request for any
-    /// stream it names went there (from another receiver, or from the
-    /// relay itself) within the minimum interval. Passing it counts as a
-    /// request for those streams.
-    fn pass_far_request(&self, summary: &feedback::RtcpSummary, now: Instant) -> bool {
-        let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-        // Not short-circuiting: every stream asked about is noted.
-        summary
-            .keyframe_ssrcs
-            .iter()
-            .fold(false, |pass, &ssrc| requests.note_relayed(ssrc, now) | pass)
     }
 }
 

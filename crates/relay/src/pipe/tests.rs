@@ -395,3 +395,96 @@ async fn far_keyframe_requests_are_merged_across_branches_but_reports_pass() {
     );
     assert_eq!(totals.keyframe_requests_relayed.load(Ordering::Relaxed), 1);
 }
+
+/// The next packet `link` receives (bounded).
+async fn next(link: &MemLink) -> Packet {
+    tokio::time::timeout(Duration::from_secs(2), link.recv())
+        .await
+        .expect("a packet within 2 s")
+        .unwrap()
+}
+
+/// The media SSRC of a [`report_about`].
+fn about(report: &Packet) -> u32 {
+    u32::from_be_bytes(report.bytes()[8..12].try_into().unwrap())
+}
+
+/// An empty RR from `sender` about `media` (a receiver's report).
+fn report_about(sender: u32, media: u32) -> Packet {
+    let mut p = vec![0x81, 201, 0, 7];
+    p.extend_from_slice(&sender.to_be_bytes());
+    p.extend_from_slice(&media.to_be_bytes());
+    p.extend_from_slice(&[0; 20]);
+    Packet::parse(Bytes::from(p)).unwrap()
+}
+
+#[tokio::test]
+async fn a_node_passes_each_session_down_and_feedback_up_the_session_that_brings_its_stream() {
+    // Two answered sessions feed one forwarding pipe with one downstream link.
+    let forwarding = Pipe::forwarding(PipeOptions::default(), Arc::new(PipeCounters::default()));
+    let (down, leaf) = mem_pair();
+    let (up_one, source_one) = mem_pair();
+    let (up_two, source_two) = mem_pair();
+    let answering = |up: &Arc<MemLink>, session| {
+        Pipe::bind(
+            Side::Answer,
+            &[],
+            PipeOptions::default(),
+            Arc::new(PipeCounters::default()),
+        )
+        .unwrap()
+        .with_forward(forwarding.feed(session, up.clone()))
+    };
+    let (one, two) = (answering(&up_one, 1), answering(&up_two, 2));
+    assert_eq!(forwarding.upstream_sessions(), 2);
+    let carrying = async {
+        tokio::join!(
+            forwarding.carry(down.clone()),
+            one.carry(up_one.clone()),
+            two.carry(up_two.clone())
+        )
+    };
+    let test = async {
+        // Media of each session arrives below, unchanged.
+        source_one
+            .send(Packet::parse(build_rtp(96, 7, 0, 0xA1, &[1; 50])).unwrap())
+            .await
+            .unwrap();
+        source_two
+            .send(Packet::parse(build_rtp(96, 9, 0, 0xB2, &[2; 50])).unwrap())
+            .await
+            .unwrap();
+        let mut below = Vec::new();
+        for _ in 0..2 {
+            let p = tokio::time::timeout(Duration::from_secs(2), leaf.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            below.push((p.ssrc(), p.sequence_number()));
+        }
+        below.sort();
+        assert_eq!(below, [(0xA1, Some(7)), (0xB2, Some(9))]);
+        // A report about each stream goes up the session that brings it.
+        leaf.send(report_about(0x10, 0xB2)).await.unwrap();
+        leaf.send(report_about(0x10, 0xA1)).await.unwrap();
+        // Each stream appeared with a link below up: its source was asked
+        // for a keyframe, through its own session, before the report came.
+        for (source, media) in [(&source_two, 0xB2), (&source_one, 0xA1)] {
+            let request = next(source).await;
+            assert!(
+                summarize(request.bytes()).is_some_and(|s| s.keyframe_request && s.ssrcs.contains(&media))
+            );
+            assert_eq!(about(&next(source).await), media);
+        }
+        // Session two ends: feedback about its stream goes to the one left.
+        up_two.close();
+        eventually("session two leaves", || forwarding.upstream_sessions() == 1).await;
+        leaf.send(report_about(0x10, 0xB2)).await.unwrap();
+        assert_eq!(about(&next(&source_one).await), 0xB2);
+        down.close();
+        up_one.close();
+    };
+    tokio::time::timeout(Duration::from_secs(10), async { tokio::join!(carrying, test) })
+        .await
+        .expect("the node's pipes end when their links close");
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use relay_core::{LinkError, Packet, PacketKind, RTP_HEADER_LEN};
 
-use super::{PipeCounters, Route, Shared};
+use super::{PipeCounters, Shared};
 
 /// Which of a stream's sockets a task reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,15 +95,7 @@ pub(super) async fn local_to_link(shared: Arc<Shared>, end_index: usize, port: P
         if route_changes.has_changed().unwrap_or(false) {
             route = route_changes.borrow_and_update().clone();
         }
-        match &route {
-            Route::Down => counters.count(|c| &c.no_link),
-            Route::Link(link) => count_send(link.send(packet).await, counters),
-            Route::Fanout(branches) => {
-                for branch in branches.iter() {
-                    branch.push(packet.clone());
-                }
-            }
-        }
+        shared.dispatch(&route, packet).await;
     }
 }
 
