@@ -161,6 +161,10 @@ pub struct TreeRun {
     pub window: Duration,
     /// Hop 1, 2, … (chain) or receiver 1, 2, … (fan-out).
     pub taps: Vec<TapResult>,
+    /// Chain: what each hop added to each packet that got through it
+    /// (hop 1: harness send → node 1's `--out`; hop k: arrival behind node
+    /// k less arrival behind node k − 1). Empty for a fan-out.
+    pub hop_latency: Vec<Latency>,
     /// `relay offer` first, then the answering relays in tap order.
     pub relays: Vec<RelayCpu>,
     /// UDP datagrams the kernel dropped for full buffers during the window
@@ -239,6 +243,26 @@ pub fn added_per_hop(p99s: &[f64]) -> Vec<f64> {
         .collect()
 }
 
+/// What one hop added to each packet that arrived behind both of its
+/// ends: `this[i] − before[i]` for every run-wide index `i` with both
+/// arrival times (ns, 0: never arrived). The hop's own latency
+/// distribution, per packet, where [`added_per_hop`] only compares tails.
+///
+/// ```
+/// let hop = relay_bench::tree::hop_delays(&[1_000, 0, 5_000], &[3_000, 4_000, 6_000]);
+/// assert_eq!(hop.count(), 2);
+/// assert!((hop.summary().max - 0.002).abs() < 1e-5);
+/// ```
+pub fn hop_delays(before: &[u64], this: &[u64]) -> Latency {
+    let mut hop = Latency::new();
+    for (&b, &t) in before.iter().zip(this) {
+        if b != 0 && t != 0 {
+            hop.record_ns(t.saturating_sub(b));
+        }
+    }
+    hop
+}
+
 /// What one more receiver costs: `(many − one) / (receivers − 1)`, with
 /// `one` measured with a single receiver and `many` with `receivers`.
 /// `None` for fewer than two receivers.
@@ -260,20 +284,11 @@ pub fn per_extra_receiver(one: f64, many: f64, receivers: usize) -> Option<f64> 
 /// building relay-bench builds the relay library but not its binary);
 /// without cargo, the binary already beside this program is used.
 pub fn relay_binary() -> Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os("RELAY_BIN") {
-        let path = PathBuf::from(path);
-        return if path.is_file() {
-            Ok(path)
-        } else {
-            Err(format!("RELAY_BIN={} is not a file", path.display()))
-        };
+    if let Some(path) = explicit_relay_binary() {
+        return path;
     }
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    // target/PROFILE/relay-bench, or target/PROFILE/deps/TEST for a test.
-    let mut dir = exe.parent().ok_or("this program has no directory")?;
-    if dir.file_name().is_some_and(|n| n == "deps") {
-        dir = dir.parent().ok_or("deps/ has no parent")?;
-    }
+    let (exe, dir) = profile_dir()?;
+    let dir = dir.as_path();
     let beside = dir.join("relay");
     let profile = match dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") => "dev".to_string(),
@@ -292,6 +307,51 @@ pub fn relay_binary() -> Result<PathBuf, String> {
             exe.display()
         )),
     }
+}
+
+/// `RELAY_BIN`, if set.
+fn explicit_relay_binary() -> Option<Result<PathBuf, String>> {
+    let path = PathBuf::from(std::env::var_os("RELAY_BIN")?);
+    Some(if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!("RELAY_BIN={} is not a file", path.display()))
+    })
+}
+
+/// This program and the target directory of its profile
+/// (`target/PROFILE/relay-bench`, or `target/PROFILE/deps/TEST` for a test).
+fn profile_dir() -> Result<(PathBuf, PathBuf), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let mut dir = exe.parent().ok_or("this program has no directory")?;
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir = dir.parent().ok_or("deps/ has no parent")?;
+    }
+    let dir = dir.to_path_buf();
+    Ok((exe, dir))
+}
+
+/// A `relay` binary that is already built, without running cargo:
+/// `RELAY_BIN`, the one beside this program, or the release one of the
+/// same target directory. For the tests: a cargo build from inside `cargo
+/// test` would rebuild the relay library with other features, and the
+/// test build would rebuild it back the next time.
+pub fn built_relay_binary() -> Result<PathBuf, String> {
+    if let Some(path) = explicit_relay_binary() {
+        return path;
+    }
+    let (_, dir) = profile_dir()?;
+    let candidates = [dir.join("relay"), dir.with_file_name("release").join("relay")];
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        format!(
+            "no relay binary at {}; build it with `cargo build -p relay --bin relay` (or set RELAY_BIN)",
+            candidates
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        )
+    })
 }
 
 /// `cargo build --profile PROFILE -p relay --bin relay` in this workspace,
@@ -588,7 +648,7 @@ struct Tap {
     warm: Arc<AtomicU64>,
     /// Nanoseconds since the epoch of the latest arrival.
     last_ns: Arc<AtomicU64>,
-    thread: Option<std::thread::JoinHandle<TapResult>>,
+    thread: Option<std::thread::JoinHandle<(TapResult, Vec<u64>)>>,
 }
 
 impl Tap {
@@ -615,7 +675,9 @@ impl Tap {
                 duplicates: 0,
                 latency: Latency::new(),
             };
-            let mut seen: Vec<u64> = Vec::new();
+            // Arrival time of each packet by run-wide index, ns since the
+            // epoch (0: not arrived): a chain compares them hop to hop.
+            let mut arrivals: Vec<u64> = Vec::new();
             let mut buf = [0u8; 2048];
             while !stopped.load(Ordering::Relaxed) {
                 let Ok(n) = socket.recv(&mut buf) else { continue };
@@ -629,21 +691,21 @@ impl Tap {
                     warmed.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                let (word, bit) = (s.index as usize / 64, s.index % 64);
-                if word >= seen.len() {
-                    seen.resize(word + 1, 0);
+                let i = s.index as usize;
+                if i >= arrivals.len() {
+                    arrivals.resize(i + 1, 0);
                 }
-                if seen[word] & (1 << bit) != 0 {
+                if arrivals[i] != 0 {
                     result.duplicates += 1;
                     continue;
                 }
-                seen[word] |= 1 << bit;
+                arrivals[i] = at_ns.max(1);
                 result.latency.record_ns(at_ns.saturating_sub(s.sent_ns));
                 result.delivered += 1;
                 count.store(result.delivered, Ordering::Relaxed);
                 last.store(at_ns, Ordering::Relaxed);
             }
-            result
+            (result, arrivals)
         });
         Ok(Tap {
             addr,
@@ -655,14 +717,21 @@ impl Tap {
         })
     }
 
-    fn finish(mut self) -> TapResult {
+    /// Stops the thread; what arrived, and each packet's arrival time by
+    /// run-wide index (ns since the epoch, 0: never).
+    fn finish(mut self) -> (TapResult, Vec<u64>) {
         self.stop.store(true, Ordering::Relaxed);
         let thread = self.thread.take();
-        thread.and_then(|t| t.join().ok()).unwrap_or_else(|| TapResult {
-            name: "a tap whose thread panicked".into(),
-            delivered: 0,
-            duplicates: 0,
-            latency: Latency::new(),
+        thread.and_then(|t| t.join().ok()).unwrap_or_else(|| {
+            (
+                TapResult {
+                    name: "a tap whose thread panicked".into(),
+                    delivered: 0,
+                    duplicates: 0,
+                    latency: Latency::new(),
+                },
+                Vec::new(),
+            )
         })
     }
 }
@@ -980,8 +1049,17 @@ pub fn measure(
         })
         .collect();
     relays.stop();
-    let taps: Vec<TapResult> = taps.into_iter().map(Tap::finish).collect();
+    let (taps, arrivals): (Vec<TapResult>, Vec<Vec<u64>>) = taps.into_iter().map(Tap::finish).unzip();
     let offered = sent?;
+    let hop_latency = match topology {
+        Topology::Chain { .. } => taps
+            .first()
+            .map(|t| t.latency.clone())
+            .into_iter()
+            .chain(arrivals.windows(2).map(|w| hop_delays(&w[0], &w[1])))
+            .collect(),
+        Topology::FanOut { .. } => Vec::new(),
+    };
     Ok(TreeRun {
         topology,
         transport: link.0,
@@ -990,6 +1068,7 @@ pub fn measure(
         offered,
         window,
         taps,
+        hop_latency,
         relays: cpu,
         kernel_drops: kernel.rcvbuf_errors + kernel.sndbuf_errors,
         problem: (!problems.is_empty()).then(|| problems.join("; ")),
@@ -1115,6 +1194,15 @@ pub fn measure_all(config: &TreeConfig, mut progress: impl FnMut(&str)) -> TreeR
     rows
 }
 
+/// `values` in ms joined by `sep`, or `-` for none.
+fn joined(values: &[f64], sep: &str) -> String {
+    if values.is_empty() {
+        "-".into()
+    } else {
+        values.iter().map(|v| ms(*v)).collect::<Vec<_>>().join(sep)
+    }
+}
+
 fn ms(v: f64) -> String {
     if v.abs() >= 100.0 {
         format!("{v:.0}")
@@ -1156,7 +1244,7 @@ pub fn section(rows: &TreeRows) -> String {
     // Summary.
     let _ = writeln!(
         md,
-        "| link | chain p99 after hop 1 / 2 / 3, ms | p99 added per hop, ms | CPU per forwarding node, µs/pkt (% core) | fan-out `relay offer` CPU, 1 / N receivers, µs/pkt | CPU per extra receiver, µs/pkt (% core) | slowest receiver's p99, 1 / N, ms | worst delivered |\n|---|---|---|---|---|---|---|---|"
+        "| link | chain p99 after hop 1 / 2 / 3, ms | p99 added per hop, ms | each hop's own p99, ms | CPU per forwarding node, µs/pkt (% core) | fan-out `relay offer` CPU, 1 / N receivers, µs/pkt | CPU per extra receiver, µs/pkt (% core) | slowest receiver's p99, 1 / N, ms | worst delivered |\n|---|---|---|---|---|---|---|---|---|"
     );
     for &t in &transports {
         let chain = rows.chains.iter().find(|r| r.transport == t);
@@ -1171,6 +1259,9 @@ pub fn section(rows: &TreeRows) -> String {
             c.taps.iter().map(|t| t.latency.summary().p99).collect()
         });
         let added = added_per_hop(&p99s);
+        let own: Vec<f64> = chain.map_or(Vec::new(), |c| {
+            c.hop_latency.iter().map(|h| h.summary().p99).collect()
+        });
         // Forwarding nodes: every node but the last (it only delivers).
         let forwarding = chain.map_or(Vec::new(), |c| {
             let n = c.relays.len();
@@ -1190,17 +1281,10 @@ pub fn section(rows: &TreeRows) -> String {
             .fold(f64::INFINITY, f64::min);
         let _ = writeln!(
             md,
-            "| {t}{mode} | {} | {} | {} | {} | {} | {} | {} |",
-            if p99s.is_empty() {
-                "-".into()
-            } else {
-                p99s.iter().map(|v| ms(*v)).collect::<Vec<_>>().join(" / ")
-            },
-            if added.is_empty() {
-                "-".into()
-            } else {
-                added.iter().map(|v| ms(*v)).collect::<Vec<_>>().join(", ")
-            },
+            "| {t}{mode} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            joined(&p99s, " / "),
+            joined(&added, ", "),
+            joined(&own, ", "),
             match (
                 mean(&forwarding.iter().map(|f| f.0).collect::<Vec<_>>()),
                 mean(&forwarding.iter().map(|f| f.1).collect::<Vec<_>>())
@@ -1242,6 +1326,8 @@ pub fn section(rows: &TreeRows) -> String {
         md,
         "- *p99 added per hop*: hop 1's p99 (harness → `relay offer` → node 1 → harness), then each hop's p99 less the previous hop's, from the same packets in the same run. \
          Percentiles do not add exactly, so this is how much worse the tail got at that hop.\n\
+         - *each hop's own p99*: per packet, its arrival behind this node less its arrival behind the node before (hop 1: less its send time), p99 over the packets: \
+         the hop's own delay distribution (node k − 1 sending onwards, the link, node k delivering), without the tails of the hops before it.\n\
          - *CPU per forwarding node*: mean over the middle nodes (`relay answer --out … --forward …`: receive one link, send onwards and deliver locally): what one more hop in a chain costs.\n\
          - *CPU per extra receiver*: (`relay offer`'s CPU with N receivers − with one) / (N − 1). With one `--signal` the offer sends onto its link directly; with several, through a queue per link.\n\
          - *Slowest receiver*: the receiver with the highest p99 in the run. *Worst delivered*: the lowest share of packets any tap got, over the chain and both fan-outs.\n"
@@ -1251,7 +1337,7 @@ pub fn section(rows: &TreeRows) -> String {
         let _ = writeln!(md, "### Chain: per hop\n");
         let _ = writeln!(
             md,
-            "| link | relay | role | delivered there | p50 ms | p99 ms | p99 added ms | max ms | CPU µs/pkt | CPU % core |\n|---|---|---|---|---|---|---|---|---|---|"
+            "| link | relay | role | delivered there | p50 ms | p99 ms | p99 added ms | max ms | hop's own p50 ms | hop's own p99 ms | CPU µs/pkt | CPU % core |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
         );
         for c in &rows.chains {
             let p99s: Vec<f64> = c.taps.iter().map(|t| t.latency.summary().p99).collect();
@@ -1267,9 +1353,13 @@ pub fn section(rows: &TreeRows) -> String {
                 };
                 let tap = i.checked_sub(1).and_then(|k| c.taps.get(k));
                 let l = tap.map(|t| t.latency.summary());
+                let hop = i
+                    .checked_sub(1)
+                    .and_then(|k| c.hop_latency.get(k))
+                    .map(Latency::summary);
                 let _ = writeln!(
                     md,
-                    "| {} {} | {} | {role} | {} | {} | {} | {} | {} | {:.1} | {:.2}% |",
+                    "| {} {} | {} | {role} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.2}% |",
                     c.transport,
                     c.mode,
                     r.role,
@@ -1280,6 +1370,8 @@ pub fn section(rows: &TreeRows) -> String {
                         .and_then(|k| added.get(k))
                         .map_or("-".into(), |a| ms(*a)),
                     l.map_or("-".into(), |l| ms(l.max)),
+                    hop.map_or("-".into(), |h| ms(h.p50)),
+                    hop.map_or("-".into(), |h| ms(h.p99)),
                     c.cpu_us_per_packet(r),
                     c.core_percent(r),
                 );
@@ -1287,7 +1379,7 @@ pub fn section(rows: &TreeRows) -> String {
             if let Some(p) = &c.problem {
                 let _ = writeln!(
                     md,
-                    "| {} {} | problem: {p} | | | | | | | | |",
+                    "| {} {} | problem: {p} | | | | | | | | | | |",
                     c.transport, c.mode
                 );
             }
@@ -1376,6 +1468,10 @@ pub fn to_json(rows: &TreeRows) -> Value {
                 Topology::Chain { .. } => Some(added_per_hop(&p99s)),
                 Topology::FanOut { .. } => None,
             },
+            "hops_own_latency_ms": r.hop_latency.iter().map(|h| {
+                let l = h.summary();
+                json!({"p50": l.p50, "p99": l.p99, "max": l.max, "count": l.count})
+            }).collect::<Vec<_>>(),
             "relays": r.relays.iter().map(|c| json!({
                 "role": c.role,
                 "cpu_ms": c.cpu.as_secs_f64() * 1e3,
@@ -1458,6 +1554,17 @@ mod tests {
                     cpu: Duration::from_millis(c),
                 })
                 .collect(),
+            hop_latency: match topology {
+                Topology::Chain { .. } => p99s_ms
+                    .iter()
+                    .map(|_| {
+                        let mut h = Latency::new();
+                        h.record_ns(500_000);
+                        h
+                    })
+                    .collect(),
+                Topology::FanOut { .. } => Vec::new(),
+            },
             kernel_drops: 0,
             problem: None,
         }
@@ -1488,19 +1595,114 @@ mod tests {
         assert_eq!(wide.slowest().unwrap().name, "tap 3");
         assert!((wide.worst_delivered() - 0.993).abs() < 1e-9);
         let md = section(&rows);
+        // HdrHistogram keeps 3 significant digits: 2 ms reads 2.001.
+        assert!(md.contains("| quic datagram | 1.000 / 2.00"), "{md}");
         assert!(
-            md.contains("| quic datagram | 1.000 / 2.000 / 4.000 | 1.000, 1.000, 2.000 | 21.0 (1.05%) |"),
-            "{md}"
-        );
-        assert!(
-            md.contains("| 10.0 / 38.0 (N = 8) | 4.0 (0.20%) | 1.000 / 3.000 |"),
+            md.contains("| 0.500, 0.500, 0.500 | 21.0 (1.05%) | 10.0 / 38.0 (N = 8) | 4.0 (0.20%) | 1.000 / 3.000 | 99.30% |"),
             "{md}"
         );
         assert!(md.contains("### Chain: per hop"));
         assert!(md.contains("### Fan-out: per run"));
         let j = to_json(&rows);
-        assert_eq!(j["chains"][0]["p99_added_per_hop_ms"][2], 2.0);
+        let added = j["chains"][0]["p99_added_per_hop_ms"][2].as_f64().unwrap();
+        assert!((added - 2.0).abs() < 0.01, "{added}");
+        assert_eq!(j["chains"][0]["hops_own_latency_ms"].as_array().unwrap().len(), 3);
         assert_eq!(j["per_extra_receiver"]["quic"]["cpu_us_per_packet"], 4.0);
+    }
+
+    #[test]
+    fn a_hop_is_measured_on_the_packets_that_crossed_it() {
+        // Packet 1 never reached the first node, packet 3 not the second.
+        let before = [1_000_000, 0, 2_000_000, 3_000_000];
+        let this = [1_400_000, 1_500_000, 2_300_000, 0];
+        let hop = hop_delays(&before, &this);
+        assert_eq!(hop.count(), 2);
+        let l = hop.summary();
+        assert!(
+            (l.p50 - 0.3).abs() < 0.001 && (l.max - 0.4).abs() < 0.001,
+            "{l:?}"
+        );
+        // A packet seen earlier behind the later node counts as no delay.
+        assert_eq!(hop_delays(&[5_000], &[4_000]).count(), 1);
+        assert_eq!(hop_delays(&[], &[1]).count(), 0);
+    }
+
+    /// A tiny chain and fan-out of real `relay` processes: packets reach
+    /// every hop and every receiver, and every figure is present and sane.
+    /// Behaviour, not speed: the bounds hold on a loaded 2-core machine.
+    #[test]
+    fn real_relays_deliver_at_every_hop_and_every_receiver() {
+        let binary = match built_relay_binary() {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("SKIPPED: {e}");
+                return;
+            }
+        };
+        let config = TreeConfig {
+            workload: Workload::ConstantRate { size: 300, pps: 200 },
+            duration: Duration::from_secs(1),
+            ..TreeConfig::default()
+        };
+        let check = |run: &TreeRun, taps: usize| {
+            assert_eq!(run.offered, 200, "{run:?}");
+            assert_eq!(run.taps.len(), taps);
+            assert_eq!(run.relays.len(), taps + 1, "relay offer and one relay per tap");
+            assert!(run.problem.is_none(), "{:?}", run.problem);
+            for t in &run.taps {
+                // Loopback at 200 pps: everything, bar a packet a loaded
+                // machine's full socket buffer might drop.
+                assert!(t.delivered >= 198, "{}: {} of 200", t.name, t.delivered);
+                assert_eq!(t.latency.count(), t.delivered);
+                let l = t.latency.summary();
+                assert!(
+                    l.p50 > 0.0 && l.p50 <= l.p99 && l.p99 <= l.max && l.max < 1_000.0,
+                    "{l:?}"
+                );
+            }
+            for r in &run.relays {
+                // Each relay did work, and no more than two cores' worth.
+                let pct = run.core_percent(r);
+                assert!(
+                    r.cpu > Duration::ZERO && pct <= 200.0,
+                    "{}: {:?}, {pct}%",
+                    r.role,
+                    r.cpu
+                );
+                assert!(run.cpu_us_per_packet(r) > 0.0);
+            }
+            assert!(run.window >= config.duration);
+        };
+        if has_forward(&binary) {
+            let chain = measure(
+                &binary,
+                (Transport::RtpUdp, Mode::Unreliable),
+                Topology::Chain { hops: 2 },
+                &config,
+            )
+            .expect("a 2-hop chain");
+            check(&chain, 2);
+            assert_eq!(chain.relays[0].role, "relay offer");
+            assert_eq!(chain.relays[2].role, "node 2");
+            assert_eq!(chain.hop_latency.len(), 2);
+            assert!(chain.hop_latency.iter().all(|h| h.count() >= 198));
+            // The second hop's packets crossed the first one too.
+            assert!(chain.taps[1].latency.summary().p50 >= chain.taps[0].latency.summary().p50);
+        } else {
+            eprintln!(
+                "chain not measured: {} has no `relay answer --forward`",
+                binary.display()
+            );
+        }
+        let fan_out = measure(
+            &binary,
+            (Transport::Quic, Mode::Datagram),
+            Topology::FanOut { receivers: 2 },
+            &config,
+        )
+        .expect("a 1 → 2 fan-out");
+        check(&fan_out, 2);
+        assert_eq!(fan_out.relays[2].role, "receiver 2");
     }
 
     #[test]
