@@ -35,7 +35,8 @@ enum Command {
         /// Seed of the netsim proxies.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Run only this scenario (repeatable: --scenario wan-burst5 --scenario wan-outage).
+        /// Run only this scenario (repeatable: --scenario wan-burst5 --scenario wan-outage;
+        /// `--scenario tree`: the relay trees, chains and fan-outs of `relay` processes).
         /// The markdown then covers only what ran; write it outside docs/ with --out.
         #[arg(long = "scenario", value_name = "NAME")]
         scenarios: Vec<String>,
