@@ -41,7 +41,8 @@ impl RelayProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .env_remove("RELAY_TOKEN")
-            .env("RUST_LOG", "warn");
+            // Logging as deployed, whatever this shell asks for.
+            .env_remove("RELAY_LOG");
         #[cfg(target_os = "linux")]
         {
             use std::os::unix::process::CommandExt;

@@ -33,6 +33,7 @@ fn ms(v: f64) -> String {
 /// fan-out tables, each column explained.
 pub fn section(rows: &TreeRows) -> String {
     let mut md = String::new();
+    let widest = rows.fan_outs.iter().map(|r| r.taps.len()).max().unwrap_or(0);
     let _ = writeln!(md, "## Relay trees: chains and fan-out\n");
     let _ = writeln!(
         md,
@@ -40,9 +41,13 @@ pub fn section(rows: &TreeRows) -> String {
          The harness sends {} for {:.0} s into `relay offer --in`; every answering relay `--out`s to a harness socket of its own, \
          which stamps the arrival on the sender's clock (one-way latency, send call to receive). \
          CPU is each relay process's own time on the CPU (`/proc/PID/task/*/schedstat`, all threads) from the first packet sent to the end of the drain, setup excluded, \
-         per packet sent into the tree (µs/pkt) and as a share of one core over that window. Links in each transport's unreliable mode.\n",
+         per packet sent into the tree (µs/pkt) and as a share of one core over that window. Links in each transport's unreliable mode. \
+         Every relay and the harness share this machine's cores: with {widest} receivers, {} relay processes and {} harness threads take turns on them, \
+         so the tails include waiting for a core, which relays on machines of their own would not.\n",
         rows.workload,
-        rows.duration.as_secs_f64()
+        rows.duration.as_secs_f64(),
+        widest + 1,
+        widest + 1
     );
     for s in &rows.skipped {
         let _ = writeln!(md, "> **Not run:** {s}.\n");
