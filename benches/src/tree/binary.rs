@@ -66,9 +66,8 @@ fn profile_dir() -> Result<(PathBuf, PathBuf), String> {
 
 /// A `relay` binary that is already built, without running cargo:
 /// `RELAY_BIN`, the one beside this program, or the release one of the
-/// same target directory. For the tests: a cargo build from inside `cargo
-/// test` would rebuild the relay library with other features, and the
-/// test build would rebuild it back the next time.
+/// same target directory. For the tests, which should not wait minutes
+/// for a build (`cargo test --workspace` builds `target/debug/relay`).
 pub fn built_relay_binary() -> Result<PathBuf, String> {
     if let Some(path) = explicit_relay_binary() {
         return path;
@@ -93,6 +92,27 @@ fn build_relay(profile: &str, target_dir: Option<&FsPath>) -> Result<PathBuf, St
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
+    // What cargo sets for the program it runs (`cargo run`, `cargo test`)
+    // describes relay-bench, not the build asked for here, and ring's
+    // build script reruns when CARGO_MANIFEST_DIR changes: inherited, it
+    // made every such build recompile ring and everything above it
+    // (about 90 s here), and the next plain build recompile it back.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "OUT_DIR",
+            ]
+            .contains(&name.as_ref())
+        {
+            command.env_remove(name.as_ref());
+        }
+    }
     command
         .current_dir(&workspace)
         .args(["build", "--profile", profile, "-p", "relay", "--bin", "relay"])
