@@ -288,7 +288,7 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Runs one tree of `topology` over `link`: starts the relays, sends,
 /// drains, stops them. Every wait is bounded; the relays are stopped on
-/// every path out (the [`Relays`] guard).
+/// every path out (the `Relays` guard).
 pub fn measure(
     binary: &FsPath,
     link: (Transport, Mode),
