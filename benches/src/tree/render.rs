@@ -33,21 +33,37 @@ fn ms(v: f64) -> String {
 /// fan-out tables, each column explained.
 pub fn section(rows: &TreeRows) -> String {
     let mut md = String::new();
-    let widest = rows.fan_outs.iter().map(|r| r.taps.len()).max().unwrap_or(0);
+    // The most relays that ran at once: the widest fan-out, or the chain.
+    let most = rows
+        .fan_outs
+        .iter()
+        .chain(&rows.chains)
+        .map(|r| r.relays.len())
+        .max()
+        .unwrap_or(0);
     let _ = writeln!(md, "## Relay trees: chains and fan-out\n");
     let _ = writeln!(
         md,
         "Real `relay` processes on loopback, one per relay as deployed, started from the command line as the README shows. \
-         The harness sends {} for {:.0} s into `relay offer --in`; every answering relay `--out`s to a harness socket of its own, \
+         The harness sends {} for {} s into `relay offer --in`; every answering relay `--out`s to a harness socket of its own, \
          which stamps the arrival on the sender's clock (one-way latency, send call to receive). \
          CPU is each relay process's own time on the CPU (`/proc/PID/task/*/schedstat`, all threads) from the first packet sent to the end of the drain, setup excluded, \
-         per packet sent into the tree (µs/pkt) and as a share of one core over that window. Links in each transport's unreliable mode. \
-         Every relay and the harness share this machine's cores: with {widest} receivers, {} relay processes and {} harness threads take turns on them, \
-         so the tails include waiting for a core, which relays on machines of their own would not.\n",
+         per packet sent into the tree (µs/pkt) and as a share of one core over that window. Links in each transport's unreliable mode.{}\n",
         rows.workload,
-        rows.duration.as_secs_f64(),
-        widest + 1,
-        widest + 1
+        if rows.duration.subsec_nanos() == 0 {
+            rows.duration.as_secs().to_string()
+        } else {
+            format!("{:.1}", rows.duration.as_secs_f64())
+        },
+        if most > 1 {
+            format!(
+                " Every relay and the harness share this machine's {} cores: up to {most} relay processes and as many harness threads take turns on them, \
+                 so the tails include waiting for a core, which relays on machines of their own would not.",
+                std::thread::available_parallelism().map_or(0, |n| n.get())
+            )
+        } else {
+            String::new()
+        }
     );
     for s in &rows.skipped {
         let _ = writeln!(md, "> **Not run:** {s}.\n");
@@ -62,6 +78,10 @@ pub fn section(rows: &TreeRows) -> String {
     transports.sort_by_key(|t| t.name());
     transports.dedup();
 
+    if transports.is_empty() {
+        failures(&mut md, rows);
+        return md;
+    }
     // Summary.
     let _ = writeln!(
         md,
@@ -250,6 +270,11 @@ pub fn section(rows: &TreeRows) -> String {
         }
         md.push('\n');
     }
+    failures(&mut md, rows);
+    md
+}
+
+fn failures(md: &mut String, rows: &TreeRows) {
     if !rows.failures.is_empty() {
         let _ = writeln!(md, "Runs that failed:\n");
         for f in &rows.failures {
@@ -257,7 +282,6 @@ pub fn section(rows: &TreeRows) -> String {
         }
         md.push('\n');
     }
-    md
 }
 
 /// Every run as JSON rows (milliseconds, µs per packet, % of a core).
