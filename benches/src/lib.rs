@@ -34,6 +34,8 @@
 //! - [`links`]: `relay-bench links`, many idle links in one process:
 //!   memory, descriptors and threads per link, setup rate, what breaks.
 //! - [`outage`]: how a path came back from a black hole (pure).
+//! - [`tree`]: `relay-bench tree`, chains and fan-outs of real `relay`
+//!   processes: latency after every hop, CPU of every relay.
 //! - [`scenario`], [`report`], [`svg`], [`sys`]: the matrix, the markdown
 //!   and its plots, and what the machine says about itself.
 //!
@@ -62,4 +64,5 @@ pub mod scenario;
 
 pub mod svg;
 pub mod sys;
+pub mod tree;
 pub mod workload;

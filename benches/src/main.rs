@@ -5,6 +5,10 @@
 //! `relay-bench links [--count N] [--parallel K] [--transport NAME]...`:
 //! opens N idle links of each transport in this process and prints what
 //! one holds, the setup rate and what failed first, as markdown.
+//!
+//! `relay-bench tree [--seconds S] [--transport NAME]... [--hops N] [--receivers N] [--pps N] [--json FILE]`:
+//! a chain of `relay` processes and a 1 → N fan-out per transport,
+//! latency behind every relay and CPU of every relay, as markdown.
 
 use std::path::PathBuf;
 
@@ -31,7 +35,8 @@ enum Command {
         /// Seed of the netsim proxies.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Run only this scenario (repeatable: --scenario wan-burst5 --scenario wan-outage).
+        /// Run only this scenario (repeatable: --scenario wan-burst5 --scenario wan-outage;
+        /// `--scenario tree`: the relay trees, chains and fan-outs of `relay` processes).
         /// The markdown then covers only what ran; write it outside docs/ with --out.
         #[arg(long = "scenario", value_name = "NAME")]
         scenarios: Vec<String>,
@@ -70,6 +75,109 @@ enum Command {
         #[arg(long, hide = true)]
         rows_only: bool,
     },
+    /// Relay trees of real `relay` processes on loopback, per transport: a
+    /// chain (`relay offer` → N nodes, each `--out` to the harness and
+    /// `--forward` to the next) and a fan-out to one and to N receivers.
+    /// Prints latency after each hop and each relay's CPU (markdown).
+    Tree {
+        /// Seconds the harness sends for, per run.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Only this transport (repeatable; default: every compiled one), in
+        /// its unreliable mode unless given as `TRANSPORT MODE` ("quic stream").
+        #[arg(long = "transport", value_name = "NAME")]
+        transports: Vec<String>,
+        /// Answering relays in the chain.
+        #[arg(long, default_value_t = 3)]
+        hops: usize,
+        /// Answering relays of the wide fan-out (compared with one).
+        #[arg(long, default_value_t = 8)]
+        receivers: usize,
+        /// Send this many packets per second of --size bytes instead of the
+        /// report's 2.5 Mbit/s video.
+        #[arg(long)]
+        pps: Option<u32>,
+        /// Packet size with --pps.
+        #[arg(long, default_value_t = 1_200)]
+        size: usize,
+        /// Also write every run as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+}
+
+/// `relay-bench tree`: measures, prints the markdown section, writes JSON.
+#[allow(clippy::too_many_arguments)]
+fn tree(
+    seconds: f64,
+    transports: &[String],
+    hops: usize,
+    receivers: usize,
+    pps: Option<u32>,
+    size: usize,
+    json: Option<PathBuf>,
+) -> std::process::ExitCode {
+    let mut config = relay_bench::tree::TreeConfig {
+        duration: std::time::Duration::from_secs_f64(seconds.clamp(0.1, 3600.0)),
+        hops,
+        receivers,
+        ..Default::default()
+    };
+    if let Some(pps) = pps {
+        config.workload = relay_bench::workload::Workload::ConstantRate { size, pps };
+    }
+    if !transports.is_empty() {
+        let mut links = Vec::new();
+        for name in transports {
+            let mut words = name.split_whitespace();
+            let transport = match words.next().unwrap_or_default().parse::<relay_core::Transport>() {
+                Ok(t) if relay::compiled_transports().contains(&t) => t,
+                _ => {
+                    eprintln!(
+                        "no such transport: {name}; compiled: {:?}",
+                        relay::compiled_transports()
+                    );
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            let mode = match words.next() {
+                None => relay_bench::tree::default_links(&[transport])[0].1,
+                Some(m) => match m.parse::<relay_core::Mode>() {
+                    Ok(m) if transport.modes().contains(&m) => m,
+                    _ => {
+                        eprintln!("{transport} has no mode {m}; its modes: {:?}", transport.modes());
+                        return std::process::ExitCode::FAILURE;
+                    }
+                },
+            };
+            links.push((transport, mode));
+        }
+        config.links = links;
+    }
+    if hops == 0 {
+        eprintln!("--hops must be at least 1");
+        return std::process::ExitCode::FAILURE;
+    }
+    let rows = relay_bench::tree::measure_all(&config, |line| eprintln!("{line}"));
+    println!("{}", relay_bench::tree::section(&rows));
+    if let Some(path) = json {
+        let text = match serde_json::to_string_pretty(&relay_bench::tree::to_json(&rows)) {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("cannot encode the rows as JSON: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        if let Err(e) = std::fs::write(&path, text) {
+            eprintln!("cannot write {}: {e}", path.display());
+            return std::process::ExitCode::FAILURE;
+        }
+    }
+    if rows.chains.is_empty() && rows.fan_outs.is_empty() {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
 }
 
 /// Runs each transport's links in a child process of its own (this binary,
@@ -222,6 +330,15 @@ fn main() -> std::process::ExitCode {
             };
             return links(&runtime, config, &transports, rows_only);
         }
+        Command::Tree {
+            seconds,
+            transports,
+            hops,
+            receivers,
+            pps,
+            size,
+            json,
+        } => return tree(seconds, &transports, hops, receivers, pps, size, json),
     };
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = out.unwrap_or_else(|| workspace.join("docs"));

@@ -460,6 +460,7 @@ mod tests {
             elapsed: Duration::from_secs(1),
             load: ("0".into(), "0".into()),
             sustained: Vec::new(),
+            tree: None,
             ceiling: Ceiling {
                 batched: delivered(1_000_000),
                 gso_gro: delivered(3_000_000),

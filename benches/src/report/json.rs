@@ -42,6 +42,7 @@ pub fn to_json(m: &Matrix, machine: &Machine) -> Value {
         "failures": m.failures,
         "skipped": m.skipped,
         "ceiling": super::ceiling::to_json(&m.ceiling),
+        "tree": m.tree.as_ref().map(crate::tree::to_json),
     })
 }
 
@@ -188,6 +189,7 @@ pub(super) mod tests {
             elapsed: Duration::from_secs(9),
             load: ("1.0".into(), "1.1".into()),
             sustained: Vec::new(),
+            tree: None,
             ceiling: Default::default(),
         };
         let machine = crate::sys::Machine {

@@ -125,7 +125,12 @@ pub fn render(m: &Matrix, machine: &Machine, versions: &[(String, String)], comm
     let _ = writeln!(
         md,
         "| scenarios | {}{} |\n",
-        m.scenarios.iter().map(|s| s.name).collect::<Vec<_>>().join(", "),
+        m.scenarios
+            .iter()
+            .map(|s| s.name)
+            .chain(m.tree.as_ref().map(|_| super::TREE))
+            .collect::<Vec<_>>()
+            .join(", "),
         if c.only.is_empty() {
             ""
         } else {
@@ -236,6 +241,9 @@ pub fn render(m: &Matrix, machine: &Machine, versions: &[(String, String)], comm
     }
     lan_sections(&mut md, &mut plots, m, &video, &flood);
     super::wan::render(&mut md, m, &video);
+    if let Some(tree) = &m.tree {
+        md.push_str(&crate::tree::section(tree));
+    }
 
     // Per scenario.
     let _ = writeln!(md, "## Scenarios\n");

@@ -8,6 +8,7 @@ use crate::path::Path;
 use crate::pion::relay_binary;
 use crate::run::measure;
 use crate::scenario::Subject;
+use crate::tree::{TreeConfig, TreeRows, default_links};
 
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -29,7 +30,8 @@ pub async fn run_matrix(config: ReportConfig, mut progress: impl FnMut(&str)) ->
     // The pion rows need the Go program: build it (or find it cached) once,
     // and skip the rows with the reason when this machine cannot.
     let mut skipped = Vec::new();
-    if subjects.iter().any(Subject::is_pion) {
+    // Only the scenarios' runs use it (`--scenario tree` alone does not).
+    if !scenarios.is_empty() && subjects.iter().any(Subject::is_pion) {
         progress("pion relay: building tools/pion-relay (cached after the first time)");
         let built = tokio::task::spawn_blocking(|| relay_binary().map_err(|e| e.to_string()))
             .await
@@ -191,6 +193,11 @@ pub async fn run_matrix(config: ReportConfig, mut progress: impl FnMut(&str)) ->
             }
         }
     }
+    let tree = if config.runs_tree() {
+        Some(run_tree(&config, &subjects, &mut progress).await)
+    } else {
+        None
+    };
     Ok(Matrix {
         config,
         subjects,
@@ -203,6 +210,40 @@ pub async fn run_matrix(config: ReportConfig, mut progress: impl FnMut(&str)) ->
         load: (load_before, loadavg()),
         sustained,
         ceiling,
+        tree,
+    })
+}
+
+/// The relay trees over the transports of the selected link paths (pion
+/// and raw UDP have none), each in its unreliable mode, on a blocking
+/// thread (child processes and socket threads), progress passed on.
+async fn run_tree(config: &ReportConfig, subjects: &[Subject], progress: &mut impl FnMut(&str)) -> TreeRows {
+    let mut transports: Vec<relay_core::Transport> = Vec::new();
+    for s in subjects {
+        if let Subject::Link(t, _) = s
+            && !transports.contains(t)
+        {
+            transports.push(*t);
+        }
+    }
+    let tree_config = TreeConfig {
+        duration: config.tree,
+        links: default_links(&transports),
+        drain_idle: config.drain.idle,
+        ..TreeConfig::default()
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let task = tokio::task::spawn_blocking(move || {
+        crate::tree::measure_all(&tree_config, |line| {
+            let _ = tx.send(line.to_string());
+        })
+    });
+    while let Some(line) = rx.recv().await {
+        progress(&line);
+    }
+    task.await.unwrap_or_else(|e| TreeRows {
+        failures: vec![format!("the tree task failed: {e}")],
+        ..TreeRows::default()
     })
 }
 

@@ -28,6 +28,10 @@ use crate::workload::Workload;
 pub const VIDEO_BITRATE: u64 = 2_500_000;
 /// Packet size of the max-rate workload (and the criterion throughput group).
 pub const FLOOD_SIZE: usize = 1_200;
+/// `--scenario tree`: the relay trees of [`crate::tree`] (real `relay`
+/// processes, a chain and a fan-out per transport), not a network
+/// condition of the matrix.
+pub const TREE: &str = "tree";
 
 /// How long and how often each part of the matrix runs.
 #[derive(Debug, Clone)]
@@ -60,6 +64,8 @@ pub struct ReportConfig {
     pub wan_reps: usize,
     /// Packets of the sustained-throughput measurement per path.
     pub sustained_packets: u64,
+    /// Seconds of video per relay-tree run ([`TREE`]).
+    pub tree: Duration,
     /// Setups per path on the clean network.
     pub setup_samples: usize,
     /// Setups per path through the 20 ms delay.
@@ -96,6 +102,9 @@ impl ReportConfig {
             wan: Duration::from_secs(8),
             wan_reps: 3,
             sustained_packets: 200_000,
+            // About 290 packets a second: some 2,900 per tap, so each
+            // p99 rests on its slowest 29 packets.
+            tree: Duration::from_secs(10),
             setup_samples: 20,
             setup_delay_samples: 5,
             drain: Drain::default(),
@@ -120,6 +129,7 @@ impl ReportConfig {
             wan: Duration::from_secs(3),
             wan_reps: 3,
             sustained_packets: 30_000,
+            tree: Duration::from_secs(2),
             setup_samples: 5,
             setup_delay_samples: 1,
             drain: Drain {
@@ -178,19 +188,26 @@ impl ReportConfig {
         }
     }
 
+    /// Whether the relay trees ([`TREE`]) run: with every scenario, or
+    /// when `--scenario tree` names them.
+    pub fn runs_tree(&self) -> bool {
+        self.only.is_empty() || self.only.iter().any(|n| n == TREE)
+    }
+
     /// The scenarios this configuration runs, in matrix order; an error
-    /// names the unknown ones and the known ones.
+    /// names the unknown ones and the known ones. [`TREE`] is known and
+    /// selects none of them.
     pub fn selected_scenarios(&self) -> Result<Vec<Scenario>, String> {
         let all = scenarios();
         let unknown: Vec<&str> = self
             .only
             .iter()
-            .filter(|name| !all.iter().any(|s| s.name == name.as_str()))
+            .filter(|name| *name != TREE && !all.iter().any(|s| s.name == name.as_str()))
             .map(String::as_str)
             .collect();
         if !unknown.is_empty() {
             return Err(format!(
-                "unknown scenario {}: the scenarios are {}",
+                "unknown scenario {}: the scenarios are {}, {TREE}",
                 unknown.join(", "),
                 all.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
             ));
@@ -272,6 +289,9 @@ pub struct Matrix {
     /// The ceiling (batched UDP, iperf3) and CPU per byte, measured on
     /// the clean network; empty when `clean` is not selected.
     pub ceiling: crate::ceiling::Ceiling,
+    /// The relay trees (chain and fan-out of `relay` processes), when
+    /// [`TREE`] ran.
+    pub tree: Option<crate::tree::TreeRows>,
 }
 
 #[cfg(test)]
@@ -297,6 +317,7 @@ impl Matrix {
             elapsed: Duration::from_secs(1),
             load: (String::new(), String::new()),
             sustained: Vec::new(),
+            tree: None,
             ceiling: Default::default(),
         }
     }
@@ -533,6 +554,20 @@ mod tests {
         assert_eq!(full.workloads_for(wan).len(), 1);
         assert!(full.reps(wan, &full.workloads_for(wan)[0].0) >= 3);
         assert!(full.reps(&scenarios()[1], &full.workloads()[0].0) >= 3);
+    }
+
+    #[test]
+    fn tree_is_a_scenario_name_of_its_own() {
+        let mut c = ReportConfig::quick();
+        assert!(c.runs_tree());
+        c.only = vec![TREE.into()];
+        assert!(c.runs_tree());
+        assert!(c.selected_scenarios().unwrap().is_empty());
+        c.only = vec!["clean".into()];
+        assert!(!c.runs_tree());
+        c.only = vec!["trees".into()];
+        let e = c.selected_scenarios().unwrap_err();
+        assert!(e.ends_with(", wan-outage, tree"), "{e}");
     }
 
     #[test]
