@@ -67,6 +67,7 @@
 //! rtp-udp-relay --example pair`.
 #![warn(missing_docs)]
 
+pub mod batch;
 mod link;
 pub mod liveness;
 pub mod resend;
