@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_trait::async_trait;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use relay_core::{
     CloseReason, CloseSignal, DropCause, LinkError, LinkStats, Mode, Overflow, Packet, PacketKind,
     PacketQueue, Pushed, RelayLink, RtpUdpDescription, SrtpParameters, StatsRecorder, Transport, check_size,
@@ -798,7 +798,55 @@ async fn drive(
     }
 }
 
+/// What a packet becomes on its way out.
+enum WireForm {
+    /// These bytes go on the wire.
+    Send(Bytes),
+    /// Not sent, and counted: SRTP refuses its index.
+    Dropped,
+}
+
 impl RtpUdpLink {
+    /// The size check and, in srtp mode, the protection of one packet
+    /// (with the outbound context `ctx`, locked by the caller), as every
+    /// send does them. A refusal is counted; `Closed` shuts the link down.
+    fn wire_form(&self, packet: &Packet, ctx: Option<&mut SrtpContext>) -> Result<WireForm, LinkError> {
+        let s = &self.shared;
+        if let Err(e) = check_size(packet.len(), s.max_packet_size) {
+            s.stats.on_drop(DropCause::TooLarge);
+            return Err(e);
+        }
+        let Some(ctx) = ctx else {
+            return Ok(WireForm::Send(packet.bytes().clone()));
+        };
+        let protected = match packet.kind() {
+            PacketKind::Rtp => ctx.protect_rtp(packet.bytes()),
+            PacketKind::Rtcp => ctx.protect_rtcp(packet.bytes()),
+        };
+        match protected {
+            Ok(wire) => {
+                if let (Some(sent), Some(seq)) = (&s.sent, packet.sequence_number()) {
+                    let now = tokio::time::Instant::now().into_std();
+                    lock(sent).keep(packet.ssrc(), seq, wire.clone(), now);
+                }
+                Ok(WireForm::Send(wire))
+            }
+            Err(SrtpError::WouldReuseIndex) => {
+                // A duplicate or a sequence number from before the
+                // replay window: the peer would refuse it anyway.
+                s.stats.on_drop(DropCause::Unauthenticated);
+                Ok(WireForm::Dropped)
+            }
+            Err(e) => {
+                // Index exhaustion (the packet parsed, so it is not
+                // truncated): the link cannot send safely any more.
+                let reason = CloseReason::Transport(format!("SRTP: {e}"));
+                s.shutdown(reason.clone());
+                Err(LinkError::Closed(reason))
+            }
+        }
+    }
+
     /// [`RelayLink::send`], which never waits: the kernel's send buffer
     /// is this transport's queue.
     fn send_now(&self, packet: Packet) -> Result<(), LinkError> {
@@ -806,45 +854,66 @@ impl RtpUdpLink {
         if let Some(reason) = s.close.reason() {
             return Err(LinkError::Closed(reason));
         }
-        if let Err(e) = check_size(packet.len(), s.max_packet_size) {
-            s.stats.on_drop(DropCause::TooLarge);
-            return Err(e);
+        let mut ctx = s.outbound.as_ref().map(lock);
+        let form = self.wire_form(&packet, ctx.as_deref_mut());
+        drop(ctx);
+        if let WireForm::Send(wire) = form? {
+            s.put_on_wire(&wire, &packet);
         }
-        let wire = match &s.outbound {
-            None => packet.bytes().clone(),
-            Some(ctx) => {
-                let mut ctx = ctx.lock().unwrap_or_else(|e| e.into_inner());
-                let protected = match packet.kind() {
-                    PacketKind::Rtp => ctx.protect_rtp(packet.bytes()),
-                    PacketKind::Rtcp => ctx.protect_rtcp(packet.bytes()),
-                };
-                drop(ctx);
-                match protected {
-                    Ok(wire) => {
-                        if let (Some(sent), Some(seq)) = (&s.sent, packet.sequence_number()) {
-                            let now = tokio::time::Instant::now().into_std();
-                            lock(sent).keep(packet.ssrc(), seq, wire.clone(), now);
-                        }
-                        wire
-                    }
-                    Err(SrtpError::WouldReuseIndex) => {
-                        // A duplicate or a sequence number from before the
-                        // replay window: the peer would refuse it anyway.
-                        s.stats.on_drop(DropCause::Unauthenticated);
-                        return Ok(());
-                    }
+        Ok(())
+    }
+
+    /// [`RelayLink::send_batch`], which never waits either: every packet
+    /// is checked and protected in order under one lock, then runs of
+    /// equal sizes leave in one GSO send each ([`BatchSocket::send_all`]).
+    /// A packet the kernel has no room for is dropped and counted, as in
+    /// `send`.
+    fn send_batch_now(&self, packets: &mut Vec<Packet>) -> Result<(), LinkError> {
+        let s = &self.shared;
+        if let Some(reason) = s.close.reason() {
+            return Err(LinkError::Closed(reason));
+        }
+        // (index in `packets`, bytes on the wire), up to the first refusal.
+        let mut wires: Vec<(usize, Bytes)> = Vec::with_capacity(packets.len());
+        let mut refused = None;
+        {
+            let mut ctx = s.outbound.as_ref().map(lock);
+            for (i, packet) in packets.iter().enumerate() {
+                match self.wire_form(packet, ctx.as_deref_mut()) {
+                    Ok(WireForm::Send(wire)) => wires.push((i, wire)),
+                    Ok(WireForm::Dropped) => {}
                     Err(e) => {
-                        // Index exhaustion (the packet parsed, so it is not
-                        // truncated): the link cannot send safely any more.
-                        let reason = CloseReason::Transport(format!("SRTP: {e}"));
-                        s.shutdown(reason.clone());
-                        return Err(LinkError::Closed(reason));
+                        refused = Some((i, e));
+                        break;
                     }
                 }
             }
-        };
-        s.put_on_wire(&wire, &packet);
-        Ok(())
+        }
+        let peer = s.peer();
+        let mut next = wires.iter();
+        s.socket
+            .send_all(wires.iter().map(|(_, w)| &w[..]), peer, |result| {
+                let Some((i, _)) = next.next() else { return };
+                match result {
+                    Ok(()) => s.stats.on_sent(&packets[*i]),
+                    Err(e) => {
+                        if e.kind() != io::ErrorKind::WouldBlock {
+                            tracing::debug!(%peer, error = %e, "UDP send failed");
+                        }
+                        s.stats.on_drop(DropCause::SendQueueFull);
+                    }
+                }
+            });
+        match refused {
+            None => {
+                packets.clear();
+                Ok(())
+            }
+            Some((i, e)) => {
+                packets.drain(..i);
+                Err(e)
+            }
+        }
     }
 }
 
@@ -907,6 +976,11 @@ impl RelayLink for RtpUdpLink {
 
     async fn recv(&self) -> Result<Packet, LinkError> {
         self.shared.inbox.pop().await.map_err(LinkError::Closed)
+    }
+
+    /// GSO for runs of equal-size packets; see `send_batch_now`.
+    async fn send_batch(&self, packets: &mut Vec<Packet>) -> Result<(), LinkError> {
+        self.send_batch_now(packets)
     }
 
     /// The first packet as `recv` waits for it, then what else is queued,

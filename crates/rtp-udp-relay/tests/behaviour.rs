@@ -505,3 +505,61 @@ async fn a_burst_of_mixed_sizes_arrives_whole_and_in_order() {
     assert_eq!(stats.drops.malformed, 2 * garbage_rounds);
     assert_eq!(stats.drops.unknown_source, 20);
 }
+
+/// `send_batch` puts runs of equal sizes on the wire in one GSO send each:
+/// the peer still sees one datagram per packet, each byte for byte, in
+/// order, and the link counts every one as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sent_batch_arrives_as_one_datagram_per_packet() {
+    // A buffer that holds the whole batch (the default 208 KiB does not).
+    let peer = relay_core::udp::bind_udp("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+    peer.set_nonblocking(false).unwrap();
+    peer.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    let answerer = answering(&peer, RtpUdpConfig::default()).await;
+    let accept = tokio::spawn(answerer.accept());
+    let peer = tokio::task::spawn_blocking(move || {
+        answer_probes(&peer, Duration::from_millis(300));
+        peer
+    })
+    .await
+    .unwrap();
+    let link = tokio::time::timeout(BOUND, accept)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let mut sizes = vec![1_200; 130]; // more than one GSO send holds
+    sizes.extend([700, 1_472, 12, 64, 64, 64, 63, 1_000]);
+    let sent: Vec<Packet> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &size)| {
+            Packet::parse(build_rtp(96, i as u16, 0, 0xB47C, &vec![i as u8; size - 12])).unwrap()
+        })
+        .collect();
+    let mut batch = sent.clone();
+    link.send_batch(&mut batch).await.unwrap();
+    assert!(batch.is_empty());
+    let got = tokio::task::spawn_blocking(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65_536];
+        let until = Instant::now() + Duration::from_secs(2);
+        while got.len() < 138 && Instant::now() < until {
+            if let Ok(n) = peer.recv(&mut buf)
+                && buf[0] >= 0x80
+            {
+                got.push(buf[..n].to_vec());
+            }
+        }
+        got
+    })
+    .await
+    .unwrap();
+    assert_eq!(got.len(), sent.len());
+    for (i, (g, p)) in got.iter().zip(&sent).enumerate() {
+        assert_eq!(&g[..], &p.bytes()[..], "datagram {i}");
+    }
+    let stats = link.stats();
+    assert_eq!(stats.packets_sent, sent.len() as u64);
+    assert_eq!(stats.bytes_sent, sizes.iter().sum::<usize>() as u64);
+}
