@@ -61,11 +61,10 @@ pub struct BatchSocket {
 
 impl BatchSocket {
     /// Wraps `socket`. `quinn-udp` switches `UDP_GRO` on where the kernel
-    /// has it; the options it also sets to forbid IP fragmentation are put
-    /// back as they were, so a datagram larger than the path's MTU is
-    /// fragmented as before, not refused.
+    /// has it; the other options it sets are put back as they were (see
+    /// `SavedOptions`).
     pub fn new(socket: UdpSocket) -> io::Result<BatchSocket> {
-        let saved = FragmentationOptions::read(&socket);
+        let saved = SavedOptions::read(&socket);
         let state = UdpSocketState::new((&socket).into())?;
         saved.restore(&socket);
         Ok(BatchSocket { socket, state })
@@ -89,26 +88,40 @@ impl BatchSocket {
     }
 
     /// One `recvmmsg`: hands every datagram it got to `each`, whole and in
-    /// arrival order, with its source; returns how many. An empty socket
-    /// is `Err(WouldBlock)`, and tokio learns of it (so its readiness
-    /// wait does not wake at once again).
-    pub fn recv(&self, mut each: impl FnMut(&[u8], SocketAddr)) -> io::Result<usize> {
+    /// arrival order, with its source. An empty socket is
+    /// `Err(WouldBlock)`, and tokio learns of it (so its readiness wait
+    /// does not wake at once again).
+    pub fn recv(&self, mut each: impl FnMut(&[u8], SocketAddr)) -> io::Result<Received> {
         with_scratch(&RECV_SCRATCH, quinn_udp::BATCH_SIZE * RECV_BUFFER, |scratch| {
             let mut chunks = scratch.chunks_mut(RECV_BUFFER);
             let mut bufs: [IoSliceMut<'_>; quinn_udp::BATCH_SIZE] =
                 std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
             let mut meta = [RecvMeta::default(); quinn_udp::BATCH_SIZE];
-            let n = self.socket.try_io(Interest::READABLE, || {
-                self.state.recv((&self.socket).into(), &mut bufs, &mut meta)
-            })?;
-            let mut count = 0;
-            for (buf, m) in bufs.iter().zip(&meta).take(n) {
-                for datagram in datagrams(buf, m) {
-                    count += 1;
-                    each(datagram, m.addr);
+            let mut got = Received::default();
+            let r = self.socket.try_io(Interest::READABLE, || {
+                let n = self.state.recv((&self.socket).into(), &mut bufs, &mut meta)?;
+                for (buf, m) in bufs.iter().zip(&meta).take(n) {
+                    for datagram in datagrams(buf, m) {
+                        got.datagrams += 1;
+                        each(datagram, m.addr);
+                    }
                 }
+                if n < bufs.len() {
+                    // Fewer than asked for: the kernel found the queue
+                    // empty. Telling tokio now saves the system call that
+                    // would only say so (at low rates, one per packet); a
+                    // datagram that arrives meanwhile wakes the socket
+                    // again, as after any would-block.
+                    got.emptied = true;
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(())
+            });
+            match r {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && got.datagrams > 0 => Ok(got),
+                Err(e) => Err(e),
+                Ok(()) => Ok(got),
             }
-            Ok(count)
         })
     }
 
@@ -190,6 +203,15 @@ impl BatchSocket {
         buf.clear();
         run.clear();
     }
+}
+
+/// What one [`BatchSocket::recv`] got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Received {
+    /// Datagrams handed over.
+    pub datagrams: usize,
+    /// The socket had no more: wait for readiness before the next call.
+    pub emptied: bool,
 }
 
 /// The datagrams in one received buffer: `meta.len` bytes cut at the GRO
@@ -297,20 +319,32 @@ impl GsoRun {
     }
 }
 
-/// The socket options `quinn-udp` sets to forbid IP fragmentation
-/// (`IP_MTU_DISCOVER`, `IPV6_MTU_DISCOVER`, `IPV6_DONTFRAG`), as they were.
-struct FragmentationOptions(Vec<(libc::c_int, libc::c_int, libc::c_int)>);
+/// The socket options `quinn-udp` sets besides `UDP_GRO`, as they were
+/// before, to be put back:
+///
+/// - `IP_MTU_DISCOVER`, `IPV6_MTU_DISCOVER`, `IPV6_DONTFRAG` forbid IP
+///   fragmentation; restored, a datagram larger than the path's MTU is
+///   fragmented as before, not refused;
+/// - `IP_PKTINFO`, `IP_RECVTOS`, `IPV6_RECVPKTINFO`, `IPV6_RECVTCLASS`
+///   make the kernel attach the destination address and the ECN bits to
+///   every datagram received, which rtp-udp does not use: off, they cost
+///   nothing per packet.
+struct SavedOptions(Vec<(libc::c_int, libc::c_int, libc::c_int)>);
 
-impl FragmentationOptions {
-    const OPTIONS: [(libc::c_int, libc::c_int); 3] = [
+impl SavedOptions {
+    const OPTIONS: [(libc::c_int, libc::c_int); 7] = [
         (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER),
         (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER),
         (libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG),
+        (libc::IPPROTO_IP, libc::IP_PKTINFO),
+        (libc::IPPROTO_IP, libc::IP_RECVTOS),
+        (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO),
+        (libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS),
     ];
 
-    fn read(socket: &UdpSocket) -> FragmentationOptions {
+    fn read(socket: &UdpSocket) -> SavedOptions {
         let fd = socket.as_raw_fd();
-        FragmentationOptions(
+        SavedOptions(
             Self::OPTIONS
                 .iter()
                 .filter_map(|&(level, name)| {

@@ -519,7 +519,8 @@ impl Shared {
                 self.on_datagram(data, shape, from, new_source, liveness, inbound);
             });
             match received {
-                Ok(n) => taken += n.max(1),
+                Ok(got) if got.emptied => return,
+                Ok(got) => taken += got.datagrams.max(1),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
                     // ICMP errors reported on the socket (e.g. port
