@@ -21,8 +21,8 @@ use crate::scenario::{Scenario, Subject};
 /// Largest datagram the raw receiver reads.
 const MAX_DATAGRAM: usize = 65_536;
 
-/// Datagrams the raw receiver takes per wake-up before yielding, like the
-/// rtp-udp backend's own receive loop.
+/// Datagrams the raw receiver takes per wake-up before yielding, and
+/// packets a link's receiver takes per `recv_batch`.
 const RAW_RECV_BATCH: usize = 256;
 
 /// The reorder window every link path in this process opens its repair
@@ -55,6 +55,17 @@ pub enum End {
     },
 }
 
+/// What became of a batch of sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SentBatch {
+    /// Packets taken by the link or the kernel.
+    pub accepted: u64,
+    /// Packets refused without waiting (full socket buffer, too large).
+    pub dropped: u64,
+    /// The link closed: the packets not taken are dropped.
+    pub closed: bool,
+}
+
 /// What became of one send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sent {
@@ -84,20 +95,70 @@ impl End {
         }
     }
 
+    /// Sends `packets` in order and takes them out of the vector: a link's
+    /// own [`RelayLink::send_batch`] (rtp-udp puts runs of equal sizes on
+    /// the wire in one GSO send), raw UDP one `sendto` per packet as
+    /// [`send`](Self::send) does (it is the per-packet baseline). A packet
+    /// the link refuses as too large is dropped and the rest still go.
+    pub async fn send_batch(&self, packets: &mut Vec<Packet>) -> SentBatch {
+        let mut result = SentBatch::default();
+        match self {
+            End::Link(link) => loop {
+                let offered = packets.len() as u64;
+                match link.send_batch(packets).await {
+                    Ok(()) => {
+                        result.accepted += offered;
+                        break;
+                    }
+                    Err(LinkError::TooLarge { .. }) => {
+                        result.accepted += offered - packets.len() as u64;
+                        packets.remove(0);
+                        result.dropped += 1;
+                    }
+                    Err(LinkError::Closed(_)) => {
+                        result.accepted += offered - packets.len() as u64;
+                        result.closed = true;
+                        packets.clear();
+                        break;
+                    }
+                }
+            },
+            End::Udp { .. } => {
+                for packet in packets.drain(..) {
+                    match self.send(packet).await {
+                        Sent::Accepted => result.accepted += 1,
+                        Sent::Dropped => result.dropped += 1,
+                        Sent::Closed => result.closed = true,
+                    }
+                }
+            }
+        }
+        result
+    }
+
     /// Waits for at least one packet and hands each one that is there to
     /// `each` with its arrival time. Returns `false` once the end is closed.
     ///
-    /// A relay link gives one packet per call (the [`RelayLink`] API has no
-    /// batch receive); a raw socket is drained up to a batch per wake-up.
+    /// A relay link gives what it holds, up to a batch, through
+    /// [`RelayLink::recv_batch`]; a raw socket is drained up to a batch per
+    /// wake-up.
     pub async fn recv(&self, buf: &mut [u8], mut each: impl FnMut(&[u8], Instant)) -> bool {
         match self {
-            End::Link(link) => match link.recv().await {
-                Ok(p) => {
-                    each(p.bytes(), Instant::now());
-                    true
+            End::Link(link) => {
+                // Grown as packets come: a lone packet costs one small
+                // allocation, not a whole batch's.
+                let mut got = Vec::new();
+                match link.recv_batch(&mut got, RAW_RECV_BATCH).await {
+                    Ok(_) => {
+                        let at = Instant::now();
+                        for p in &got {
+                            each(p.bytes(), at);
+                        }
+                        true
+                    }
+                    Err(_) => false,
                 }
-                Err(_) => false,
-            },
+            }
             End::Udp { socket, .. } => {
                 // The first datagram through tokio's own wait, the rest of
                 // what is queued without waiting.

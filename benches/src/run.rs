@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 
 use crate::latency::Latency;
 use crate::outage::{Arrival, Recovery, recovery};
-use crate::path::{Path, Sent};
+use crate::path::Path;
 use crate::scenario::{Scenario, Subject};
 use crate::sys;
 use crate::workload::{Workload, clock_rates, read_stamp, stamp};
@@ -238,6 +238,12 @@ pub async fn measure(
     Ok(result)
 }
 
+/// Packets the sender hands a path in one [`send_batch`](crate::path::End::send_batch)
+/// at most: what the ceiling's GSO sender puts in one send
+/// ([`GSO_SEGMENTS`](crate::ceiling::GSO_SEGMENTS)), so a batched
+/// transport is measured with the batches its ceiling row uses.
+const SEND_BATCH: usize = crate::ceiling::GSO_SEGMENTS;
+
 #[allow(clippy::too_many_arguments)]
 async fn run(
     path: &Path,
@@ -360,34 +366,50 @@ async fn run(
             let mut lag = Latency::new();
             let (mut offered, mut offered_bytes, mut accepted) = (0u64, 0u64, 0u64);
             let mut first = None;
-            for (i, planned) in schedule.enumerate() {
+            let mut schedule = schedule.enumerate().peekable();
+            let mut batch = Vec::with_capacity(SEND_BATCH);
+            while schedule.peek().is_some() {
+                // A flood hands over SEND_BATCH packets at a time; a paced
+                // workload one packet at a time, each stamped just before
+                // it is sent, so its latency figures mean what they
+                // always meant (nothing waits for a batch to fill).
                 if flood {
-                    if i % 256 == 0 && start.elapsed() >= duration {
+                    if start.elapsed() >= duration {
                         break;
                     }
-                    if i % 64 == 63 {
-                        // Let the receiving tasks run on a busy runtime.
-                        tokio::task::yield_now().await;
-                    }
-                } else {
-                    let due = start + planned.due;
+                    // Let the receiving tasks run on a busy runtime.
+                    tokio::task::yield_now().await;
+                } else if let Some((_, next)) = schedule.peek() {
+                    let due = start + next.due;
                     if due > tokio::time::Instant::now() {
                         tokio::time::sleep_until(due).await;
                     }
-                    lag.record_ns(due.elapsed().as_nanos() as u64);
                 }
-                let now = Instant::now();
-                first.get_or_insert(now);
-                let packet = stamp(&planned, i as u32, now.duration_since(epoch).as_nanos() as u64);
-                offered += 1;
-                offered_bytes += planned.size as u64;
-                match end.send(packet).await {
-                    Sent::Accepted => accepted += 1,
-                    Sent::Dropped => {}
-                    Sent::Closed => {
-                        closed.store(true, Ordering::Relaxed);
+                let now = tokio::time::Instant::now();
+                let limit = if flood { SEND_BATCH } else { 1 };
+                while batch.len() < limit {
+                    let Some((i, planned)) = schedule.next_if(|(_, p)| flood || start + p.due <= now) else {
                         break;
+                    };
+                    if !flood {
+                        let due = start + planned.due;
+                        lag.record_ns(now.saturating_duration_since(due).as_nanos() as u64);
                     }
+                    let stamped = Instant::now();
+                    first.get_or_insert(stamped);
+                    batch.push(stamp(
+                        &planned,
+                        i as u32,
+                        stamped.duration_since(epoch).as_nanos() as u64,
+                    ));
+                    offered += 1;
+                    offered_bytes += planned.size as u64;
+                }
+                let sent = end.send_batch(&mut batch).await;
+                accepted += sent.accepted;
+                if sent.closed {
+                    closed.store(true, Ordering::Relaxed);
+                    break;
                 }
             }
             (offered, offered_bytes, accepted, first, Instant::now(), lag)

@@ -488,6 +488,194 @@ pub async fn close_reaches_the_peer(factory: &dyn PairFactory, mode: Mode) {
     assert_eq!(a.close_reason(), Some(CloseReason::Local));
 }
 
+/// Batches keep order and boundaries: [`RelayLink::send_batch`] of runs
+/// of equal sizes, shorter tails and lone odd sizes (what GSO-style
+/// batching cuts into runs) arrives through [`RelayLink::recv_batch`]
+/// packet for packet, byte for byte, in order (unreliable modes may lose
+/// a few on loopback, never reorder or merge them). A batch stops at an
+/// oversized packet: those before it are sent, it and the rest are
+/// handed back, and it is counted.
+pub async fn batches_keep_order_and_boundaries(factory: &dyn PairFactory, mode: Mode) {
+    const ROUNDS: u32 = 40;
+    let (a, b) = pair(factory, mode).await;
+    let max = crate::MIN_MAX_PACKET_SIZE;
+    let sizes = [
+        1_200, 1_200, 1_200, 700, max, 64, 64, 64, 64, 16, 1_000, 999, 999, 1_200,
+    ];
+    let mut sent: Vec<Packet> = Vec::new();
+    let mut batch = Vec::with_capacity(sizes.len());
+    for round in 0..ROUNDS {
+        for &size in &sizes {
+            let p = numbered(0xBA7C, sent.len() as u32, size);
+            sent.push(p.clone());
+            batch.push(p);
+        }
+        within("send_batch", a.send_batch(&mut batch))
+            .await
+            .expect("send_batch");
+        assert!(
+            batch.is_empty(),
+            "round {round}: send_batch left {} packets",
+            batch.len()
+        );
+        // Paced lightly, so unreliable modes on loopback have no excuse.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut got: Vec<Packet> = Vec::with_capacity(64);
+    let mut seen = 0usize;
+    let mut last: Option<u32> = None;
+    loop {
+        got.clear();
+        let n = match tokio::time::timeout(Duration::from_secs(2), b.recv_batch(&mut got, 64)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => panic!("recv_batch after {seen} packets: {e}"),
+            Err(_) => break,
+        };
+        assert!((1..=64).contains(&n), "recv_batch returned {n} for a limit of 64");
+        assert_eq!(n, got.len(), "recv_batch's count and what it appended");
+        for p in &got {
+            let i = number_of(p);
+            assert!(
+                last.is_none_or(|l| i > l),
+                "packet {i} after packet {last:?}: batches reordered"
+            );
+            if mode.is_reliable() {
+                assert_eq!(
+                    i,
+                    last.map_or(0, |l| l + 1),
+                    "reliable batches lost packet(s) before {i}"
+                );
+            }
+            last = Some(i);
+            let original = &sent[i as usize];
+            assert_eq!(p.len(), original.len(), "packet {i}: boundaries moved");
+            assert_eq!(p.bytes(), original.bytes(), "packet {i} changed in transit");
+            seen += 1;
+        }
+        if seen == sent.len() {
+            break;
+        }
+    }
+    let want = if mode.is_reliable() {
+        sent.len()
+    } else {
+        sent.len() * 9 / 10
+    };
+    assert!(seen >= want, "{seen} of {} batched packets arrived", sent.len());
+
+    // An oversized packet in the middle: the two before it go, it and the
+    // one after it come back, it first.
+    let too_large = a.max_packet_size() + 1;
+    let base = sent.len() as u32;
+    let mut batch = vec![
+        numbered(0xBA7C, base, 100),
+        numbered(0xBA7C, base + 1, 100),
+        numbered(0xBA7C, base + 2, too_large),
+        numbered(0xBA7C, base + 3, 100),
+    ];
+    let drops_before = a.stats().drops.too_large;
+    match within("send_batch with an oversized packet", a.send_batch(&mut batch)).await {
+        Err(LinkError::TooLarge { size, .. }) => assert_eq!(size, too_large),
+        other => panic!("a batch with a {too_large}-byte packet: expected TooLarge, got {other:?}"),
+    }
+    assert_eq!(
+        batch.len(),
+        2,
+        "the oversized packet and the one after it are handed back"
+    );
+    assert_eq!((number_of(&batch[0]), batch[0].len()), (base + 2, too_large));
+    assert_eq!(number_of(&batch[1]), base + 3);
+    assert_eq!(a.stats().drops.too_large, drops_before + 1);
+    let mut numbers = Vec::new();
+    while numbers.len() < 2 {
+        got.clear();
+        match tokio::time::timeout(Duration::from_secs(2), b.recv_batch(&mut got, 64)).await {
+            Ok(Ok(_)) => numbers.extend(got.iter().map(number_of)),
+            Ok(Err(e)) => panic!("recv_batch: {e}"),
+            Err(_) if !mode.is_reliable() => break,
+            Err(_) => panic!("the packets before the oversized one never arrived"),
+        }
+    }
+    assert!(
+        numbers.iter().all(|n| [base, base + 1].contains(n)),
+        "{numbers:?}"
+    );
+}
+
+/// A batch of one leaves at once and `recv_batch` returns it alone: no
+/// backend holds a packet back waiting for a batch to fill, on either
+/// side. Twenty ping-pongs of single-packet batches, each answered within
+/// a bound far under any batching timer yet safe on a loaded machine.
+pub async fn a_lone_packet_is_not_held(factory: &dyn PairFactory, mode: Mode) {
+    const BOUND: Duration = Duration::from_millis(500);
+    let (a, b) = pair(factory, mode).await;
+    let mut batch = Vec::with_capacity(64);
+    let mut got = Vec::with_capacity(64);
+    for i in 0..20u32 {
+        for (from, to) in [(&a, &b), (&b, &a)] {
+            batch.push(numbered(0x1011E, i, 200));
+            within("send_batch of one", from.send_batch(&mut batch))
+                .await
+                .expect("send_batch of one");
+            got.clear();
+            let started = Instant::now();
+            // Unreliable modes may lose one on the way: then the next try.
+            match tokio::time::timeout(BOUND, to.recv_batch(&mut got, 64)).await {
+                Ok(Ok(n)) => {
+                    assert_eq!(n, 1, "one packet sent, {n} received");
+                    assert_eq!(number_of(&got[0]), i);
+                }
+                Ok(Err(e)) => panic!("recv_batch: {e}"),
+                Err(_) if !mode.is_reliable() && i > 0 => continue,
+                Err(_) => panic!(
+                    "a lone packet was not delivered within {BOUND:?} (waited {:?}): held for a batch?",
+                    started.elapsed()
+                ),
+            }
+        }
+    }
+    // A limit of zero returns at once with nothing.
+    let n = within("recv_batch with max 0", a.recv_batch(&mut got, 0)).await;
+    assert!(matches!(n, Ok(0)), "recv_batch(max 0): {n:?}");
+}
+
+/// After close, `send_batch` refuses with `Closed` and hands every packet
+/// back; `recv_batch` returns what was already received, then `Closed`,
+/// on both ends.
+pub async fn closed_link_refuses_batches(factory: &dyn PairFactory, mode: Mode) {
+    let (a, b) = pair(factory, mode).await;
+    let mut batch = vec![numbered(5, 0, 100)];
+    a.send_batch(&mut batch).await.expect("send_batch before close");
+    let mut got = Vec::new();
+    within("recv_batch before close", b.recv_batch(&mut got, 8))
+        .await
+        .expect("recv_batch before close");
+    a.close();
+    within("peer noticing the close", b.closed()).await;
+    for (link, side) in [(&a, "closing end"), (&b, "peer")] {
+        let mut batch = vec![numbered(5, 1, 100), numbered(5, 2, 100)];
+        match within("send_batch after close", link.send_batch(&mut batch)).await {
+            Err(LinkError::Closed(_)) => {}
+            other => panic!("{side}: send_batch after close: expected Closed, got {other:?}"),
+        }
+        assert_eq!(batch.len(), 2, "{side}: a closed link hands the batch back");
+        let r = within("recv_batch after close", async {
+            loop {
+                got.clear();
+                match link.recv_batch(&mut got, 8).await {
+                    Ok(_) => continue,
+                    Err(e) => return e,
+                }
+            }
+        })
+        .await;
+        assert!(
+            matches!(r, LinkError::Closed(_)),
+            "{side}: recv_batch after close: {r:?}"
+        );
+    }
+}
+
 /// The clock rates [`configured_clock_rates_reach_the_stats`] expects both
 /// ends to be configured with: Opus on payload type 111 at 48 kHz.
 pub fn clock_rates() -> ClockRates {
@@ -592,6 +780,24 @@ macro_rules! conformance_tests {
             async fn close_reaches_the_peer() {
                 let _one_at_a_time = c::serialize().await;
                 c::close_reaches_the_peer(&$factory, $mode).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn batches_keep_order_and_boundaries() {
+                let _one_at_a_time = c::serialize().await;
+                c::batches_keep_order_and_boundaries(&$factory, $mode).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_lone_packet_is_not_held() {
+                let _one_at_a_time = c::serialize().await;
+                c::a_lone_packet_is_not_held(&$factory, $mode).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn closed_link_refuses_batches() {
+                let _one_at_a_time = c::serialize().await;
+                c::closed_link_refuses_batches(&$factory, $mode).await;
             }
         }
     };

@@ -147,6 +147,81 @@ pub trait RelayLink: Send + Sync + fmt::Debug {
     /// received are still returned, then `Err(LinkError::Closed)`.
     async fn recv(&self) -> Result<Packet, LinkError>;
 
+    /// Sends the packets in `packets`, in order, as [`send`](RelayLink::send)
+    /// would one by one, taking them out of `packets` (the vector keeps its
+    /// capacity for the next batch, so a sender allocates nothing per
+    /// batch). A backend with batched I/O puts many on the wire per system
+    /// call (rtp-udp: GSO); none holds a packet back to wait for more, so
+    /// a batch of one leaves at once.
+    ///
+    /// Stops at the first packet refused: `Err(TooLarge)` (the packets
+    /// before it were sent; that one and the rest stay in `packets`, the
+    /// oversized one first, for the caller to drop or split) or
+    /// `Err(Closed)` (what was not sent stays in `packets`). The default
+    /// loops over `send`.
+    ///
+    /// ```
+    /// # use relay_core::{Packet, RelayLink, LinkError, build_rtp};
+    /// # async fn demo(link: &dyn RelayLink) -> Result<(), LinkError> {
+    /// let mut batch: Vec<Packet> = Vec::with_capacity(64);
+    /// for seq in 0..3 {
+    ///     batch.push(Packet::parse(build_rtp(96, seq, 0, 0x1234, b"frame part")).unwrap());
+    /// }
+    /// link.send_batch(&mut batch).await?;
+    /// assert!(batch.is_empty());
+    /// # Ok(()) }
+    /// ```
+    async fn send_batch(&self, packets: &mut Vec<Packet>) -> Result<(), LinkError> {
+        for i in 0..packets.len() {
+            // A clone is a reference count: the packet stays in `packets`
+            // until it is known to have been taken.
+            let sent = match self.try_send(packets[i].clone()) {
+                Ok(sent) => sent,
+                Err(packet) => self.send(packet).await,
+            };
+            if let Err(e) = sent {
+                packets.drain(..i);
+                return Err(e);
+            }
+        }
+        packets.clear();
+        Ok(())
+    }
+
+    /// Waits for at least one packet, then appends to `out` every packet
+    /// already received, up to `max`; returns how many it appended (0 only
+    /// when `max` is 0, at once). The first packet is returned as soon as
+    /// it is there: nothing waits for a batch to fill. After the link
+    /// closes, packets already received are still returned, then
+    /// `Err(LinkError::Closed)`. The shape of tokio's `recv_many`.
+    ///
+    /// The default is [`recv`](RelayLink::recv) then
+    /// [`try_recv`](RelayLink::try_recv) until none waits.
+    ///
+    /// ```
+    /// # use relay_core::{Packet, RelayLink, LinkError};
+    /// # async fn demo(link: &dyn RelayLink) -> Result<(), LinkError> {
+    /// let mut got: Vec<Packet> = Vec::with_capacity(256);
+    /// let n = link.recv_batch(&mut got, 256).await?;
+    /// assert!(n >= 1 && n == got.len());
+    /// # Ok(()) }
+    /// ```
+    async fn recv_batch(&self, out: &mut Vec<Packet>, max: usize) -> Result<usize, LinkError> {
+        if max == 0 {
+            return Ok(0);
+        }
+        out.push(self.recv().await?);
+        let mut n = 1;
+        while n < max {
+            match self.try_recv() {
+                Some(p) => out.push(p),
+                None => break,
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Whether [`resend`](RelayLink::resend) finds what to put on the wire
     /// by the packet's SSRC and sequence number alone, because the link
     /// keeps what it sent (rtp-udp in srtp mode with a resend window keeps

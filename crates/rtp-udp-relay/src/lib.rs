@@ -68,6 +68,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+pub mod batch;
 mod link;
 pub mod liveness;
 pub mod resend;

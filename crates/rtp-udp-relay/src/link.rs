@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_trait::async_trait;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use relay_core::{
     CloseReason, CloseSignal, DropCause, LinkError, LinkStats, Mode, Overflow, Packet, PacketKind,
     PacketQueue, Pushed, RelayLink, RtpUdpDescription, SrtpParameters, StatsRecorder, Transport, check_size,
@@ -17,20 +17,20 @@ use relay_core::{
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
+use crate::batch::BatchSocket;
 use crate::liveness::{Action, Liveness};
 use crate::resend::SentWire;
 use crate::srtp::{self, ControlAuth, MasterKey, SrtpContext, SrtpError};
 use crate::stun::{self, Control, IntegrityKey};
 use crate::{RtpUdpConfig, RtpUdpError};
 
-/// Datagrams read per wake-up before the loop checks its clock again.
-const RECV_BATCH: usize = 256;
-/// Receive memory is carved from chunks this large; one allocation serves
-/// about 150 full-size packets.
+/// Datagrams taken per wake-up before the loop checks its clock again:
+/// a few `recvmmsg` calls' worth (more with GRO, which packs up to 64 in
+/// one buffer).
+const RECV_BUDGET: usize = 1024;
+/// Received packets are copied out of the receive buffers into chunks this
+/// large; one allocation serves about 200 full-size packets.
 const RECV_CHUNK: usize = 256 * 1024;
-/// Room left in a chunk before a read: the largest UDP payload, so nothing
-/// is ever truncated (an oversized datagram is then counted, not cut).
-const MAX_DATAGRAM: usize = 65_536;
 /// Packets from addresses other than the peer's that an srtp link tries
 /// to authenticate per second (to latch to a NAT's new mapping); beyond
 /// it they are dropped unread as `unknown_source`, so a flood from
@@ -69,15 +69,17 @@ fn peer_key(mode: Mode, peer: &RtpUdpDescription) -> Result<Option<MasterKey>, R
     }
 }
 
-fn bind(config: &RtpUdpConfig) -> Result<(UdpSocket, SocketAddr), RtpUdpError> {
+fn bind(config: &RtpUdpConfig) -> Result<(BatchSocket, SocketAddr), RtpUdpError> {
     let bind_err = |source| RtpUdpError::Bind {
         addr: config.bind,
         source,
     };
     let std_socket = relay_core::udp::bind_udp_in(config.bind, config.media_ports, config.socket_buffer)
         .map_err(bind_err)?;
-    let socket = UdpSocket::from_std(std_socket).map_err(bind_err)?;
-    let local = socket.local_addr().map_err(bind_err)?;
+    let socket = UdpSocket::from_std(std_socket)
+        .and_then(BatchSocket::new)
+        .map_err(bind_err)?;
+    let local = socket.socket().local_addr().map_err(bind_err)?;
     let advertised = SocketAddr::new(config.advertise_ip.unwrap_or(local.ip()), local.port());
     if advertised.ip().is_unspecified() {
         return Err(RtpUdpError::BadAddress {
@@ -115,7 +117,7 @@ fn describe(config: &RtpUdpConfig, addr: SocketAddr, key: Option<&MasterKey>) ->
 /// The offering side before the answer: a bound socket.
 #[derive(Debug)]
 pub struct RtpUdpOfferer {
-    socket: UdpSocket,
+    socket: BatchSocket,
     advertised: SocketAddr,
     config: RtpUdpConfig,
     mode: Mode,
@@ -251,7 +253,7 @@ impl Keys {
 }
 
 struct Shared {
-    socket: UdpSocket,
+    socket: BatchSocket,
     local: SocketAddr,
     /// Where the peer is: the signaled address until a latch moves it.
     peer: Mutex<SocketAddr>,
@@ -307,14 +309,14 @@ impl fmt::Debug for RtpUdpLink {
 
 impl RtpUdpLink {
     fn start(
-        socket: UdpSocket,
+        socket: BatchSocket,
         peer: SocketAddr,
         config: &RtpUdpConfig,
         mode: Mode,
         keys: Option<Keys>,
         started: Instant,
     ) -> RtpUdpLink {
-        let local = socket.local_addr().unwrap_or(config.bind);
+        let local = socket.socket().local_addr().unwrap_or(config.bind);
         let (outbound, inbound, goodbye, keepalive) = match keys {
             Some(k) => (
                 Some(Mutex::new(k.outbound)),
@@ -419,7 +421,7 @@ impl Shared {
     /// the size of the packet `packet` only names (a resend by number).
     fn put_on_wire_sized(&self, wire: &[u8], packet: &Packet, len: usize) {
         let peer = self.peer();
-        match self.socket.try_send_to(wire, peer) {
+        match self.socket.socket().try_send_to(wire, peer) {
             Ok(_) => self.stats.on_sent_sized(packet, len),
             Err(e) => {
                 if e.kind() != io::ErrorKind::WouldBlock {
@@ -488,31 +490,37 @@ impl Shared {
         };
         // Best effort: a lost probe is retried by the schedule, a lost
         // goodbye falls back to the liveness timeout.
-        if let Err(e) = self.socket.try_send_to(&wire, to) {
+        if let Err(e) = self.socket.socket().try_send_to(&wire, to) {
             tracing::debug!(peer = %to, error = %e, "control message not sent");
         }
     }
 
-    fn drain(&self, buf: &mut BytesMut, liveness: &mut Liveness, inbound: &mut Option<SrtpContext>) {
-        for _ in 0..RECV_BATCH {
-            if buf.capacity() - buf.len() < MAX_DATAGRAM {
-                buf.reserve(RECV_CHUNK);
-            }
-            match self.socket.try_recv_buf_from(buf) {
-                Ok((_, from)) => {
-                    let (shape, new_source) = match self.screen(buf, from) {
-                        Ok(screened) => screened,
-                        Err(cause) => {
-                            self.stats.on_drop(cause);
-                            // Nothing was split off: the space is reused, so
-                            // a flood of garbage allocates nothing.
-                            buf.clear();
-                            continue;
-                        }
-                    };
-                    let data = buf.split();
-                    self.on_datagram(data, shape, from, new_source, liveness, inbound);
+    /// Takes what the socket holds, a `recvmmsg` at a time, up to
+    /// [`RECV_BUDGET`] datagrams; each is screened, copied out of the
+    /// receive buffers into `arena` (one allocation per [`RECV_CHUNK`])
+    /// and handled in arrival order.
+    fn drain(&self, arena: &mut BytesMut, liveness: &mut Liveness, inbound: &mut Option<SrtpContext>) {
+        let mut taken = 0;
+        while taken < RECV_BUDGET {
+            let received = self.socket.recv(|datagram, from| {
+                let (shape, new_source) = match self.screen(datagram, from) {
+                    Ok(screened) => screened,
+                    Err(cause) => {
+                        // Never copied: a flood of garbage allocates nothing.
+                        self.stats.on_drop(cause);
+                        return;
+                    }
+                };
+                if arena.capacity() - arena.len() < datagram.len() {
+                    arena.reserve(RECV_CHUNK.max(datagram.len()));
                 }
+                arena.extend_from_slice(datagram);
+                let data = arena.split();
+                self.on_datagram(data, shape, from, new_source, liveness, inbound);
+            });
+            match received {
+                Ok(got) if got.emptied => return,
+                Ok(got) => taken += got.datagrams.max(1),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
                     // ICMP errors reported on the socket (e.g. port
@@ -751,7 +759,7 @@ async fn drive(
     started: Instant,
 ) {
     let mut closed = shared.close.subscribe();
-    let mut buf = BytesMut::new();
+    let mut arena = BytesMut::new();
     let mut announced_ready = false;
     loop {
         if shared.close.is_closed() {
@@ -779,19 +787,67 @@ async fn drive(
         let deadline = liveness.next_deadline();
         tokio::select! {
             _ = closed.changed() => continue,
-            r = shared.socket.readable() => {
+            r = shared.socket.socket().readable() => {
                 if let Err(e) = r {
                     shared.shutdown(CloseReason::Transport(format!("UDP socket failed: {e}")));
                     break;
                 }
-                shared.drain(&mut buf, &mut liveness, &mut inbound);
+                shared.drain(&mut arena, &mut liveness, &mut inbound);
             }
             _ = tokio::time::sleep_until(deadline.into()) => {}
         }
     }
 }
 
+/// What a packet becomes on its way out.
+enum WireForm {
+    /// These bytes go on the wire.
+    Send(Bytes),
+    /// Not sent, and counted: SRTP refuses its index.
+    Dropped,
+}
+
 impl RtpUdpLink {
+    /// The size check and, in srtp mode, the protection of one packet
+    /// (with the outbound context `ctx`, locked by the caller), as every
+    /// send does them. A refusal is counted; `Closed` shuts the link down.
+    fn wire_form(&self, packet: &Packet, ctx: Option<&mut SrtpContext>) -> Result<WireForm, LinkError> {
+        let s = &self.shared;
+        if let Err(e) = check_size(packet.len(), s.max_packet_size) {
+            s.stats.on_drop(DropCause::TooLarge);
+            return Err(e);
+        }
+        let Some(ctx) = ctx else {
+            return Ok(WireForm::Send(packet.bytes().clone()));
+        };
+        let protected = match packet.kind() {
+            PacketKind::Rtp => ctx.protect_rtp(packet.bytes()),
+            PacketKind::Rtcp => ctx.protect_rtcp(packet.bytes()),
+        };
+        match protected {
+            Ok(wire) => {
+                if let (Some(sent), Some(seq)) = (&s.sent, packet.sequence_number()) {
+                    let now = tokio::time::Instant::now().into_std();
+                    lock(sent).keep(packet.ssrc(), seq, wire.clone(), now);
+                }
+                Ok(WireForm::Send(wire))
+            }
+            Err(SrtpError::WouldReuseIndex) => {
+                // A duplicate or a sequence number from before the
+                // replay window: the peer would refuse it anyway.
+                s.stats.on_drop(DropCause::Unauthenticated);
+                Ok(WireForm::Dropped)
+            }
+            Err(e) => {
+                // Index exhaustion (the packet parsed, so it is not
+                // truncated): the link cannot send safely any more.
+                let reason = CloseReason::Transport(format!("SRTP: {e}"));
+                s.shutdown(reason.clone());
+                Err(LinkError::Closed(reason))
+            }
+        }
+    }
+
     /// [`RelayLink::send`], which never waits: the kernel's send buffer
     /// is this transport's queue.
     fn send_now(&self, packet: Packet) -> Result<(), LinkError> {
@@ -799,45 +855,66 @@ impl RtpUdpLink {
         if let Some(reason) = s.close.reason() {
             return Err(LinkError::Closed(reason));
         }
-        if let Err(e) = check_size(packet.len(), s.max_packet_size) {
-            s.stats.on_drop(DropCause::TooLarge);
-            return Err(e);
+        let mut ctx = s.outbound.as_ref().map(lock);
+        let form = self.wire_form(&packet, ctx.as_deref_mut());
+        drop(ctx);
+        if let WireForm::Send(wire) = form? {
+            s.put_on_wire(&wire, &packet);
         }
-        let wire = match &s.outbound {
-            None => packet.bytes().clone(),
-            Some(ctx) => {
-                let mut ctx = ctx.lock().unwrap_or_else(|e| e.into_inner());
-                let protected = match packet.kind() {
-                    PacketKind::Rtp => ctx.protect_rtp(packet.bytes()),
-                    PacketKind::Rtcp => ctx.protect_rtcp(packet.bytes()),
-                };
-                drop(ctx);
-                match protected {
-                    Ok(wire) => {
-                        if let (Some(sent), Some(seq)) = (&s.sent, packet.sequence_number()) {
-                            let now = tokio::time::Instant::now().into_std();
-                            lock(sent).keep(packet.ssrc(), seq, wire.clone(), now);
-                        }
-                        wire
-                    }
-                    Err(SrtpError::WouldReuseIndex) => {
-                        // A duplicate or a sequence number from before the
-                        // replay window: the peer would refuse it anyway.
-                        s.stats.on_drop(DropCause::Unauthenticated);
-                        return Ok(());
-                    }
+        Ok(())
+    }
+
+    /// [`RelayLink::send_batch`], which never waits either: every packet
+    /// is checked and protected in order under one lock, then runs of
+    /// equal sizes leave in one GSO send each ([`BatchSocket::send_all`]).
+    /// A packet the kernel has no room for is dropped and counted, as in
+    /// `send`.
+    fn send_batch_now(&self, packets: &mut Vec<Packet>) -> Result<(), LinkError> {
+        let s = &self.shared;
+        if let Some(reason) = s.close.reason() {
+            return Err(LinkError::Closed(reason));
+        }
+        // (index in `packets`, bytes on the wire), up to the first refusal.
+        let mut wires: Vec<(usize, Bytes)> = Vec::with_capacity(packets.len());
+        let mut refused = None;
+        {
+            let mut ctx = s.outbound.as_ref().map(lock);
+            for (i, packet) in packets.iter().enumerate() {
+                match self.wire_form(packet, ctx.as_deref_mut()) {
+                    Ok(WireForm::Send(wire)) => wires.push((i, wire)),
+                    Ok(WireForm::Dropped) => {}
                     Err(e) => {
-                        // Index exhaustion (the packet parsed, so it is not
-                        // truncated): the link cannot send safely any more.
-                        let reason = CloseReason::Transport(format!("SRTP: {e}"));
-                        s.shutdown(reason.clone());
-                        return Err(LinkError::Closed(reason));
+                        refused = Some((i, e));
+                        break;
                     }
                 }
             }
-        };
-        s.put_on_wire(&wire, &packet);
-        Ok(())
+        }
+        let peer = s.peer();
+        let mut next = wires.iter();
+        s.socket
+            .send_all(wires.iter().map(|(_, w)| &w[..]), peer, |result| {
+                let Some((i, _)) = next.next() else { return };
+                match result {
+                    Ok(()) => s.stats.on_sent(&packets[*i]),
+                    Err(e) => {
+                        if e.kind() != io::ErrorKind::WouldBlock {
+                            tracing::debug!(%peer, error = %e, "UDP send failed");
+                        }
+                        s.stats.on_drop(DropCause::SendQueueFull);
+                    }
+                }
+            });
+        match refused {
+            None => {
+                packets.clear();
+                Ok(())
+            }
+            Some((i, e)) => {
+                packets.drain(..i);
+                Err(e)
+            }
+        }
     }
 }
 
@@ -900,6 +977,21 @@ impl RelayLink for RtpUdpLink {
 
     async fn recv(&self) -> Result<Packet, LinkError> {
         self.shared.inbox.pop().await.map_err(LinkError::Closed)
+    }
+
+    /// GSO for runs of equal-size packets; see `send_batch_now`.
+    async fn send_batch(&self, packets: &mut Vec<Packet>) -> Result<(), LinkError> {
+        self.send_batch_now(packets)
+    }
+
+    /// The first packet as `recv` waits for it, then what else is queued,
+    /// under one lock.
+    async fn recv_batch(&self, out: &mut Vec<Packet>, max: usize) -> Result<usize, LinkError> {
+        if max == 0 {
+            return Ok(0);
+        }
+        out.push(self.recv().await?);
+        Ok(1 + self.shared.inbox.pop_batch(out, max - 1))
     }
 
     fn stats(&self) -> LinkStats {

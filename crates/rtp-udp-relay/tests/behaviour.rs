@@ -422,3 +422,144 @@ async fn plain_a_spoofer_at_the_peer_address_keeps_a_dead_link_alive() {
     let reason = tokio::time::timeout(BOUND, link.closed()).await.unwrap();
     assert!(matches!(reason, CloseReason::LivenessTimeout(_)), "{reason:?}");
 }
+
+/// The batched receive path (recvmmsg, and GRO where the kernel has it)
+/// keeps every datagram whole and in order, whatever else is in the same
+/// batch: a burst from the peer of GSO runs, shorter tails, lone odd
+/// sizes, an oversized datagram and garbage between them, with a stranger
+/// sending at the same time, arrives as exactly the peer's valid packets,
+/// byte for byte, and every other datagram is counted by cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_mixed_sizes_arrives_whole_and_in_order() {
+    let peer = fake_peer();
+    let answerer = answering(&peer, RtpUdpConfig::default()).await;
+    let target = answerer.answer().addr;
+    let accept = tokio::spawn(answerer.accept());
+    let peer = tokio::task::spawn_blocking(move || {
+        answer_probes(&peer, Duration::from_millis(300));
+        peer
+    })
+    .await
+    .unwrap();
+    let link = tokio::time::timeout(BOUND, accept)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    peer.set_nonblocking(true).unwrap();
+    let peer =
+        rtp_udp_relay::batch::BatchSocket::new(tokio::net::UdpSocket::from_std(peer).unwrap()).unwrap();
+    peer.socket().writable().await.unwrap();
+
+    let rtp = |seq: u16, size: usize| {
+        let payload: Vec<u8> = (0..size - 12).map(|i| (i as u16 ^ seq) as u8).collect();
+        build_rtp(96, seq, u32::from(seq) * 90, 0x600D, &payload).to_vec()
+    };
+    let mut sizes = vec![1_200; 100]; // one GSO run, coalesced again by GRO
+    sizes.extend([700, 1_472, 12, 13, 999, 1_000, 1_000, 1_000, 64]);
+    sizes.extend([200; 30]);
+    sizes.push(100); // a shorter tail
+    let mut wires: Vec<Vec<u8>> = Vec::new();
+    let mut valid: Vec<Vec<u8>> = Vec::new();
+    for (i, &size) in sizes.iter().enumerate() {
+        let packet = rtp(i as u16, size);
+        valid.push(packet.clone());
+        wires.push(packet);
+        if i % 37 == 5 {
+            // Between valid ones: oversized (the default limit is 1,472),
+            // not RTP, cut short.
+            wires.push(vec![0x80; 1_473]);
+            wires.push(vec![0x40; 200]);
+            wires.push(vec![0x80, 96, 0]);
+        }
+    }
+    let garbage_rounds = sizes.iter().enumerate().filter(|(i, _)| i % 37 == 5).count() as u64;
+    let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..20 {
+        stranger.send_to(&rtp(9, 100), target).unwrap();
+    }
+    let mut failed = 0;
+    peer.send_all(wires.iter().map(Vec::as_slice), target, |r| {
+        failed += usize::from(r.is_err())
+    });
+    assert_eq!(failed, 0);
+
+    let mut got: Vec<Packet> = Vec::new();
+    while got.len() < valid.len() {
+        match tokio::time::timeout(Duration::from_secs(2), link.recv_batch(&mut got, 64)).await {
+            Ok(r) => {
+                r.unwrap();
+            }
+            Err(_) => panic!("{} of {} packets arrived", got.len(), valid.len()),
+        }
+    }
+    let got: Vec<&[u8]> = got.iter().map(|p| p.bytes().as_ref()).collect();
+    let valid: Vec<&[u8]> = valid.iter().map(Vec::as_slice).collect();
+    assert_eq!(got.len(), valid.len());
+    for (i, (g, v)) in got.iter().zip(&valid).enumerate() {
+        assert_eq!(g, v, "packet {i} of {} bytes", v.len());
+    }
+    let stats = link.stats();
+    assert_eq!(stats.packets_received, valid.len() as u64);
+    assert_eq!(stats.drops.too_large, garbage_rounds);
+    assert_eq!(stats.drops.malformed, 2 * garbage_rounds);
+    assert_eq!(stats.drops.unknown_source, 20);
+}
+
+/// `send_batch` puts runs of equal sizes on the wire in one GSO send each:
+/// the peer still sees one datagram per packet, each byte for byte, in
+/// order, and the link counts every one as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sent_batch_arrives_as_one_datagram_per_packet() {
+    // A buffer that holds the whole batch (the default 208 KiB does not).
+    let peer = relay_core::udp::bind_udp("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+    peer.set_nonblocking(false).unwrap();
+    peer.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    let answerer = answering(&peer, RtpUdpConfig::default()).await;
+    let accept = tokio::spawn(answerer.accept());
+    let peer = tokio::task::spawn_blocking(move || {
+        answer_probes(&peer, Duration::from_millis(300));
+        peer
+    })
+    .await
+    .unwrap();
+    let link = tokio::time::timeout(BOUND, accept)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let mut sizes = vec![1_200; 130]; // more than one GSO send holds
+    sizes.extend([700, 1_472, 12, 64, 64, 64, 63, 1_000]);
+    let sent: Vec<Packet> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &size)| {
+            Packet::parse(build_rtp(96, i as u16, 0, 0xB47C, &vec![i as u8; size - 12])).unwrap()
+        })
+        .collect();
+    let mut batch = sent.clone();
+    link.send_batch(&mut batch).await.unwrap();
+    assert!(batch.is_empty());
+    let got = tokio::task::spawn_blocking(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65_536];
+        let until = Instant::now() + Duration::from_secs(2);
+        while got.len() < 138 && Instant::now() < until {
+            if let Ok(n) = peer.recv(&mut buf)
+                && buf[0] >= 0x80
+            {
+                got.push(buf[..n].to_vec());
+            }
+        }
+        got
+    })
+    .await
+    .unwrap();
+    assert_eq!(got.len(), sent.len());
+    for (i, (g, p)) in got.iter().zip(&sent).enumerate() {
+        assert_eq!(&g[..], &p.bytes()[..], "datagram {i}");
+    }
+    let stats = link.stats();
+    assert_eq!(stats.packets_sent, sent.len() as u64);
+    assert_eq!(stats.bytes_sent, sizes.iter().sum::<usize>() as u64);
+}
