@@ -43,7 +43,12 @@ impl Nat {
             let (mut a, mut b) = ([0u8; 2048], [0u8; 2048]);
             loop {
                 let out = current.borrow_and_update().clone();
+                // A rebinding first: once `rebind()` has returned, no packet
+                // may leave from the old mapping (without `biased`, a packet
+                // already waiting could win the race and leave from it).
                 tokio::select! {
+                    biased;
+                    changed = current.changed() => if changed.is_err() { return },
                     r = inside.recv_from(&mut a) => if let Ok((n, from)) = r {
                         offerer = Some(from);
                         let _ = out.send_to(&a[..n], answerer).await;
@@ -51,7 +56,6 @@ impl Nat {
                     r = out.recv_from(&mut b) => if let (Ok((n, _)), Some(to)) = (r, offerer) {
                         let _ = inside.send_to(&b[..n], to).await;
                     },
-                    changed = current.changed() => if changed.is_err() { return },
                 }
             }
         });
