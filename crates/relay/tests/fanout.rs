@@ -7,8 +7,8 @@
 
 use std::collections::BTreeSet;
 use std::io::Read;
-use std::process::Command;
 use std::net::UdpSocket;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
@@ -469,5 +469,9 @@ fn each_link_carries_its_own_token_from_the_variable_it_names() {
         .into_iter()
         .map(|c| summary(&c.finish(Duration::from_millis(300))).0.len())
         .collect();
-    assert_eq!(got, [200, 200, 0], "each relay took its own token; the wrong one none");
+    assert_eq!(
+        got,
+        [200, 200, 0],
+        "each relay took its own token; the wrong one none"
+    );
 }
