@@ -19,12 +19,12 @@
 //! - **DCEP** (RFC 8832) opens the channel in-band: the offerer sends
 //!   `DATA_CHANNEL_OPEN` with the channel type, the answerer acknowledges.
 //!
-//! Three modes. [`Mode::Reliable`](relay_core::Mode::Reliable) is an
+//! Three modes. [`Mode::Reliable`] is an
 //! ordered, reliable channel: every packet, in order; `send` waits when the
 //! send buffer is full, and a slow reader holds the sender back through
-//! SCTP's receive window. [`Mode::Unreliable`](relay_core::Mode::Unreliable)
+//! SCTP's receive window. [`Mode::Unreliable`]
 //! is unordered with maxRetransmits=0: a lost packet is never resent.
-//! [`Mode::Repair`](relay_core::Mode::Repair) is unordered with a packet
+//! [`Mode::Repair`] is unordered with a packet
 //! lifetime (maxPacketLifeTime = [`DcConfig::max_delay`], 200 ms by
 //! default; timed partial reliability, RFC 3758): SCTP retransmits a lost
 //! packet only while it can still be in time and then abandons it. In both

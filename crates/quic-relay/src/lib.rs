@@ -6,10 +6,10 @@
 //!
 //! - **DATAGRAM frames** (RFC 9221): unreliable and unordered like UDP, but
 //!   encrypted and congestion controlled. One RTP packet per DATAGRAM.
-//!   [`Mode::Datagram`](relay_core::Mode::Datagram) here.
+//!   [`Mode::Datagram`] here.
 //! - **Streams** (RFC 9000 section 2): reliable and ordered byte streams.
 //!   RoQ uses unidirectional ones and prefixes each packet with its length.
-//!   [`Mode::Stream`](relay_core::Mode::Stream) here, one long-lived stream
+//!   [`Mode::Stream`] here, one long-lived stream
 //!   per direction so packets stay in order.
 //!
 //! Every DATAGRAM and every stream starts with a *flow identifier*, a QUIC
