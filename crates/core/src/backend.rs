@@ -16,8 +16,9 @@
 //!
 //! A backend names its types once, in a [`Backend`] (a marker type such as
 //! `rtp_udp_relay::RtpUdp`), so code that drives setup (the `relay`
-//! facade's dispatch, the [conformance](crate::conformance) suite's
-//! loopback pairs) is written once, generically, for every transport.
+//! facade's dispatch, the conformance suite's loopback pairs in
+//! `relay_core::conformance` with the `conformance` feature) is written
+//! once, generically, for every transport.
 //!
 //! Descriptions are serde types: what goes over signaling is their JSON.
 //!
