@@ -264,61 +264,69 @@ fn render_offer(links: &[OfferedLink], pipe: &PipeCounters) -> String {
         .collect();
     let rendered = metrics::render(&up.iter().map(|(_, m)| m.clone()).collect::<Vec<_>>(), None);
     let mut out = label_links(rendered, up.iter().map(|(l, m)| (m.session.as_str(), l.labels())));
+    write_link_states(&mut out, "relay_offer", links);
+    let counters: Vec<(String, &PipeCounters)> = links.iter().map(|l| (l.labels(), &*l.counters)).collect();
+    write_pipe(&mut out, pipe, &counters);
+    out
+}
+
+/// Each offered link's state as families named `{prefix}_…`: whether it
+/// is up, its setups, failed attempts and outages, and (fan-out) what its
+/// queue holds now. `relay offer` writes them as `relay_offer_…`, a node's
+/// forward links as `relay_forward_…`.
+fn write_link_states(out: &mut String, prefix: &str, links: &[OfferedLink]) {
     let per_link = |value: &dyn Fn(&OfferedLink) -> Value| -> Vec<(String, Value)> {
         links.iter().map(|l| (l.labels(), value(l))).collect()
     };
     for (name, help, value) in [
         (
-            "relay_offer_links_established_total",
+            "links_established_total",
             "Links established, the first included.",
             per_link(&|l| Value::U(l.state.links_established())),
         ),
         (
-            "relay_offer_attempts_failed_total",
+            "attempts_failed_total",
             "Offer or link setup attempts that failed.",
             per_link(&|l| Value::U(l.state.attempts_failed())),
         ),
         (
-            "relay_offer_outages_total",
+            "outages_total",
             "Outages (a link died) ended by a new link.",
             per_link(&|l| Value::U(l.state.outages().0)),
         ),
         (
-            "relay_offer_outage_seconds_total",
+            "outage_seconds_total",
             "Time from a link being declared dead to the next being up, summed.",
             per_link(&|l| Value::F(l.state.outages().2.as_secs_f64())),
         ),
     ] {
-        metrics::write_labelled_family(&mut out, name, Kind::Counter, help, value);
+        metrics::write_labelled_family(out, &format!("{prefix}_{name}"), Kind::Counter, help, value);
     }
     for (name, help, value) in [
         (
-            "relay_offer_last_outage_seconds",
+            "last_outage_seconds",
             "That time for the latest outage.",
             per_link(&|l| Value::F(l.state.outages().1.as_secs_f64())),
         ),
         (
-            "relay_offer_link_up",
+            "link_up",
             "1 while a link is up.",
             per_link(&|l| Value::U(u64::from(l.state.current().is_some()))),
         ),
     ] {
-        metrics::write_labelled_family(&mut out, name, Kind::Gauge, help, value);
+        metrics::write_labelled_family(out, &format!("{prefix}_{name}"), Kind::Gauge, help, value);
     }
     let queued: Vec<(String, Value)> = links
         .iter()
         .filter_map(|l| Some((l.labels(), Value::U(l.branch.as_ref()?.queued() as u64))))
         .collect();
     metrics::write_labelled_family(
-        &mut out,
-        "relay_offer_link_queue_packets",
+        out,
+        &format!("{prefix}_link_queue_packets"),
         Kind::Gauge,
-        "Fan-out: local packets waiting in a link's queue now.",
+        "Fan-out: packets waiting in a link's queue now.",
         queued,
     );
-    let counters: Vec<(String, &PipeCounters)> = links.iter().map(|l| (l.labels(), &*l.counters)).collect();
-    write_pipe(&mut out, pipe, &counters);
-    out
 }
 
 /// A node's `--forward` links (`relay answer --forward`), each labelled
@@ -333,42 +341,7 @@ pub fn forward_source(links: Vec<OfferedLink>) -> MetricsSource {
 fn render_forward(links: &[OfferedLink]) -> String {
     type Counter = fn(&PipeCounters) -> &std::sync::atomic::AtomicU64;
     let mut out = String::new();
-    let per_link = |value: &dyn Fn(&OfferedLink) -> Value| -> Vec<(String, Value)> {
-        links.iter().map(|l| (l.labels(), value(l))).collect()
-    };
-    metrics::write_labelled_family(
-        &mut out,
-        "relay_forward_link_up",
-        Kind::Gauge,
-        "1 while the forward link is up.",
-        per_link(&|l| Value::U(u64::from(l.state.current().is_some()))),
-    );
-    metrics::write_labelled_family(
-        &mut out,
-        "relay_forward_queue_packets",
-        Kind::Gauge,
-        "Packets waiting in the forward link's queue now (several --forward).",
-        per_link(&|l| Value::U(l.branch.as_ref().map_or(0, |b| b.queued() as u64))),
-    );
-    for (name, help, value) in [
-        (
-            "relay_forward_links_established_total",
-            "Forward links established, the first included.",
-            per_link(&|l| Value::U(l.state.links_established())),
-        ),
-        (
-            "relay_forward_attempts_failed_total",
-            "Forward link setup attempts that failed.",
-            per_link(&|l| Value::U(l.state.attempts_failed())),
-        ),
-        (
-            "relay_forward_outage_seconds_total",
-            "Time from a forward link being declared dead to the next being up, summed.",
-            per_link(&|l| Value::F(l.state.outages().2.as_secs_f64())),
-        ),
-    ] {
-        metrics::write_labelled_family(&mut out, name, Kind::Counter, help, value);
-    }
+    write_link_states(&mut out, "relay_forward", links);
     let counters: [(&str, &str, Counter); 6] = [
         (
             "relay_forward_packets_down_total",
@@ -407,7 +380,10 @@ fn render_forward(links: &[OfferedLink]) -> String {
             name,
             Kind::Counter,
             help,
-            per_link(&|l| Value::U(counter(&l.counters).load(Ordering::Relaxed))),
+            links
+                .iter()
+                .map(|l| (l.labels(), Value::U(counter(&l.counters).load(Ordering::Relaxed))))
+                .collect::<Vec<_>>(),
         );
     }
     out
