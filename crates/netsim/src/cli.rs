@@ -39,8 +39,9 @@ pub struct NetsimArgs {
     #[arg(long, value_name = "PERCENT")]
     pub loss: Option<String>,
     /// Burst loss with this mean (Gilbert model: packets in a burst are all
-    /// lost). Bursts are counted in packets (--burst-length) unless
-    /// --burst-duration gives them a length in time.
+    /// lost). Bursts are counted in packets (--burst-length; a burst also
+    /// ends after 100 ms without packets) unless --burst-duration gives
+    /// them a length in time.
     #[arg(long, value_name = "PERCENT")]
     pub burst_loss: Option<String>,
     /// Mean burst length in packets for --burst-loss [default: 4].

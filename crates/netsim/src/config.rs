@@ -118,13 +118,19 @@ impl GilbertElliott {
 
     /// Long-run fraction of packets lost.
     pub fn mean_loss(&self) -> f64 {
+        let bad = self.stationary_bad();
+        bad * self.loss_bad + (1.0 - bad) * self.loss_good
+    }
+
+    /// Long-run fraction of packets that find the chain in *bad*:
+    /// p / (p + r).
+    pub fn stationary_bad(&self) -> f64 {
         let total = self.p_good_to_bad + self.p_bad_to_good;
         if total == 0.0 {
             // The chain never moves: it stays in good, where it starts.
-            return self.loss_good;
+            return 0.0;
         }
-        let bad = self.p_good_to_bad / total;
-        bad * self.loss_bad + (1.0 - bad) * self.loss_good
+        self.p_good_to_bad / total
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -233,7 +239,8 @@ pub struct RateLimit {
 pub struct ImpairmentConfig {
     /// Independent random loss, probability per packet.
     pub loss: f64,
-    /// Burst loss on top of `loss`, stepped per packet.
+    /// Burst loss on top of `loss`, stepped per packet (and redrawn after
+    /// [`BURST_MEMORY`](crate::BURST_MEMORY) of silence).
     pub burst_loss: Option<GilbertElliott>,
     /// Burst loss on top of `loss`, following time.
     pub timed_burst_loss: Option<TimedBurstLoss>,

@@ -113,6 +113,9 @@ pub struct Impairment {
     jitter_rng: SplitMix64,
     timed_rng: SplitMix64,
     burst_bad: bool,
+    /// When the per-packet chain last stepped (the previous packet's
+    /// arrival), for [`BURST_MEMORY`].
+    burst_last: Option<Instant>,
     /// Where the timed burst chain is; `None` until the first packet, and
     /// again after its settings change.
     timed: Option<TimedState>,
@@ -141,6 +144,7 @@ impl Impairment {
             jitter_rng: SplitMix64::stream(seed, 4),
             timed_rng: SplitMix64::stream(seed, 5),
             burst_bad: false,
+            burst_last: None,
             timed: None,
             queue: VecDeque::new(),
             queued_bytes: 0,
@@ -197,6 +201,18 @@ impl Impairment {
         }
 
         if let Some(chain) = self.config.burst_loss {
+            // A burst is an event on the path, not a count of one sender's
+            // packets: after a silence of BURST_MEMORY the chain's state is
+            // drawn afresh from its stationary distribution, so a sparse
+            // sender (one retransmission per timeout) is not held in one
+            // burst for seconds.
+            if self
+                .burst_last
+                .is_some_and(|last| now.saturating_duration_since(last) > BURST_MEMORY)
+            {
+                self.burst_bad = self.burst_rng.chance(chain.stationary_bad());
+            }
+            self.burst_last = Some(now);
             // Decide in the current state, then step: a stay in bad of k
             // packets is then exactly a burst of k losses (loss_bad = 1).
             let loss = if self.burst_bad {
@@ -357,6 +373,16 @@ impl Impairment {
         Duration::from_nanos(nanos.min(u64::MAX as i128) as u64)
     }
 }
+
+/// How long the per-packet burst chain ([`ImpairmentConfig::burst_loss`])
+/// remembers its state without packets. A per-packet chain has no time
+/// scale of its own; on a real path a burst (a fade, a queue overflow)
+/// lasts milliseconds to tens of milliseconds. Packets closer together than
+/// this step the chain as before (a 2.5 Mbit/s video stream sends every
+/// ~4 ms, 50 pps audio every 20 ms); after a longer silence the next packet
+/// finds the chain in *bad* with its stationary probability, as a packet
+/// at a random time would.
+pub const BURST_MEMORY: Duration = Duration::from_millis(100);
 
 /// Where the timed burst chain is.
 #[derive(Debug, Clone, Copy)]
@@ -600,32 +626,48 @@ mod tests {
     #[test]
     fn a_sparse_sender_is_not_held_in_a_burst() {
         // One packet per 200 ms for an hour, as a sender probing once per
-        // retransmission timeout does. The per-packet chain with the same
-        // 5% mean keeps such a sender in a burst for 4 packets on average,
-        // 800 ms, and for seconds at its longest; bursts that follow time
-        // are over long before the next probe.
+        // retransmission timeout does. A chain stepped only per packet
+        // would keep such a sender in a burst for 4 packets on average,
+        // 800 ms, and for seconds at its longest. Both chains let it go:
+        // the timed one because its bursts are over long before the next
+        // probe, the per-packet one because it forgets its state after
+        // BURST_MEMORY without packets.
         let t0 = Instant::now();
         let every = 200 * MS;
         let n = 18_000;
         let longest = |config: ImpairmentConfig| {
             let mut l = link(config, 3);
             let runs = loss_runs(&run(&mut l, t0, n, every, 200));
+            let lost = l.stats().dropped.burst_loss;
+            assert_binomial(lost, n as u64, 0.05, "sparse sender's losses");
             let mean = runs.iter().sum::<u64>() as f64 / runs.len() as f64;
             (every * *runs.iter().max().unwrap() as u32, mean)
         };
         let per_packet = GilbertElliott::from_mean_loss(0.05, 4.0).unwrap();
-        let (stuck, mean_run) = longest(ImpairmentConfig::default().burst_loss(per_packet));
-        assert!(
-            stuck >= Duration::from_secs(2),
-            "per-packet chain: longest {stuck:?}"
-        );
-        assert!(mean_run > 3.0, "per-packet chain: mean run {mean_run}");
+        for (name, config) in [
+            ("per-packet", ImpairmentConfig::default().burst_loss(per_packet)),
+            (
+                "timed",
+                ImpairmentConfig::default().timed_burst_loss(0.05, 20 * MS),
+            ),
+        ] {
+            let (stuck, mean_run) = longest(config);
+            // Independent 5% losses: a run of 4 among 18,000 probes about
+            // one time in ten, of 5 one time in 200.
+            assert!(stuck <= 4 * every, "{name} chain: longest {stuck:?}");
+            // A loss is followed by another only when the next probe finds
+            // a burst afresh: about 5% of the time.
+            assert!(mean_run < 1.15, "{name} chain: mean run {mean_run}");
+        }
 
-        let (stuck, mean_run) = longest(ImpairmentConfig::default().timed_burst_loss(0.05, 20 * MS));
-        assert!(stuck <= 3 * every, "timed chain: longest {stuck:?}");
-        // A loss is followed by another only when a new burst happens to
-        // cover the next probe: about 5% of the time.
-        assert!(mean_run < 1.15, "timed chain: mean run {mean_run}");
+        // A dense stream (one packet per ms) still meets 4-packet bursts.
+        let mut dense = link(ImpairmentConfig::default().burst_loss(per_packet), 3);
+        let runs = loss_runs(&run(&mut dense, t0, n, MS, 200));
+        let mean_run = dense.stats().dropped.burst_loss as f64 / runs.len() as f64;
+        assert!(
+            (3.5..4.5).contains(&mean_run),
+            "dense stream: mean run {mean_run}"
+        );
     }
 
     #[test]

@@ -22,8 +22,10 @@
 //! [`GilbertElliott::from_mean_loss`] solves for p and r.
 //!
 //! Because that chain only moves when a packet arrives, a sparse sender
-//! (one probe per retransmission timeout) stays in a burst for seconds. The
-//! timed chain, [`TimedBurstLoss`] (`--burst-loss 5% --burst-duration 20ms`),
+//! (one probe per retransmission timeout) would stay in one burst for
+//! seconds, which no real path does; so after [`BURST_MEMORY`] (100 ms)
+//! without packets the chain's state is drawn afresh from its stationary
+//! distribution. The timed chain, [`TimedBurstLoss`] (`--burst-loss 5% --burst-duration 20ms`),
 //! moves with time instead: exponential stays of `mean_burst` in *bad* and
 //! of `mean_burst·(1 − p)/p` in *good*, so bursts last as long in time
 //! whoever sends, and a paced stream loses p of its packets.
@@ -65,5 +67,5 @@ pub use config::{
     ImpairmentConfig, QueueLimit, RateLimit, TimedBurstLoss,
 };
 pub use delay_line::DelayLine;
-pub use impairment::{Decision, DropCause, DropCounts, Impairment, ImpairmentStats};
+pub use impairment::{BURST_MEMORY, Decision, DropCause, DropCounts, Impairment, ImpairmentStats};
 pub use proxy::{Direction, DirectionStats, NetsimError, Proxy, ProxyConfig, ProxyStats};
