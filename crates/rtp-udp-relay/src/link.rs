@@ -10,9 +10,10 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use relay_core::backend::check_size;
 use relay_core::{
     CloseReason, CloseSignal, DropCause, LinkError, LinkStats, Mode, Overflow, Packet, PacketKind,
-    PacketQueue, Pushed, RelayLink, RtpUdpDescription, SrtpParameters, StatsRecorder, Transport, check_size,
+    PacketQueue, Pushed, RelayLink, RtpUdpDescription, SrtpParameters, StatsRecorder, Transport,
 };
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
@@ -287,9 +288,9 @@ struct Shared {
     /// Largest packet the application may send: `max_datagram` less the
     /// SRTP overhead in srtp mode.
     max_packet_size: usize,
-    warned_unknown_source: relay_core::WarnOnce,
-    warned_unauthenticated: relay_core::WarnOnce,
-    warned_unauthenticated_control: relay_core::WarnOnce,
+    warned_unknown_source: relay_core::backend::WarnOnce,
+    warned_unauthenticated: relay_core::backend::WarnOnce,
+    warned_unauthenticated_control: relay_core::backend::WarnOnce,
 }
 
 /// An established rtp-udp link; see the crate docs.
@@ -354,9 +355,9 @@ impl RtpUdpLink {
             ready: watch::Sender::new(false),
             max_datagram: max_packet_size + overhead,
             max_packet_size,
-            warned_unknown_source: relay_core::WarnOnce::default(),
-            warned_unauthenticated: relay_core::WarnOnce::default(),
-            warned_unauthenticated_control: relay_core::WarnOnce::default(),
+            warned_unknown_source: relay_core::backend::WarnOnce::default(),
+            warned_unauthenticated: relay_core::backend::WarnOnce::default(),
+            warned_unauthenticated_control: relay_core::backend::WarnOnce::default(),
         });
         let liveness = Liveness::new(
             Instant::now(),
