@@ -42,6 +42,11 @@ use serde::de::DeserializeOwned;
 use crate::udp::PortRange;
 use crate::{ClockRates, Mode, RelayLink, Transport};
 
+/// Pieces every backend's link uses and a user of a link never needs: the
+/// size check every `send` starts with, and a warning logged once per link.
+pub use crate::link::check_size;
+pub use crate::stats::WarnOnce;
+
 /// One transport's setup types.
 pub trait Backend: Send + Sync + 'static {
     /// The transport this backend is.

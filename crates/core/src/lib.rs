@@ -59,7 +59,7 @@ pub use description::{
 pub use fingerprint::{Fingerprint, InvalidFingerprint};
 pub use link::{
     CloseReason, CloseSignal, DEFAULT_LIVENESS_TIMEOUT, DEFAULT_MAX_DELAY, LinkError, MIN_MAX_PACKET_SIZE,
-    RelayLink, check_size,
+    RelayLink,
 };
 pub use mode::{Mode, Transport, UnknownMode, UnknownTransport};
 pub use packet::{Packet, PacketError, PacketKind, RTCP_MIN_LEN, RTP_HEADER_LEN, build_rtp, classify};
@@ -67,5 +67,5 @@ pub use queue::{Overflow, PacketQueue, Pushed};
 pub use ssrc_table::{DEFAULT_SSRC_CAP, SsrcTable};
 pub use stats::{
     ClockRate, ClockRates, DropCause, DropCounters, Drops, InvalidClockRate, LinkStats, MAX_CLOCK_RATE,
-    RepairStats, SsrcReceived, SsrcReceiver, SsrcSent, StatsRecorder, WarnOnce, static_clock_rate,
+    RepairStats, SsrcReceived, SsrcReceiver, SsrcSent, StatsRecorder, static_clock_rate,
 };

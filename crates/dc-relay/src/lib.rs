@@ -44,7 +44,7 @@
 //! in them (no trickle). The protocol work is done by the sans-IO `rtc`
 //! crate, the core under `webrtc` 0.21; this crate drives it with its own
 //! socket loop, which is what brings setup from `webrtc`'s 600 ms to about
-//! 2 ms on loopback (`src/driver.rs` explains the three waits it avoids).
+//! 2 ms on loopback (`src/driver/mod.rs` explains the three waits it avoids).
 //!
 //! Not supported: TURN (`turn:` servers are refused at bind; host and
 //! server-reflexive candidates only), mDNS candidates (off on both ends:

@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
+use relay_core::backend::check_size;
 use relay_core::{
     CloseReason, CloseSignal, DropCause, DropCounters, LinkError, LinkStats, Mode, Overflow, Packet,
-    PacketQueue, Pushed, RelayLink, StatsRecorder, Transport, check_size,
+    PacketQueue, Pushed, RelayLink, StatsRecorder, Transport,
 };
 use tokio::sync::{Notify, watch};
 

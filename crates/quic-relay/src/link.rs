@@ -24,9 +24,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use quinn::{ConnectionError, ReadError, RecvStream, SendDatagramError, SendStream, VarInt, WriteError};
+use relay_core::backend::check_size;
 use relay_core::{
     CloseReason, CloseSignal, DropCause, LinkError, LinkStats, Mode, Overflow, Packet, PacketQueue, Pushed,
-    RelayLink, StatsRecorder, Transport, check_size,
+    RelayLink, StatsRecorder, Transport,
 };
 
 use crate::budget::{Handover, Outbox, Queued, QuinnBuffer, Waiting, is_expired, send_allowance};
@@ -83,7 +84,7 @@ struct Shared {
     /// Last known largest datagram packet, so `send` checks sizes without
     /// taking quinn's connection lock.
     max_datagram_packet: AtomicUsize,
-    malformed_logged: relay_core::WarnOnce,
+    malformed_logged: relay_core::backend::WarnOnce,
     /// The socket under the endpoint: what it dropped before quinn saw it
     /// is part of this link's drops.
     guard: Arc<GuardedSocket>,
@@ -175,7 +176,7 @@ impl QuicLink {
             datagram_queued: tokio::sync::Notify::new(),
             in_quinn: Mutex::new(QuinnBuffer::new(QUINN_DATAGRAM_SEND_BUFFER)),
             max_datagram_packet: AtomicUsize::new(0),
-            malformed_logged: relay_core::WarnOnce::default(),
+            malformed_logged: relay_core::backend::WarnOnce::default(),
             mode,
             conn,
             guard,

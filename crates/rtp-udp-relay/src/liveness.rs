@@ -1,5 +1,5 @@
 //! The path check and keepalive schedule, as a pure state machine driven by
-//! an explicit clock (the socket loop in `link.rs` feeds it).
+//! an explicit clock (the socket loop in `driver.rs` feeds it).
 //!
 //! Both sides run the same machine:
 //!

@@ -175,6 +175,94 @@ pub(crate) fn exposition(text: String) -> Response<Body> {
     response
 }
 
+/// The line format of version 0.0.4, checked strictly enough to catch
+/// a missing escape, a stray space or a repeated HELP.
+#[cfg(test)]
+pub(crate) fn check_exposition(text: &str) -> Result<(), String> {
+    use std::collections::HashSet;
+    if !text.is_empty() && !text.ends_with('\n') {
+        return Err("no final line feed".into());
+    }
+    let mut helped = HashSet::new();
+    let mut typed = HashSet::new();
+    let mut current: Option<String> = None;
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && !n.starts_with(|c: char| c.is_ascii_digit())
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    for (i, line) in text.lines().enumerate() {
+        let err = |what: &str| Err(format!("line {}: {what}: {line:?}", i + 1));
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let (Some(keyword), Some(name)) = (parts.next(), parts.next()) else {
+                return err("short comment");
+            };
+            if !name_ok(name) {
+                return err("bad metric name");
+            }
+            match keyword {
+                "HELP" if !helped.insert(name.to_owned()) => return err("HELP twice"),
+                "TYPE" if !typed.insert(name.to_owned()) => return err("TYPE twice"),
+                "TYPE" if !matches!(parts.next(), Some("counter" | "gauge")) => return err("bad type"),
+                "HELP" | "TYPE" => current = Some(name.to_owned()),
+                _ => return err("unknown comment"),
+            }
+            continue;
+        }
+        let (series, value) = match line.rsplit_once(' ') {
+            Some(parts) => parts,
+            None => return err("no value"),
+        };
+        if value.parse::<f64>().is_err() && !matches!(value, "NaN" | "+Inf" | "-Inf") {
+            return err("bad value");
+        }
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => match rest.strip_suffix('}') {
+                Some(labels) => (name, Some(labels)),
+                None => return err("unclosed labels"),
+            },
+            None => (series, None),
+        };
+        if !name_ok(name) || current.as_deref() != Some(name) {
+            return err("sample outside its family");
+        }
+        if let Some(labels) = labels {
+            let mut rest = labels;
+            while !rest.is_empty() {
+                let Some((label, after)) = rest.split_once("=\"") else {
+                    return err("label without =\"");
+                };
+                if !name_ok(label) {
+                    return err("bad label name");
+                }
+                // Scan the value: escapes are \\, \" and \n only.
+                let mut chars = after.char_indices();
+                let end = loop {
+                    match chars.next() {
+                        Some((_, '\\')) => match chars.next() {
+                            Some((_, '\\' | '"' | 'n')) => {}
+                            _ => return err("bad escape"),
+                        },
+                        Some((j, '"')) => break j,
+                        Some((_, '\n')) => return err("raw line feed"),
+                        Some(_) => {}
+                        None => return err("unterminated label value"),
+                    }
+                };
+                rest = &after[end + 1..];
+                if let Some(more) = rest.strip_prefix(',') {
+                    rest = more;
+                } else if !rest.is_empty() {
+                    return err("junk after a label");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,31 +31,28 @@
 //! checks (RFC 8445 section 7.3.1.4) already complete the checks in one
 //! round trip.
 
-use std::collections::VecDeque;
-use std::future::poll_fn;
+mod events;
+mod socket;
+
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use relay_core::{CloseReason, DropCause, DropCounters, Mode, Packet, Pushed};
+use relay_core::{CloseReason, DropCause, Packet, Pushed};
 use rtc::data_channel::RTCDataChannelId;
 use rtc::peer_connection::RTCPeerConnection;
-use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
-use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
-use rtc::statistics::StatsSelector;
-use rtc::statistics::report::RTCStatsReportEntry;
-use tokio::net::UdpSocket;
 
-use crate::DcError;
-use crate::link::{Channel, Shared, lock};
+use self::socket::{readable, verdict, writable};
+use crate::link::Shared;
 use crate::outbox::{Queued, expired};
+
+pub(crate) use self::socket::Socket;
 
 /// Datagrams read from one socket per wake-up before the loop lets the
 /// connection answer (SACKs) and the application's queue in. Picked like
@@ -76,110 +73,8 @@ const MAX_DATAGRAM: usize = 65_536;
 /// sockets again, so a flood cannot starve the timers.
 const READ_BATCH: usize = 1024;
 
-/// Largest datagram a peer may send us: a jumbo frame's UDP payload
-/// (9,000-byte MTU less IPv4 and UDP headers). WebRTC stacks size their
-/// datagrams to the path MTU (ours: SCTP at 1,428 bytes in DTLS; browsers
-/// and pion read at most 1,460), so anything longer is not from a peer.
-const MAX_WIRE_DATAGRAM: usize = 8_972;
-/// RFC 8489 section 5: the STUN header.
-const STUN_HEADER_LEN: usize = 20;
-/// RFC 6347 section 4.1: the DTLS record header.
-const DTLS_HEADER_LEN: usize = 13;
-
-/// Why a datagram cannot be for this connection, or `None` to hand it to
-/// the stack. Cheapest test first, in the order every backend of the relay
-/// uses: size, then whether the bytes can be ours at all (RFC 7983
-/// demultiplexing: a data channel carries only STUN, first byte 0..=3, and
-/// DTLS, 20..=63, each at least a header long; there is no TURN ChannelData,
-/// 64..=79, as dc-relay gathers only host and `stun:` candidates), then the
-/// source: once ICE
-/// has selected a pair, only its remote address is heard (`peer`). The
-/// stack would refuse all of these too, silently and after copying them
-/// through its pipeline; here they cost a few comparisons and a count.
-pub(crate) fn verdict(datagram: &[u8], from: SocketAddr, peer: Option<SocketAddr>) -> Option<DropCause> {
-    if datagram.len() > MAX_WIRE_DATAGRAM {
-        return Some(DropCause::TooLarge);
-    }
-    let shaped = match datagram.first() {
-        Some(0..=3) => datagram.len() >= STUN_HEADER_LEN,
-        Some(20..=63) => datagram.len() >= DTLS_HEADER_LEN,
-        _ => false,
-    };
-    if !shaped {
-        return Some(DropCause::Malformed);
-    }
-    match peer {
-        Some(peer) if peer != from => Some(DropCause::UnknownSource),
-        _ => None,
-    }
-}
-
 /// Shortest sleep between two timer wake-ups; see `run`.
 const MIN_TIMER_WAIT: Duration = Duration::from_millis(1);
-
-/// One bound UDP socket: one ICE host candidate.
-#[derive(Debug)]
-pub(crate) struct Socket {
-    pub(crate) udp: UdpSocket,
-    pub(crate) local: SocketAddr,
-    /// Datagrams the kernel refused (send buffer full), sent when writable.
-    pending: VecDeque<(BytesMut, SocketAddr)>,
-}
-
-impl Socket {
-    pub(crate) fn new(udp: UdpSocket, local: SocketAddr) -> Socket {
-        Socket {
-            udp,
-            local,
-            pending: VecDeque::new(),
-        }
-    }
-
-    /// Sends, or queues while the kernel's buffer is full; a datagram the
-    /// kernel refuses is counted in `drops` (see [`refused`]).
-    fn transmit(&mut self, data: BytesMut, to: SocketAddr, drops: &DropCounters) {
-        if !self.pending.is_empty() {
-            self.pending.push_back((data, to));
-            return;
-        }
-        match self.udp.try_send_to(&data, to) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.pending.push_back((data, to)),
-            Err(e) => refused(&e, data.len(), to, drops),
-        }
-    }
-
-    fn flush_pending(&mut self, drops: &DropCounters) {
-        while let Some((data, to)) = self.pending.front() {
-            match self.udp.try_send_to(data, *to) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => refused(&e, data.len(), *to, drops),
-            }
-            self.pending.pop_front();
-        }
-    }
-}
-
-/// Linux's EMSGSIZE (asm-generic/errno.h), which std reports only as
-/// `ErrorKind::Uncategorized`.
-const EMSGSIZE: i32 = 90;
-
-/// Counts a datagram the kernel refused to send; it is lost, which every
-/// layer above copes with (SCTP and DTLS retransmit, ICE checks again).
-/// Longer than the path takes (EMSGSIZE) is `too_large`; any other refusal
-/// (no buffer, a destination that cannot be reached or may not be sent to)
-/// is `send_queue_full`, as rtp-udp-relay counts a refused send: the
-/// kernel's send path is the link's last queue.
-fn refused(e: &io::Error, len: usize, to: SocketAddr, drops: &DropCounters) {
-    let cause = if cfg!(target_os = "linux") && e.raw_os_error() == Some(EMSGSIZE) {
-        DropCause::TooLarge
-    } else {
-        DropCause::SendQueueFull
-    };
-    tracing::debug!(%to, len, error = %e, cause = cause.name(), "UDP send failed; datagram dropped");
-    drops.add(cause, 1);
-}
 
 /// Which end of the signaling exchange this driver is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -578,131 +473,6 @@ impl Driver {
         }
     }
 
-    fn on_event(&mut self, event: RTCPeerConnectionEvent, now: Instant) {
-        match event {
-            RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnOpen(id)) => self.on_open(id, now),
-            RTCPeerConnectionEvent::OnDataChannel(
-                RTCDataChannelEvent::OnClose(id) | RTCDataChannelEvent::OnClosing(id),
-            ) if self.dc == Some(id) => {
-                self.shared.shutdown(CloseReason::PeerClosed);
-            }
-            RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(state) => {
-                *lock(&self.shared.ice_state) = state.to_string();
-                match state {
-                    RTCIceConnectionState::Disconnected | RTCIceConnectionState::Failed => {
-                        let reason = if self.dc.is_some() {
-                            CloseReason::LivenessTimeout(self.config.liveness_timeout)
-                        } else {
-                            CloseReason::Transport(format!("ICE {state} before the channel opened"))
-                        };
-                        self.shared.shutdown(reason);
-                    }
-                    _ => {}
-                }
-            }
-            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(RTCPeerConnectionState::Failed) => {
-                self.shared.shutdown(CloseReason::Transport(
-                    "peer connection failed (DTLS or ICE)".into(),
-                ));
-            }
-            _ => {}
-        }
-    }
-
-    fn on_open(&mut self, id: RTCDataChannelId, now: Instant) {
-        if self.dc.is_some() {
-            tracing::warn!(
-                channel = id,
-                "peer opened a second data channel; relaying only the first"
-            );
-            return;
-        }
-        match self.role {
-            Role::Offerer(ours) if ours != id => return,
-            Role::Offerer(_) => {}
-            Role::Answerer => {
-                let Some(dc) = self.pc.data_channel(id) else {
-                    return;
-                };
-                let (label, ordered, max_retransmits, max_packet_life_time) = (
-                    dc.label().to_string(),
-                    dc.ordered(),
-                    dc.max_retransmits(),
-                    dc.max_packet_life_time(),
-                );
-                let Some(mode) = mode_of(ordered, max_retransmits, max_packet_life_time) else {
-                    self.shared.fail(DcError::UnsupportedChannel {
-                        label,
-                        ordered,
-                        max_retransmits,
-                        max_packet_life_time,
-                    });
-                    return;
-                };
-                tracing::debug!(%label, %mode, "peer opened data channel");
-                let _ = self.shared.channel.set(Channel::new(
-                    mode,
-                    self.config.send_queue,
-                    self.config.receive_queue,
-                    self.config.clock_rates.clone(),
-                ));
-            }
-        }
-        self.dc = Some(id);
-        if let Some(peer_accepts) = self.pc.sctp().and_then(|sctp| sctp.max_message_size()) {
-            self.shared.limit_packet_size(peer_accepts as usize);
-        }
-        self.lock_peer();
-        if let Some(ch) = self.shared.channel.get() {
-            ch.stats
-                .set_setup_time(now.saturating_duration_since(self.started));
-        }
-        self.shared.ready.send_replace(true);
-    }
-
-    /// Learns the remote address of the selected ICE pair, after which
-    /// [`verdict`] drops datagrams from anywhere else.
-    fn lock_peer(&mut self) {
-        if self.peer.is_some() {
-            return;
-        }
-        let pair = self
-            .pc
-            .sctp()
-            .and_then(|sctp| sctp.transport().ice_transport().get_selected_candidate_pair());
-        self.peer = pair.and_then(|p| {
-            let remote = p.remote();
-            let ip: std::net::IpAddr = remote.address.parse().ok()?;
-            Some(SocketAddr::new(ip, remote.port))
-        });
-        match self.peer {
-            Some(peer) => tracing::debug!(%peer, "hearing only the selected ICE pair's remote address"),
-            None => tracing::warn!(
-                "the selected ICE pair's remote address is unknown; datagrams from other addresses are not filtered"
-            ),
-        }
-    }
-
-    fn sample_rtt(&mut self, now: Instant) {
-        let Some(ch) = self.shared.channel.get() else {
-            return;
-        };
-        if self.dc.is_none() {
-            return;
-        }
-        // The ICE consent checks on the selected pair measure it (RFC 7675).
-        let report = self.pc.get_stats(now, StatsSelector::None);
-        let rtt = report.iter().find_map(|e| match e {
-            RTCStatsReportEntry::IceCandidatePair(p) if p.current_round_trip_time > 0.0 => {
-                Some(p.current_round_trip_time)
-            }
-            _ => None,
-        });
-        if let Some(rtt) = rtt.filter(|r| r.is_finite()) {
-            ch.stats.set_rtt(Duration::from_secs_f64(rtt));
-        }
-    }
-
     /// Tells the peer (SCTP ABORT and DTLS close_notify, as W3C `close()`
     /// does) and sends it before the sockets go.
     fn teardown(&mut self) {
@@ -724,102 +494,5 @@ impl Driver {
             ch.inbox.close(reason.clone());
             ch.outbox.close(reason);
         }
-    }
-}
-
-/// RFC 8832 section 5.1 channel types onto relay modes: ordered and
-/// reliable is `reliable`; unordered with maxRetransmits=0 (what pion and
-/// browsers open) or with a packet lifetime (timed reliability, what our
-/// offerer opens: see `DcConfig::max_delay`) is `unreliable`.
-///
-/// rtc 0.21.1 reports neither limit for a channel the peer opened
-/// (`RTCDataChannelInternal::accept` sets both to `None`; the SCTP stream
-/// itself gets the right reliability), so an unordered channel without
-/// limits is taken for what relay peers open, maxRetransmits=0, and an
-/// ordered partially reliable channel cannot be told from a reliable one.
-pub(crate) fn mode_of(
-    ordered: bool,
-    max_retransmits: Option<u16>,
-    max_packet_life_time: Option<u16>,
-) -> Option<Mode> {
-    match (ordered, max_retransmits, max_packet_life_time) {
-        (true, None, None) => Some(Mode::Reliable),
-        (false, Some(0) | None, None) | (false, None, Some(_)) => Some(Mode::Unreliable),
-        _ => None,
-    }
-}
-
-/// Resolves when any socket has a datagram to read.
-async fn readable(sockets: &[Socket]) {
-    poll_fn(|cx| {
-        for s in sockets {
-            if s.udp.poll_recv_ready(cx).is_ready() {
-                return Poll::Ready(());
-            }
-        }
-        Poll::Pending
-    })
-    .await
-}
-
-/// Resolves when a socket with refused datagrams can send again.
-async fn writable(sockets: &[Socket]) {
-    poll_fn(|cx| {
-        for s in sockets.iter().filter(|s| !s.pending.is_empty()) {
-            if s.udp.poll_send_ready(cx).is_ready() {
-                return Poll::Ready(());
-            }
-        }
-        Poll::Pending
-    })
-    .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn datagrams_are_judged_by_size_then_shape_then_source() {
-        let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
-        let stranger: SocketAddr = "127.0.0.2:4000".parse().unwrap();
-        let dtls = [&[23u8, 0xfe, 0xfd][..], &[0; 40]].concat();
-        let stun = [&[0u8, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42][..], &[0; 12]].concat();
-        for ok in [&dtls, &stun] {
-            assert_eq!(verdict(ok, peer, Some(peer)), None);
-            assert_eq!(verdict(ok, stranger, None), None, "before ICE selected a pair");
-            assert_eq!(verdict(ok, stranger, Some(peer)), Some(DropCause::UnknownSource));
-        }
-        for garbage in [
-            &[][..],
-            &dtls[..12],      // a cut DTLS record header
-            &stun[..19],      // a cut STUN header
-            &[0x80; 100][..], // RTP: not on a data-channel connection
-            &[0x41; 100][..], // QUIC short header
-            &[0xff; 1200][..],
-        ] {
-            assert_eq!(
-                verdict(garbage, peer, Some(peer)),
-                Some(DropCause::Malformed),
-                "{garbage:?}"
-            );
-        }
-        let mut big = dtls.clone();
-        big.resize(MAX_WIRE_DATAGRAM, 0);
-        assert_eq!(verdict(&big, peer, Some(peer)), None);
-        big.push(0);
-        assert_eq!(verdict(&big, stranger, Some(peer)), Some(DropCause::TooLarge));
-    }
-
-    #[test]
-    fn channel_types_map_to_relay_modes() {
-        assert_eq!(mode_of(true, None, None), Some(Mode::Reliable));
-        assert_eq!(mode_of(false, Some(0), None), Some(Mode::Unreliable));
-        assert_eq!(mode_of(false, None, None), Some(Mode::Unreliable));
-        assert_eq!(mode_of(false, None, Some(200)), Some(Mode::Unreliable));
-        // Other partially reliable variants have no relay mode.
-        assert_eq!(mode_of(false, Some(3), None), None);
-        assert_eq!(mode_of(true, None, Some(100)), None);
-        assert_eq!(mode_of(true, Some(0), None), None);
     }
 }
