@@ -6,6 +6,8 @@
 //! detector (which drops duplicates and late repairs), everything else is
 //! delivered as it came. Missing packets are asked for as soon as a gap
 //! shows, and again each RTT while the budget allows (the driver's timer).
+//! A stream that goes quiet gets its last packet sent once more after
+//! [`probe_after`] (the tail probe, `sender.rs`), on the same driver.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,7 +26,7 @@ use tracing::debug;
 use crate::handover::Handover;
 use crate::receiver::{Arrival, LossDetector};
 use crate::reorder::ReorderWindow;
-use crate::sender::{DEFAULT_REPAIR_SHARE, RetransmitBuffer};
+use crate::sender::{DEFAULT_REPAIR_SHARE, RetransmitBuffer, probe_after};
 use crate::wire::{build_nacks, parse_nacks};
 
 /// How often the link looks for packets to ask for again while some are
@@ -78,6 +80,7 @@ impl Default for RepairConfig {
 struct Shared {
     inner: Arc<dyn RelayLink>,
     mode: Mode,
+    budget: Duration,
     buffer: Mutex<RetransmitBuffer>,
     detector: Mutex<LossDetector>,
     inbox: PacketQueue,
@@ -93,6 +96,9 @@ struct Shared {
     nacks_sent: AtomicU64,
     nacks_received: AtomicU64,
     inbox_full: AtomicU64,
+    /// The driver's tail probe timer is set (or it is about to look):
+    /// while false, `send` nudges it once.
+    probe_armed: AtomicBool,
     handover: Handover,
 }
 
@@ -142,6 +148,7 @@ impl RepairLink {
         let shared = Arc::new(Shared {
             inner,
             mode,
+            budget: config.budget,
             buffer: Mutex::new(RetransmitBuffer::new(config.budget, config.share)),
             detector: Mutex::new(LossDetector::new(config.budget)),
             inbox: PacketQueue::new(config.receive_queue, Overflow::DropOldest),
@@ -153,6 +160,7 @@ impl RepairLink {
             nacks_sent: AtomicU64::new(0),
             nacks_received: AtomicU64::new(0),
             inbox_full: AtomicU64::new(0),
+            probe_armed: AtomicBool::new(false),
             handover: Handover::new(now()),
         });
         let driver = tokio::spawn(drive(Arc::clone(&shared)));
@@ -244,12 +252,13 @@ impl Shared {
             PacketKind::Rtcp => match parse_nacks(packet.bytes()) {
                 Some(asks) => {
                     self.nacks_received.fetch_add(1, Ordering::Relaxed);
+                    let one_way = self.rtt(now) / 2;
                     let resend: Vec<_> = {
                         let mut buffer = lock(&self.buffer);
                         asks.iter()
                             .flat_map(|&(ssrc, ref seqs)| {
                                 buffer
-                                    .on_nack(ssrc, seqs, now)
+                                    .on_nack(ssrc, seqs, now, one_way)
                                     .into_iter()
                                     .map(move |(seq, bytes)| (ssrc, seq, bytes))
                             })
@@ -316,6 +325,28 @@ impl Shared {
         self.reorder.as_ref().is_some_and(|r| lock(r).holding())
     }
 
+    /// Sends the tail probes that are due.
+    async fn probe(&self, now: Instant) {
+        let rtt = self.rtt(now);
+        let probes = lock(&self.buffer).due_probes(now, probe_after(self.budget, rtt), rtt / 2);
+        if !probes.is_empty() {
+            debug!(probes = probes.len(), "tail probe");
+            self.answer(probes).await;
+        }
+    }
+
+    /// When the next tail probe is due. Disarms first, so a `send` that
+    /// comes after this looked (and found nothing) nudges the driver.
+    fn next_probe(&self, now: Instant) -> Option<Instant> {
+        self.probe_armed.store(false, Ordering::SeqCst);
+        let after = probe_after(self.budget, self.rtt(now));
+        let at = lock(&self.buffer).next_probe(after);
+        if at.is_some() {
+            self.probe_armed.store(true, Ordering::SeqCst);
+        }
+        at
+    }
+
     /// Sends NACKs for whatever is due.
     async fn ask(&self, now: Instant) {
         let rtt = self.rtt(now);
@@ -333,15 +364,25 @@ impl Shared {
 }
 
 /// The driver: reads the inner link while the application does not
-/// (`handover.rs`), and asks again for what is still missing every
-/// [`TICK`]. Otherwise it sleeps: no timer runs on a clean path.
+/// (`handover.rs`), asks again for what is still missing every [`TICK`],
+/// and sends the tail probes. Otherwise it sleeps: on a clean path with a
+/// steady stream only the probe timer runs, moved on as packets are sent.
 async fn drive(shared: Arc<Shared>) {
     let h = &shared.handover;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let probe_timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(probe_timer);
+    let mut probe_at = None;
     // Until the application first calls `recv`, the driver reads.
     h.take_over();
     loop {
+        if probe_at.is_none_or(|at| at <= now()) {
+            probe_at = shared.next_probe(now());
+            if let Some(at) = probe_at {
+                probe_timer.as_mut().reset(at.into());
+            }
+        }
         let pending = lock(&shared.detector).pending();
         // Held packets are released on the tick too: they wait their
         // window plus at most one tick.
@@ -366,6 +407,10 @@ async fn drive(shared: Arc<Shared>) {
                 Err(LinkError::TooLarge { .. }) => {}
             },
             _ = h.nudged() => {}
+            _ = &mut probe_timer, if probe_at.is_some() => {
+                shared.probe(now()).await;
+                probe_at = None;
+            }
             _ = tick.tick(), if pending || holding => {
                 let now = now();
                 shared.release(now);
@@ -418,11 +463,19 @@ impl RelayLink for RepairLink {
             Err(packet) => self.shared.inner.send(packet).await?,
         }
         if let Some((ssrc, seq, bytes, len)) = keep {
-            let mut buffer = lock(&self.shared.buffer);
-            if bytes.is_empty() {
-                buffer.on_sent_numbered(ssrc, seq, len, now);
-            } else {
-                buffer.on_sent(ssrc, seq, bytes, now);
+            {
+                let mut buffer = lock(&self.shared.buffer);
+                if bytes.is_empty() {
+                    buffer.on_sent_numbered(ssrc, seq, len, now);
+                } else {
+                    buffer.on_sent(ssrc, seq, bytes, now);
+                }
+            }
+            // The first packet after the driver found nothing to probe
+            // sets its timer; later ones only move the stream's tail.
+            let s = &self.shared;
+            if !s.probe_armed.load(Ordering::Relaxed) && !s.probe_armed.swap(true, Ordering::SeqCst) {
+                s.handover.nudge();
             }
         }
         Ok(())
@@ -497,6 +550,7 @@ impl RelayLink for RepairLink {
             retransmitted_bytes: tx.retransmitted_bytes,
             requested_gone: tx.gone,
             retransmissions_capped: tx.capped,
+            tail_probes: tx.probes,
         });
         stats
     }

@@ -1,6 +1,16 @@
 //! The sending end of the repair loop, sans IO: the packets sent within
-//! the latency budget, kept for retransmission, and the cap that keeps a
-//! peer from using NACKs to make the relay send more than its media.
+//! the latency budget, kept for retransmission, the cap that keeps a
+//! peer from using NACKs to make the relay send more than its media, and
+//! the tail probe that lets the peer see a loss at the end of a burst.
+//!
+//! **Tail loss.** A receiver finds a gap when a later packet arrives; the
+//! last packets before a stream goes quiet (the end of a talk spurt, a
+//! paused or ended stream, a frame rate below the budget) have no later
+//! packet, so their loss would never be asked for. As TCP's tail loss
+//! probe does (RACK-TLP, RFC 8985 section 7), a stream quiet for
+//! [`probe_after`] gets its last packet sent once more
+//! ([`RetransmitBuffer::due_probes`]): if it was lost, the probe delivers
+//! it and shows the gap before it; if not, the peer drops a duplicate.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -28,6 +38,22 @@ pub const DEFAULT_REPAIR_SHARE: f64 = 0.25;
 /// flood.
 pub const CREDIT_BASE: f64 = 48_000.0;
 
+/// Streams whose last packet is watched for a tail probe; beyond this the
+/// least recently sent is no longer probed. A relay hop carries a few
+/// streams (audio, video, simulcast layers), and the per-packet lookup is
+/// a scan of this list.
+pub const MAX_PROBED_STREAMS: usize = 32;
+
+/// How long a stream must be quiet before its last packet is probed: half
+/// the budget, so a 30 fps stream (a frame every 33 ms) or 50 pps audio
+/// never probes on a 200 ms budget, and a tail lost just before a pause
+/// is still repaired within the budget on paths up to about 50 ms RTT
+/// (probe at half the budget, its arrival shows the gap one way later, the
+/// repair takes one RTT); and at least two RTTs, as RFC 8985's PTO.
+pub fn probe_after(budget: Duration, rtt: Duration) -> Duration {
+    (budget / 2).max(2 * rtt)
+}
+
 /// What the sending end counted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SenderCounts {
@@ -42,6 +68,18 @@ pub struct SenderCounts {
     pub gone: u64,
     /// Asked for and kept, but the amplification cap was reached.
     pub capped: u64,
+    /// Tail probes sent (also counted in `retransmitted`).
+    pub probes: u64,
+}
+
+/// The last packet sent of one stream, for its tail probe.
+#[derive(Debug, Clone, Copy)]
+struct Tail {
+    ssrc: u32,
+    seq: u16,
+    sent: Instant,
+    /// Already probed: a quiet stream is probed once.
+    probed: bool,
 }
 
 /// A kept packet's key: its SSRC and sequence number in one word.
@@ -66,6 +104,8 @@ pub struct RetransmitBuffer {
     order: VecDeque<(Instant, u32, u16)>,
     credit: f64,
     kept_bytes: usize,
+    /// Each stream's last packet, most recently sent first.
+    tails: Vec<Tail>,
     counts: SenderCounts,
 }
 
@@ -80,6 +120,7 @@ impl RetransmitBuffer {
             order: VecDeque::new(),
             credit: CREDIT_BASE,
             kept_bytes: 0,
+            tails: Vec::new(),
             counts: SenderCounts::default(),
         }
     }
@@ -137,13 +178,76 @@ impl RetransmitBuffer {
             self.kept_bytes -= old.len;
         }
         self.order.push_back((now, ssrc, seq));
+        self.note_tail(ssrc, seq, now);
+    }
+
+    /// Records `seq` as `ssrc`'s last packet, the list kept most recent
+    /// first (one stream sending in a row finds itself at the front).
+    fn note_tail(&mut self, ssrc: u32, seq: u16, now: Instant) {
+        let tail = Tail {
+            ssrc,
+            seq,
+            sent: now,
+            probed: false,
+        };
+        match self.tails.iter().position(|t| t.ssrc == ssrc) {
+            Some(0) => self.tails[0] = tail,
+            Some(i) => {
+                self.tails[..=i].rotate_right(1);
+                self.tails[0] = tail;
+            }
+            None => {
+                self.tails.truncate(MAX_PROBED_STREAMS - 1);
+                self.tails.insert(0, tail);
+            }
+        }
+    }
+
+    /// When the next tail probe is due, if any stream waits for one.
+    pub fn next_probe(&self, after: Duration) -> Option<Instant> {
+        self.tails
+            .iter()
+            .filter(|t| !t.probed)
+            .map(|t| t.sent + after)
+            .min()
+    }
+
+    /// The tail probes due at `now`: each stream quiet for `after` whose
+    /// last packet was not probed yet sends it again, if the packet is
+    /// still kept and would reach the peer (`one_way` later) within the
+    /// budget. Each comes with its SSRC and sequence number (bytes empty if
+    /// kept by number only). Probes are not charged to the amplification
+    /// cap: the peer cannot cause them, and there is at most one per
+    /// stream per quiet spell.
+    pub fn due_probes(&mut self, now: Instant, after: Duration, one_way: Duration) -> Vec<(u32, u16, Bytes)> {
+        self.expire(now);
+        let mut out = Vec::new();
+        for tail in &mut self.tails {
+            if tail.probed || now.saturating_duration_since(tail.sent) < after {
+                continue;
+            }
+            tail.probed = true;
+            let Some(kept) = self.kept.get(&key(tail.ssrc, tail.seq)) else {
+                continue;
+            };
+            if now.saturating_duration_since(kept.sent) + one_way >= self.budget {
+                continue;
+            }
+            self.counts.probes += 1;
+            self.counts.retransmitted += 1;
+            self.counts.retransmitted_bytes += kept.len as u64;
+            out.push((tail.ssrc, tail.seq, kept.bytes.clone()));
+        }
+        out
     }
 
     /// The packets to send again for a NACK of `seqs` of stream `ssrc`:
-    /// those still kept and within the budget, while the cap allows, each
-    /// with its sequence number (its bytes are empty if it was kept by
-    /// number only).
-    pub fn on_nack(&mut self, ssrc: u32, seqs: &[u16], now: Instant) -> Vec<(u16, Bytes)> {
+    /// those still kept that would reach the peer (`one_way` from now)
+    /// within the budget, while the cap allows, each with its sequence
+    /// number (its bytes are empty if it was kept by number only). A packet
+    /// that would arrive too late is counted as gone: the peer would only
+    /// drop it.
+    pub fn on_nack(&mut self, ssrc: u32, seqs: &[u16], now: Instant, one_way: Duration) -> Vec<(u16, Bytes)> {
         self.expire(now);
         let mut out = Vec::new();
         for &seq in seqs {
@@ -152,7 +256,7 @@ impl RetransmitBuffer {
                 self.counts.gone += 1;
                 continue;
             };
-            if now.saturating_duration_since(kept.sent) >= self.budget {
+            if now.saturating_duration_since(kept.sent) + one_way >= self.budget {
                 self.counts.gone += 1;
                 continue;
             }
@@ -211,13 +315,91 @@ mod tests {
         for seq in 0..10 {
             b.on_sent(1, seq, packet(1_000), t0);
         }
-        assert_eq!(b.on_nack(1, &[3, 4], t0 + 50 * MS).len(), 2);
-        assert_eq!(b.on_nack(2, &[3], t0 + 50 * MS).len(), 0, "another stream");
-        assert_eq!(b.on_nack(1, &[3], t0 + 200 * MS).len(), 0, "past the budget");
+        assert_eq!(b.on_nack(1, &[3, 4], t0 + 50 * MS, Duration::ZERO).len(), 2);
+        assert_eq!(
+            b.on_nack(2, &[3], t0 + 50 * MS, Duration::ZERO).len(),
+            0,
+            "another stream"
+        );
+        assert_eq!(
+            b.on_nack(1, &[3], t0 + 200 * MS, Duration::ZERO).len(),
+            0,
+            "past the budget"
+        );
         assert!(b.is_empty());
         let c = b.counts();
         assert_eq!((c.requested, c.retransmitted, c.gone, c.capped), (4, 2, 2, 0));
         assert_eq!(c.retransmitted_bytes, 2_000);
+    }
+
+    #[test]
+    fn a_repair_that_would_reach_the_peer_after_the_budget_is_not_sent() {
+        let mut b = RetransmitBuffer::new(200 * MS, DEFAULT_REPAIR_SHARE);
+        let t0 = Instant::now();
+        b.on_sent(1, 7, packet(1_000), t0);
+        // 20 ms one way: sent at 179 ms it arrives at 199 ms of age; at
+        // 180 ms it would arrive at 200, past the budget.
+        assert_eq!(b.on_nack(1, &[7], t0 + 179 * MS, 20 * MS).len(), 1);
+        assert!(b.on_nack(1, &[7], t0 + 180 * MS, 20 * MS).is_empty());
+        assert_eq!(b.counts().gone, 1);
+    }
+
+    #[test]
+    fn a_quiet_stream_gets_its_last_packet_probed_once() {
+        let mut b = RetransmitBuffer::new(200 * MS, DEFAULT_REPAIR_SHARE);
+        let t0 = Instant::now();
+        let after = probe_after(200 * MS, 40 * MS);
+        assert_eq!(after, 100 * MS, "half the budget, above two RTTs");
+        assert_eq!(
+            probe_after(200 * MS, 80 * MS),
+            160 * MS,
+            "two RTTs on a long path"
+        );
+        assert_eq!(b.next_probe(after), None, "nothing sent, nothing to probe");
+        // Two streams; video's last packet is 9 at 10 ms, audio's 3 at 20 ms.
+        for seq in 0..10u16 {
+            b.on_sent(1, seq, packet(1_000), t0 + MS * u32::from(seq) / 10);
+        }
+        b.on_sent(1, 9, packet(1_000), t0 + 10 * MS);
+        b.on_sent(2, 3, packet(100), t0 + 20 * MS);
+        assert_eq!(b.next_probe(after), Some(t0 + 110 * MS));
+        assert!(b.due_probes(t0 + 109 * MS, after, 20 * MS).is_empty());
+        let probes = b.due_probes(t0 + 110 * MS, after, 20 * MS);
+        assert_eq!(
+            probes
+                .iter()
+                .map(|(ssrc, seq, bytes)| (*ssrc, *seq, bytes.len()))
+                .collect::<Vec<_>>(),
+            vec![(1, 9, 1_000)]
+        );
+        assert_eq!(b.next_probe(after), Some(t0 + 120 * MS), "audio's turn next");
+        assert_eq!(b.due_probes(t0 + 150 * MS, after, 20 * MS).len(), 1);
+        assert_eq!(b.next_probe(after), None, "each quiet stream is probed once");
+        assert!(b.due_probes(t0 + 500 * MS, after, 20 * MS).is_empty());
+        let c = b.counts();
+        assert_eq!((c.probes, c.retransmitted, c.retransmitted_bytes), (2, 2, 1_100));
+        // Sending again re-arms the stream.
+        b.on_sent(1, 10, packet(1_000), t0 + 600 * MS);
+        assert_eq!(b.next_probe(after), Some(t0 + 700 * MS));
+        // A probe that could not reach the peer within the budget is not
+        // sent (here the path's one way is longer than what is left).
+        assert!(b.due_probes(t0 + 700 * MS, after, 100 * MS).is_empty());
+        assert_eq!(b.counts().probes, 2);
+    }
+
+    #[test]
+    fn only_the_most_recent_streams_are_probed() {
+        let mut b = RetransmitBuffer::new(200 * MS, DEFAULT_REPAIR_SHARE);
+        let t0 = Instant::now();
+        for ssrc in 0..(MAX_PROBED_STREAMS as u32 + 8) {
+            b.on_sent(ssrc, 1, packet(10), t0);
+        }
+        let probes = b.due_probes(t0 + 100 * MS, 100 * MS, Duration::ZERO);
+        assert_eq!(probes.len(), MAX_PROBED_STREAMS);
+        assert!(
+            probes.iter().all(|(ssrc, _, _)| *ssrc >= 8),
+            "the first 8 were forgotten"
+        );
     }
 
     #[test]
@@ -232,7 +414,7 @@ mod tests {
         let all: Vec<u16> = (0..1_000).collect();
         let mut resent = 0;
         for _ in 0..10 {
-            resent += b.on_nack(1, &all, t0).len();
+            resent += b.on_nack(1, &all, t0, Duration::ZERO).len();
         }
         // The starting 48 kB plus a quarter of the media, once.
         assert_eq!(resent, 48 + 250);
@@ -241,7 +423,7 @@ mod tests {
         for seq in 1_000..1_100u16 {
             b.on_sent(1, seq, packet(1_000), t0);
         }
-        assert_eq!(b.on_nack(1, &all, t0).len(), 25);
+        assert_eq!(b.on_nack(1, &all, t0, Duration::ZERO).len(), 25);
     }
 
     #[test]
@@ -264,7 +446,10 @@ mod tests {
             b.on_sent(i >> 16, i as u16, packet(10), t0);
         }
         assert_eq!(b.len(), MAX_KEPT);
-        assert!(b.on_nack(0, &[0], t0).is_empty(), "the oldest went first");
+        assert!(
+            b.on_nack(0, &[0], t0, Duration::ZERO).is_empty(),
+            "the oldest went first"
+        );
     }
 
     #[test]
@@ -274,14 +459,17 @@ mod tests {
         for seq in 0..100u16 {
             b.on_sent_numbered(1, seq, 1_000, t0);
         }
-        let again = b.on_nack(1, &[3], t0 + 50 * MS);
+        let again = b.on_nack(1, &[3], t0 + 50 * MS, Duration::ZERO);
         assert_eq!(again.len(), 1);
         assert_eq!((again[0].0, again[0].1.len()), (3, 0), "the number, no bytes");
         assert_eq!(b.counts().retransmitted_bytes, 1_000, "counted at its own size");
         // The cap counts the numbered packets' sizes: the credit (the base
         // plus 1% of 100 kB, less the first resend: 48 kB) covers 48 more.
         let all: Vec<u16> = (0..100).collect();
-        assert_eq!(b.on_nack(1, &all, t0 + 50 * MS).len(), 48);
-        assert!(b.on_nack(1, &[3], t0 + 200 * MS).is_empty(), "past the budget");
+        assert_eq!(b.on_nack(1, &all, t0 + 50 * MS, Duration::ZERO).len(), 48);
+        assert!(
+            b.on_nack(1, &[3], t0 + 200 * MS, Duration::ZERO).is_empty(),
+            "past the budget"
+        );
     }
 }

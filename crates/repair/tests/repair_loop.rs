@@ -186,14 +186,63 @@ async fn repaired_once(fast: bool) {
     let rx = receiver.stats().repair.unwrap();
     let tx = sender.stats().repair.unwrap();
     assert_eq!(rx.repaired, 100, "{rx:?}");
+    // The one duplicate is the tail probe: the last packet, sent again
+    // once the stream went quiet, had arrived the first time.
+    assert_eq!(tx.tail_probes, 1, "{tx:?}");
     assert_eq!(
         (rx.unrepairable, rx.duplicates, rx.repaired_too_late),
-        (0, 0, 0),
+        (0, 1, 0),
         "{rx:?}"
     );
-    assert_eq!(tx.retransmissions, 100, "{tx:?}");
+    assert_eq!(tx.retransmissions, 100 + 1, "{tx:?}");
     assert_eq!(tx.nacks_received, rx.nacks_sent);
     assert_eq!(receiver.stats().mode, Mode::Repair);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_loss_just_before_the_stream_goes_quiet_is_repaired_through_the_tail_probe() {
+    // The first copies of the last three packets are lost, and nothing
+    // follows them: no later packet shows the gap.
+    let lost_once = Arc::new(Mutex::new(HashSet::new()));
+    let l = lost_once.clone();
+    let (a, b) = pair(
+        Box::new(move |p| is_rtp_seq(p, |s| s >= 97) && l.lock().unwrap().insert(p.sequence_number())),
+        Box::new(|_| false),
+        Duration::from_millis(20),
+    );
+    let sender = RepairLink::new(a, Mode::Repair, config(200));
+    let receiver = RepairLink::new(b, Mode::Repair, config(200));
+    let t0 = tokio::time::Instant::now();
+    for seq in 0..100u16 {
+        sender.send(rtp(7, seq)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut got = Vec::new();
+    while let Ok(Ok(p)) = tokio::time::timeout(Duration::from_millis(500), receiver.recv()).await {
+        got.push((p.sequence_number().unwrap(), t0.elapsed()));
+    }
+    let seqs: HashSet<u16> = got.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!((got.len(), seqs.len()), (100, 100), "each packet once: {got:?}");
+    // Packet n left at n ms. The probe (packet 99 again) leaves 100 ms
+    // (half the budget) after it, shows 97 and 98 missing on arrival, and
+    // their repairs take one more RTT: all within the 200 ms budget.
+    for (seq, at) in &got {
+        let age = at.saturating_sub(Duration::from_millis(u64::from(*seq)));
+        assert!(
+            age < Duration::from_millis(200),
+            "packet {seq} delivered {age:?} after it was sent"
+        );
+    }
+    let tail: Vec<_> = got.iter().filter(|(seq, _)| *seq >= 97).collect();
+    assert!(
+        tail.iter().all(|(_, at)| *at >= Duration::from_millis(199)),
+        "the tail came after the probe: {tail:?}"
+    );
+    let (rx, tx) = (receiver.stats().repair.unwrap(), sender.stats().repair.unwrap());
+    assert_eq!(tx.tail_probes, 1, "{tx:?}");
+    assert_eq!((rx.repaired, rx.unrepairable, rx.duplicates), (2, 0, 0), "{rx:?}");
+    // The probe (99) and the two repairs (97, 98).
+    assert_eq!(tx.retransmissions, 3, "{tx:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -237,12 +286,13 @@ async fn both_readers(fast: bool) {
     let unique: HashSet<u16> = got.iter().filter_map(Packet::sequence_number).collect();
     assert_eq!((got.len(), unique.len()), (1_000, 1_000), "each packet once");
     let rx = receiver.stats().repair.unwrap();
+    // The duplicate: the tail probe of the last packet, which had arrived.
     assert_eq!(
         (rx.repaired, rx.unrepairable, rx.duplicates),
-        (100, 0, 0),
+        (100, 0, 1),
         "{rx:?}"
     );
-    assert_eq!(sender.stats().repair.unwrap().retransmissions, 100);
+    assert_eq!(sender.stats().repair.unwrap().retransmissions, 100 + 1);
 }
 
 #[tokio::test(start_paused = true)]

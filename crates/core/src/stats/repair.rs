@@ -34,6 +34,11 @@ pub struct RepairStats {
     /// Asked for but refused by the amplification cap (retransmissions
     /// are limited to a share of the media sent).
     pub retransmissions_capped: u64,
+    /// Tail probes: a stream's last packet sent once more after it went
+    /// quiet, so a loss just before a pause is seen and asked for (also
+    /// counted in `retransmissions`).
+    #[serde(default)]
+    pub tail_probes: u64,
 }
 
 /// Field by field: both sides of a hop, or several links.
@@ -54,6 +59,7 @@ impl std::ops::Add for RepairStats {
             retransmitted_bytes: self.retransmitted_bytes + o.retransmitted_bytes,
             requested_gone: self.requested_gone + o.requested_gone,
             retransmissions_capped: self.retransmissions_capped + o.retransmissions_capped,
+            tail_probes: self.tail_probes + o.tail_probes,
         }
     }
 }

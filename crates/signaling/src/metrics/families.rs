@@ -137,7 +137,7 @@ pub fn render(links: &[LinkMetrics], server: Option<&ServerCounters>) -> String 
     );
 
     // The hop's own repair, on links in repair mode only.
-    let repairs: [StatFamily; 12] = [
+    let repairs: [StatFamily; 13] = [
         (
             "relay_link_repair_nacks_sent_total",
             "Hop NACK datagrams sent (each asks for one or more packets).",
@@ -197,6 +197,11 @@ pub fn render(links: &[LinkMetrics], server: Option<&ServerCounters>) -> String 
             "relay_link_repair_capped_total",
             "Packets asked for but refused by the amplification cap (a share of the media sent).",
             |s| s.repair.map(|r| Value::U(r.retransmissions_capped)),
+        ),
+        (
+            "relay_link_repair_tail_probes_total",
+            "Tail probes: a quiet stream's last packet sent once more so a loss just before the pause is seen.",
+            |s| s.repair.map(|r| Value::U(r.tail_probes)),
         ),
     ];
     for (name, help, f) in repairs {
@@ -502,6 +507,7 @@ relay_link_retransmits_total{session="ab12",transport="rtp-udp",mode="unreliable
         s.repair = Some(relay_core::RepairStats {
             repaired: 41,
             retransmissions_capped: 2,
+            tail_probes: 1,
             ..Default::default()
         });
         link.stats = Some(s);
@@ -519,7 +525,7 @@ relay_link_retransmits_total{session="ab12",transport="rtp-udp",mode="unreliable
         );
         assert_eq!(
             text.matches("relay_link_repair_").count(),
-            12 * 3,
+            13 * 3,
             "HELP, TYPE, one sample each"
         );
     }
