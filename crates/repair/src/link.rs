@@ -160,7 +160,8 @@ impl RepairLink {
             nacks_sent: AtomicU64::new(0),
             nacks_received: AtomicU64::new(0),
             inbox_full: AtomicU64::new(0),
-            probe_armed: AtomicBool::new(false),
+            // Never set for a link that resends by number: see `next_probe`.
+            probe_armed: AtomicBool::new(by_number),
             handover: Handover::new(now()),
         });
         let driver = tokio::spawn(drive(Arc::clone(&shared)));
@@ -337,7 +338,16 @@ impl Shared {
 
     /// When the next tail probe is due. Disarms first, so a `send` that
     /// comes after this looked (and found nothing) nudges the driver.
+    ///
+    /// A link that resends by number (SRTP: the same ciphertext again) does
+    /// not probe: the probe is usually a packet the peer already has, and
+    /// SRTP's replay window rejects a second copy of an index as a replay,
+    /// which the peer would count as `unauthenticated` and warn about.
+    /// A NACK's repair is a packet the peer never received, so it passes.
     fn next_probe(&self, now: Instant) -> Option<Instant> {
+        if self.by_number {
+            return None;
+        }
         self.probe_armed.store(false, Ordering::SeqCst);
         let after = probe_after(self.budget, self.rtt(now));
         let at = lock(&self.buffer).next_probe(after);

@@ -33,6 +33,8 @@ struct MemEnd {
     /// Whether the end has the synchronous fast paths (`try_send`,
     /// `try_recv`) as rtp-udp does; the repair loop must work either way.
     fast: bool,
+    /// Resends by number from its own copy, as an SRTP link does.
+    by_number: bool,
 }
 
 impl fmt::Debug for MemEnd {
@@ -58,6 +60,7 @@ fn pair_with(fast: bool, loss_ab: Loss, loss_ba: Loss, one_way: Duration) -> (Ar
             close: CloseSignal::new(),
             rtt: 2 * one_way,
             fast,
+            by_number: false,
         })
     };
     (end(b_in.clone(), a_in.clone(), loss_ab), end(a_in, b_in, loss_ba))
@@ -83,6 +86,9 @@ impl RelayLink for MemEnd {
         } else {
             Err(packet)
         }
+    }
+    fn resends_by_number(&self) -> bool {
+        self.by_number
     }
     fn try_recv(&self) -> Option<Packet> {
         self.fast.then(|| self.inbox.try_pop()).flatten()
@@ -243,6 +249,38 @@ async fn a_loss_just_before_the_stream_goes_quiet_is_repaired_through_the_tail_p
     assert_eq!((rx.repaired, rx.unrepairable, rx.duplicates), (2, 0, 0), "{rx:?}");
     // The probe (99) and the two repairs (97, 98).
     assert_eq!(tx.retransmissions, 3, "{tx:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_link_that_resends_by_number_sends_no_tail_probe() {
+    // As over SRTP: a second copy of a packet the peer has is a replay to
+    // it. The stream stops; nothing is sent again.
+    let (a, b) = pair(
+        Box::new(|_| false),
+        Box::new(|_| false),
+        Duration::from_millis(20),
+    );
+    let by_number = |end: Arc<MemEnd>| {
+        let mut end = Arc::into_inner(end).expect("only reference");
+        end.by_number = true;
+        Arc::new(end)
+    };
+    let (a, b) = (by_number(a), by_number(b));
+    let sent = a.clone();
+    let sender = RepairLink::new(a, Mode::SrtpRepair, config(200));
+    let receiver = RepairLink::new(b, Mode::SrtpRepair, config(200));
+    for seq in 0..10u16 {
+        sender.send(rtp(7, seq)).await.unwrap();
+    }
+    let got = drain(&receiver, Duration::from_millis(500)).await;
+    assert_eq!(got.len(), 10);
+    assert_eq!(sender.stats().repair.unwrap().tail_probes, 0);
+    assert_eq!(
+        sent.sent.load(Ordering::Relaxed),
+        10,
+        "nothing sent but the stream"
+    );
+    assert_eq!(receiver.stats().repair.unwrap().duplicates, 0);
 }
 
 #[tokio::test(start_paused = true)]
