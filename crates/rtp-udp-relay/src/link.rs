@@ -18,7 +18,7 @@ use relay_core::{
 };
 use tokio::sync::watch;
 
-use crate::batch::BatchSocket;
+use relay_core::udp::batch::BatchSocket;
 use crate::driver::drive;
 use crate::liveness::Liveness;
 use crate::resend::SentWire;

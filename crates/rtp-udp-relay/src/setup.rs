@@ -7,7 +7,7 @@ use std::time::Instant;
 use relay_core::{Mode, RtpUdpDescription, SrtpParameters};
 use tokio::net::UdpSocket;
 
-use crate::batch::BatchSocket;
+use relay_core::udp::batch::BatchSocket;
 use crate::link::{Keys, RtpUdpLink};
 use crate::srtp::{self, MasterKey};
 use crate::{RtpUdpConfig, RtpUdpError};

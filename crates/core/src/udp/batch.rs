@@ -1,5 +1,6 @@
-//! Batched UDP I/O for the socket loop: many datagrams per system call,
-//! through `quinn-udp`, the socket layer quinn itself uses.
+//! Batched UDP I/O for the backends' socket loops (rtp-udp-relay's and
+//! dc-relay's): many datagrams per system call, through `quinn-udp`, the
+//! socket layer quinn itself uses.
 //!
 //! - **Receiving**: one `recvmmsg` fills up to [`quinn_udp::BATCH_SIZE`]
 //!   buffers. Where the kernel has `UDP_GRO` (Linux 5.0), one buffer may
@@ -248,7 +249,7 @@ fn with_scratch<T>(
 /// `UDP_SEGMENT`: only the last segment may be short).
 ///
 /// ```
-/// use rtp_udp_relay::batch::GsoRun;
+/// use relay_core::udp::batch::GsoRun;
 /// let mut run = GsoRun::new(64);
 /// for len in [1200, 1200, 1200] {
 ///     assert!(run.admits(len));
@@ -327,7 +328,7 @@ impl GsoRun {
 ///   fragmented as before, not refused;
 /// - `IP_PKTINFO`, `IP_RECVTOS`, `IPV6_RECVPKTINFO`, `IPV6_RECVTCLASS`
 ///   make the kernel attach the destination address and the ECN bits to
-///   every datagram received, which rtp-udp does not use: off, they cost
+///   every datagram received, which no backend uses: off, they cost
 ///   nothing per packet.
 struct SavedOptions(Vec<(libc::c_int, libc::c_int, libc::c_int)>);
 
@@ -438,7 +439,7 @@ mod tests {
 
     async fn pair() -> (BatchSocket, BatchSocket) {
         let bind = || {
-            let s = relay_core::udp::bind_udp("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+            let s = crate::udp::bind_udp("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
             BatchSocket::new(UdpSocket::from_std(s).unwrap()).unwrap()
         };
         let (a, b) = (bind(), bind());
