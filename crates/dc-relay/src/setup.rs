@@ -73,7 +73,9 @@ async fn prepare(config: &DcConfig) -> Result<(RTCPeerConnection, Vec<Socket>), 
     }
     for s in &sockets {
         for server in &servers {
-            if let Some(c) = gather::server_reflexive(s.udp.socket(), s.local, server, config.gather_timeout).await? {
+            if let Some(c) =
+                gather::server_reflexive(s.udp.socket(), s.local, server, config.gather_timeout).await?
+            {
                 candidates.push(c);
             }
         }

@@ -13,13 +13,14 @@
 //!   the peer cannot tell. [`GsoRun`] decides where runs end.
 //!
 //! Per packet, the system calls were most of what rtp-udp cost at high
-//! rates (issue 13: one `sendto` and one `recvfrom` per packet sit near
-//! 290k packets/s on loopback, GSO with `recvmmsg` near 1.2M).
+//! rates (one `sendto` and one `recvfrom` per packet sit near 290k
+//! packets/s on this machine's loopback, GSO with `recvmmsg` near 1.2M).
 
 use std::cell::RefCell;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use tokio::io::Interest;
@@ -56,7 +57,7 @@ thread_local! {
 /// batched receives and GSO sends.
 #[derive(Debug)]
 pub struct BatchSocket {
-    socket: UdpSocket,
+    socket: Arc<UdpSocket>,
     state: UdpSocketState,
 }
 
@@ -65,8 +66,14 @@ impl BatchSocket {
     /// has it; the other options it sets are put back as they were (see
     /// `SavedOptions`).
     pub fn new(socket: UdpSocket) -> io::Result<BatchSocket> {
+        BatchSocket::shared(Arc::new(socket))
+    }
+
+    /// Wraps a socket other tasks also use (the relay's local sockets,
+    /// which one task reads in batches while others send on them).
+    pub fn shared(socket: Arc<UdpSocket>) -> io::Result<BatchSocket> {
         let saved = SavedOptions::read(&socket);
-        let state = UdpSocketState::new((&socket).into())?;
+        let state = UdpSocketState::new((&*socket).into())?;
         saved.restore(&socket);
         Ok(BatchSocket { socket, state })
     }
@@ -100,7 +107,7 @@ impl BatchSocket {
             let mut meta = [RecvMeta::default(); quinn_udp::BATCH_SIZE];
             let mut got = Received::default();
             let r = self.socket.try_io(Interest::READABLE, || {
-                let n = self.state.recv((&self.socket).into(), &mut bufs, &mut meta)?;
+                let n = self.state.recv((&*self.socket).into(), &mut bufs, &mut meta)?;
                 for (buf, m) in bufs.iter().zip(&meta).take(n) {
                     for datagram in datagrams(buf, m) {
                         got.datagrams += 1;
@@ -138,7 +145,7 @@ impl BatchSocket {
             src_ip: None,
         };
         self.socket.try_io(Interest::WRITABLE, || {
-            self.state.try_send((&self.socket).into(), &transmit)
+            self.state.try_send((&*self.socket).into(), &transmit)
         })
     }
 
