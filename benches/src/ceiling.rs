@@ -35,8 +35,8 @@ use std::time::{Duration, Instant};
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use relay_core::udp::{DEFAULT_SOCKET_BUFFER, bind_udp};
 
-/// Datagrams per GSO send: what the issue's C measurement used (1,170k
-/// packets/s there); 40 × 1,200 = 48,000 bytes stays under the 65,507-byte
+/// Datagrams per GSO send: what a small C program measuring this
+/// machine's ceiling used (1,170k packets/s there); 40 × 1,200 = 48,000 bytes stays under the 65,507-byte
 /// limit of one UDP send, which caps 1,200-byte segments at 54.
 pub const GSO_SEGMENTS: usize = 40;
 
@@ -327,7 +327,7 @@ fn receive_all(
 }
 
 /// The per-packet baseline and iperf3 disagree beyond this share of
-/// iperf3's figure: the report flags the run (issue 13).
+/// iperf3's figure: the report flags the run.
 pub const DISAGREEMENT_LIMIT: f64 = 0.2;
 
 /// How far the harness's per-packet `raw-udp` figure is from iperf3's, as

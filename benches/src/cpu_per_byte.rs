@@ -1,7 +1,7 @@
 //! CPU per byte: what carrying a byte costs each path, at a fixed rate
 //! every path sustains, so the figure is work per byte and not a side
-//! effect of overload (issue 13: 1 Gbit/s paced, both ends counted, the
-//! harness's own share measured separately and subtracted).
+//! effect of overload (the goal's terms: 1 Gbit/s paced, both ends
+//! counted, the harness's own share measured separately and subtracted).
 //!
 //! Each path carries [`RATE_BPS`] of 1,200-byte RTP packets for a second
 //! or two over the clean network ([`measure`]); the process's user and

@@ -1,4 +1,4 @@
-//! Many links in one process (issue 13, part 4): `relay-bench links`
+//! Many links in one process: `relay-bench links`
 //! opens `count` idle links of each transport through
 //! [`relay::loopback`] (both ends in this process, offer/answer in
 //! process, no HTTP), `parallel` setups in flight, and reports what one

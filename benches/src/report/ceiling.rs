@@ -1,6 +1,6 @@
-//! The ceiling and CPU per byte in the report (issue 13, parts 1 and 3):
-//! measured once per report on the clean network next to the max-rate
-//! runs ([`measure`]), judged against the issue's targets ([`targets`]),
+//! The ceiling and CPU per byte in the report: measured once per report
+//! on the clean network next to the max-rate runs ([`measure`]), judged
+//! against their goals ([`targets`]),
 //! and shown in their own section ([`section`]).
 
 use std::fmt::Write as _;

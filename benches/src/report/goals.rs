@@ -1,4 +1,4 @@
-//! The issue's goals, judged against a [`Matrix`].
+//! The report's goals, judged against a [`Matrix`].
 
 use std::time::Duration;
 
@@ -32,7 +32,7 @@ impl std::fmt::Display for Verdict {
     }
 }
 
-/// One goal of the issue, judged.
+/// One goal, judged.
 #[derive(Debug, Clone)]
 pub struct Goal {
     /// The goal as stated.
@@ -85,7 +85,7 @@ const RTP_UDP: Subject = Subject::Link(Transport::RtpUdp, Mode::Unreliable);
 const DC_UNRELIABLE: Subject = Subject::Link(Transport::Dc, Mode::Unreliable);
 const DC_RELIABLE: Subject = Subject::Link(Transport::Dc, Mode::Reliable);
 
-/// Judges every goal of the issue against the measurements.
+/// Judges every goal against the measurements.
 pub fn goals(m: &Matrix) -> Vec<Goal> {
     let mut out = Vec::new();
     let flood = m.flood();
@@ -126,7 +126,7 @@ pub fn goals(m: &Matrix) -> Vec<Goal> {
     for (subject, target) in [
         (QUIC_DGRAM, 3.0),
         (QUIC_STREAM, 3.0),
-        // The loss issue: no worse than before its SCTP patch and budget.
+        // Lossy paths: no worse than before the SCTP patch and the budget.
         (DC_UNRELIABLE, 1.4),
         (DC_RELIABLE, 1.6),
     ] {

@@ -143,8 +143,8 @@ pub fn render(m: &Matrix, machine: &Machine, versions: &[(String, String)], comm
     if !relay::compiled_transports().contains(&Transport::Dc) {
         let _ = writeln!(
             md,
-            "> The data-channel backend (`dc`) is not in the facade yet, so it is absent here and its goals read NOT RUN. \
-             Regenerate this report once it lands: the harness picks up every transport `relay::compiled_transports()` returns.\n"
+            "> The data-channel backend (`dc`) is not compiled into this build (the `relay` crate's `dc` feature is off), \
+             so it is absent here and its goals read NOT RUN: the harness runs every transport `relay::compiled_transports()` returns.\n"
         );
     }
 

@@ -117,7 +117,7 @@ pub async fn run_matrix(config: ReportConfig, mut progress: impl FnMut(&str)) ->
     }
 
     // The ceiling and CPU per byte, next to the clean max-rate runs that
-    // follow (issue 13).
+    // follow.
     let mut ceiling = crate::ceiling::Ceiling::default();
     if let Some(clean) = scenarios.iter().find(|s| s.name == "clean") {
         let (c, notices) = super::ceiling::measure(&config, clean, &subjects, &mut progress).await;

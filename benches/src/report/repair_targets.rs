@@ -1,4 +1,4 @@
-//! The repair issue's targets: each repair mode against its transport's
+//! The repair goals: each repair mode against its transport's
 //! plain unreliable mode on the WAN paths (median over seeds) and on the
 //! clean path (what repair costs when nothing is lost).
 

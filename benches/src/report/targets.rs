@@ -1,6 +1,6 @@
-//! The loss issue's targets (a transport holds its latency on a lossy WAN
+//! The lossy-path goals (a transport holds its latency on a lossy WAN
 //! path), judged against a [`Matrix`]: every figure is the median over the
-//! scenario's seeds, as the issue states them, with the spread shown.
+//! scenario's seeds, with the spread shown.
 
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use crate::scenario::{Scenario, Subject};
 /// Slack over the path's configured one-way delay and jitter that a
 /// real-time mode may add: the relay's own processing and the harness's.
 const SLACK_MS: f64 = 5.0;
-/// Longest setup the issue allows, in every scenario.
+/// Longest setup allowed, in every scenario.
 const SETUP_LIMIT: Duration = Duration::from_secs(2);
 /// How soon after an outage's end real-time delivery must be back.
 const RESUME_LIMIT_MS: f64 = 300.0;
@@ -34,7 +34,7 @@ fn links(m: &Matrix) -> impl Iterator<Item = Subject> + '_ {
         .filter(|s| *s != Subject::RawUdp && !s.is_pion())
 }
 
-/// Every target of the loss issue that the matrix has runs for.
+/// Every lossy-path target that the matrix has runs for.
 pub(super) fn loss_targets(m: &Matrix) -> Vec<Goal> {
     let video = m.video();
     let scenario = |name: &str| m.scenarios.iter().find(|s| s.name == name);
@@ -72,7 +72,7 @@ pub(super) fn loss_targets(m: &Matrix) -> Vec<Goal> {
                 ));
             } else if matches!(subject, Subject::Link(_, m) if m.is_repair()) {
                 // Repair trades latency for delivery within its budget: its
-                // targets are the repair issue's (repair_targets.rs), not
+                // targets are the repair goals (repair_targets.rs), not
                 // the unreliable modes' path-delay bound.
                 out.push(delivered_goal(m, sc, &video, subject));
             } else {

@@ -1,7 +1,7 @@
 //! Relay trees as operators build them from the command line: real
 //! `relay` processes on loopback, a chain of hops and a fan-out, with
 //! one-way latency measured behind every relay and the CPU time of every
-//! relay process (issue 15's "Measured" rows).
+//! relay process (the report's "Relay trees" section).
 //!
 //! - **Chain**: the harness sends paced RTP into `relay offer`, which
 //!   links to node 1; node *k* is `relay answer --out TAP_k --forward

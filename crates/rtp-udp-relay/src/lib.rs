@@ -68,7 +68,6 @@
 #![warn(missing_docs)]
 
 mod backend;
-pub mod batch;
 mod config;
 mod driver;
 mod error;

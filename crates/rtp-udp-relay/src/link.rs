@@ -18,13 +18,13 @@ use relay_core::{
 };
 use tokio::sync::watch;
 
-use crate::batch::BatchSocket;
 use crate::driver::drive;
 use crate::liveness::Liveness;
 use crate::resend::SentWire;
 use crate::srtp::{self, ControlAuth, MasterKey, SrtpContext, SrtpError};
 use crate::stun::{self, Control, IntegrityKey};
 use crate::{RtpUdpConfig, RtpUdpError};
+use relay_core::udp::batch::BatchSocket;
 
 /// What SRTP protection adds at most: the GCM tag, plus SRTCP's E flag and
 /// index word. The application's packet limit shrinks by this much so the

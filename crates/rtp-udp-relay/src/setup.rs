@@ -7,10 +7,10 @@ use std::time::Instant;
 use relay_core::{Mode, RtpUdpDescription, SrtpParameters};
 use tokio::net::UdpSocket;
 
-use crate::batch::BatchSocket;
 use crate::link::{Keys, RtpUdpLink};
 use crate::srtp::{self, MasterKey};
 use crate::{RtpUdpConfig, RtpUdpError};
+use relay_core::udp::batch::BatchSocket;
 
 /// This side's protection in one link's mode: `None` for plain RTP.
 fn local_key(mode: Mode) -> Result<Option<MasterKey>, RtpUdpError> {

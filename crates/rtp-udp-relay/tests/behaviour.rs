@@ -448,7 +448,7 @@ async fn a_burst_of_mixed_sizes_arrives_whole_and_in_order() {
         .unwrap();
     peer.set_nonblocking(true).unwrap();
     let peer =
-        rtp_udp_relay::batch::BatchSocket::new(tokio::net::UdpSocket::from_std(peer).unwrap()).unwrap();
+        relay_core::udp::batch::BatchSocket::new(tokio::net::UdpSocket::from_std(peer).unwrap()).unwrap();
     peer.socket().writable().await.unwrap();
 
     let rtp = |seq: u16, size: usize| {

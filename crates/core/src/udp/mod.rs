@@ -1,5 +1,8 @@
-//! UDP socket set-up shared by the backends, and the kernel's own drop
-//! counters (so benchmarks do not blame a transport for them).
+//! UDP socket set-up shared by the backends, batched I/O ([`batch`]), and
+//! the kernel's own drop counters (so benchmarks do not blame a transport
+//! for them).
+
+pub mod batch;
 
 use std::io;
 use std::net::SocketAddr;

@@ -1,5 +1,6 @@
-//! Batched UDP I/O for the socket loop: many datagrams per system call,
-//! through `quinn-udp`, the socket layer quinn itself uses.
+//! Batched UDP I/O for the backends' socket loops (rtp-udp-relay's and
+//! dc-relay's): many datagrams per system call, through `quinn-udp`, the
+//! socket layer quinn itself uses.
 //!
 //! - **Receiving**: one `recvmmsg` fills up to [`quinn_udp::BATCH_SIZE`]
 //!   buffers. Where the kernel has `UDP_GRO` (Linux 5.0), one buffer may
@@ -12,13 +13,14 @@
 //!   the peer cannot tell. [`GsoRun`] decides where runs end.
 //!
 //! Per packet, the system calls were most of what rtp-udp cost at high
-//! rates (issue 13: one `sendto` and one `recvfrom` per packet sit near
-//! 290k packets/s on loopback, GSO with `recvmmsg` near 1.2M).
+//! rates (one `sendto` and one `recvfrom` per packet sit near 290k
+//! packets/s on this machine's loopback, GSO with `recvmmsg` near 1.2M).
 
 use std::cell::RefCell;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use tokio::io::Interest;
@@ -55,7 +57,7 @@ thread_local! {
 /// batched receives and GSO sends.
 #[derive(Debug)]
 pub struct BatchSocket {
-    socket: UdpSocket,
+    socket: Arc<UdpSocket>,
     state: UdpSocketState,
 }
 
@@ -64,8 +66,14 @@ impl BatchSocket {
     /// has it; the other options it sets are put back as they were (see
     /// `SavedOptions`).
     pub fn new(socket: UdpSocket) -> io::Result<BatchSocket> {
+        BatchSocket::shared(Arc::new(socket))
+    }
+
+    /// Wraps a socket other tasks also use (the relay's local sockets,
+    /// which one task reads in batches while others send on them).
+    pub fn shared(socket: Arc<UdpSocket>) -> io::Result<BatchSocket> {
         let saved = SavedOptions::read(&socket);
-        let state = UdpSocketState::new((&socket).into())?;
+        let state = UdpSocketState::new((&*socket).into())?;
         saved.restore(&socket);
         Ok(BatchSocket { socket, state })
     }
@@ -99,7 +107,7 @@ impl BatchSocket {
             let mut meta = [RecvMeta::default(); quinn_udp::BATCH_SIZE];
             let mut got = Received::default();
             let r = self.socket.try_io(Interest::READABLE, || {
-                let n = self.state.recv((&self.socket).into(), &mut bufs, &mut meta)?;
+                let n = self.state.recv((&*self.socket).into(), &mut bufs, &mut meta)?;
                 for (buf, m) in bufs.iter().zip(&meta).take(n) {
                     for datagram in datagrams(buf, m) {
                         got.datagrams += 1;
@@ -137,7 +145,7 @@ impl BatchSocket {
             src_ip: None,
         };
         self.socket.try_io(Interest::WRITABLE, || {
-            self.state.try_send((&self.socket).into(), &transmit)
+            self.state.try_send((&*self.socket).into(), &transmit)
         })
     }
 
@@ -248,7 +256,7 @@ fn with_scratch<T>(
 /// `UDP_SEGMENT`: only the last segment may be short).
 ///
 /// ```
-/// use rtp_udp_relay::batch::GsoRun;
+/// use relay_core::udp::batch::GsoRun;
 /// let mut run = GsoRun::new(64);
 /// for len in [1200, 1200, 1200] {
 ///     assert!(run.admits(len));
@@ -327,7 +335,7 @@ impl GsoRun {
 ///   fragmented as before, not refused;
 /// - `IP_PKTINFO`, `IP_RECVTOS`, `IPV6_RECVPKTINFO`, `IPV6_RECVTCLASS`
 ///   make the kernel attach the destination address and the ECN bits to
-///   every datagram received, which rtp-udp does not use: off, they cost
+///   every datagram received, which no backend uses: off, they cost
 ///   nothing per packet.
 struct SavedOptions(Vec<(libc::c_int, libc::c_int, libc::c_int)>);
 
@@ -438,7 +446,7 @@ mod tests {
 
     async fn pair() -> (BatchSocket, BatchSocket) {
         let bind = || {
-            let s = relay_core::udp::bind_udp("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+            let s = crate::udp::bind_udp("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
             BatchSocket::new(UdpSocket::from_std(s).unwrap()).unwrap()
         };
         let (a, b) = (bind(), bind());
