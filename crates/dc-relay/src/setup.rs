@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use relay_core::udp::batch::BatchSocket;
 use relay_core::{Mode, SdpType, W3cDescription};
 use rtc::data_channel::RTCDataChannelInit;
 use rtc::ice::mdns::MulticastDnsMode;
@@ -57,7 +56,6 @@ async fn bind_sockets(config: &DcConfig) -> Result<Vec<Socket>, DcError> {
         // The connection only ever sees the advertised address: it is the
         // candidate, and the local address of everything this socket reads
         // and writes, so ICE matches traffic to its candidate.
-        let udp = BatchSocket::new(udp).map_err(bind_err)?;
         sockets.push(Socket::new(udp, SocketAddr::new(advertised_ip, local.port())));
     }
     Ok(sockets)
@@ -73,9 +71,7 @@ async fn prepare(config: &DcConfig) -> Result<(RTCPeerConnection, Vec<Socket>), 
     }
     for s in &sockets {
         for server in &servers {
-            if let Some(c) =
-                gather::server_reflexive(s.udp.socket(), s.local, server, config.gather_timeout).await?
-            {
+            if let Some(c) = gather::server_reflexive(&s.udp, s.local, server, config.gather_timeout).await? {
                 candidates.push(c);
             }
         }

@@ -1,6 +1,6 @@
-//! Batched UDP I/O for the backends' socket loops (rtp-udp-relay's and
-//! dc-relay's): many datagrams per system call, through `quinn-udp`, the
-//! socket layer quinn itself uses.
+//! Batched UDP I/O for a backend's socket loop (rtp-udp-relay's): many
+//! datagrams per system call, through `quinn-udp`, the socket layer quinn
+//! itself uses.
 //!
 //! - **Receiving**: one `recvmmsg` fills up to [`quinn_udp::BATCH_SIZE`]
 //!   buffers. Where the kernel has `UDP_GRO` (Linux 5.0), one buffer may
@@ -20,7 +20,6 @@ use std::cell::RefCell;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use tokio::io::Interest;
@@ -57,7 +56,7 @@ thread_local! {
 /// batched receives and GSO sends.
 #[derive(Debug)]
 pub struct BatchSocket {
-    socket: Arc<UdpSocket>,
+    socket: UdpSocket,
     state: UdpSocketState,
 }
 
@@ -66,14 +65,8 @@ impl BatchSocket {
     /// has it; the other options it sets are put back as they were (see
     /// `SavedOptions`).
     pub fn new(socket: UdpSocket) -> io::Result<BatchSocket> {
-        BatchSocket::shared(Arc::new(socket))
-    }
-
-    /// Wraps a socket other tasks also use (the relay's local sockets,
-    /// which one task reads in batches while others send on them).
-    pub fn shared(socket: Arc<UdpSocket>) -> io::Result<BatchSocket> {
         let saved = SavedOptions::read(&socket);
-        let state = UdpSocketState::new((&*socket).into())?;
+        let state = UdpSocketState::new((&socket).into())?;
         saved.restore(&socket);
         Ok(BatchSocket { socket, state })
     }
@@ -107,7 +100,7 @@ impl BatchSocket {
             let mut meta = [RecvMeta::default(); quinn_udp::BATCH_SIZE];
             let mut got = Received::default();
             let r = self.socket.try_io(Interest::READABLE, || {
-                let n = self.state.recv((&*self.socket).into(), &mut bufs, &mut meta)?;
+                let n = self.state.recv((&self.socket).into(), &mut bufs, &mut meta)?;
                 for (buf, m) in bufs.iter().zip(&meta).take(n) {
                     for datagram in datagrams(buf, m) {
                         got.datagrams += 1;
@@ -145,7 +138,7 @@ impl BatchSocket {
             src_ip: None,
         };
         self.socket.try_io(Interest::WRITABLE, || {
-            self.state.try_send((&*self.socket).into(), &transmit)
+            self.state.try_send((&self.socket).into(), &transmit)
         })
     }
 

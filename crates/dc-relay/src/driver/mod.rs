@@ -67,6 +67,8 @@ const RECV_CHUNK: usize = 256 * 1024;
 /// acknowledgements of a burst into one SACK, and a sender waiting for it
 /// would otherwise idle while we work through the whole burst.
 const SACK_EVERY: usize = 32;
+/// Largest datagram we read whole.
+const MAX_DATAGRAM: usize = 65_536;
 /// Messages taken from the connection per turn before looking at the
 /// sockets again, so a flood cannot starve the timers.
 const READ_BATCH: usize = 1024;
@@ -110,11 +112,6 @@ pub(crate) struct Driver {
     /// A received packet the full (reliable) inbox refused.
     rx_pending: Option<Packet>,
     recv_buf: BytesMut,
-    /// Datagrams of one receive batch, between the socket and the
-    /// connection (kept to reuse its allocation).
-    rx_batch: Vec<(BytesMut, SocketAddr)>,
-    /// Datagrams of one send run, gathered from the connection.
-    tx_batch: Vec<BytesMut>,
     next_stats: Instant,
     /// When the connection next wants `handle_timeout`.
     deadline: Instant,
@@ -156,8 +153,6 @@ impl Driver {
             dc: None,
             rx_pending: None,
             recv_buf: BytesMut::new(),
-            rx_batch: Vec::new(),
-            tx_batch: Vec::new(),
             deadline: Instant::now(),
             parked: false,
             peer: None,
@@ -291,69 +286,48 @@ impl Driver {
         }
     }
 
-    /// Reads what the sockets hold, up to [`RECV_BATCH`] datagrams each,
-    /// a `recvmmsg` at a time (relay-core's [`BatchSocket`](relay_core::udp::batch::BatchSocket)),
-    /// and hands each datagram that passes [`verdict`] to the connection.
     fn drain_sockets(&mut self) {
         for i in 0..self.sockets.len() {
-            let mut read = 0;
-            while read < RECV_BATCH {
-                let mut batch = std::mem::take(&mut self.rx_batch);
-                let Driver {
-                    sockets,
-                    recv_buf,
-                    shared,
-                    peer,
-                    ..
-                } = &mut *self;
-                // Copied out of the batch's buffers (which the next call
-                // reuses) into chunked receive memory, split off per
-                // datagram without another copy.
-                let received = sockets[i].udp.recv(|datagram, from| {
-                    if let Some(cause) = verdict(datagram, from, *peer) {
-                        shared.wire_drops.add(cause, 1);
-                        return;
-                    }
-                    if recv_buf.capacity() - recv_buf.len() < datagram.len() {
-                        recv_buf.reserve(RECV_CHUNK.max(datagram.len()));
-                    }
-                    recv_buf.extend_from_slice(datagram);
-                    batch.push((recv_buf.split(), from));
-                });
-                let local = self.sockets[i].local;
-                for (message, from) in batch.drain(..) {
-                    read += 1;
-                    if read % SACK_EVERY == 0 {
-                        self.flush_writes();
-                    }
-                    let input = TaggedBytesMut {
-                        now: Instant::now(),
-                        transport: TransportContext {
-                            local_addr: local,
-                            peer_addr: from,
-                            ecn: None,
-                            transport_protocol: TransportProtocol::UDP,
-                        },
-                        message,
-                    };
-                    if let Err(e) = self.pc.handle_read(input) {
-                        tracing::trace!(error = %e, %from, "datagram refused");
-                    }
-                    // Take what it delivered before the next datagram: the
-                    // pipeline bounds what it holds for us (256 messages),
-                    // and what it cannot hold stays in SCTP's receive
-                    // buffer, shrinking the window the next SACK offers.
-                    // Until the answerer knows its channel, `pump` reads
-                    // instead, after the events that name it.
-                    if self.relayed().is_some() {
-                        self.read_messages(false);
-                    }
+            for n in 1..=RECV_BATCH {
+                if n % SACK_EVERY == 0 {
+                    self.flush_writes();
                 }
-                self.rx_batch = batch;
-                match received {
-                    Ok(got) if got.emptied => break,
-                    Ok(got) if got.datagrams == 0 => break,
-                    Ok(_) => {}
+                if self.recv_buf.capacity() - self.recv_buf.len() < MAX_DATAGRAM {
+                    self.recv_buf.reserve(RECV_CHUNK);
+                }
+                match self.sockets[i].udp.try_recv_buf_from(&mut self.recv_buf) {
+                    Ok((_, from)) => {
+                        if let Some(cause) = verdict(&self.recv_buf, from, self.peer) {
+                            self.shared.wire_drops.add(cause, 1);
+                            // Reuse the space: nothing is split off.
+                            self.recv_buf.clear();
+                            continue;
+                        }
+                        let message = self.recv_buf.split();
+                        let local = self.sockets[i].local;
+                        let input = TaggedBytesMut {
+                            now: Instant::now(),
+                            transport: TransportContext {
+                                local_addr: local,
+                                peer_addr: from,
+                                ecn: None,
+                                transport_protocol: TransportProtocol::UDP,
+                            },
+                            message,
+                        };
+                        if let Err(e) = self.pc.handle_read(input) {
+                            tracing::trace!(error = %e, %from, "datagram refused");
+                        }
+                        // Take what it delivered before the next datagram: the
+                        // pipeline bounds what it holds for us (256 messages),
+                        // and what it cannot hold stays in SCTP's receive
+                        // buffer, shrinking the window the next SACK offers.
+                        // Until the answerer knows its channel, `pump` reads
+                        // instead, after the events that name it.
+                        if self.relayed().is_some() {
+                            self.read_messages(false);
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     // ICMP port unreachable and friends: liveness decides.
                     Err(e) => {
@@ -365,31 +339,15 @@ impl Driver {
         }
     }
 
-    /// Sends everything the connection has queued: each run of datagrams
-    /// for one socket and destination in as few system calls as the
-    /// kernel allows (a burst of full-size SCTP packets in one GSO send).
+    /// Sends everything the connection has queued.
     fn flush_writes(&mut self) {
-        let mut run: Option<(usize, SocketAddr)> = None;
         while let Some(out) = self.pc.poll_write() {
             let to = out.transport.peer_addr;
             let from = out.transport.local_addr;
             let i = self.sockets.iter().position(|s| s.local == from).unwrap_or(0);
-            if run.is_some_and(|r| r != (i, to)) {
-                self.send_run(run);
+            if let Some(s) = self.sockets.get_mut(i) {
+                s.transmit(out.message, to, &self.shared.wire_drops);
             }
-            run = Some((i, to));
-            self.tx_batch.push(out.message);
-        }
-        self.send_run(run);
-    }
-
-    /// Puts the datagrams gathered in `tx_batch` on the wire through the
-    /// socket and to the destination of `run`.
-    fn send_run(&mut self, run: Option<(usize, SocketAddr)>) {
-        let Some((i, to)) = run else { return };
-        match self.sockets.get_mut(i) {
-            Some(s) => s.transmit(&mut self.tx_batch, to, &self.shared.wire_drops),
-            None => self.tx_batch.clear(),
         }
     }
 

@@ -1,8 +1,6 @@
 //! [`Socket`]: one bound UDP socket of a link, as the driver uses it: what
-//! it sends (in batches: a burst of SCTP packets of one size leaves in one
-//! GSO send, through relay-core's [`BatchSocket`], as rtp-udp's do), what
-//! it holds while the kernel's buffer is full, and which received datagrams
-//! are worth handing to the connection ([`verdict`]).
+//! it sends, what it holds while the kernel's buffer is full, and which
+//! received datagrams are worth handing to the connection ([`verdict`]).
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -11,8 +9,8 @@ use std::net::SocketAddr;
 use std::task::Poll;
 
 use bytes::BytesMut;
-use relay_core::udp::batch::BatchSocket;
 use relay_core::{DropCause, DropCounters};
+use tokio::net::UdpSocket;
 
 /// Largest datagram a peer may send us: a jumbo frame's UDP payload
 /// (9,000-byte MTU less IPv4 and UDP headers). WebRTC stacks size their
@@ -55,14 +53,14 @@ pub(crate) fn verdict(datagram: &[u8], from: SocketAddr, peer: Option<SocketAddr
 /// One bound UDP socket: one ICE host candidate.
 #[derive(Debug)]
 pub(crate) struct Socket {
-    pub(crate) udp: BatchSocket,
+    pub(crate) udp: UdpSocket,
     pub(crate) local: SocketAddr,
     /// Datagrams the kernel refused (send buffer full), sent when writable.
     pub(super) pending: VecDeque<(BytesMut, SocketAddr)>,
 }
 
 impl Socket {
-    pub(crate) fn new(udp: BatchSocket, local: SocketAddr) -> Socket {
+    pub(crate) fn new(udp: UdpSocket, local: SocketAddr) -> Socket {
         Socket {
             udp,
             local,
@@ -70,31 +68,23 @@ impl Socket {
         }
     }
 
-    /// Sends `datagrams` to `to`, in order and in as few system calls as
-    /// the kernel allows (runs of one size in one GSO send; a lone datagram
-    /// as a plain send, at once), or queues them while the kernel's buffer
-    /// is full; a datagram the kernel refuses is counted in `drops` (see
-    /// [`refused`]).
-    pub(super) fn transmit(&mut self, datagrams: &mut Vec<BytesMut>, to: SocketAddr, drops: &DropCounters) {
+    /// Sends, or queues while the kernel's buffer is full; a datagram the
+    /// kernel refuses is counted in `drops` (see [`refused`]).
+    pub(super) fn transmit(&mut self, data: BytesMut, to: SocketAddr, drops: &DropCounters) {
         if !self.pending.is_empty() {
-            self.pending.extend(datagrams.drain(..).map(|d| (d, to)));
+            self.pending.push_back((data, to));
             return;
         }
-        let mut results = Vec::with_capacity(datagrams.len());
-        self.udp
-            .send_all(datagrams.iter().map(|d| &d[..]), to, |r| results.push(r));
-        for (data, result) in datagrams.drain(..).zip(results) {
-            match result {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.pending.push_back((data, to)),
-                Err(e) => refused(&e, data.len(), to, drops),
-            }
+        match self.udp.try_send_to(&data, to) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.pending.push_back((data, to)),
+            Err(e) => refused(&e, data.len(), to, drops),
         }
     }
 
     pub(super) fn flush_pending(&mut self, drops: &DropCounters) {
         while let Some((data, to)) = self.pending.front() {
-            match self.udp.socket().try_send_to(data, *to) {
+            match self.udp.try_send_to(data, *to) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => refused(&e, data.len(), *to, drops),
@@ -128,7 +118,7 @@ fn refused(e: &io::Error, len: usize, to: SocketAddr, drops: &DropCounters) {
 pub(super) async fn readable(sockets: &[Socket]) {
     poll_fn(|cx| {
         for s in sockets {
-            if s.udp.socket().poll_recv_ready(cx).is_ready() {
+            if s.udp.poll_recv_ready(cx).is_ready() {
                 return Poll::Ready(());
             }
         }
@@ -141,7 +131,7 @@ pub(super) async fn readable(sockets: &[Socket]) {
 pub(super) async fn writable(sockets: &[Socket]) {
     poll_fn(|cx| {
         for s in sockets.iter().filter(|s| !s.pending.is_empty()) {
-            if s.udp.socket().poll_send_ready(cx).is_ready() {
+            if s.udp.poll_send_ready(cx).is_ready() {
                 return Poll::Ready(());
             }
         }

@@ -1,13 +1,10 @@
-//! The local → link direction: one task per local socket, reading it in
-//! batches (one `recvmmsg` takes whatever has arrived: a keyframe's
-//! packets in one system call, a lone packet at once).
+//! The local → link direction: one task per local socket.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use relay_core::udp::batch::BatchSocket;
 use relay_core::{LinkError, Packet, PacketKind, RTP_HEADER_LEN};
 
 use super::{PipeCounters, Shared};
@@ -41,84 +38,64 @@ pub(super) async fn local_to_link(shared: Arc<Shared>, end_index: usize, port: P
     let latches = allowed_ip.is_none();
     // RTCP for this stream goes where RTP comes from when it has no RTCP port.
     let rtcp_follows = port == Port::Rtcp || end.rtcp.is_none();
-    // Batched receives where quinn-udp can set the socket up (it always
-    // can on Linux); one `recv_from` at a time otherwise.
-    let batch = BatchSocket::shared(socket.clone())
-        .inspect_err(|e| tracing::debug!(error = %e, "local socket: no batched receive"))
-        .ok();
     let mut buf = vec![0u8; 65_536];
-    let mut received: Vec<(Bytes, SocketAddr)> = Vec::new();
     // Per-packet state kept here, so the shared copies (the watch channel's
     // lock, the destination and source tables) are touched only when they change.
     let mut route = route_changes.borrow_and_update().clone();
     let mut sender_seen: Option<SocketAddr> = None;
     let mut seen: HashSet<u32> = HashSet::new();
     loop {
-        let got = match &batch {
-            Some(batch) => match socket.readable().await {
-                Ok(()) => batch
-                    .recv(|datagram, from| received.push((Bytes::copy_from_slice(datagram), from)))
-                    .map(|_| ()),
-                Err(e) => Err(e),
-            },
-            None => socket
-                .recv_from(&mut buf)
-                .await
-                .map(|(n, from)| received.push((Bytes::copy_from_slice(&buf[..n]), from))),
+        let (n, from) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                // ICMP port unreachable from a consumer not yet listening
+                // surfaces here on Linux; keep going.
+                tracing::debug!(error = %e, "local receive error");
+                continue;
+            }
         };
-        match got {
-            Ok(()) => {}
-            // A readiness that another reader took, or a spurious wake-up.
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            // ICMP port unreachable from a consumer not yet listening
-            // surfaces here on Linux; keep going.
-            Err(e) => tracing::debug!(error = %e, "local receive error"),
+        if allowed_ip.is_some_and(|ip| ip != from.ip()) {
+            counters.count(|c| &c.foreign);
+            continue;
         }
-        for (bytes, from) in received.drain(..) {
-            let n = bytes.len();
-            if allowed_ip.is_some_and(|ip| ip != from.ip()) {
-                counters.count(|c| &c.foreign);
+        let packet = match Packet::parse(Bytes::copy_from_slice(&buf[..n])) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(%from, error = %e, "local datagram is not RTP/RTCP");
+                counters.count(|c| &c.rejected);
                 continue;
             }
-            let packet = match Packet::parse(bytes) {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::debug!(%from, error = %e, "local datagram is not RTP/RTCP");
-                    counters.count(|c| &c.rejected);
-                    continue;
-                }
-            };
-            let kind = packet.kind();
-            if latches && sender_seen != Some(from) {
-                sender_seen = Some(from);
-                if dest.latch(from) && rtcp_follows {
-                    tracing::info!(stream = %end.spec, %from, ?port, "feedback destination learned");
-                    shared.destination_learned(end_index);
-                }
+        };
+        let kind = packet.kind();
+        if latches && sender_seen != Some(from) {
+            sender_seen = Some(from);
+            if dest.latch(from) && rtcp_follows {
+                tracing::info!(stream = %end.spec, %from, ?port, "feedback destination learned");
+                shared.destination_learned(end_index);
             }
-            if kind == PacketKind::Rtp && n == RTP_HEADER_LEN {
-                // Janus announces its feedback socket with header-only RTP.
-                counters.count(|c| &c.keepalives);
-                continue;
-            }
-            if kind == PacketKind::Rtp && port == Port::Rtcp {
-                // Media on an RTCP port is a misconfiguration: never relayed.
-                counters.count(|c| &c.not_rtcp);
-                continue;
-            }
-            if kind == PacketKind::Rtp && !seen.contains(&packet.ssrc()) {
-                if seen.len() >= SEEN_CACHE {
-                    seen.clear();
-                }
-                seen.insert(packet.ssrc());
-                shared.new_source(end_index, packet.ssrc(), packet.payload_type().unwrap_or(0));
-            }
-            // The sender lives in the Pipe, which aborts this task on drop.
-            if route_changes.has_changed().unwrap_or(false) {
-                route = route_changes.borrow_and_update().clone();
-            }
-            shared.dispatch(&route, packet).await;
         }
+        if kind == PacketKind::Rtp && n == RTP_HEADER_LEN {
+            // Janus announces its feedback socket with header-only RTP.
+            counters.count(|c| &c.keepalives);
+            continue;
+        }
+        if kind == PacketKind::Rtp && port == Port::Rtcp {
+            // Media on an RTCP port is a misconfiguration: never relayed.
+            counters.count(|c| &c.not_rtcp);
+            continue;
+        }
+        if kind == PacketKind::Rtp && !seen.contains(&packet.ssrc()) {
+            if seen.len() >= SEEN_CACHE {
+                seen.clear();
+            }
+            seen.insert(packet.ssrc());
+            shared.new_source(end_index, packet.ssrc(), packet.payload_type().unwrap_or(0));
+        }
+        // The sender lives in the Pipe, which aborts this task on drop.
+        if route_changes.has_changed().unwrap_or(false) {
+            route = route_changes.borrow_and_update().clone();
+        }
+        shared.dispatch(&route, packet).await;
     }
 }
 
