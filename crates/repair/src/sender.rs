@@ -82,6 +82,12 @@ struct Tail {
     probed: bool,
 }
 
+/// Whether `kept`, sent again now, would reach the peer (`one_way` later)
+/// past `budget`: the peer would only drop it.
+fn arrives_late(kept: &Kept, now: Instant, one_way: Duration, budget: Duration) -> bool {
+    now.saturating_duration_since(kept.sent) + one_way >= budget
+}
+
 /// A kept packet's key: its SSRC and sequence number in one word.
 fn key(ssrc: u32, seq: u16) -> u64 {
     (u64::from(ssrc) << 16) | u64::from(seq)
@@ -230,7 +236,7 @@ impl RetransmitBuffer {
             let Some(kept) = self.kept.get(&key(tail.ssrc, tail.seq)) else {
                 continue;
             };
-            if now.saturating_duration_since(kept.sent) + one_way >= self.budget {
+            if arrives_late(kept, now, one_way, self.budget) {
                 continue;
             }
             self.counts.probes += 1;
@@ -256,7 +262,7 @@ impl RetransmitBuffer {
                 self.counts.gone += 1;
                 continue;
             };
-            if now.saturating_duration_since(kept.sent) + one_way >= self.budget {
+            if arrives_late(kept, now, one_way, self.budget) {
                 self.counts.gone += 1;
                 continue;
             }
